@@ -1,0 +1,182 @@
+//! Groups binlog events into transactions and tracks the position inside the stream.
+//!
+//! Invariant: `file` is always the binlog file the next event comes from — taken from a
+//! rotate event's *payload*, since a rotate's header position belongs to the old file.
+
+use crate::decode::TableInfo;
+use crate::reader::{metrics, ReaderEvent, TablePredicate};
+use concord_change::{Ddl, Op, Position, RowChange, TableName, Transaction, Undecodable};
+use mysql_async::binlog::events::{Event, EventData, RowsEventData, TableMapEvent};
+use mysql_async::BinlogStream;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub(crate) struct Assembler {
+    file: String,
+    is_mariadb: bool,
+    seen_format_description: bool,
+    include: TablePredicate,
+    txn: Option<Transaction>,
+    tables: HashMap<u64, (TableMapEvent<'static>, Arc<TableInfo>)>,
+}
+
+impl Assembler {
+    pub fn new(from: Position, is_mariadb: bool, include: TablePredicate) -> Self {
+        Self {
+            file: from.file,
+            is_mariadb,
+            seen_format_description: false,
+            include,
+            txn: None,
+            tables: HashMap::new(),
+        }
+    }
+
+    pub fn handle(&mut self, event: &Event, stream: &BinlogStream) -> Option<ReaderEvent> {
+        let header = event.header();
+        let end = Position::new(self.file.clone(), u64::from(header.log_pos()));
+        let data = match event.read_data() {
+            Ok(Some(d)) => d,
+            // MariaDB-only events (GTID, GTID list, annotate, checkpoint) are unknown to the
+            // parser; file+position tracking does not need them.
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::warn!(position = %end, error = %e, "unparseable binlog event skipped");
+                return None;
+            }
+        };
+        match data {
+            EventData::FormatDescriptionEvent(_) => {
+                self.seen_format_description = true;
+                None
+            }
+            EventData::RotateEvent(r) => {
+                let mut name = r.name_raw().to_vec();
+                // MariaDB's first, artificial rotate arrives before the format description
+                // that announces checksums, so its 4 checksum bytes are still attached to
+                // the name (mysql_async issue 189).
+                if self.is_mariadb && !self.seen_format_description && name.len() > 4 {
+                    name.truncate(name.len() - 4);
+                }
+                self.file = String::from_utf8_lossy(&name).into_owned();
+                None
+            }
+            EventData::HeartbeatEvent => match self.txn {
+                None => Some(ReaderEvent::CaughtUp {
+                    position: Position::new(self.file.clone(), 0),
+                }),
+                Some(_) => None,
+            },
+            EventData::QueryEvent(q) => {
+                let query = q.query();
+                let verb = query.trim_start().split_whitespace().next().unwrap_or("");
+                if verb.eq_ignore_ascii_case("BEGIN") || verb.eq_ignore_ascii_case("XA") {
+                    self.txn = Some(Transaction::default());
+                    None
+                } else if verb.eq_ignore_ascii_case("COMMIT") || verb.eq_ignore_ascii_case("ROLLBACK") {
+                    self.commit(end, header.timestamp())
+                } else {
+                    self.txn = None;
+                    Some(ReaderEvent::Transaction(Transaction {
+                        end,
+                        commit_ts: header.timestamp(),
+                        ddl: Some(Ddl {
+                            schema: q.schema().into_owned(),
+                            statement: query.into_owned(),
+                        }),
+                        ..Transaction::default()
+                    }))
+                }
+            }
+            EventData::XidEvent(_) => self.commit(end, header.timestamp()),
+            EventData::RowsEvent(rows) => {
+                let start = Position::new(
+                    self.file.clone(),
+                    u64::from(header.log_pos()).saturating_sub(u64::from(header.event_size())),
+                );
+                self.rows(&rows, start, stream);
+                None
+            }
+            _ => None,
+        }
+    }
+
+    fn commit(&mut self, end: Position, ts: u32) -> Option<ReaderEvent> {
+        let mut txn = self.txn.take().unwrap_or_default();
+        txn.end = end;
+        txn.commit_ts = ts;
+        for c in &mut txn.changes {
+            c.commit_ts = ts;
+        }
+        Some(ReaderEvent::Transaction(txn))
+    }
+
+    fn rows(&mut self, rows: &RowsEventData<'_>, position: Position, stream: &BinlogStream) {
+        let table_id = rows.table_id();
+        let Some(tme) = stream.get_tme(table_id) else {
+            tracing::warn!(%position, table_id, "rows event without a table map; skipped");
+            return;
+        };
+        let name = TableName::new(tme.database_name(), tme.table_name());
+        if !(self.include)(&name) {
+            return;
+        }
+        let op = match rows {
+            RowsEventData::WriteRowsEvent(_) | RowsEventData::WriteRowsEventV1(_) => Op::Insert,
+            RowsEventData::DeleteRowsEvent(_) | RowsEventData::DeleteRowsEventV1(_) => Op::Delete,
+            _ => Op::Update,
+        };
+        let txn = self.txn.get_or_insert_with(Transaction::default);
+        for (i, row) in rows.rows(tme).enumerate() {
+            let (before, after) = match row {
+                Ok(images) => images,
+                Err(e) => {
+                    metrics::UNDECODABLE.inc();
+                    txn.undecodable.push(Undecodable {
+                        table: name.clone(),
+                        position: position.clone(),
+                        row_index: i as u32,
+                        error: format!("rows event could not be parsed: {e}"),
+                    });
+                    break;
+                }
+            };
+            let Some(first) = before.as_ref().or(after.as_ref()) else {
+                continue;
+            };
+            let info = match self.tables.get(&table_id) {
+                Some((cached, info)) if cached == tme => info.clone(),
+                _ => {
+                    let info = Arc::new(TableInfo::new(tme, first));
+                    self.tables
+                        .insert(table_id, (tme.clone().into_owned(), info.clone()));
+                    info
+                }
+            };
+            let decoded = before
+                .map(|r| info.decode(r))
+                .transpose()
+                .and_then(|b| after.map(|r| info.decode(r)).transpose().map(|a| (b, a)));
+            match decoded {
+                Ok((before, after)) => txn.changes.push(RowChange {
+                    table: info.source.clone(),
+                    op,
+                    before,
+                    after,
+                    position: position.clone(),
+                    row_index: i as u32,
+                    commit_ts: 0,
+                }),
+                Err(e) => {
+                    metrics::UNDECODABLE.inc();
+                    txn.undecodable.push(Undecodable {
+                        table: name.clone(),
+                        position: position.clone(),
+                        row_index: i as u32,
+                        error: e.to_string(),
+                    });
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,35 @@
+use concord_change::Position;
+
+/// Errors of the binlog reader, split by what the caller should do with them.
+#[derive(Debug, thiserror::Error)]
+pub enum BinlogError {
+    /// The source is not set up for row replication; nothing will work until it is.
+    #[error("source setting {setting} is {actual}, concord needs {required}: {hint}")]
+    Setting {
+        setting: &'static str,
+        actual: String,
+        required: &'static str,
+        hint: &'static str,
+    },
+    /// The requested position no longer exists on the source (purged or mistyped).
+    #[error("binlog position {position} is not available on the source: {message}")]
+    PositionGone { position: Position, message: String },
+    /// Connection-level trouble: retried with backoff.
+    #[error("source connection at {position}: {source}")]
+    Connection {
+        position: Position,
+        #[source]
+        source: mysql_async::Error,
+    },
+    #[error("source stream at {position} was silent for {seconds}s (no event, no heartbeat)")]
+    Silent { position: Position, seconds: u64 },
+    /// The consumer of the reader's output went away; the reader stops.
+    #[error("the reader's consumer stopped")]
+    Closed,
+}
+
+impl BinlogError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, BinlogError::Connection { .. } | BinlogError::Silent { .. })
+    }
+}

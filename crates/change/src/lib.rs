@@ -1,0 +1,14 @@
+//! The change model: what a source row change *is*, independent of where it was read from
+//! (the binlog today, a Kafka envelope later) and where it goes (the applier, the verifier).
+//!
+//! Invariant: a [`Value`] carries everything needed to write the source value back without
+//! loss — no decimal goes through a float, no timestamp loses its microseconds, and text is
+//! only text when the source column had a character set.
+
+mod position;
+mod row;
+mod value;
+
+pub use position::{Position, PositionParseError};
+pub use row::{Ddl, Op, RowChange, SourceTable, TableName, Transaction, Undecodable};
+pub use value::Value;

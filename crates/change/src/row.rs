@@ -1,0 +1,143 @@
+//! Row changes and the source transactions that group them.
+//!
+//! Invariant: `before`/`after` images are aligned with [`SourceTable::columns`] — value `i`
+//! belongs to column `i` — and a change's table description is the one that was in force
+//! when the change was written (a later DDL gives later changes a new `SourceTable`).
+
+use crate::{Position, Value};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::sync::Arc;
+
+/// A schema-qualified table name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TableName {
+    pub db: String,
+    pub table: String,
+}
+
+impl TableName {
+    pub fn new(db: impl Into<String>, table: impl Into<String>) -> Self {
+        Self {
+            db: db.into(),
+            table: table.into(),
+        }
+    }
+}
+
+impl fmt::Display for TableName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.db, self.table)
+    }
+}
+
+/// How the source described a table in the binlog (its TABLE_MAP event).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SourceTable {
+    pub name: TableName,
+    pub columns: Vec<String>,
+    /// Indexes into `columns` of the primary key, in key order. Empty: no primary key.
+    pub primary_key: Vec<usize>,
+}
+
+impl SourceTable {
+    pub fn has_primary_key(&self) -> bool {
+        !self.primary_key.is_empty()
+    }
+
+    pub fn column_index(&self, name: &str) -> Option<usize> {
+        self.columns
+            .iter()
+            .position(|c| c.eq_ignore_ascii_case(name))
+    }
+}
+
+/// Kind of row change, with Debezium's one-letter codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Op {
+    #[serde(rename = "c")]
+    Insert,
+    #[serde(rename = "u")]
+    Update,
+    #[serde(rename = "d")]
+    Delete,
+}
+
+impl Op {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Insert => "insert",
+            Op::Update => "update",
+            Op::Delete => "delete",
+        }
+    }
+}
+
+/// One changed row.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RowChange {
+    pub table: Arc<SourceTable>,
+    pub op: Op,
+    pub before: Option<Vec<Value>>,
+    pub after: Option<Vec<Value>>,
+    /// Start of the rows event that carried this row.
+    pub position: Position,
+    /// Index of this row inside its rows event (several rows share one event).
+    pub row_index: u32,
+    /// Source commit time of the transaction, seconds since the epoch.
+    pub commit_ts: u32,
+}
+
+impl RowChange {
+    /// The image that identifies the row on the target before this change applies: the
+    /// before-image for updates and deletes, the after-image for inserts.
+    pub fn key_image(&self) -> &[Value] {
+        self.before
+            .as_deref()
+            .or(self.after.as_deref())
+            .unwrap_or(&[])
+    }
+
+    /// Primary-key values of `image`.
+    pub fn key_of<'a>(&self, image: &'a [Value]) -> Vec<&'a Value> {
+        self.table.primary_key.iter().map(|&i| &image[i]).collect()
+    }
+
+    /// Whether an update moved the row to a different primary key.
+    pub fn changes_key(&self) -> bool {
+        match (&self.before, &self.after) {
+            (Some(b), Some(a)) => self.table.primary_key.iter().any(|&i| b[i] != a[i]),
+            _ => false,
+        }
+    }
+}
+
+/// A committed source transaction, or a statement that commits implicitly (DDL).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Transaction {
+    pub changes: Vec<RowChange>,
+    /// Where reading resumes after this transaction (end of its commit event).
+    pub end: Position,
+    /// Commit time, seconds since the epoch.
+    pub commit_ts: u32,
+    /// A DDL statement, with the default schema it ran in.
+    pub ddl: Option<Ddl>,
+    /// Rows of included tables that could not be decoded; kept so they can be recorded.
+    pub undecodable: Vec<Undecodable>,
+}
+
+/// A row the reader could not turn into values (recorded as a failed event, never dropped
+/// silently).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Undecodable {
+    pub table: TableName,
+    pub position: Position,
+    pub row_index: u32,
+    pub error: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Ddl {
+    pub schema: String,
+    pub statement: String,
+}

@@ -1,0 +1,418 @@
+//! The sections of the config file. Unknown keys are refused (`deny_unknown_fields`) so a
+//! typo is an error at start, not a silently ignored setting.
+
+use crate::error::ConfigError;
+use crate::tables::TableFilter;
+use concord_change::Position;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub source: SourceConfig,
+    pub target: TargetConfig,
+    #[serde(default)]
+    pub transport: TransportConfig,
+    #[serde(default)]
+    pub tables: TablesConfig,
+    #[serde(default)]
+    pub replicator: ReplicatorConfig,
+    #[serde(default)]
+    pub control: ControlConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// A secret string: read from the file, from the environment or from a `*_file`, and never
+/// printed.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"***\"" })
+    }
+}
+
+/// A database URL; its password (if any) is hidden from `Debug` and [`DbUrl::redacted`].
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct DbUrl(String);
+
+impl DbUrl {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with any `user:password@` password replaced by `***`.
+    pub fn redacted(&self) -> String {
+        let s = &self.0;
+        let Some(scheme_end) = s.find("://") else {
+            return s.clone();
+        };
+        let rest = &s[scheme_end + 3..];
+        match (rest.find('@'), rest.find(':')) {
+            (Some(at), Some(colon)) if colon < at => {
+                format!("{}{}:***{}", &s[..scheme_end + 3], &rest[..colon], &rest[at..])
+            }
+            _ => s.clone(),
+        }
+    }
+}
+
+impl fmt::Debug for DbUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.redacted())
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// `mysql://user@host:port`; the password may instead come from `password`/`password_file`.
+    pub url: DbUrl,
+    #[serde(default)]
+    pub password: Option<Secret>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Replica server id this reader registers with; unique among the source's replicas.
+    pub server_id: u32,
+    /// Where to start without a checkpoint: `current`, `earliest` or `FILE:POS`.
+    #[serde(default = "default_start")]
+    pub start: String,
+    /// How often the source sends a heartbeat when idle; a silent stream for three
+    /// heartbeats is treated as a dead connection.
+    #[serde(default = "default_heartbeat", with = "humantime_serde")]
+    pub heartbeat: Duration,
+}
+
+/// Resolved `source.start`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StartFrom {
+    Current,
+    Earliest,
+    At(Position),
+}
+
+impl SourceConfig {
+    pub fn start_from(&self) -> StartFrom {
+        match self.start.as_str() {
+            "current" => StartFrom::Current,
+            "earliest" => StartFrom::Earliest,
+            s => StartFrom::At(s.parse().expect("validated at load")),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    pub url: DbUrl,
+    #[serde(default)]
+    pub password: Option<Secret>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Schema on the target holding concord's checkpoint table (created if missing).
+    #[serde(default = "default_checkpoint_schema")]
+    pub checkpoint_schema: String,
+    /// How long a cached target column set is trusted before it is read again.
+    #[serde(default = "default_schema_ttl", with = "humantime_serde")]
+    pub schema_ttl: Duration,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportKind {
+    #[default]
+    Direct,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransportConfig {
+    #[serde(default)]
+    pub kind: TransportKind,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TablesConfig {
+    /// `db.*` or `db.table` patterns (`*` and `?` wildcards). Empty: every user table.
+    #[serde(default)]
+    pub include: Vec<String>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// `"db.table" = "db2.table2"` or a whole schema `"db" = "db2"`.
+    #[serde(default)]
+    pub rename: BTreeMap<String, String>,
+}
+
+impl Default for TablesConfig {
+    fn default() -> Self {
+        Self {
+            include: Vec::new(),
+            exclude: Vec::new(),
+            rename: BTreeMap::new(),
+        }
+    }
+}
+
+impl TablesConfig {
+    pub fn filter(&self) -> TableFilter {
+        TableFilter::new(self).expect("validated at load")
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicatorConfig {
+    /// Names this replicator's checkpoint row; two replicators of different sources into one
+    /// target need different names.
+    #[serde(default = "default_name")]
+    pub name: String,
+    /// Most rows in one target transaction (whole source transactions are never split, so
+    /// a larger source transaction makes a larger batch).
+    #[serde(default = "default_batch_rows")]
+    pub batch_rows: usize,
+    /// Longest time spent gathering one batch while more transactions keep arriving.
+    #[serde(default = "default_batch_time", with = "humantime_serde")]
+    pub batch_time: Duration,
+    /// Source transactions read ahead of the applier; bounds memory.
+    #[serde(default = "default_queue")]
+    pub queue_transactions: usize,
+    /// The source already enforced its foreign keys; checking them again on the target
+    /// would reject rows only because a batch applies tables in a different order.
+    #[serde(default)]
+    pub foreign_key_checks: bool,
+    #[serde(default = "default_audit_flag")]
+    pub audit_flag_column: String,
+    #[serde(default = "default_audit_ts")]
+    pub audit_ts_column: String,
+    /// Longest pause between retries of a transient target error.
+    #[serde(default = "default_max_backoff", with = "humantime_serde")]
+    pub max_backoff: Duration,
+}
+
+impl Default for ReplicatorConfig {
+    fn default() -> Self {
+        Self {
+            name: default_name(),
+            batch_rows: default_batch_rows(),
+            batch_time: default_batch_time(),
+            queue_transactions: default_queue(),
+            foreign_key_checks: false,
+            audit_flag_column: default_audit_flag(),
+            audit_ts_column: default_audit_ts(),
+            max_backoff: default_max_backoff(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlConfig {
+    /// `sqlite://FILE` (created if missing) or `mysql://…` for a shared store.
+    #[serde(default = "default_control_url")]
+    pub url: DbUrl,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        Self {
+            url: default_control_url(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address serving `/metrics`, `/healthz` and `/readyz`.
+    #[serde(default = "default_metrics_listen")]
+    pub listen: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_metrics_listen(),
+        }
+    }
+}
+
+impl MetricsConfig {
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen.parse().expect("validated at load")
+    }
+}
+
+fn default_start() -> String {
+    "current".into()
+}
+fn default_heartbeat() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_checkpoint_schema() -> String {
+    "concord".into()
+}
+fn default_schema_ttl() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_name() -> String {
+    "default".into()
+}
+fn default_batch_rows() -> usize {
+    5000
+}
+fn default_batch_time() -> Duration {
+    Duration::from_millis(50)
+}
+fn default_queue() -> usize {
+    256
+}
+fn default_audit_flag() -> String {
+    "concord_replicated".into()
+}
+fn default_audit_ts() -> String {
+    "concord_source_ts".into()
+}
+fn default_max_backoff() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_control_url() -> DbUrl {
+    DbUrl("sqlite://concord.db".into())
+}
+fn default_metrics_listen() -> String {
+    "127.0.0.1:9187".into()
+}
+
+impl Config {
+    pub(crate) fn resolve_secrets(&mut self) -> Result<(), ConfigError> {
+        for (key, file, slot) in [
+            (
+                "source.password_file",
+                &self.source.password_file,
+                &mut self.source.password,
+            ),
+            (
+                "target.password_file",
+                &self.target.password_file,
+                &mut self.target.password,
+            ),
+        ] {
+            if let Some(path) = file {
+                let text = std::fs::read_to_string(path).map_err(|e| ConfigError::SecretFile {
+                    key: key.into(),
+                    path: path.display().to_string(),
+                    error: e.to_string(),
+                })?;
+                *slot = Some(Secret(text.trim_end_matches(['\r', '\n']).to_owned()));
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        for (key, url) in [("source.url", &self.source.url), ("target.url", &self.target.url)] {
+            if let Err(e) = mysql_async::Opts::from_url(url.expose()) {
+                return Err(ConfigError::invalid(
+                    key,
+                    url.redacted(),
+                    format!("expected mysql://USER[:PASSWORD]@HOST:PORT ({e})"),
+                ));
+            }
+        }
+        if self.source.server_id == 0 {
+            return Err(ConfigError::invalid(
+                "source.server_id",
+                0,
+                "expected a replica server id from 1 to 4294967295, unique among the source's replicas",
+            ));
+        }
+        match self.source.start.as_str() {
+            "current" | "earliest" => {}
+            s => {
+                if s.parse::<Position>().is_err() {
+                    return Err(ConfigError::invalid(
+                        "source.start",
+                        s,
+                        "expected \"current\", \"earliest\" or \"FILE:POS\" (e.g. \"mysql-bin.000003:4\")",
+                    ));
+                }
+            }
+        }
+        if self.source.heartbeat < Duration::from_millis(100) {
+            return Err(ConfigError::invalid(
+                "source.heartbeat",
+                humantime::format_duration(self.source.heartbeat),
+                "expected at least 100ms",
+            ));
+        }
+        if !is_identifier(&self.target.checkpoint_schema) {
+            return Err(ConfigError::invalid(
+                "target.checkpoint_schema",
+                &self.target.checkpoint_schema,
+                "expected a schema name of letters, digits, `_` or `$`",
+            ));
+        }
+        if self.replicator.name.is_empty() || self.replicator.name.len() > 191 {
+            return Err(ConfigError::invalid(
+                "replicator.name",
+                &self.replicator.name,
+                "expected 1 to 191 characters",
+            ));
+        }
+        if self.replicator.batch_rows == 0 {
+            return Err(ConfigError::invalid(
+                "replicator.batch_rows",
+                0,
+                "expected at least 1",
+            ));
+        }
+        if self.replicator.queue_transactions == 0 {
+            return Err(ConfigError::invalid(
+                "replicator.queue_transactions",
+                0,
+                "expected at least 1",
+            ));
+        }
+        let control = self.control.url.expose();
+        if !(control.starts_with("sqlite:")
+            || control.starts_with("mysql://")
+            || control.starts_with("mariadb://"))
+        {
+            return Err(ConfigError::invalid(
+                "control.url",
+                self.control.url.redacted(),
+                "expected sqlite://FILE or mysql://USER@HOST:PORT/DB",
+            ));
+        }
+        if self.metrics.listen.parse::<SocketAddr>().is_err() {
+            return Err(ConfigError::invalid(
+                "metrics.listen",
+                &self.metrics.listen,
+                "expected HOST:PORT with a numeric address, e.g. 127.0.0.1:9187",
+            ));
+        }
+        TableFilter::new(&self.tables)?;
+        Ok(())
+    }
+}
+
+pub(crate) fn is_identifier(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
+}

@@ -1,0 +1,108 @@
+//! Which source tables are replicated, and under which name they land on the target.
+//!
+//! Invariant: system schemas (`mysql`, `information_schema`, `performance_schema`, `sys`)
+//! never match, whatever the patterns say.
+
+use crate::error::ConfigError;
+use crate::sections::{is_identifier, TablesConfig};
+use concord_change::TableName;
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use std::collections::HashMap;
+
+const SYSTEM_SCHEMAS: [&str; 4] = ["mysql", "information_schema", "performance_schema", "sys"];
+
+#[derive(Clone, Debug)]
+pub struct TableFilter {
+    include: Option<GlobSet>,
+    exclude: GlobSet,
+    table_renames: HashMap<(String, String), TableName>,
+    schema_renames: HashMap<String, String>,
+}
+
+impl TableFilter {
+    pub fn new(config: &TablesConfig) -> Result<Self, ConfigError> {
+        let include = if config.include.is_empty() {
+            None
+        } else {
+            Some(build_set("tables.include", &config.include)?)
+        };
+        let exclude = build_set("tables.exclude", &config.exclude)?;
+        let mut table_renames = HashMap::new();
+        let mut schema_renames = HashMap::new();
+        for (from, to) in &config.rename {
+            let key = format!("tables.rename.\"{from}\"");
+            match (from.split_once('.'), to.split_once('.')) {
+                (Some((fd, ft)), Some((td, tt)))
+                    if [fd, ft, td, tt].iter().all(|s| is_identifier(s)) =>
+                {
+                    table_renames.insert((fd.to_owned(), ft.to_owned()), TableName::new(td, tt));
+                }
+                (None, None) if is_identifier(from) && is_identifier(to) => {
+                    schema_renames.insert(from.clone(), to.clone());
+                }
+                _ => {
+                    return Err(ConfigError::invalid(
+                        &key,
+                        to,
+                        "expected \"db.table\" = \"db.table\" or \"db\" = \"db\" (plain names)",
+                    ))
+                }
+            }
+        }
+        Ok(Self {
+            include,
+            exclude,
+            table_renames,
+            schema_renames,
+        })
+    }
+
+    pub fn matches(&self, name: &TableName) -> bool {
+        if SYSTEM_SCHEMAS.contains(&name.db.as_str()) {
+            return false;
+        }
+        let full = name.to_string();
+        let included = self.include.as_ref().is_none_or(|set| set.is_match(&full));
+        included && !self.exclude.is_match(&full)
+    }
+
+    /// Whether any table of `schema` could match; used to skip DDL of unrelated schemas.
+    pub fn may_match_schema(&self, schema: &str) -> bool {
+        !SYSTEM_SCHEMAS.contains(&schema)
+    }
+
+    /// The target table a source table is written to.
+    pub fn target_name(&self, source: &TableName) -> TableName {
+        if let Some(t) = self
+            .table_renames
+            .get(&(source.db.clone(), source.table.clone()))
+        {
+            return t.clone();
+        }
+        match self.schema_renames.get(&source.db) {
+            Some(db) => TableName::new(db.clone(), source.table.clone()),
+            None => source.clone(),
+        }
+    }
+}
+
+fn build_set(key: &str, patterns: &[String]) -> Result<GlobSet, ConfigError> {
+    let mut builder = GlobSetBuilder::new();
+    for p in patterns {
+        if !p.contains('.') {
+            return Err(ConfigError::invalid(
+                key,
+                p,
+                "expected a `db.table` pattern such as \"shop.*\" or \"shop.orders\"",
+            ));
+        }
+        let glob = GlobBuilder::new(p)
+            .literal_separator(false)
+            .build()
+            .map_err(|e| ConfigError::invalid(key, p, format!("expected a glob pattern ({e})")))?;
+        builder.add(glob);
+    }
+    builder
+        .build()
+        .map_err(|e| ConfigError::invalid(key, patterns.join(","), e.to_string()))
+}

@@ -1,0 +1,126 @@
+use super::*;
+use concord_change::TableName;
+
+const ISSUE_EXAMPLE: &str = r#"
+[source]
+url = "mysql://root@127.0.0.1:3307"
+server_id = 4242
+
+[target]
+url = "mysql://root@127.0.0.1:3308"
+
+[tables]
+include = ["shop.*"]
+
+[control]
+url = "sqlite://concord.db"
+
+[metrics]
+listen = "127.0.0.1:9187"
+"#;
+
+#[test]
+fn the_documented_example_loads_with_defaults() {
+    let c = Config::from_toml(ISSUE_EXAMPLE).unwrap();
+    assert_eq!(c.source.server_id, 4242);
+    assert_eq!(c.source.start_from(), StartFrom::Current);
+    assert_eq!(c.transport.kind, TransportKind::Direct);
+    assert_eq!(c.replicator.name, "default");
+    assert_eq!(c.target.checkpoint_schema, "concord");
+    let f = c.tables.filter();
+    assert!(f.matches(&TableName::new("shop", "orders")));
+    assert!(!f.matches(&TableName::new("crm", "orders")));
+}
+
+#[test]
+fn unknown_key_is_refused_by_name() {
+    let text = ISSUE_EXAMPLE.replace("server_id = 4242", "server_id = 4242\nserverid = 1");
+    let e = Config::from_toml(&text).unwrap_err().to_string();
+    assert!(e.contains("serverid"), "{e}");
+}
+
+#[test]
+fn bad_values_name_key_value_and_accepted_forms() {
+    let e = Config::from_toml(&ISSUE_EXAMPLE.replace(
+        "server_id = 4242",
+        "server_id = 4242\nstart = \"yesterday\"",
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("source.start") && e.contains("yesterday") && e.contains("earliest"), "{e}");
+
+    let e = Config::from_toml(&ISSUE_EXAMPLE.replace("server_id = 4242", "server_id = \"x\""))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("server_id"), "{e}");
+
+    let e = Config::from_toml(&ISSUE_EXAMPLE.replace("127.0.0.1:9187", "localhost"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("metrics.listen") && e.contains("localhost"), "{e}");
+
+    let e = Config::from_toml(&ISSUE_EXAMPLE.replace("[control]", "[transport]\nkind = \"carrier-pigeon\"\n[control]"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("carrier-pigeon") && e.contains("direct"), "{e}");
+
+    let e = Config::from_toml(&ISSUE_EXAMPLE.replace("\"shop.*\"", "\"shop\""))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("tables.include") && e.contains("shop"), "{e}");
+}
+
+#[test]
+fn durations_accept_human_forms() {
+    let text = format!("{ISSUE_EXAMPLE}\n[replicator]\nbatch_time = \"5ms\"\n");
+    let c = Config::from_toml(&text).unwrap();
+    assert_eq!(c.replicator.batch_time, std::time::Duration::from_millis(5));
+}
+
+#[test]
+fn environment_overrides_file_and_ignores_unrelated_variables() {
+    figment::Jail::expect_with(|jail| {
+        jail.create_file("c.toml", ISSUE_EXAMPLE)?;
+        jail.set_env("CONCORD_SOURCE__SERVER_ID", "77");
+        jail.set_env("CONCORD_TARGET__PASSWORD", "hunter2");
+        jail.set_env("CONCORD_BIN", "/usr/bin/concord");
+        let c = Config::load(Some(std::path::Path::new("c.toml"))).unwrap();
+        assert_eq!(c.source.server_id, 77);
+        assert_eq!(c.target.password.as_ref().unwrap().expose(), "hunter2");
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("hunter2"), "secret leaked into Debug: {dbg}");
+        Ok(())
+    });
+}
+
+#[test]
+fn url_passwords_are_redacted() {
+    let text = ISSUE_EXAMPLE.replace("root@127.0.0.1:3308", "app:s3cret@127.0.0.1:3308");
+    let c = Config::from_toml(&text).unwrap();
+    assert_eq!(c.target.url.redacted(), "mysql://app:***@127.0.0.1:3308");
+    assert!(!format!("{c:?}").contains("s3cret"));
+}
+
+#[test]
+fn renames_and_excludes() {
+    let text = ISSUE_EXAMPLE.replace(
+        "include = [\"shop.*\"]",
+        "include = [\"shop.*\", \"crm.*\"]\nexclude = [\"shop.tmp_*\"]\n[tables.rename]\n\"shop.orders\" = \"shop2.orders_v2\"\n\"crm\" = \"crm_copy\"",
+    );
+    let f = Config::from_toml(&text).unwrap().tables.filter();
+    assert!(!f.matches(&TableName::new("shop", "tmp_1")));
+    assert!(f.matches(&TableName::new("shop", "items")));
+    assert!(!f.matches(&TableName::new("mysql", "user")));
+    assert_eq!(
+        f.target_name(&TableName::new("shop", "orders")),
+        TableName::new("shop2", "orders_v2")
+    );
+    assert_eq!(
+        f.target_name(&TableName::new("crm", "people")),
+        TableName::new("crm_copy", "people")
+    );
+    assert_eq!(
+        f.target_name(&TableName::new("shop", "items")),
+        TableName::new("shop", "items")
+    );
+}
