@@ -1,1 +1,203 @@
-//! placeholder
+//! The target's column sets, cached, so that DDL can reach the source and the target in
+//! either order without stopping replication.
+//!
+//! Invariant: every identifier concord puts into SQL for the target comes from a
+//! [`TargetTable`] read from the target's own `information_schema` — never from an event or
+//! a user — and is quoted with [`quote_ident`]. A cached entry lives at most `ttl`, and is
+//! dropped at once when the target says the schema moved (unknown column, missing table).
+
+mod plan;
+
+pub use plan::{ColumnPlan, PlanError, PlannedColumn};
+
+use concord_change::TableName;
+use moka::future::Cache;
+use mysql_async::prelude::Queryable;
+use mysql_async::Pool;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One table as the target has it now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TargetTable {
+    pub name: TableName,
+    pub columns: Vec<TargetColumn>,
+    /// Primary-key column names in key order.
+    pub primary_key: Vec<String>,
+    /// A UNIQUE key other than the primary key exists: rows can collide on it, so the
+    /// applier must keep the source's order of changes within this table.
+    pub has_unique_secondary: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TargetColumn {
+    pub name: String,
+    /// `information_schema.COLUMNS.DATA_TYPE`, e.g. `int`, `varchar`, `datetime`.
+    pub data_type: String,
+}
+
+impl TargetTable {
+    pub fn column(&self, name: &str) -> Option<&TargetColumn> {
+        self.columns.iter().find(|c| c.name.eq_ignore_ascii_case(name))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("reading the target schema of {table}: {source}")]
+pub struct SchemaError {
+    pub table: TableName,
+    #[source]
+    pub source: Arc<mysql_async::Error>,
+}
+
+/// Why an entry was dropped before its time.
+#[derive(Clone, Copy, Debug)]
+pub enum RefreshReason {
+    UnknownColumn,
+    MissingTable,
+    SourceDdl,
+}
+
+impl RefreshReason {
+    fn as_str(self) -> &'static str {
+        match self {
+            RefreshReason::UnknownColumn => "unknown_column",
+            RefreshReason::MissingTable => "missing_table",
+            RefreshReason::SourceDdl => "source_ddl",
+        }
+    }
+}
+
+/// Cached column sets of target tables. `None` means "the target has no such table".
+#[derive(Clone)]
+pub struct SchemaCache {
+    pool: Pool,
+    tables: Cache<TableName, Option<Arc<TargetTable>>>,
+}
+
+impl SchemaCache {
+    pub fn new(pool: Pool, ttl: Duration) -> Self {
+        Self {
+            pool,
+            tables: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(ttl)
+                .build(),
+        }
+    }
+
+    pub async fn get(&self, table: &TableName) -> Result<Option<Arc<TargetTable>>, SchemaError> {
+        let pool = self.pool.clone();
+        let name = table.clone();
+        self.tables
+            .try_get_with(table.clone(), async move { load(&pool, &name).await })
+            .await
+            .map_err(|source| SchemaError {
+                table: table.clone(),
+                source,
+            })
+    }
+
+    /// Drops one table's entry; the next `get` reads the target again.
+    pub async fn refresh(&self, table: &TableName, reason: RefreshReason) {
+        metrics::REFRESHES.with_label_values(&[reason.as_str()]).inc();
+        tracing::info!(%table, reason = reason.as_str(), "target schema refreshed");
+        self.tables.invalidate(table).await;
+    }
+
+    /// Drops every table of a schema (a source DDL may be followed by the same DDL on the
+    /// target at any time, and concord does not parse DDL to learn which table it touched).
+    pub fn refresh_schema(&self, db: &str) {
+        metrics::REFRESHES
+            .with_label_values(&[RefreshReason::SourceDdl.as_str()])
+            .inc();
+        let db = db.to_owned();
+        let _ = self
+            .tables
+            .invalidate_entries_if(move |k, _| k.db == db);
+    }
+}
+
+async fn load(pool: &Pool, table: &TableName) -> Result<Option<Arc<TargetTable>>, mysql_async::Error> {
+    let mut conn = pool.get_conn().await?;
+    let columns: Vec<(String, String)> = conn
+        .exec(
+            "SELECT COLUMN_NAME, DATA_TYPE FROM information_schema.COLUMNS \
+             WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
+            (&table.db, &table.table),
+        )
+        .await?;
+    if columns.is_empty() {
+        return Ok(None);
+    }
+    let keys: Vec<(String, i64, String)> = conn
+        .exec(
+            "SELECT INDEX_NAME, NON_UNIQUE, COLUMN_NAME FROM information_schema.STATISTICS \
+             WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY INDEX_NAME, SEQ_IN_INDEX",
+            (&table.db, &table.table),
+        )
+        .await?;
+    let primary_key = keys
+        .iter()
+        .filter(|(idx, ..)| idx == "PRIMARY")
+        .map(|(_, _, col)| col.clone())
+        .collect();
+    let has_unique_secondary = keys
+        .iter()
+        .any(|(idx, non_unique, _)| idx != "PRIMARY" && *non_unique == 0);
+    Ok(Some(Arc::new(TargetTable {
+        name: table.clone(),
+        columns: columns
+            .into_iter()
+            .map(|(name, data_type)| TargetColumn {
+                name,
+                data_type: data_type.to_ascii_lowercase(),
+            })
+            .collect(),
+        primary_key,
+        has_unique_secondary,
+    })))
+}
+
+/// Quotes a MySQL identifier: backticks around it, embedded backticks doubled.
+pub fn quote_ident(name: &str) -> String {
+    format!("`{}`", name.replace('`', "``"))
+}
+
+/// `db`.`table`, quoted.
+pub fn quote_table(name: &TableName) -> String {
+    format!("{}.{}", quote_ident(&name.db), quote_ident(&name.table))
+}
+
+pub(crate) mod metrics {
+    use prometheus::{register_int_counter_vec, IntCounterVec};
+    use std::sync::LazyLock;
+
+    pub static REFRESHES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+        register_int_counter_vec!(
+            "concord_schema_refreshes_total",
+            "Target schema cache entries dropped before their TTL, by reason",
+            &["reason"]
+        )
+        .expect("metric registers once")
+    });
+    pub static SKIPPED_COLUMNS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+        register_int_counter_vec!(
+            "concord_skipped_columns_total",
+            "Source column values not written because the target table lacks the column",
+            &["table", "column"]
+        )
+        .expect("metric registers once")
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_doubles_backticks() {
+        assert_eq!(quote_ident("a`b"), "`a``b`");
+        assert_eq!(quote_table(&TableName::new("s", "t")), "`s`.`t`");
+    }
+}

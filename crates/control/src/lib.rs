@@ -1,1 +1,98 @@
-//! placeholder
+//! The control store: where concord keeps what an operator must be able to see and act on
+//! — failed events today; mismatches, repairs and the audit log as those roles land.
+//!
+//! A SQLite file by default (embedded), a MySQL/MariaDB database when several processes
+//! share it. Both are reached through sqlx's `Any` driver with per-backend migrations.
+//!
+//! Invariant: recording the same failure twice (a replay after a crash) updates one
+//! record — its origin (binlog file, position, row index) is unique.
+
+mod failed;
+
+pub use failed::{FailedEvent, FailedEventRow, FailureReason};
+
+use sqlx::any::AnyPoolOptions;
+use sqlx::AnyPool;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("control store {url}: {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("control store migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("control store query: {0}")]
+    Query(#[from] sqlx::Error),
+}
+
+impl ControlError {
+    /// Everything but a broken migration may pass: a failed event must be recorded before
+    /// replication moves past it, so callers retry these rather than drop the record.
+    pub fn is_transient(&self) -> bool {
+        !matches!(self, ControlError::Migrate(_))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Backend {
+    Sqlite,
+    MySql,
+}
+
+#[derive(Clone, Debug)]
+pub struct ControlStore {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static MYSQL_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/mysql");
+
+impl ControlStore {
+    /// Connects (creating a SQLite file if needed) and brings the schema up to date.
+    pub async fn connect(url: &str, redacted: &str) -> Result<Self, ControlError> {
+        sqlx::any::install_default_drivers();
+        let (backend, url) = if url.starts_with("sqlite:") {
+            let url = if url.contains('?') {
+                url.to_owned()
+            } else {
+                format!("{url}?mode=rwc")
+            };
+            (Backend::Sqlite, url)
+        } else {
+            (Backend::MySql, url.replacen("mariadb://", "mysql://", 1))
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 1 } else { 8 })
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(&url)
+            .await
+            .map_err(|source| ControlError::Connect {
+                url: redacted.to_owned(),
+                source,
+            })?;
+        match backend {
+            Backend::Sqlite => {
+                sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await?;
+                SQLITE_MIGRATIONS.run(&pool).await?;
+            }
+            Backend::MySql => MYSQL_MIGRATIONS.run(&pool).await?,
+        }
+        Ok(Self { pool, backend })
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}

@@ -1,0 +1,172 @@
+//! Failed events: rows that were read but could not be written, kept whole for replay.
+
+use crate::{now_ms, Backend, ControlError, ControlStore};
+use concord_change::{Position, TableName};
+use sqlx::Row;
+
+/// Why a row was recorded instead of applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureReason {
+    /// The target refused the row's content (too long, out of range, constraint…).
+    Rejected,
+    /// The binlog row could not be decoded.
+    Undecodable,
+    /// The target has no table to write it to.
+    MissingTable,
+    /// Source or target table lacks a usable primary key.
+    NoPrimaryKey,
+}
+
+impl FailureReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureReason::Rejected => "rejected",
+            FailureReason::Undecodable => "undecodable",
+            FailureReason::MissingTable => "missing_table",
+            FailureReason::NoPrimaryKey => "no_primary_key",
+        }
+    }
+}
+
+/// A failure to record.
+#[derive(Clone, Debug)]
+pub struct FailedEvent {
+    pub position: Position,
+    pub row_index: u32,
+    pub table: TableName,
+    pub op: String,
+    pub reason: FailureReason,
+    pub error: String,
+    /// The change as JSON (the change model's serde form), replayable as is.
+    pub event: String,
+}
+
+/// A recorded failure as the store has it.
+#[derive(Clone, Debug)]
+pub struct FailedEventRow {
+    pub id: i64,
+    pub position: Position,
+    pub row_index: u32,
+    pub table: TableName,
+    pub op: String,
+    pub reason: String,
+    pub error: String,
+    pub event: String,
+    pub status: String,
+    pub occurrences: i64,
+}
+
+impl ControlStore {
+    /// Records a failure; the same origin recorded again bumps its occurrence count.
+    pub async fn record_failed(&self, f: &FailedEvent) -> Result<(), ControlError> {
+        let upsert = match self.backend {
+            Backend::Sqlite => {
+                "INSERT INTO failed_events (source_file, source_pos, row_index, db, tbl, op, reason, \
+                 error, event, first_seen_ms, last_seen_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (source_file, source_pos, row_index) DO UPDATE SET \
+                 occurrences = occurrences + 1, error = excluded.error, last_seen_ms = excluded.last_seen_ms"
+            }
+            Backend::MySql => {
+                "INSERT INTO failed_events (source_file, source_pos, row_index, db, tbl, op, reason, \
+                 error, event, first_seen_ms, last_seen_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                 ON DUPLICATE KEY UPDATE occurrences = occurrences + 1, error = VALUES(error), \
+                 last_seen_ms = VALUES(last_seen_ms)"
+            }
+        };
+        let now = now_ms();
+        sqlx::query(upsert)
+            .bind(&f.position.file)
+            .bind(f.position.pos as i64)
+            .bind(i64::from(f.row_index))
+            .bind(&f.table.db)
+            .bind(&f.table.table)
+            .bind(&f.op)
+            .bind(f.reason.as_str())
+            .bind(&f.error)
+            .bind(&f.event)
+            .bind(now)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Failed events, newest first, optionally of one table.
+    pub async fn failed_events(
+        &self,
+        table: Option<&TableName>,
+        limit: i64,
+    ) -> Result<Vec<FailedEventRow>, ControlError> {
+        let base = "SELECT id, source_file, source_pos, row_index, db, tbl, op, reason, error, \
+                    event, status, occurrences FROM failed_events";
+        let rows = match table {
+            Some(t) => {
+                sqlx::query(&format!("{base} WHERE db = ? AND tbl = ? ORDER BY id DESC LIMIT ?"))
+                    .bind(&t.db)
+                    .bind(&t.table)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            None => {
+                sqlx::query(&format!("{base} ORDER BY id DESC LIMIT ?"))
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        rows.iter()
+            .map(|r| {
+                Ok(FailedEventRow {
+                    id: r.try_get(0)?,
+                    position: Position::new(r.try_get::<String, _>(1)?, r.try_get::<i64, _>(2)? as u64),
+                    row_index: r.try_get::<i64, _>(3)? as u32,
+                    table: TableName::new(r.try_get::<String, _>(4)?, r.try_get::<String, _>(5)?),
+                    op: r.try_get(6)?,
+                    reason: r.try_get(7)?,
+                    error: r.try_get(8)?,
+                    event: r.try_get(9)?,
+                    status: r.try_get(10)?,
+                    occurrences: r.try_get(11)?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(ControlError::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(pos: u64) -> FailedEvent {
+        FailedEvent {
+            position: Position::new("mysql-bin.000001", pos),
+            row_index: 0,
+            table: TableName::new("shop", "orders"),
+            op: "insert".into(),
+            reason: FailureReason::Rejected,
+            error: "Data too long for column 'note'".into(),
+            event: "{}".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn sqlite_store_records_and_dedups_by_origin() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("c.db").display());
+        let store = ControlStore::connect(&url, &url).await.unwrap();
+        store.record_failed(&event(100)).await.unwrap();
+        store.record_failed(&event(100)).await.unwrap();
+        store.record_failed(&event(200)).await.unwrap();
+        let rows = store.failed_events(None, 10).await.unwrap();
+        assert_eq!(rows.len(), 2);
+        let first = rows.iter().find(|r| r.position.pos == 100).unwrap();
+        assert_eq!(first.occurrences, 2);
+        assert_eq!(first.reason, "rejected");
+        assert_eq!(first.table, TableName::new("shop", "orders"));
+        // Reopening runs migrations again without harm.
+        let again = ControlStore::connect(&url, &url).await.unwrap();
+        assert_eq!(again.failed_events(None, 10).await.unwrap().len(), 2);
+    }
+}
