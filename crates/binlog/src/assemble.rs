@@ -69,7 +69,13 @@ impl Assembler {
             },
             EventData::QueryEvent(q) => {
                 let query = q.query();
-                let verb = query.trim_start().split_whitespace().next().unwrap_or("");
+                let trimmed = query.trim_start();
+                // MariaDB replaces events an old-style replica cannot parse (annotate rows,
+                // …) with a comment-only query; it is not a statement.
+                if trimmed.starts_with('#') {
+                    return None;
+                }
+                let verb = trimmed.split_whitespace().next().unwrap_or("");
                 if verb.eq_ignore_ascii_case("BEGIN") || verb.eq_ignore_ascii_case("XA") {
                     self.txn = Some(Transaction::default());
                     None

@@ -19,6 +19,9 @@ const BINARY_CHARSET: u16 = 63;
 #[derive(Clone, Debug, PartialEq)]
 pub enum ColumnKind {
     Signed,
+    /// Signed MEDIUMINT: mysql_common 0.37 does not sign-extend -8388608, so the decoder
+    /// does it.
+    SignedMedium,
     Unsigned,
     Float,
     Double,
@@ -126,6 +129,7 @@ fn kind_of(
 ) -> ColumnKind {
     use ColumnType::*;
     match ty {
+        MYSQL_TYPE_INT24 if !unsigned => ColumnKind::SignedMedium,
         MYSQL_TYPE_TINY | MYSQL_TYPE_SHORT | MYSQL_TYPE_INT24 | MYSQL_TYPE_LONG
         | MYSQL_TYPE_LONGLONG => {
             if unsigned {
@@ -184,6 +188,8 @@ fn decode_value(column: &str, kind: &ColumnKind, v: BinlogValue<'_>) -> Result<V
     };
     Ok(match (kind, v) {
         (ColumnKind::Signed, MyValue::Int(i)) => Value::Int(i),
+        (ColumnKind::SignedMedium, MyValue::Int(i)) if i >= 1 << 23 => Value::Int(i - (1 << 24)),
+        (ColumnKind::SignedMedium, MyValue::Int(i)) => Value::Int(i),
         (ColumnKind::Unsigned, MyValue::Int(i)) if i >= 0 => Value::UInt(i as u64),
         (ColumnKind::Unsigned, MyValue::UInt(u)) => Value::UInt(u),
         (ColumnKind::Float, MyValue::Float(f)) => Value::Float(f),
@@ -329,6 +335,9 @@ mod tests {
         let d = |k: ColumnKind, v: MyValue| decode_value("c", &k, BinlogValue::Value(v));
         assert_eq!(d(ColumnKind::Unsigned, MyValue::UInt(u64::MAX)).unwrap(), Value::UInt(u64::MAX));
         assert_eq!(d(ColumnKind::Unsigned, MyValue::Int(7)).unwrap(), Value::UInt(7));
+        assert_eq!(d(ColumnKind::SignedMedium, MyValue::Int(8_388_608)).unwrap(), Value::Int(-8_388_608));
+        assert_eq!(d(ColumnKind::SignedMedium, MyValue::Int(8_388_607)).unwrap(), Value::Int(8_388_607));
+        assert_eq!(d(ColumnKind::SignedMedium, MyValue::Int(-1)).unwrap(), Value::Int(-1));
         assert_eq!(d(ColumnKind::Year, MyValue::Bytes(b"1900".to_vec())).unwrap(), Value::Year(0));
         assert_eq!(d(ColumnKind::Year, MyValue::Bytes(b"2155".to_vec())).unwrap(), Value::Year(2155));
         assert_eq!(

@@ -1,1 +1,104 @@
-fn main() {}
+//! `concord`: one binary, a subcommand per role. This is the only place that turns errors
+//! into exit codes and messages for a person.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use concord_config::Config;
+use concord_telemetry::LogFormat;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(name = "concord", version, about = "Keeps a target database a verified copy of a MySQL/MariaDB source")]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = Format::Human, global = true)]
+    log_format: Format,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Replicate the source's binlog into the target (direct mode).
+    Replicate(ConfigArg),
+    /// Every role in one process, direct mode (today: the replicator).
+    Run(ConfigArg),
+    /// Load and validate the config, print it with secrets hidden, and exit.
+    CheckConfig(ConfigArg),
+}
+
+#[derive(clap::Args)]
+struct ConfigArg {
+    /// TOML config file; `CONCORD_SECTION__KEY` environment variables override it.
+    #[arg(long, short)]
+    config: PathBuf,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    concord_telemetry::init_tracing(match cli.log_format {
+        Format::Human => LogFormat::Human,
+        Format::Json => LogFormat::Json,
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("concord: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::CheckConfig(a) => {
+            let config = load(&a)?;
+            println!("{config:#?}");
+            println!("config OK");
+            Ok(())
+        }
+        Command::Replicate(a) | Command::Run(a) => {
+            let config = load(&a)?;
+            replicate(config).await
+        }
+    }
+}
+
+fn load(a: &ConfigArg) -> anyhow::Result<Config> {
+    Config::load(Some(&a.config)).with_context(|| format!("invalid config {}", a.config.display()))
+}
+
+async fn replicate(config: Config) -> anyhow::Result<()> {
+    let ready = Arc::new(AtomicBool::new(false));
+    concord_telemetry::serve(config.metrics.listen_addr(), ready.clone()).await?;
+    tokio::select! {
+        r = concord_replicator::direct::run(&config, ready) => r.context("replication stopped"),
+        _ = shutdown_signal() => {
+            // Nothing to flush: an uncommitted batch is rolled back by the target and
+            // re-read from the checkpoint on the next start.
+            tracing::info!("shutting down");
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -106,7 +106,27 @@ pub enum StartFrom {
     At(Position),
 }
 
+/// Connection options for a MySQL-family server: the URL plus a separately given password.
+fn mysql_opts(url: &DbUrl, password: &Option<Secret>) -> mysql_async::Opts {
+    let opts = mysql_async::Opts::from_url(url.expose()).expect("validated at load");
+    let mut builder = mysql_async::OptsBuilder::from_opts(opts);
+    if let Some(p) = password {
+        builder = builder.pass(Some(p.expose().to_owned()));
+    }
+    builder.into()
+}
+
+impl TargetConfig {
+    pub fn opts(&self) -> mysql_async::Opts {
+        mysql_opts(&self.url, &self.password)
+    }
+}
+
 impl SourceConfig {
+    pub fn opts(&self) -> mysql_async::Opts {
+        mysql_opts(&self.url, &self.password)
+    }
+
     pub fn start_from(&self) -> StartFrom {
         match self.start.as_str() {
             "current" => StartFrom::Current,

@@ -1,1 +1,14 @@
-//! placeholder
+//! The replicator: applies source row changes to the target, idempotently and in whole
+//! source transactions, with its position stored in the same target transaction.
+//!
+//! Direct mode ([`direct::run`]) pairs it with the binlog reader in one process.
+
+pub mod applier;
+pub mod batch;
+pub mod checkpoint;
+pub mod direct;
+pub mod error;
+pub mod metrics;
+pub mod sql;
+
+pub use error::{classify, ErrorClass, ReplicatorError};

@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# Live lag and memory benchmark: while sysbench oltp_write_only runs against the source,
+# how long does a committed change take to become visible on concord's target (p50/p99/max),
+# and how much memory does concord take at its peak (VmHWM)?
+#
+#   1. start a bench source and a bench target (own ports and datadirs);
+#   2. sysbench prepare and a heartbeat table (bench.heartbeat) on the source, loaded into the
+#      target from one dump, so concord starts at the position right after it;
+#   3. start concord (tables sbtest.* and bench.*) and wait until a first beat arrives;
+#   4. for DURATION seconds, at the same time: sysbench with THREADS threads, and
+#      bench/heartbeat.py writing a beat with the source's NOW(6) every HB_INTERVAL_MS and
+#      polling the target every HB_POLL_MS for the first moment each beat is visible;
+#   5. read concord's VmHWM from /proc at the end, and print a summary.
+#
+# Usage: bench/lag.sh
+# Environment: TABLES (4) ROWS (50000) DURATION (30; SECONDS is accepted too) THREADS (4)
+# RATE (0 = unthrottled; otherwise sysbench --rate, transactions/s) HB_INTERVAL_MS (20)
+# HB_POLL_MS (2) CONCORD_BIN, and the knobs in bench/lib.sh.
+
+# SECONDS is special in bash (see catchup.sh): read it before anything else.
+_env_seconds=$SECONDS
+set -euo pipefail
+if [ -z "${DURATION:-}" ] && [ "$_env_seconds" -gt 0 ]; then DURATION=$_env_seconds; fi
+
+# shellcheck source=bench/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+TABLES="${TABLES:-4}"
+ROWS="${ROWS:-50000}"
+DURATION="${DURATION:-30}"
+THREADS="${THREADS:-4}"
+RATE="${RATE:-0}"
+HB_INTERVAL_MS="${HB_INTERVAL_MS:-20}"
+HB_POLL_MS="${HB_POLL_MS:-2}"
+SOURCE_PORT="${SOURCE_PORT:-3311}"
+TARGET_PORT="${TARGET_PORT:-3312}"
+
+COMMAND="TABLES=$TABLES ROWS=$ROWS DURATION=$DURATION THREADS=$THREADS RATE=$RATE HB_INTERVAL_MS=$HB_INTERVAL_MS HB_POLL_MS=$HB_POLL_MS CONCORD_BIN=$CONCORD_BIN bench/lag.sh"
+SUMMARY="$BENCH_LOGS/lag-summary.txt"
+
+bench_init
+bench_ensure_pymysql
+rm -f "$BENCH_LOGS"/lag-* "$BENCH_LOGS"/sysbench-*.log "$BENCH_LOGS"/concord-lag.log
+STARTED_AT=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
+
+# --- 1. instances ---------------------------------------------------------------------
+mapfile -t SOURCE_OPTS < <(bench_source_opts source)
+server_start source "$SOURCE_PORT" 11 "${SOURCE_OPTS[@]}"
+server_start target "$TARGET_PORT" 12
+
+# --- 2. starting data -----------------------------------------------------------------
+sb_prepare "$SOURCE_PORT"
+# One row per beat, keyed by seq (concord needs a primary key). ts_us: the source's NOW(6)
+# in microseconds since the epoch, so no time zone is involved in the comparison.
+sql "$SOURCE_PORT" "CREATE DATABASE bench; CREATE TABLE bench.heartbeat (
+  seq BIGINT UNSIGNED NOT NULL PRIMARY KEY, ts_us BIGINT UNSIGNED NOT NULL) ENGINE=InnoDB"
+read -r START_FILE START_POS < <(master_pos "$SOURCE_PORT")
+dump_databases "$SOURCE_PORT" "$BENCH_DATA/prepared.sql" sbtest bench
+load_dump "$TARGET_PORT" "$BENCH_DATA/prepared.sql"
+
+# --- 3. concord running and streaming -------------------------------------------------
+CONFIG="$BENCH_DATA/concord-lag.toml"
+concord_config "$CONFIG" "$SOURCE_PORT" "$TARGET_PORT" "$START_FILE:$START_POS" 'sbtest.*' 'bench.*'
+concord_start "$CONFIG" "$BENCH_LOGS/concord-lag.log"
+concord_wait_ready 120
+# Beat 0 proves the whole path works before the load starts (and is not counted).
+sql "$SOURCE_PORT" "INSERT INTO bench.heartbeat VALUES (0, CAST(UNIX_TIMESTAMP(NOW(6)) * 1000000 AS UNSIGNED))"
+for _ in $(seq 1 600); do
+  [ "$(sql "$TARGET_PORT" "SELECT COUNT(*) FROM bench.heartbeat WHERE seq = 0")" = 1 ] && break
+  concord_check_alive
+  sleep 0.1
+done
+[ "$(sql "$TARGET_PORT" "SELECT COUNT(*) FROM bench.heartbeat WHERE seq = 0")" = 1 ] ||
+  die "the first heartbeat did not reach the target within 60 s; concord log: $CONCORD_LOG"
+log "concord streams; heartbeat reached the target"
+
+# --- 4. load + heartbeat --------------------------------------------------------------
+log "load: oltp_write_only, $THREADS threads, ${DURATION}s, rate ${RATE} (0 = unthrottled); heartbeat every ${HB_INTERVAL_MS} ms"
+python3 "$BENCH_LIB_DIR/heartbeat.py" --source-port "$SOURCE_PORT" --target-port "$TARGET_PORT" \
+  --duration "$DURATION" --interval-ms "$HB_INTERVAL_MS" --poll-ms "$HB_POLL_MS" \
+  --csv "$BENCH_LOGS/lag-beats.csv" >"$BENCH_LOGS/lag-heartbeat.json" 2>"$BENCH_LOGS/lag-heartbeat.err" &
+HB_PID=$!
+BENCH_BG_PIDS+=("$HB_PID")
+sb "$SOURCE_PORT" run --threads="$THREADS" --time="$DURATION" --rate="$RATE" --report-interval=0 \
+  >"$BENCH_LOGS/sysbench-run.log" 2>&1 || { tail -20 "$BENCH_LOGS/sysbench-run.log" >&2; die "sysbench run failed"; }
+LOAD_TPS=$(sb_tps "$BENCH_LOGS/sysbench-run.log")
+log "load finished ($LOAD_TPS tps); waiting for the last beats to reach the target"
+# Concord may still be behind when the load stops; heartbeat.py waits (up to its drain
+# timeout) until the last beat is visible, so a backlog shows up in the figures.
+HB_RC=0
+wait "$HB_PID" || HB_RC=$?
+concord_check_alive
+[ "$HB_RC" = 0 ] || { cat "$BENCH_LOGS/lag-heartbeat.err" >&2; die "heartbeat.py failed"; }
+
+# --- 5. memory and figures ------------------------------------------------------------
+CONCORD_HWM=$(concord_mem VmHWM)
+CONCORD_RSS=$(concord_mem VmRSS)
+CONCORD_APPLIED=$(concord_applied_events)
+read -r END_FILE END_POS < <(master_pos "$SOURCE_PORT")
+concord_stop
+CONCORD_ERRORS=$(grep -cE ' (ERROR|WARN) ' "$BENCH_LOGS/concord-lag.log" || true)
+
+# hb FIELD -> one figure from heartbeat.py's JSON, in ms with one decimal.
+hb() {
+  python3 -c 'import json, sys
+v = json.load(open(sys.argv[1]))[sys.argv[2]]
+print("n/a" if v is None else (f"{v:.1f}" if isinstance(v, float) else v))' "$BENCH_LOGS/lag-heartbeat.json" "$1"
+}
+P99=$(hb p99_ms)
+LAG_MET=$(awk -v v="$P99" 'BEGIN { print (v != "n/a" && v + 0 <= 100 ? "met" : "NOT met") }')
+RSS_MET=$(awk -v v="$CONCORD_HWM" 'BEGIN { print (v + 0 <= 150 ? "met" : "NOT met") }')
+{
+  echo "==== concord live lag and memory benchmark ===="
+  echo "date:     $STARTED_AT"
+  machine_summary
+  versions_summary
+  echo "command:  $COMMAND"
+  echo "servers:  source and target innodb_buffer_pool_size=$BUFFER_POOL innodb_flush_log_at_trx_commit=2; source sync_binlog=0"
+  echo "load:     sysbench oltp_write_only, $TABLES tables x $ROWS rows, $THREADS threads, ${DURATION}s at $LOAD_TPS tps"
+  echo "          (binlog $START_FILE:$START_POS .. $END_FILE:$END_POS; concord_applied_events_total=$CONCORD_APPLIED)"
+  echo "lag:      source NOW(6) of a heartbeat insert -> first poll that sees it on the target"
+  echo "          beats $(hb beats) (every ${HB_INTERVAL_MS} ms, target polled every ${HB_POLL_MS} ms), unseen $(hb unseen)"
+  echo "          p50 $(hb p50_ms) ms   p90 $(hb p90_ms) ms   p99 $P99 ms   max $(hb max_ms) ms   (target p99 <= 100 ms: $LAG_MET)"
+  echo "memory:   concord peak RSS (VmHWM) $CONCORD_HWM MiB, RSS at end $CONCORD_RSS MiB   (target <= 150 MiB: $RSS_MET)"
+  echo "log:      concord WARN/ERROR lines: $CONCORD_ERRORS; every beat in $BENCH_LOGS/lag-beats.csv"
+  echo "==============================================="
+} | tee "$SUMMARY"
+log "summary saved to $SUMMARY"

@@ -1,0 +1,363 @@
+//! The applier: writes batches of source transactions to the target.
+//!
+//! Invariants:
+//! - one batch is one target transaction, and that transaction also writes the batch's
+//!   end position (see [`crate::checkpoint`]);
+//! - a row the target rejects is recorded in the control store *before* the transaction
+//!   that moves past it commits, so it is never lost;
+//! - a transient error retries the whole batch, forever, with capped backoff.
+
+use crate::batch::{coalesce, group_by_table, runs, Write, WriteKind};
+use crate::checkpoint::Checkpoints;
+use crate::error::{classify, ErrorClass, ReplicatorError};
+use crate::metrics;
+use crate::sql::{build, chunk_sizes, columns_per_row};
+use concord_binlog::ReaderEvent;
+use concord_change::{TableName, Transaction};
+use concord_config::{ReplicatorConfig, TableFilter};
+use concord_control::{ControlStore, FailedEvent, FailureReason};
+use concord_schema_cache::{ColumnPlan, PlanError, RefreshReason, SchemaCache, TargetTable};
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Opts, Params};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+pub struct Applier {
+    opts: Opts,
+    conn: Option<Conn>,
+    schema: SchemaCache,
+    control: ControlStore,
+    filter: TableFilter,
+    checkpoints: Checkpoints,
+    config: ReplicatorConfig,
+}
+
+/// Why one attempt at a batch did not commit.
+enum Abort {
+    Transient(String),
+    SchemaMoved,
+}
+
+type Attempt<T> = Result<T, Abort>;
+
+fn transient(e: impl std::fmt::Display) -> Abort {
+    Abort::Transient(e.to_string())
+}
+
+impl Applier {
+    pub fn new(
+        opts: Opts,
+        schema: SchemaCache,
+        control: ControlStore,
+        filter: TableFilter,
+        checkpoints: Checkpoints,
+        config: ReplicatorConfig,
+    ) -> Self {
+        Self {
+            opts,
+            conn: None,
+            schema,
+            control,
+            filter,
+            checkpoints,
+            config,
+        }
+    }
+
+    /// Applies what the reader sends until the channel closes.
+    pub async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<ReaderEvent>,
+        ready: Arc<AtomicBool>,
+    ) -> Result<(), ReplicatorError> {
+        loop {
+            let Some(first) = rx.recv().await else {
+                return Ok(());
+            };
+            let mut batch = match first {
+                ReaderEvent::CaughtUp { .. } => {
+                    metrics::LAG.set(0.0);
+                    ready.store(true, Ordering::Relaxed);
+                    continue;
+                }
+                ReaderEvent::Transaction(t) => vec![t],
+            };
+            let mut rows = batch[0].changes.len();
+            let mut caught_up = false;
+            let deadline = Instant::now() + self.config.batch_time;
+            // A DDL closes the batch so the schema cache is refreshed before later rows.
+            while rows < self.config.batch_rows
+                && batch.last().is_some_and(|t| t.ddl.is_none())
+                && Instant::now() < deadline
+            {
+                match rx.try_recv() {
+                    Ok(ReaderEvent::Transaction(t)) => {
+                        rows += t.changes.len();
+                        batch.push(t);
+                    }
+                    Ok(ReaderEvent::CaughtUp { .. }) => {
+                        caught_up = true;
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.apply_with_retry(&batch).await?;
+            ready.store(true, Ordering::Relaxed);
+            if caught_up && rx.is_empty() {
+                metrics::LAG.set(0.0);
+            }
+        }
+    }
+
+    async fn apply_with_retry(&mut self, batch: &[Transaction]) -> Result<(), ReplicatorError> {
+        let mut backoff = Duration::from_millis(100);
+        let mut schema_retries = 0u32;
+        let started = Instant::now();
+        let failed = loop {
+            match self.apply_once(batch).await {
+                Ok(failed) => break failed,
+                Err(Abort::SchemaMoved) if schema_retries < 5 => {
+                    schema_retries += 1;
+                    metrics::RETRIES.with_label_values(&["schema"]).inc();
+                }
+                Err(Abort::SchemaMoved) => {
+                    metrics::RETRIES.with_label_values(&["schema"]).inc();
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(self.config.max_backoff);
+                }
+                Err(Abort::Transient(msg)) => {
+                    metrics::RETRIES.with_label_values(&["transient"]).inc();
+                    let position = batch.last().map(|t| t.end.clone()).unwrap_or_default();
+                    tracing::warn!(%position, error = %msg, retry_in = ?backoff, "target unavailable; retrying batch");
+                    self.conn = None;
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(self.config.max_backoff);
+                }
+            }
+        };
+        let rows: usize = batch.iter().map(|t| t.changes.len()).sum();
+        metrics::BATCH_ROWS.observe(rows as f64);
+        metrics::BATCH_SECONDS.observe(started.elapsed().as_secs_f64());
+        let mut applied: HashMap<(&TableName, &str), i64> = HashMap::new();
+        for c in batch.iter().flat_map(|t| &t.changes) {
+            *applied.entry((&c.table.name, c.op.as_str())).or_default() += 1;
+        }
+        for f in &failed {
+            if let Some(n) = applied.get_mut(&(&f.table, f.op.as_str())) {
+                *n -= 1;
+            }
+        }
+        for ((table, op), n) in applied {
+            metrics::APPLIED
+                .with_label_values(&[&table.to_string(), op])
+                .inc_by(n.max(0) as u64);
+        }
+        if let Some(last) = batch.last() {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or_default();
+            metrics::LAG.set((now - f64::from(last.commit_ts)).max(0.0));
+        }
+        Ok(())
+    }
+
+    async fn connection(&mut self) -> Attempt<&mut Conn> {
+        if self.conn.is_none() {
+            let mut conn = Conn::new(self.opts.clone()).await.map_err(transient)?;
+            // UTC so TIMESTAMP values bind as the instants they are; strict so bad content
+            // is an error (recorded), never silently truncated; NO_AUTO_VALUE_ON_ZERO so a
+            // source id of 0 stays 0.
+            let fk = if self.config.foreign_key_checks { 1 } else { 0 };
+            conn.query_drop(format!(
+                "SET SESSION time_zone = '+00:00', \
+                 sql_mode = 'STRICT_ALL_TABLES,NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION', \
+                 foreign_key_checks = {fk}"
+            ))
+            .await
+            .map_err(transient)?;
+            self.conn = Some(conn);
+        }
+        Ok(self.conn.as_mut().expect("connected above"))
+    }
+
+    async fn apply_once(&mut self, batch: &[Transaction]) -> Attempt<Vec<FailedEvent>> {
+        for t in batch {
+            if let Some(ddl) = &t.ddl {
+                tracing::info!(schema = %ddl.schema, statement = %ddl.statement, "source DDL");
+                self.schema.refresh_schema(&ddl.schema);
+                for db in self.filter_schemas(batch) {
+                    self.schema.refresh_schema(&db);
+                }
+            }
+        }
+        let mut failures: Vec<FailedEvent> = Vec::new();
+        self.connection().await?;
+        self.exec("START TRANSACTION", Params::Empty).await.map_err(transient)?;
+        let result = self.write_batch(batch, &mut failures).await;
+        if let Err(e) = result {
+            if let Some(conn) = self.conn.as_mut() {
+                let _ = conn.query_drop("ROLLBACK").await;
+            }
+            return Err(e);
+        }
+        for u in batch.iter().flat_map(|t| &t.undecodable) {
+            failures.push(FailedEvent {
+                position: u.position.clone(),
+                row_index: u.row_index,
+                table: u.table.clone(),
+                op: "unknown".into(),
+                reason: FailureReason::Undecodable,
+                error: u.error.clone(),
+                event: serde_json::to_string(u).expect("serializable"),
+            });
+        }
+        self.record_failures(&failures).await;
+        let last = batch.last().expect("batches are never empty");
+        let conn = self.conn.as_mut().expect("connected");
+        let saved = self.checkpoints.save(conn, &last.end, last.commit_ts).await;
+        if let Err(e) = saved {
+            let _ = conn.query_drop("ROLLBACK").await;
+            return Err(transient(e));
+        }
+        conn.query_drop("COMMIT").await.map_err(transient)?;
+        Ok(failures)
+    }
+
+    /// Schemas whose tables a DDL batch may have touched (renamed targets included).
+    fn filter_schemas(&self, batch: &[Transaction]) -> Vec<String> {
+        batch
+            .iter()
+            .filter_map(|t| t.ddl.as_ref())
+            .map(|d| self.filter.target_name(&TableName::new(d.schema.clone(), "")).db)
+            .collect()
+    }
+
+    async fn write_batch(&mut self, batch: &[Transaction], failures: &mut Vec<FailedEvent>) -> Attempt<()> {
+        for group in group_by_table(batch) {
+            let target_name = self.filter.target_name(&group.table);
+            let target = self.schema.get(&target_name).await.map_err(transient)?;
+            let Some(target) = target else {
+                for w in &group.writes {
+                    failures.push(failed(w, FailureReason::MissingTable, format!("target table {target_name} does not exist")));
+                }
+                continue;
+            };
+            let writes = if target.has_unique_secondary {
+                group.writes
+            } else {
+                coalesce(group.writes)
+            };
+            for run in runs(&writes) {
+                let plan = match ColumnPlan::new(
+                    &run.source,
+                    &target,
+                    &self.config.audit_flag_column,
+                    &self.config.audit_ts_column,
+                ) {
+                    Ok(p) => p,
+                    Err(e @ (PlanError::NoSourceKey | PlanError::KeyColumnMissing(_))) => {
+                        for w in &run.writes {
+                            failures.push(failed(w, FailureReason::NoPrimaryKey, format!("{target_name}: {e}")));
+                        }
+                        continue;
+                    }
+                };
+                plan.count_skipped(&group.table.to_string(), run.writes.len());
+                let mut offset = 0;
+                for size in chunk_sizes(run.writes.len(), columns_per_row(run.kind, &plan)) {
+                    let chunk = &run.writes[offset..offset + size];
+                    offset += size;
+                    self.write_chunk(run.kind, &target, &plan, chunk, failures).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes one statement's rows; if the target rejects the statement for its content,
+    /// writes the rows one by one and records those it rejects.
+    async fn write_chunk(
+        &mut self,
+        kind: WriteKind,
+        target: &TargetTable,
+        plan: &ColumnPlan,
+        chunk: &[Write<'_>],
+        failures: &mut Vec<FailedEvent>,
+    ) -> Attempt<()> {
+        let stmt = build(kind, &target.name, plan, chunk);
+        let Err(e) = self.exec(&stmt.sql, Params::Positional(stmt.params)).await else {
+            return Ok(());
+        };
+        match classify(&e) {
+            ErrorClass::Transient => Err(transient(e)),
+            ErrorClass::UnknownColumn => {
+                self.schema.refresh(&target.name, RefreshReason::UnknownColumn).await;
+                Err(Abort::SchemaMoved)
+            }
+            ErrorClass::MissingTable => {
+                self.schema.refresh(&target.name, RefreshReason::MissingTable).await;
+                Err(Abort::SchemaMoved)
+            }
+            ErrorClass::Rejected if chunk.len() == 1 => {
+                let w = &chunk[0];
+                tracing::warn!(table = %target.name, position = %w.change.position, error = %e, "target rejected a row; recorded as a failed event");
+                failures.push(failed(w, FailureReason::Rejected, e.to_string()));
+                Ok(())
+            }
+            ErrorClass::Rejected => {
+                for w in chunk {
+                    Box::pin(self.write_chunk(kind, target, plan, std::slice::from_ref(w), failures)).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn exec(&mut self, sql: &str, params: Params) -> Result<(), mysql_async::Error> {
+        let conn = self.conn.as_mut().expect("connected before exec");
+        if matches!(params, Params::Empty) {
+            conn.query_drop(sql).await
+        } else {
+            conn.exec_drop(sql, params).await
+        }
+    }
+
+    /// A failed event must be stored before the batch commits; the control store being
+    /// down therefore holds replication back (retried) rather than losing the record.
+    async fn record_failures(&self, failures: &[FailedEvent]) {
+        for f in failures {
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                match self.control.record_failed(f).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        metrics::RETRIES.with_label_values(&["control_store"]).inc();
+                        tracing::warn!(error = %e, retry_in = ?backoff, "control store unavailable; retrying");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(self.config.max_backoff);
+                    }
+                }
+            }
+            metrics::FAILED
+                .with_label_values(&[&f.table.to_string(), f.reason.as_str()])
+                .inc();
+        }
+    }
+}
+
+fn failed(w: &Write<'_>, reason: FailureReason, error: String) -> FailedEvent {
+    FailedEvent {
+        position: w.change.position.clone(),
+        row_index: w.change.row_index,
+        table: w.change.table.name.clone(),
+        op: w.change.op.as_str().into(),
+        reason,
+        error,
+        event: serde_json::to_string(w.change).expect("changes serialize"),
+    }
+}

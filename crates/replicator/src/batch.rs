@@ -1,0 +1,252 @@
+//! Turning a batch of source transactions into the writes the target needs.
+//!
+//! Invariant: applying the planned writes in order leaves every row in the state of the
+//! *last* source change to it within the batch. Rows of different tables are independent
+//! (the batch commits as one target transaction, foreign keys checked by the source), so
+//! tables may be written one after another; within a table, source order is kept.
+
+use concord_change::{Op, RowChange, SourceTable, TableName, Transaction, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteKind {
+    /// Insert the after-image, or overwrite the row with that key.
+    Upsert,
+    /// Delete the row with the before-image's key.
+    Delete,
+}
+
+/// One key-level write, pointing at the change it came from.
+#[derive(Clone, Copy, Debug)]
+pub struct Write<'a> {
+    pub kind: WriteKind,
+    pub change: &'a RowChange,
+}
+
+impl<'a> Write<'a> {
+    pub fn image(&self) -> &'a [Value] {
+        let img = match self.kind {
+            WriteKind::Upsert => self.change.after.as_deref(),
+            WriteKind::Delete => self.change.before.as_deref(),
+        };
+        img.unwrap_or(&[])
+    }
+
+    fn key_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16);
+        for &i in &self.change.table.primary_key {
+            self.image()[i].key_bytes(&mut out);
+        }
+        out
+    }
+}
+
+/// Every write to one source table in a batch.
+#[derive(Debug)]
+pub struct TableWrites<'a> {
+    pub table: TableName,
+    pub writes: Vec<Write<'a>>,
+}
+
+/// Splits a batch into per-table write lists, tables in order of first appearance.
+pub fn group_by_table(txns: &[Transaction]) -> Vec<TableWrites<'_>> {
+    let mut index: HashMap<&TableName, usize> = HashMap::new();
+    let mut out: Vec<TableWrites<'_>> = Vec::new();
+    for change in txns.iter().flat_map(|t| &t.changes) {
+        let i = *index.entry(&change.table.name).or_insert_with(|| {
+            out.push(TableWrites {
+                table: change.table.name.clone(),
+                writes: Vec::new(),
+            });
+            out.len() - 1
+        });
+        let writes = &mut out[i].writes;
+        match change.op {
+            Op::Insert => writes.push(Write {
+                kind: WriteKind::Upsert,
+                change,
+            }),
+            Op::Delete => writes.push(Write {
+                kind: WriteKind::Delete,
+                change,
+            }),
+            Op::Update => {
+                if change.changes_key() {
+                    writes.push(Write {
+                        kind: WriteKind::Delete,
+                        change,
+                    });
+                }
+                writes.push(Write {
+                    kind: WriteKind::Upsert,
+                    change,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Keeps only the last write of each exact key, at that last write's place. Any other
+/// write that touches the same row (a collation-equal spelling of its key) comes before
+/// it and is overridden by it, so the final state is unchanged.
+pub fn coalesce(writes: Vec<Write<'_>>) -> Vec<Write<'_>> {
+    let mut last: HashMap<Vec<u8>, usize> = HashMap::with_capacity(writes.len());
+    let keys: Vec<Vec<u8>> = writes.iter().map(Write::key_bytes).collect();
+    for (i, k) in keys.iter().enumerate() {
+        last.insert(k.clone(), i);
+    }
+    writes
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| last.get(&keys[*i]) == Some(i))
+        .map(|(_, w)| w)
+        .collect()
+}
+
+/// A maximal run of same-kind writes with the same source column layout: one statement
+/// shape.
+#[derive(Debug)]
+pub struct Run<'a> {
+    pub kind: WriteKind,
+    pub source: Arc<SourceTable>,
+    pub writes: Vec<Write<'a>>,
+}
+
+pub fn runs<'a>(writes: &[Write<'a>]) -> Vec<Run<'a>> {
+    let mut out: Vec<Run<'a>> = Vec::new();
+    for w in writes {
+        match out.last_mut() {
+            Some(r)
+                if r.kind == w.kind
+                    && (Arc::ptr_eq(&r.source, &w.change.table) || *r.source == *w.change.table) =>
+            {
+                r.writes.push(*w)
+            }
+            _ => out.push(Run {
+                kind: w.kind,
+                source: w.change.table.clone(),
+                writes: vec![*w],
+            }),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use concord_change::Position;
+
+    fn table(name: &str) -> Arc<SourceTable> {
+        Arc::new(SourceTable {
+            name: TableName::new("d", name),
+            columns: vec!["id".into(), "v".into()],
+            primary_key: vec![0],
+        })
+    }
+
+    fn change(t: &Arc<SourceTable>, op: Op, before: Option<(i64, &str)>, after: Option<(i64, &str)>) -> RowChange {
+        let img = |(id, v): (i64, &str)| vec![Value::Int(id), Value::Text(v.into())];
+        RowChange {
+            table: t.clone(),
+            op,
+            before: before.map(img),
+            after: after.map(img),
+            position: Position::new("f", 4),
+            row_index: 0,
+            commit_ts: 0,
+        }
+    }
+
+    fn txn(changes: Vec<RowChange>) -> Transaction {
+        Transaction {
+            changes,
+            ..Default::default()
+        }
+    }
+
+    fn summary(ws: &[Write<'_>]) -> Vec<(WriteKind, i64, String)> {
+        ws.iter()
+            .map(|w| {
+                let img = w.image();
+                let id = match img[0] {
+                    Value::Int(i) => i,
+                    _ => unreachable!(),
+                };
+                let v = match &img[1] {
+                    Value::Text(s) => s.clone(),
+                    _ => unreachable!(),
+                };
+                (w.kind, id, v)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn key_change_becomes_delete_then_upsert() {
+        let a = table("a");
+        let txns = vec![txn(vec![change(&a, Op::Update, Some((1, "x")), Some((2, "x")))])];
+        let g = group_by_table(&txns);
+        assert_eq!(
+            summary(&g[0].writes),
+            vec![(WriteKind::Delete, 1, "x".into()), (WriteKind::Upsert, 2, "x".into())]
+        );
+    }
+
+    #[test]
+    fn coalescing_keeps_the_last_write_per_key() {
+        let a = table("a");
+        let txns = vec![
+            txn(vec![change(&a, Op::Insert, None, Some((1, "v1")))]),
+            txn(vec![
+                change(&a, Op::Delete, Some((2, "old")), None),
+                change(&a, Op::Update, Some((1, "v1")), Some((1, "v2"))),
+            ]),
+            txn(vec![
+                change(&a, Op::Delete, Some((1, "v2")), None),
+                change(&a, Op::Insert, None, Some((2, "new"))),
+            ]),
+        ];
+        let g = group_by_table(&txns);
+        let c = coalesce(g.into_iter().next().unwrap().writes);
+        assert_eq!(
+            summary(&c),
+            vec![(WriteKind::Delete, 1, "v2".into()), (WriteKind::Upsert, 2, "new".into())]
+        );
+    }
+
+    #[test]
+    fn tables_group_in_first_appearance_order_and_runs_split_by_kind() {
+        let (a, b) = (table("a"), table("b"));
+        let txns = vec![txn(vec![
+            change(&b, Op::Insert, None, Some((1, "b1"))),
+            change(&a, Op::Insert, None, Some((1, "a1"))),
+            change(&b, Op::Insert, None, Some((2, "b2"))),
+            change(&b, Op::Delete, Some((3, "b3")), None),
+            change(&b, Op::Insert, None, Some((4, "b4"))),
+        ])];
+        let g = group_by_table(&txns);
+        assert_eq!(g.iter().map(|t| t.table.table.as_str()).collect::<Vec<_>>(), ["b", "a"]);
+        let r = runs(&g[0].writes);
+        assert_eq!(
+            r.iter().map(|r| (r.kind, r.writes.len())).collect::<Vec<_>>(),
+            [(WriteKind::Upsert, 2), (WriteKind::Delete, 1), (WriteKind::Upsert, 1)]
+        );
+    }
+
+    #[test]
+    fn a_new_column_layout_starts_a_new_run() {
+        let a = table("a");
+        let a2 = Arc::new(SourceTable {
+            columns: vec!["id".into(), "v".into(), "w".into()],
+            ..(*a).clone()
+        });
+        let mut late = change(&a2, Op::Insert, None, Some((2, "x")));
+        late.after.as_mut().unwrap().push(Value::Null);
+        let txns = vec![txn(vec![change(&a, Op::Insert, None, Some((1, "x"))), late])];
+        let g = group_by_table(&txns);
+        assert_eq!(runs(&g[0].writes).len(), 2);
+    }
+}

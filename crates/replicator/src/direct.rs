@@ -1,0 +1,124 @@
+//! Direct mode: one process reads the source's binlog and applies it to the target, with
+//! no broker in between — the embedded default.
+
+use crate::applier::Applier;
+use crate::checkpoint::Checkpoints;
+use crate::error::ReplicatorError;
+use concord_binlog::{check_settings, current_position, earliest_position, BinlogReader, ReaderOptions};
+use concord_change::{Position, TableName};
+use concord_config::{Config, StartFrom, TableFilter};
+use concord_control::ControlStore;
+use concord_schema_cache::SchemaCache;
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, OptsBuilder, Pool};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// Checks the source, then replicates until an unrecoverable error.
+pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), ReplicatorError> {
+    let filter = config.tables.filter();
+    let source_opts = config.source.opts();
+    let mut source = Conn::new(source_opts.clone())
+        .await
+        .map_err(|e| ReplicatorError::Connect(format!("source {}: {e}", config.source.url.redacted())))?;
+    let server = check_settings(&mut source).await?;
+    tracing::info!(version = %server.version, "source checked");
+    refuse_tables_without_key(&mut source, &filter, &config.target.checkpoint_schema).await?;
+
+    let target_opts: mysql_async::Opts = OptsBuilder::from_opts(config.target.opts())
+        .stmt_cache_size(1024)
+        .into();
+    let mut target = Conn::new(target_opts.clone())
+        .await
+        .map_err(|e| ReplicatorError::Connect(format!("target {}: {e}", config.target.url.redacted())))?;
+    let checkpoints = Checkpoints::new(&config.target.checkpoint_schema, &config.replicator.name);
+    let target_err = |e: mysql_async::Error| ReplicatorError::Target {
+        position: Position::default(),
+        message: e.to_string(),
+    };
+    checkpoints.ensure(&mut target).await.map_err(target_err)?;
+    let start = match checkpoints.load(&mut target).await.map_err(target_err)? {
+        Some(p) => {
+            tracing::info!(position = %p, "resuming from checkpoint");
+            p
+        }
+        None => {
+            let p = match config.source.start_from() {
+                StartFrom::Current => current_position(&mut source).await,
+                StartFrom::Earliest => earliest_position(&mut source).await,
+                StartFrom::At(p) => Ok(p),
+            }
+            .map_err(|e| ReplicatorError::Connect(format!("source position: {e}")))?;
+            tracing::info!(position = %p, start = %config.source.start, "no checkpoint; starting");
+            p
+        }
+    };
+    drop(target);
+    drop(source);
+
+    let control = ControlStore::connect(config.control.url.expose(), &config.control.url.redacted()).await?;
+    let schema = SchemaCache::new(Pool::new(config.target.opts()), config.target.schema_ttl);
+
+    let checkpoint_schema = config.target.checkpoint_schema.clone();
+    let include_filter = filter.clone();
+    let reader = BinlogReader::new(
+        ReaderOptions {
+            opts: source_opts,
+            server_id: config.source.server_id,
+            heartbeat: config.source.heartbeat,
+            include: Arc::new(move |t: &TableName| {
+                t.db != checkpoint_schema && include_filter.matches(t)
+            }),
+            max_backoff: config.replicator.max_backoff,
+        },
+        server,
+    );
+    let applier = Applier::new(target_opts, schema, control, filter, checkpoints, config.replicator.clone());
+    let (tx, rx) = mpsc::channel(config.replicator.queue_transactions);
+    let reading = tokio::spawn(async move { reader.run(start, tx).await });
+    let applying = applier.run(rx, ready);
+    tokio::pin!(applying);
+    tokio::select! {
+        r = &mut applying => r,
+        r = reading => match r {
+            Ok(Ok(())) => applying.await,
+            Ok(Err(e)) => Err(e.into()),
+            Err(join) => Err(ReplicatorError::Preflight(format!("binlog reader crashed: {join}"))),
+        },
+    }
+}
+
+/// Updates and deletes need a key to find the row on the target; a keyless table would
+/// silently diverge, so it is refused up front.
+async fn refuse_tables_without_key(
+    source: &mut Conn,
+    filter: &TableFilter,
+    checkpoint_schema: &str,
+) -> Result<(), ReplicatorError> {
+    let rows: Vec<(String, String)> = source
+        .query(
+            "SELECT t.TABLE_SCHEMA, t.TABLE_NAME FROM information_schema.TABLES t \
+             WHERE t.TABLE_TYPE = 'BASE TABLE' AND NOT EXISTS ( \
+               SELECT 1 FROM information_schema.TABLE_CONSTRAINTS c \
+               WHERE c.TABLE_SCHEMA = t.TABLE_SCHEMA AND c.TABLE_NAME = t.TABLE_NAME \
+                 AND c.CONSTRAINT_TYPE = 'PRIMARY KEY')",
+        )
+        .await
+        .map_err(|e| ReplicatorError::Connect(format!("source schema: {e}")))?;
+    let keyless: Vec<String> = rows
+        .into_iter()
+        .map(|(db, t)| TableName::new(db, t))
+        .filter(|t| t.db != checkpoint_schema && filter.matches(t))
+        .map(|t| t.to_string())
+        .collect();
+    if keyless.is_empty() {
+        Ok(())
+    } else {
+        Err(ReplicatorError::Preflight(format!(
+            "tables without a primary key cannot be replicated (updates and deletes could not find their row): {}; \
+             add a primary key or exclude them with tables.exclude",
+            keyless.join(", ")
+        )))
+    }
+}

@@ -1,0 +1,278 @@
+//! The `concord` binary as a child process of a test.
+
+use crate::db::{Servers, TestDb};
+use crate::wait_for;
+use concord_change::Position;
+use mysql_async::prelude::Queryable;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+
+/// Where the binary under test is: `CONCORD_BIN`, or next to the test executable's
+/// `deps/` directory (what `cargo build` produces in the same target dir).
+pub fn binary() -> PathBuf {
+    if let Ok(p) = std::env::var("CONCORD_BIN") {
+        return p.into();
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target/<profile>");
+    let bin = dir.join("concord");
+    assert!(
+        bin.exists(),
+        "{} not found: run `cargo build -p concord` first (or set CONCORD_BIN)",
+        bin.display()
+    );
+    bin
+}
+
+/// A config for one test, with everything unique to it.
+#[derive(Clone)]
+pub struct ConcordConfig {
+    pub dir: PathBuf,
+    pub db: String,
+    pub name: String,
+    pub server_id: u32,
+    pub metrics_port: u16,
+    pub source_url: String,
+    pub target_url: String,
+    /// Appended to the generated TOML (extra sections or keys).
+    pub extra: String,
+    pub include: Vec<String>,
+}
+
+impl ConcordConfig {
+    pub fn new(db: &TestDb) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("concord-{}-", db.name))
+            .tempdir()
+            .expect("temp dir")
+            .keep();
+        Self {
+            dir,
+            db: db.name.clone(),
+            name: db.name.clone(),
+            server_id: 10_000 + rand::random::<u32>() % 1_000_000,
+            metrics_port: free_port(),
+            source_url: db.servers.source_url.clone(),
+            target_url: db.servers.target_url.clone(),
+            extra: String::new(),
+            include: vec![format!("{}.*", db.name)],
+        }
+    }
+
+    pub fn control_db(&self) -> PathBuf {
+        self.dir.join("control.db")
+    }
+
+    pub fn toml(&self) -> String {
+        let include: Vec<String> = self.include.iter().map(|p| format!("{p:?}")).collect();
+        format!(
+            r#"
+[source]
+url = "{source}"
+server_id = {server_id}
+heartbeat = "500ms"
+
+[target]
+url = "{target}"
+schema_ttl = "1s"
+
+[tables]
+include = [{include}]
+
+[replicator]
+name = "{name}"
+max_backoff = "1s"
+
+[control]
+url = "sqlite://{control}"
+
+[metrics]
+listen = "127.0.0.1:{port}"
+{extra}
+"#,
+            source = self.source_url,
+            target = self.target_url,
+            server_id = self.server_id,
+            include = include.join(", "),
+            name = self.name,
+            control = self.control_db().display(),
+            port = self.metrics_port,
+            extra = self.extra,
+        )
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+pub struct Concord {
+    child: Child,
+    pub config: ConcordConfig,
+    log: PathBuf,
+}
+
+impl Concord {
+    /// Starts `concord run` and waits until it reports ready.
+    pub async fn start(config: &ConcordConfig) -> Concord {
+        let mut c = Self::spawn(config, &["run"]).await;
+        let port = config.metrics_port;
+        let ready = wait_for("concord /readyz", Duration::from_secs(30), || {
+            let exited = c.child.try_wait().ok().flatten();
+            async move {
+                if let Some(status) = exited {
+                    return Some(Err(status));
+                }
+                http_get(port, "/readyz").await.filter(|(code, _)| *code == 200).map(|_| Ok(()))
+            }
+        })
+        .await;
+        if let Err(status) = ready {
+            panic!("concord exited with {status} before it was ready; log:\n{}", c.log());
+        }
+        c
+    }
+
+    /// Spawns the binary with `args` + `--config`, without waiting for anything.
+    pub async fn spawn(config: &ConcordConfig, args: &[&str]) -> Concord {
+        let path = config.dir.join("concord.toml");
+        std::fs::write(&path, config.toml()).expect("write config");
+        let log = config.dir.join("concord.log");
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
+        let child = Command::new(binary())
+            .args(args)
+            .arg("--config")
+            .arg(&path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::from(out.try_clone().unwrap()))
+            .stderr(Stdio::from(out))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn concord");
+        Concord {
+            child,
+            config: config.clone(),
+            log,
+        }
+    }
+
+    /// Waits for the process to exit on its own and returns its exit code.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        tokio::time::timeout(timeout, self.child.wait())
+            .await
+            .expect("concord did not exit in time")
+            .expect("wait")
+            .code()
+    }
+
+    /// SIGKILL: no shutdown path runs at all.
+    pub async fn kill9(&mut self) {
+        self.child.start_kill().expect("kill -9");
+        let _ = self.child.wait().await;
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(pid) = self.child.id() {
+            // SAFETY-free: `kill` the command, to send SIGTERM without a libc dependency.
+            let _ = Command::new("kill").arg(pid.to_string()).status().await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
+        let _ = self.child.start_kill();
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub async fn metrics(&self) -> String {
+        http_get(self.config.metrics_port, "/metrics")
+            .await
+            .map(|(_, body)| body)
+            .unwrap_or_default()
+    }
+
+    /// Sum of a metric's samples whose label set contains every `labels` pair.
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let text = self.metrics().await;
+        text.lines()
+            .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+            .filter(|l| {
+                let key = l.split_whitespace().next().unwrap_or("");
+                (key == name || key.starts_with(&format!("{name}{{")))
+                    && labels.iter().all(|(k, v)| key.contains(&format!("{k}=\"{v}\"")))
+            })
+            .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    pub async fn checkpoint(&self, servers: &Servers) -> Option<Position> {
+        checkpoint(servers, &self.config.name).await
+    }
+
+    /// Waits until everything the source has logged so far is applied.
+    pub async fn wait_caught_up(&self, servers: &Servers, timeout: Duration) {
+        let goal = servers.source_position().await;
+        let name = self.config.name.clone();
+        wait_for(&format!("checkpoint to reach {goal}"), timeout, || {
+            let (servers, name, goal) = (servers.clone(), name.clone(), goal.clone());
+            async move { checkpoint(&servers, &name).await.filter(|p| *p >= goal) }
+        })
+        .await;
+    }
+
+    /// The failed events in this test's control store: (table, reason, error, event JSON).
+    pub async fn failed_events(&self) -> Vec<(String, String, String, String)> {
+        failed_events(&self.config).await
+    }
+}
+
+pub async fn checkpoint(servers: &Servers, name: &str) -> Option<Position> {
+    let mut c = servers.target_conn().await;
+    let row: Option<(String, u64)> = c
+        .exec_first(
+            "SELECT binlog_file, binlog_pos FROM concord.checkpoints WHERE replicator = ?",
+            (name,),
+        )
+        .await
+        .ok()
+        .flatten();
+    row.map(|(f, p)| Position::new(f, p))
+}
+
+pub async fn failed_events(config: &ConcordConfig) -> Vec<(String, String, String, String)> {
+    use sqlx::Row;
+    let url = format!("sqlite://{}?mode=ro", config.control_db().display());
+    let Ok(mut conn) = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url).await else {
+        return Vec::new();
+    };
+    let rows = sqlx::query("SELECT db || '.' || tbl, reason, error, event FROM failed_events ORDER BY source_pos, row_index")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap_or_default();
+    rows.iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect()
+}
+
+/// A minimal HTTP/1.0 GET against the metrics endpoint: (status, body).
+pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await.ok()?;
+    let code = buf.split_whitespace().nth(1)?.parse().ok()?;
+    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Some((code, body))
+}
