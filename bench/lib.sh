@@ -151,6 +151,7 @@ server_start() {
   fi
   rm -rf "$data"
   mkdir -p "$data"
+  : >"$BENCH_LOGS/$name.err" # mariadbd appends; keep only this run's log
   mariadb-install-db --no-defaults --user="$(id -un)" --datadir="$data" \
     --auth-root-authentication-method=normal --skip-test-db >"$BENCH_LOGS/$name-install.log" 2>&1 ||
     die "mariadb-install-db for $name failed, see $BENCH_LOGS/$name-install.log"

@@ -38,7 +38,9 @@ pub struct TargetColumn {
 
 impl TargetTable {
     pub fn column(&self, name: &str) -> Option<&TargetColumn> {
-        self.columns.iter().find(|c| c.name.eq_ignore_ascii_case(name))
+        self.columns
+            .iter()
+            .find(|c| c.name.eq_ignore_ascii_case(name))
     }
 }
 
@@ -100,7 +102,9 @@ impl SchemaCache {
 
     /// Drops one table's entry; the next `get` reads the target again.
     pub async fn refresh(&self, table: &TableName, reason: RefreshReason) {
-        metrics::REFRESHES.with_label_values(&[reason.as_str()]).inc();
+        metrics::REFRESHES
+            .with_label_values(&[reason.as_str()])
+            .inc();
         tracing::info!(%table, reason = reason.as_str(), "target schema refreshed");
         self.tables.invalidate(table).await;
     }
@@ -112,13 +116,14 @@ impl SchemaCache {
             .with_label_values(&[RefreshReason::SourceDdl.as_str()])
             .inc();
         let db = db.to_owned();
-        let _ = self
-            .tables
-            .invalidate_entries_if(move |k, _| k.db == db);
+        let _ = self.tables.invalidate_entries_if(move |k, _| k.db == db);
     }
 }
 
-async fn load(pool: &Pool, table: &TableName) -> Result<Option<Arc<TargetTable>>, mysql_async::Error> {
+async fn load(
+    pool: &Pool,
+    table: &TableName,
+) -> Result<Option<Arc<TargetTable>>, mysql_async::Error> {
     let mut conn = pool.get_conn().await?;
     let columns: Vec<(String, String)> = conn
         .exec(

@@ -149,7 +149,16 @@ mod tests {
     fn writes_shared_columns_skips_source_only_and_fills_audit() {
         let p = ColumnPlan::new(
             &source(&["id", "a", "new_col"], &[0]),
-            &target(&["ID", "a", "extra", "concord_replicated", "concord_source_ts"], &["ID"]),
+            &target(
+                &[
+                    "ID",
+                    "a",
+                    "extra",
+                    "concord_replicated",
+                    "concord_source_ts",
+                ],
+                &["ID"],
+            ),
             "concord_replicated",
             "concord_source_ts",
         )

@@ -17,7 +17,10 @@ pub fn binary() -> PathBuf {
         return p.into();
     }
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target/<profile>");
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target/<profile>");
     let bin = dir.join("concord");
     assert!(
         bin.exists(),
@@ -39,6 +42,8 @@ pub struct ConcordConfig {
     pub target_url: String,
     /// Appended to the generated TOML (extra sections or keys).
     pub extra: String,
+    /// Extra keys of the `[replicator]` section.
+    pub replicator: String,
     pub include: Vec<String>,
 }
 
@@ -58,6 +63,7 @@ impl ConcordConfig {
             source_url: db.servers.source_url.clone(),
             target_url: db.servers.target_url.clone(),
             extra: String::new(),
+            replicator: String::new(),
             include: vec![format!("{}.*", db.name)],
         }
     }
@@ -85,6 +91,7 @@ include = [{include}]
 [replicator]
 name = "{name}"
 max_backoff = "1s"
+{replicator}
 
 [control]
 url = "sqlite://{control}"
@@ -101,6 +108,7 @@ listen = "127.0.0.1:{port}"
             control = self.control_db().display(),
             port = self.metrics_port,
             extra = self.extra,
+            replicator = self.replicator,
         )
     }
 }
@@ -129,12 +137,18 @@ impl Concord {
                 if let Some(status) = exited {
                     return Some(Err(status));
                 }
-                http_get(port, "/readyz").await.filter(|(code, _)| *code == 200).map(|_| Ok(()))
+                http_get(port, "/readyz")
+                    .await
+                    .filter(|(code, _)| *code == 200)
+                    .map(|_| Ok(()))
             }
         })
         .await;
         if let Err(status) = ready {
-            panic!("concord exited with {status} before it was ready; log:\n{}", c.log());
+            panic!(
+                "concord exited with {status} before it was ready; log:\n{}",
+                c.log()
+            );
         }
         c
     }
@@ -209,7 +223,9 @@ impl Concord {
             .filter(|l| {
                 let key = l.split_whitespace().next().unwrap_or("");
                 (key == name || key.starts_with(&format!("{name}{{")))
-                    && labels.iter().all(|(k, v)| key.contains(&format!("{k}=\"{v}\"")))
+                    && labels
+                        .iter()
+                        .all(|(k, v)| key.contains(&format!("{k}=\"{v}\"")))
             })
             .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
             .sum()
@@ -266,13 +282,18 @@ pub async fn failed_events(config: &ConcordConfig) -> Vec<(String, String, Strin
 
 /// A minimal HTTP/1.0 GET against the metrics endpoint: (status, body).
 pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
     s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
         .await
         .ok()?;
     let mut buf = String::new();
     s.read_to_string(&mut buf).await.ok()?;
     let code = buf.split_whitespace().nth(1)?.parse().ok()?;
-    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     Some((code, body))
 }

@@ -48,7 +48,10 @@ impl Servers {
     pub async fn source_position(&self) -> Position {
         let mut c = self.source_conn().await;
         let row: Row = c.query_first("SHOW MASTER STATUS").await.unwrap().unwrap();
-        Position::new(row.get::<String, _>(0).unwrap(), row.get::<u64, _>(1).unwrap())
+        Position::new(
+            row.get::<String, _>(0).unwrap(),
+            row.get::<u64, _>(1).unwrap(),
+        )
     }
 }
 
@@ -63,8 +66,12 @@ impl TestDb {
         let servers = Servers::from_env();
         let name = format!("{prefix}_{:06}", rand::rng().random_range(0..1_000_000));
         for mut c in [servers.source_conn().await, servers.target_conn().await] {
-            c.query_drop(format!("DROP DATABASE IF EXISTS `{name}`")).await.unwrap();
-            c.query_drop(format!("CREATE DATABASE `{name}` CHARACTER SET utf8mb4")).await.unwrap();
+            c.query_drop(format!("DROP DATABASE IF EXISTS `{name}`"))
+                .await
+                .unwrap();
+            c.query_drop(format!("CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
+                .await
+                .unwrap();
         }
         Self { servers, name }
     }
@@ -94,7 +101,10 @@ impl TestDb {
             self.servers.source_conn().await
         };
         let rows: Vec<Row> = c
-            .query(format!("SELECT {columns} FROM `{}`.`{table}` ORDER BY 1", self.name))
+            .query(format!(
+                "SELECT {columns} FROM `{}`.`{table}` ORDER BY 1",
+                self.name
+            ))
             .await
             .unwrap();
         rows.into_iter().map(|r| r.unwrap()).collect()

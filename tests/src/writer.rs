@@ -49,7 +49,8 @@ impl Writer {
                     continue;
                 };
                 let extra = s.extra_column.lock().unwrap().clone();
-                let ok = one_transaction(&mut conn, &db, &tables, &mut next_id, extra.as_deref()).await;
+                let ok =
+                    one_transaction(&mut conn, &db, &tables, &mut next_id, extra.as_deref()).await;
                 if ok {
                     s.committed.fetch_add(1, Ordering::Relaxed);
                     *s.max_ids.lock().unwrap() = next_id.iter().map(|n| n - 1).collect();
@@ -106,7 +107,12 @@ async fn one_transaction(
     true
 }
 
-fn plan_transaction(db: &str, tables: &[String], ids: &mut [i64], extra: Option<&str>) -> Vec<(String, Vec<Value>)> {
+fn plan_transaction(
+    db: &str,
+    tables: &[String],
+    ids: &mut [i64],
+    extra: Option<&str>,
+) -> Vec<(String, Vec<Value>)> {
     let mut rng = rand::rng();
     let statements = rng.random_range(1..=4);
     let mut plan = Vec::new();
@@ -114,8 +120,14 @@ fn plan_transaction(db: &str, tables: &[String], ids: &mut [i64], extra: Option<
         let t = rng.random_range(0..tables.len());
         let table = format!("`{db}`.`{}`", tables[t]);
         let roll: u8 = rng.random_range(0..10);
-        let note: String = (0..rng.random_range(0..20)).map(|_| rng.random_range('a'..='z')).collect();
-        let amount = format!("{}.{:02}", rng.random_range(0..100_000), rng.random_range(0..100));
+        let note: String = (0..rng.random_range(0..20))
+            .map(|_| rng.random_range('a'..='z'))
+            .collect();
+        let amount = format!(
+            "{}.{:02}",
+            rng.random_range(0..100_000),
+            rng.random_range(0..100)
+        );
         if roll < 5 || ids[t] < 3 {
             let id = ids[t];
             ids[t] += 1;
@@ -141,7 +153,10 @@ fn plan_transaction(db: &str, tables: &[String], ids: &mut [i64], extra: Option<
             plan.push((sql, vec![note.into(), amount.into(), Value::Int(id)]));
         } else {
             let id = rng.random_range(1..ids[t]);
-            plan.push((format!("DELETE FROM {table} WHERE id = ?"), vec![Value::Int(id)]));
+            plan.push((
+                format!("DELETE FROM {table} WHERE id = ?"),
+                vec![Value::Int(id)],
+            ));
         }
     }
     plan

@@ -11,7 +11,12 @@ async fn setup(prefix: &str) -> (TestDb, Concord, Writer) {
     let db = TestDb::new(prefix).await;
     db.both(&TABLE_DDL.replace("{t}", "t")).await;
     let concord = Concord::start(&ConcordConfig::new(&db)).await;
-    let writer = Writer::start(db.servers.source.clone(), &db.name, &["t"], Duration::from_millis(3));
+    let writer = Writer::start(
+        db.servers.source.clone(),
+        &db.name,
+        &["t"],
+        Duration::from_millis(3),
+    );
     tokio::time::sleep(Duration::from_millis(800)).await;
     (db, concord, writer)
 }
@@ -20,7 +25,9 @@ async fn finish(db: &TestDb, concord: &Concord, writer: Writer, columns: &str) {
     tokio::time::sleep(Duration::from_millis(800)).await;
     let committed = writer.stop().await;
     assert!(committed > 50, "the writer kept writing ({committed})");
-    concord.wait_caught_up(&db.servers, Duration::from_secs(60)).await;
+    concord
+        .wait_caught_up(&db.servers, Duration::from_secs(60))
+        .await;
     db.assert_same("t", columns).await;
     assert!(
         concord.failed_events().await.is_empty(),
@@ -32,9 +39,11 @@ async fn finish(db: &TestDb, concord: &Concord, writer: Writer, columns: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn column_added_on_target_first_then_source() {
     let (db, concord, writer) = setup("ddl_tfirst").await;
-    db.target("ALTER TABLE `{db}`.t ADD COLUMN c2 BIGINT NULL").await;
+    db.target("ALTER TABLE `{db}`.t ADD COLUMN c2 BIGINT NULL")
+        .await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    db.source("ALTER TABLE `{db}`.t ADD COLUMN c2 BIGINT NULL").await;
+    db.source("ALTER TABLE `{db}`.t ADD COLUMN c2 BIGINT NULL")
+        .await;
     writer.set_extra_column(Some("c2"));
     // Every row the writer touches from now on carries c2 = id * 3.
     finish(&db, &concord, writer, &format!("{SHARED}, c2")).await;
@@ -43,20 +52,28 @@ async fn column_added_on_target_first_then_source() {
 #[tokio::test(flavor = "multi_thread")]
 async fn column_added_on_source_first_then_target() {
     let (db, concord, writer) = setup("ddl_sfirst").await;
-    db.source("ALTER TABLE `{db}`.t ADD COLUMN c2 BIGINT NULL").await;
+    db.source("ALTER TABLE `{db}`.t ADD COLUMN c2 BIGINT NULL")
+        .await;
     writer.set_extra_column(Some("c2"));
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let skipped_before = concord
         .metric("concord_skipped_columns_total", &[("column", "c2")])
         .await;
-    assert!(skipped_before > 0.0, "source-only values are counted as skipped");
-    db.target("ALTER TABLE `{db}`.t ADD COLUMN c2 BIGINT NULL").await;
+    assert!(
+        skipped_before > 0.0,
+        "source-only values are counted as skipped"
+    );
+    db.target("ALTER TABLE `{db}`.t ADD COLUMN c2 BIGINT NULL")
+        .await;
     // The schema cache trusts an entry for 1 s in this test; after that, c2 flows.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let first_after = writer.max_id(0) + 1;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let last = writer.max_id(0);
-    assert!(last > first_after, "the writer inserted rows after the target gained c2");
+    assert!(
+        last > first_after,
+        "the writer inserted rows after the target gained c2"
+    );
     finish(&db, &concord, writer, SHARED).await;
     let src = db.rows(false, "t", "id, c2").await;
     let tgt = db.rows(true, "t", "id, c2").await;
@@ -70,9 +87,16 @@ async fn column_added_on_source_first_then_target() {
     };
     let (src, tgt) = (after(src), after(tgt));
     assert!(!src.is_empty());
-    assert_eq!(src, tgt, "values written after the target gained the column arrived");
+    assert_eq!(
+        src, tgt,
+        "values written after the target gained the column arrived"
+    );
     assert!(
-        concord.log().matches("source column is not on the target").count() == 1,
+        concord
+            .log()
+            .matches("source column is not on the target")
+            .count()
+            == 1,
         "one warning per table+column, not per row"
     );
 }
@@ -80,7 +104,8 @@ async fn column_added_on_source_first_then_target() {
 #[tokio::test(flavor = "multi_thread")]
 async fn column_dropped_on_source() {
     let (db, concord, writer) = setup("ddl_sdrop").await;
-    db.both("ALTER TABLE `{db}`.t ADD COLUMN gone INT NULL").await;
+    db.both("ALTER TABLE `{db}`.t ADD COLUMN gone INT NULL")
+        .await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     db.source("ALTER TABLE `{db}`.t DROP COLUMN gone").await;
     finish(&db, &concord, writer, SHARED).await;
@@ -89,7 +114,8 @@ async fn column_dropped_on_source() {
 #[tokio::test(flavor = "multi_thread")]
 async fn column_dropped_on_target() {
     let (db, concord, writer) = setup("ddl_tdrop").await;
-    db.both("ALTER TABLE `{db}`.t ADD COLUMN gone INT NULL").await;
+    db.both("ALTER TABLE `{db}`.t ADD COLUMN gone INT NULL")
+        .await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     db.target("ALTER TABLE `{db}`.t DROP COLUMN gone").await;
     finish(&db, &concord, writer, SHARED).await;

@@ -18,9 +18,14 @@ async fn restart_resumes_from_the_checkpoint_not_the_start() {
         ))
         .await;
     }
-    concord.wait_caught_up(&db.servers, Duration::from_secs(30)).await;
+    concord
+        .wait_caught_up(&db.servers, Duration::from_secs(30))
+        .await;
     concord.stop().await;
-    let checkpoint = concord.checkpoint(&db.servers).await.expect("checkpoint written");
+    let checkpoint = concord
+        .checkpoint(&db.servers)
+        .await
+        .expect("checkpoint written");
 
     // Behind concord's back: remove a row it applied before. Re-reading the binlog from
     // the start would bring it back; resuming from the checkpoint must not.
@@ -29,16 +34,28 @@ async fn restart_resumes_from_the_checkpoint_not_the_start() {
         .await;
 
     let concord = Concord::start(&config).await;
-    concord.wait_caught_up(&db.servers, Duration::from_secs(30)).await;
+    concord
+        .wait_caught_up(&db.servers, Duration::from_secs(30))
+        .await;
     assert!(
-        concord.log().contains(&format!("resuming from checkpoint position={checkpoint}")),
+        concord
+            .log()
+            .contains(&format!("resuming from checkpoint position={checkpoint}")),
         "second start must say it resumes from {checkpoint}; log:\n{}",
         concord.log()
     );
-    assert_eq!(db.count(true, "items").await, 50, "51 arrived, 7 stayed gone");
+    assert_eq!(
+        db.count(true, "items").await,
+        50,
+        "51 arrived, 7 stayed gone"
+    );
     let ids = db.rows(true, "items", "id").await;
-    assert!(!ids.iter().any(|r| r[0] == mysql_async::Value::Bytes(b"7".to_vec())));
-    assert!(ids.iter().any(|r| r[0] == mysql_async::Value::Bytes(b"51".to_vec())));
+    assert!(!ids
+        .iter()
+        .any(|r| r[0] == mysql_async::Value::Bytes(b"7".to_vec())));
+    assert!(ids
+        .iter()
+        .any(|r| r[0] == mysql_async::Value::Bytes(b"51".to_vec())));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -50,7 +67,12 @@ async fn kill_nine_during_load_loses_nothing() {
     }
     let config = ConcordConfig::new(&db);
     let mut concord = Concord::start(&config).await;
-    let writer = Writer::start(db.servers.source.clone(), &db.name, &tables, Duration::from_millis(2));
+    let writer = Writer::start(
+        db.servers.source.clone(),
+        &db.name,
+        &tables,
+        Duration::from_millis(2),
+    );
 
     let kills = 12;
     for _ in 0..kills {
@@ -66,7 +88,9 @@ async fn kill_nine_during_load_loses_nothing() {
     let committed = writer.stop().await;
     assert!(committed > 200, "the load ran ({committed} transactions)");
 
-    concord.wait_caught_up(&db.servers, Duration::from_secs(60)).await;
+    concord
+        .wait_caught_up(&db.servers, Duration::from_secs(60))
+        .await;
     for t in tables {
         db.assert_same(t, "*").await;
     }

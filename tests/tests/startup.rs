@@ -20,7 +20,8 @@ async fn a_source_without_binlog_is_refused_naming_the_setting() {
 #[tokio::test(flavor = "multi_thread")]
 async fn tables_without_primary_key_are_refused_by_name() {
     let db = TestDb::new("nopk").await;
-    db.both("CREATE TABLE `{db}`.keyed (id INT PRIMARY KEY)").await;
+    db.both("CREATE TABLE `{db}`.keyed (id INT PRIMARY KEY)")
+        .await;
     db.both("CREATE TABLE `{db}`.heap (a INT, b INT)").await;
     let mut c = Concord::spawn(&ConcordConfig::new(&db), &["run"]).await;
     assert_eq!(c.wait_exit(Duration::from_secs(30)).await, Some(1));
@@ -48,12 +49,16 @@ async fn a_bad_config_is_refused_naming_the_key() {
 #[tokio::test(flavor = "multi_thread")]
 async fn serves_health_readiness_and_metrics() {
     let db = TestDb::new("observe").await;
-    db.both("CREATE TABLE `{db}`.t (id INT PRIMARY KEY, v INT)").await;
+    db.both("CREATE TABLE `{db}`.t (id INT PRIMARY KEY, v INT)")
+        .await;
     let concord = Concord::start(&ConcordConfig::new(&db)).await;
-    db.source("INSERT INTO `{db}`.t VALUES (1, 1), (2, 2)").await;
+    db.source("INSERT INTO `{db}`.t VALUES (1, 1), (2, 2)")
+        .await;
     db.source("UPDATE `{db}`.t SET v = 3 WHERE id = 1").await;
     db.source("DELETE FROM `{db}`.t WHERE id = 2").await;
-    concord.wait_caught_up(&db.servers, Duration::from_secs(30)).await;
+    concord
+        .wait_caught_up(&db.servers, Duration::from_secs(30))
+        .await;
 
     let port = concord.config.metrics_port;
     assert_eq!(http_get(port, "/healthz").await.unwrap().0, 200);
@@ -61,7 +66,10 @@ async fn serves_health_readiness_and_metrics() {
     let table = format!("{}.t", db.name);
     for (op, n) in [("insert", 2.0), ("update", 1.0), ("delete", 1.0)] {
         let got = concord
-            .metric("concord_applied_events_total", &[("table", &table), ("op", op)])
+            .metric(
+                "concord_applied_events_total",
+                &[("table", &table), ("op", op)],
+            )
             .await;
         assert_eq!(got, n, "{op}");
     }

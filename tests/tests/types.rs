@@ -59,8 +59,10 @@ async fn every_type_round_trips_value_by_value() {
     let concord = Concord::start(&ConcordConfig::new(&db)).await;
 
     for row in ROWS {
-        db.source(&format!("INSERT INTO `{{db}}`.types ({COLUMNS}) VALUES ({row})"))
-            .await;
+        db.source(&format!(
+            "INSERT INTO `{{db}}`.types ({COLUMNS}) VALUES ({row})"
+        ))
+        .await;
     }
     // Updates and deletes must carry the same values through before-images too.
     db.source("UPDATE `{db}`.types SET vc = CONCAT(LEFT(vc, 200), '!'), biu = 18446744073709551614 WHERE id = 2")
@@ -82,14 +84,23 @@ async fn every_type_round_trips_value_by_value() {
         db.assert_same("types", &format!("id, {col}")).await;
     }
     // And the text of a few values, so a systematic error on both reads cannot hide.
-    let t = db.rows(true, "types", "id, biu, dec_wide, tm, ts, y, s, HEX(bt64), vc").await;
+    let t = db
+        .rows(
+            true,
+            "types",
+            "id, biu, dec_wide, tm, ts, y, s, HEX(bt64), vc",
+        )
+        .await;
     let text = |r: usize, c: usize| match &t[r][c + 1] {
         mysql_async::Value::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
         mysql_async::Value::NULL => "NULL".into(),
         v => format!("{v:?}"),
     };
     assert_eq!(text(1, 0), "18446744073709551614");
-    assert_eq!(text(0, 1), "-99999999999999999999999999999999999.999999999999999999999999999999");
+    assert_eq!(
+        text(0, 1),
+        "-99999999999999999999999999999999999.999999999999999999999999999999"
+    );
     assert_eq!(text(0, 2), "-838:59:59.000000");
     assert_eq!(text(3, 2), "-00:00:00.000001");
     assert_eq!(text(1, 3), "2038-01-19 03:14:07.999999");

@@ -79,7 +79,9 @@ impl Assembler {
                 if verb.eq_ignore_ascii_case("BEGIN") || verb.eq_ignore_ascii_case("XA") {
                     self.txn = Some(Transaction::default());
                     None
-                } else if verb.eq_ignore_ascii_case("COMMIT") || verb.eq_ignore_ascii_case("ROLLBACK") {
+                } else if verb.eq_ignore_ascii_case("COMMIT")
+                    || verb.eq_ignore_ascii_case("ROLLBACK")
+                {
                     self.commit(end, header.timestamp())
                 } else {
                     self.txn = None;

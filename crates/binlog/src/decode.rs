@@ -69,12 +69,24 @@ impl TableInfo {
             match field {
                 OptionalMetadataField::EnumStrValue(v) => {
                     for labels in v.iter_values().flatten() {
-                        enums.push(labels.values().iter().map(|l| l.value().into_owned()).collect());
+                        enums.push(
+                            labels
+                                .values()
+                                .iter()
+                                .map(|l| l.value().into_owned())
+                                .collect(),
+                        );
                     }
                 }
                 OptionalMetadataField::SetStrValue(v) => {
                     for labels in v.iter_values().flatten() {
-                        sets.push(labels.values().iter().map(|l| l.value().into_owned()).collect());
+                        sets.push(
+                            labels
+                                .values()
+                                .iter()
+                                .map(|l| l.value().into_owned())
+                                .collect(),
+                        );
                     }
                 }
                 _ => {}
@@ -92,7 +104,13 @@ impl TableInfo {
             }
             let unsigned = col.flags().contains(ColumnFlags::UNSIGNED_FLAG);
             let binary = col.character_set() == BINARY_CHARSET;
-            kinds.push(kind_of(col.column_type(), unsigned, binary, &mut enums, &mut sets));
+            kinds.push(kind_of(
+                col.column_type(),
+                unsigned,
+                binary,
+                &mut enums,
+                &mut sets,
+            ));
         }
         TableInfo {
             source: Arc::new(SourceTable {
@@ -150,8 +168,13 @@ fn kind_of(
         MYSQL_TYPE_ENUM => ColumnKind::Enum(enums.next().unwrap_or_default()),
         MYSQL_TYPE_SET => ColumnKind::Set(sets.next().unwrap_or_default()),
         MYSQL_TYPE_JSON => ColumnKind::Json,
-        MYSQL_TYPE_VARCHAR | MYSQL_TYPE_VAR_STRING | MYSQL_TYPE_STRING | MYSQL_TYPE_BLOB
-        | MYSQL_TYPE_TINY_BLOB | MYSQL_TYPE_MEDIUM_BLOB | MYSQL_TYPE_LONG_BLOB
+        MYSQL_TYPE_VARCHAR
+        | MYSQL_TYPE_VAR_STRING
+        | MYSQL_TYPE_STRING
+        | MYSQL_TYPE_BLOB
+        | MYSQL_TYPE_TINY_BLOB
+        | MYSQL_TYPE_MEDIUM_BLOB
+        | MYSQL_TYPE_LONG_BLOB
             if !binary =>
         {
             ColumnKind::Text
@@ -164,10 +187,13 @@ fn decode_value(column: &str, kind: &ColumnKind, v: BinlogValue<'_>) -> Result<V
     let v = match v {
         BinlogValue::Value(v) => v,
         BinlogValue::Jsonb(j) => {
-            let json: serde_json::Value = j.parse().map_err(|e| DecodeError::Invalid {
-                column: column.into(),
-                message: format!("binary JSON: {e}"),
-            })?.into();
+            let json: serde_json::Value = j
+                .parse()
+                .map_err(|e| DecodeError::Invalid {
+                    column: column.into(),
+                    message: format!("binary JSON: {e}"),
+                })?
+                .into();
             return Ok(Value::Json(json.to_string()));
         }
         BinlogValue::JsonDiff(_) => {
@@ -199,7 +225,12 @@ fn decode_value(column: &str, kind: &ColumnKind, v: BinlogValue<'_>) -> Result<V
         (ColumnKind::Year, MyValue::Bytes(b)) => match utf8(column, b)?.parse::<u16>() {
             Ok(1900) => Value::Year(0),
             Ok(y) => Value::Year(y),
-            Err(_) => return Err(DecodeError::Invalid { column: column.into(), message: "YEAR is not a number".into() }),
+            Err(_) => {
+                return Err(DecodeError::Invalid {
+                    column: column.into(),
+                    message: "YEAR is not a number".into(),
+                })
+            }
         },
         (ColumnKind::Year, MyValue::Int(y)) => Value::Year(y as u16),
         (ColumnKind::Date, MyValue::Date(y, m, d, ..)) => Value::Date {
@@ -262,7 +293,11 @@ fn parse_timestamp(column: &str, s: &str) -> Result<Value, DecodeError> {
 
 /// ENUM values are 1-based indexes into the labels; 0 is the empty "error" value MySQL
 /// stores for an invalid string in non-strict mode.
-pub(crate) fn enum_label(column: &str, labels: &[String], index: i64) -> Result<String, DecodeError> {
+pub(crate) fn enum_label(
+    column: &str,
+    labels: &[String],
+    index: i64,
+) -> Result<String, DecodeError> {
     if index == 0 {
         return Ok(String::new());
     }
@@ -279,7 +314,11 @@ pub(crate) fn enum_label(column: &str, labels: &[String], index: i64) -> Result<
 }
 
 /// SET values are a little-endian bitmask over the labels.
-pub(crate) fn set_labels(column: &str, labels: &[String], mask: &[u8]) -> Result<Vec<String>, DecodeError> {
+pub(crate) fn set_labels(
+    column: &str,
+    labels: &[String],
+    mask: &[u8],
+) -> Result<Vec<String>, DecodeError> {
     let mut out = Vec::new();
     for (byte_idx, byte) in mask.iter().enumerate() {
         for bit in 0..8 {
@@ -287,7 +326,10 @@ pub(crate) fn set_labels(column: &str, labels: &[String], mask: &[u8]) -> Result
                 let i = byte_idx * 8 + bit;
                 let label = labels.get(i).ok_or_else(|| DecodeError::Invalid {
                     column: column.into(),
-                    message: format!("SET bit {i} but the table map lists {} labels", labels.len()),
+                    message: format!(
+                        "SET bit {i} but the table map lists {} labels",
+                        labels.len()
+                    ),
                 })?;
                 out.push(label.clone());
             }
@@ -307,7 +349,10 @@ mod tests {
     #[test]
     fn set_bitmask_maps_to_labels_in_order() {
         let l = labels(&["a", "b", "c", "d", "e", "f", "g", "h", "i"]);
-        assert_eq!(set_labels("s", &l, &[0b0000_0101, 0b1]).unwrap(), labels(&["a", "c", "i"]));
+        assert_eq!(
+            set_labels("s", &l, &[0b0000_0101, 0b1]).unwrap(),
+            labels(&["a", "c", "i"])
+        );
         assert_eq!(set_labels("s", &l, &[0]).unwrap(), Vec::<String>::new());
         assert!(set_labels("s", &l[..2], &[0b100]).is_err());
     }
@@ -324,22 +369,49 @@ mod tests {
     fn timestamps_keep_microseconds() {
         assert_eq!(
             parse_timestamp("t", "1700000000.000042").unwrap(),
-            Value::Timestamp { secs: 1_700_000_000, micros: 42 }
+            Value::Timestamp {
+                secs: 1_700_000_000,
+                micros: 42
+            }
         );
-        assert_eq!(parse_timestamp("t", "0").unwrap(), Value::Timestamp { secs: 0, micros: 0 });
+        assert_eq!(
+            parse_timestamp("t", "0").unwrap(),
+            Value::Timestamp { secs: 0, micros: 0 }
+        );
         assert!(parse_timestamp("t", "x.1").is_err());
     }
 
     #[test]
     fn values_decode_by_column_kind() {
         let d = |k: ColumnKind, v: MyValue| decode_value("c", &k, BinlogValue::Value(v));
-        assert_eq!(d(ColumnKind::Unsigned, MyValue::UInt(u64::MAX)).unwrap(), Value::UInt(u64::MAX));
-        assert_eq!(d(ColumnKind::Unsigned, MyValue::Int(7)).unwrap(), Value::UInt(7));
-        assert_eq!(d(ColumnKind::SignedMedium, MyValue::Int(8_388_608)).unwrap(), Value::Int(-8_388_608));
-        assert_eq!(d(ColumnKind::SignedMedium, MyValue::Int(8_388_607)).unwrap(), Value::Int(8_388_607));
-        assert_eq!(d(ColumnKind::SignedMedium, MyValue::Int(-1)).unwrap(), Value::Int(-1));
-        assert_eq!(d(ColumnKind::Year, MyValue::Bytes(b"1900".to_vec())).unwrap(), Value::Year(0));
-        assert_eq!(d(ColumnKind::Year, MyValue::Bytes(b"2155".to_vec())).unwrap(), Value::Year(2155));
+        assert_eq!(
+            d(ColumnKind::Unsigned, MyValue::UInt(u64::MAX)).unwrap(),
+            Value::UInt(u64::MAX)
+        );
+        assert_eq!(
+            d(ColumnKind::Unsigned, MyValue::Int(7)).unwrap(),
+            Value::UInt(7)
+        );
+        assert_eq!(
+            d(ColumnKind::SignedMedium, MyValue::Int(8_388_608)).unwrap(),
+            Value::Int(-8_388_608)
+        );
+        assert_eq!(
+            d(ColumnKind::SignedMedium, MyValue::Int(8_388_607)).unwrap(),
+            Value::Int(8_388_607)
+        );
+        assert_eq!(
+            d(ColumnKind::SignedMedium, MyValue::Int(-1)).unwrap(),
+            Value::Int(-1)
+        );
+        assert_eq!(
+            d(ColumnKind::Year, MyValue::Bytes(b"1900".to_vec())).unwrap(),
+            Value::Year(0)
+        );
+        assert_eq!(
+            d(ColumnKind::Year, MyValue::Bytes(b"2155".to_vec())).unwrap(),
+            Value::Year(2155)
+        );
         assert_eq!(
             d(ColumnKind::Text, MyValue::Bytes("😀".as_bytes().to_vec())).unwrap(),
             Value::Text("😀".into())

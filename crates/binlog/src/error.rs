@@ -30,6 +30,9 @@ pub enum BinlogError {
 
 impl BinlogError {
     pub fn is_transient(&self) -> bool {
-        matches!(self, BinlogError::Connection { .. } | BinlogError::Silent { .. })
+        matches!(
+            self,
+            BinlogError::Connection { .. } | BinlogError::Silent { .. }
+        )
     }
 }

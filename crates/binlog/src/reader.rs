@@ -20,7 +20,9 @@ use tokio::sync::mpsc;
 pub enum ReaderEvent {
     Transaction(Transaction),
     /// The source had nothing newer than `position` when it sent a heartbeat.
-    CaughtUp { position: Position },
+    CaughtUp {
+        position: Position,
+    },
 }
 
 pub type TablePredicate = Arc<dyn Fn(&TableName) -> bool + Send + Sync>;

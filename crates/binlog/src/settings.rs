@@ -37,7 +37,11 @@ pub async fn check_settings(conn: &mut Conn) -> Result<ServerInfo, BinlogError> 
         .into_iter()
         .map(|(k, v)| (k.to_ascii_lowercase(), v.to_ascii_uppercase()))
         .collect();
-    let get = |k: &str| vars.get(k).cloned().unwrap_or_else(|| "(not supported)".into());
+    let get = |k: &str| {
+        vars.get(k)
+            .cloned()
+            .unwrap_or_else(|| "(not supported)".into())
+    };
     let require = |setting: &'static str, required: &'static str, hint: &'static str| {
         let actual = get(setting);
         if actual == required {
@@ -51,9 +55,21 @@ pub async fn check_settings(conn: &mut Conn) -> Result<ServerInfo, BinlogError> 
             })
         }
     };
-    require("log_bin", "ON", "start the source with log_bin (e.g. log_bin=mysql-bin)")?;
-    require("binlog_format", "ROW", "SET GLOBAL binlog_format='ROW' and set it in the server config")?;
-    require("binlog_row_image", "FULL", "SET GLOBAL binlog_row_image='FULL' and set it in the server config")?;
+    require(
+        "log_bin",
+        "ON",
+        "start the source with log_bin (e.g. log_bin=mysql-bin)",
+    )?;
+    require(
+        "binlog_format",
+        "ROW",
+        "SET GLOBAL binlog_format='ROW' and set it in the server config",
+    )?;
+    require(
+        "binlog_row_image",
+        "FULL",
+        "SET GLOBAL binlog_row_image='FULL' and set it in the server config",
+    )?;
     require(
         "binlog_row_metadata",
         "FULL",

@@ -48,7 +48,10 @@ pub enum Value {
         micros: u32,
     },
     /// TIMESTAMP as UTC seconds since the epoch; `0.0` is the zero timestamp.
-    Timestamp { secs: i64, micros: u32 },
+    Timestamp {
+        secs: i64,
+        micros: u32,
+    },
     Year(u16),
     Enum(String),
     Set(Vec<String>),
@@ -177,10 +180,7 @@ mod tests {
             seconds: 59,
             micros: 999_999,
         };
-        assert_eq!(
-            v.to_mysql(),
-            MyValue::Time(true, 34, 22, 59, 59, 999_999)
-        );
+        assert_eq!(v.to_mysql(), MyValue::Time(true, 34, 22, 59, 59, 999_999));
     }
 
     #[test]

@@ -10,7 +10,11 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 #[derive(Parser)]
-#[command(name = "concord", version, about = "Keeps a target database a verified copy of a MySQL/MariaDB source")]
+#[command(
+    name = "concord",
+    version,
+    about = "Keeps a target database a verified copy of a MySQL/MariaDB source"
+)]
 struct Cli {
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = Format::Human, global = true)]

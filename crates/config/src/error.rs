@@ -22,7 +22,11 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    pub(crate) fn invalid(key: &str, value: impl fmt::Display, expected: impl Into<String>) -> Self {
+    pub(crate) fn invalid(
+        key: &str,
+        value: impl fmt::Display,
+        expected: impl Into<String>,
+    ) -> Self {
         ConfigError::Invalid {
             key: key.to_owned(),
             value: format!("`{value}`"),

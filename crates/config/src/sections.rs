@@ -65,7 +65,12 @@ impl DbUrl {
         let rest = &s[scheme_end + 3..];
         match (rest.find('@'), rest.find(':')) {
             (Some(at), Some(colon)) if colon < at => {
-                format!("{}{}:***{}", &s[..scheme_end + 3], &rest[..colon], &rest[at..])
+                format!(
+                    "{}{}:***{}",
+                    &s[..scheme_end + 3],
+                    &rest[..colon],
+                    &rest[at..]
+                )
             }
             _ => s.clone(),
         }
@@ -166,7 +171,7 @@ pub struct TransportConfig {
     pub kind: TransportKind,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TablesConfig {
     /// `db.*` or `db.table` patterns (`*` and `?` wildcards). Empty: every user table.
@@ -177,16 +182,6 @@ pub struct TablesConfig {
     /// `"db.table" = "db2.table2"` or a whole schema `"db" = "db2"`.
     #[serde(default)]
     pub rename: BTreeMap<String, String>,
-}
-
-impl Default for TablesConfig {
-    fn default() -> Self {
-        Self {
-            include: Vec::new(),
-            exclude: Vec::new(),
-            rename: BTreeMap::new(),
-        }
-    }
 }
 
 impl TablesConfig {
@@ -223,6 +218,10 @@ pub struct ReplicatorConfig {
     /// Longest pause between retries of a transient target error.
     #[serde(default = "default_max_backoff", with = "humantime_serde")]
     pub max_backoff: Duration,
+    /// The applier's `innodb_lock_wait_timeout`: how long it waits for a row another
+    /// target session holds before retrying the batch (whole seconds, at least 1s).
+    #[serde(default = "default_lock_wait", with = "humantime_serde")]
+    pub lock_wait_timeout: Duration,
 }
 
 impl Default for ReplicatorConfig {
@@ -236,6 +235,7 @@ impl Default for ReplicatorConfig {
             audit_flag_column: default_audit_flag(),
             audit_ts_column: default_audit_ts(),
             max_backoff: default_max_backoff(),
+            lock_wait_timeout: default_lock_wait(),
         }
     }
 }
@@ -311,6 +311,9 @@ fn default_audit_ts() -> String {
 fn default_max_backoff() -> Duration {
     Duration::from_secs(30)
 }
+fn default_lock_wait() -> Duration {
+    Duration::from_secs(50)
+}
 fn default_control_url() -> DbUrl {
     DbUrl("sqlite://concord.db".into())
 }
@@ -345,7 +348,10 @@ impl Config {
     }
 
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
-        for (key, url) in [("source.url", &self.source.url), ("target.url", &self.target.url)] {
+        for (key, url) in [
+            ("source.url", &self.source.url),
+            ("target.url", &self.target.url),
+        ] {
             if let Err(e) = mysql_async::Opts::from_url(url.expose()) {
                 return Err(ConfigError::invalid(
                     key,
@@ -401,6 +407,13 @@ impl Config {
                 "expected at least 1",
             ));
         }
+        if self.replicator.lock_wait_timeout < Duration::from_secs(1) {
+            return Err(ConfigError::invalid(
+                "replicator.lock_wait_timeout",
+                humantime::format_duration(self.replicator.lock_wait_timeout),
+                "expected at least 1s",
+            ));
+        }
         if self.replicator.queue_transactions == 0 {
             return Err(ConfigError::invalid(
                 "replicator.queue_transactions",
@@ -434,5 +447,6 @@ impl Config {
 pub(crate) fn is_identifier(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
 }

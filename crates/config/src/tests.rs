@@ -47,7 +47,10 @@ fn bad_values_name_key_value_and_accepted_forms() {
     ))
     .unwrap_err()
     .to_string();
-    assert!(e.contains("source.start") && e.contains("yesterday") && e.contains("earliest"), "{e}");
+    assert!(
+        e.contains("source.start") && e.contains("yesterday") && e.contains("earliest"),
+        "{e}"
+    );
 
     let e = Config::from_toml(&ISSUE_EXAMPLE.replace("server_id = 4242", "server_id = \"x\""))
         .unwrap_err()
@@ -57,11 +60,17 @@ fn bad_values_name_key_value_and_accepted_forms() {
     let e = Config::from_toml(&ISSUE_EXAMPLE.replace("127.0.0.1:9187", "localhost"))
         .unwrap_err()
         .to_string();
-    assert!(e.contains("metrics.listen") && e.contains("localhost"), "{e}");
+    assert!(
+        e.contains("metrics.listen") && e.contains("localhost"),
+        "{e}"
+    );
 
-    let e = Config::from_toml(&ISSUE_EXAMPLE.replace("[control]", "[transport]\nkind = \"carrier-pigeon\"\n[control]"))
-        .unwrap_err()
-        .to_string();
+    let e = Config::from_toml(&ISSUE_EXAMPLE.replace(
+        "[control]",
+        "[transport]\nkind = \"carrier-pigeon\"\n[control]",
+    ))
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("carrier-pigeon") && e.contains("direct"), "{e}");
 
     let e = Config::from_toml(&ISSUE_EXAMPLE.replace("\"shop.*\"", "\"shop\""))
@@ -78,6 +87,7 @@ fn durations_accept_human_forms() {
 }
 
 #[test]
+#[allow(clippy::result_large_err)] // figment's Jail API returns its own large error
 fn environment_overrides_file_and_ignores_unrelated_variables() {
     figment::Jail::expect_with(|jail| {
         jail.create_file("c.toml", ISSUE_EXAMPLE)?;

@@ -101,12 +101,14 @@ impl ControlStore {
                     event, status, occurrences FROM failed_events";
         let rows = match table {
             Some(t) => {
-                sqlx::query(&format!("{base} WHERE db = ? AND tbl = ? ORDER BY id DESC LIMIT ?"))
-                    .bind(&t.db)
-                    .bind(&t.table)
-                    .bind(limit)
-                    .fetch_all(&self.pool)
-                    .await?
+                sqlx::query(&format!(
+                    "{base} WHERE db = ? AND tbl = ? ORDER BY id DESC LIMIT ?"
+                ))
+                .bind(&t.db)
+                .bind(&t.table)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?
             }
             None => {
                 sqlx::query(&format!("{base} ORDER BY id DESC LIMIT ?"))
@@ -119,19 +121,34 @@ impl ControlStore {
             .map(|r| {
                 Ok(FailedEventRow {
                     id: r.try_get(0)?,
-                    position: Position::new(r.try_get::<String, _>(1)?, r.try_get::<i64, _>(2)? as u64),
+                    position: Position::new(
+                        r.try_get::<String, _>(1)?,
+                        r.try_get::<i64, _>(2)? as u64,
+                    ),
                     row_index: r.try_get::<i64, _>(3)? as u32,
                     table: TableName::new(r.try_get::<String, _>(4)?, r.try_get::<String, _>(5)?),
                     op: r.try_get(6)?,
                     reason: r.try_get(7)?,
-                    error: r.try_get(8)?,
-                    event: r.try_get(9)?,
+                    error: text(r, 8)?,
+                    event: text(r, 9)?,
                     status: r.try_get(10)?,
                     occurrences: r.try_get(11)?,
                 })
             })
             .collect::<Result<_, sqlx::Error>>()
             .map_err(ControlError::from)
+    }
+}
+
+/// TEXT columns read through the `Any` driver from MariaDB arrive typed as BLOB; accept
+/// either and require UTF-8 (concord only ever writes UTF-8 there).
+fn text(r: &sqlx::any::AnyRow, i: usize) -> Result<String, sqlx::Error> {
+    match r.try_get::<String, _>(i) {
+        Ok(s) => Ok(s),
+        Err(_) => {
+            let bytes: Vec<u8> = r.try_get(i)?;
+            String::from_utf8(bytes).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+        }
     }
 }
 

@@ -77,7 +77,9 @@ impl ControlStore {
             })?;
         match backend {
             Backend::Sqlite => {
-                sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await?;
+                sqlx::query("PRAGMA journal_mode = WAL")
+                    .execute(&pool)
+                    .await?;
                 SQLITE_MIGRATIONS.run(&pool).await?;
             }
             Backend::MySql => MYSQL_MIGRATIONS.run(&pool).await?,

@@ -173,10 +173,11 @@ impl Applier {
             // is an error (recorded), never silently truncated; NO_AUTO_VALUE_ON_ZERO so a
             // source id of 0 stays 0.
             let fk = if self.config.foreign_key_checks { 1 } else { 0 };
+            let lock_wait = self.config.lock_wait_timeout.as_secs().max(1);
             conn.query_drop(format!(
                 "SET SESSION time_zone = '+00:00', \
                  sql_mode = 'STRICT_ALL_TABLES,NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION', \
-                 foreign_key_checks = {fk}"
+                 foreign_key_checks = {fk}, innodb_lock_wait_timeout = {lock_wait}"
             ))
             .await
             .map_err(transient)?;
@@ -197,7 +198,9 @@ impl Applier {
         }
         let mut failures: Vec<FailedEvent> = Vec::new();
         self.connection().await?;
-        self.exec("START TRANSACTION", Params::Empty).await.map_err(transient)?;
+        self.exec("START TRANSACTION", Params::Empty)
+            .await
+            .map_err(transient)?;
         let result = self.write_batch(batch, &mut failures).await;
         if let Err(e) = result {
             if let Some(conn) = self.conn.as_mut() {
@@ -233,17 +236,29 @@ impl Applier {
         batch
             .iter()
             .filter_map(|t| t.ddl.as_ref())
-            .map(|d| self.filter.target_name(&TableName::new(d.schema.clone(), "")).db)
+            .map(|d| {
+                self.filter
+                    .target_name(&TableName::new(d.schema.clone(), ""))
+                    .db
+            })
             .collect()
     }
 
-    async fn write_batch(&mut self, batch: &[Transaction], failures: &mut Vec<FailedEvent>) -> Attempt<()> {
+    async fn write_batch(
+        &mut self,
+        batch: &[Transaction],
+        failures: &mut Vec<FailedEvent>,
+    ) -> Attempt<()> {
         for group in group_by_table(batch) {
             let target_name = self.filter.target_name(&group.table);
             let target = self.schema.get(&target_name).await.map_err(transient)?;
             let Some(target) = target else {
                 for w in &group.writes {
-                    failures.push(failed(w, FailureReason::MissingTable, format!("target table {target_name} does not exist")));
+                    failures.push(failed(
+                        w,
+                        FailureReason::MissingTable,
+                        format!("target table {target_name} does not exist"),
+                    ));
                 }
                 continue;
             };
@@ -262,7 +277,11 @@ impl Applier {
                     Ok(p) => p,
                     Err(e @ (PlanError::NoSourceKey | PlanError::KeyColumnMissing(_))) => {
                         for w in &run.writes {
-                            failures.push(failed(w, FailureReason::NoPrimaryKey, format!("{target_name}: {e}")));
+                            failures.push(failed(
+                                w,
+                                FailureReason::NoPrimaryKey,
+                                format!("{target_name}: {e}"),
+                            ));
                         }
                         continue;
                     }
@@ -272,7 +291,8 @@ impl Applier {
                 for size in chunk_sizes(run.writes.len(), columns_per_row(run.kind, &plan)) {
                     let chunk = &run.writes[offset..offset + size];
                     offset += size;
-                    self.write_chunk(run.kind, &target, &plan, chunk, failures).await?;
+                    self.write_chunk(run.kind, &target, &plan, chunk, failures)
+                        .await?;
                 }
             }
         }
@@ -296,11 +316,15 @@ impl Applier {
         match classify(&e) {
             ErrorClass::Transient => Err(transient(e)),
             ErrorClass::UnknownColumn => {
-                self.schema.refresh(&target.name, RefreshReason::UnknownColumn).await;
+                self.schema
+                    .refresh(&target.name, RefreshReason::UnknownColumn)
+                    .await;
                 Err(Abort::SchemaMoved)
             }
             ErrorClass::MissingTable => {
-                self.schema.refresh(&target.name, RefreshReason::MissingTable).await;
+                self.schema
+                    .refresh(&target.name, RefreshReason::MissingTable)
+                    .await;
                 Err(Abort::SchemaMoved)
             }
             ErrorClass::Rejected if chunk.len() == 1 => {
@@ -311,7 +335,14 @@ impl Applier {
             }
             ErrorClass::Rejected => {
                 for w in chunk {
-                    Box::pin(self.write_chunk(kind, target, plan, std::slice::from_ref(w), failures)).await?;
+                    Box::pin(self.write_chunk(
+                        kind,
+                        target,
+                        plan,
+                        std::slice::from_ref(w),
+                        failures,
+                    ))
+                    .await?;
                 }
                 Ok(())
             }

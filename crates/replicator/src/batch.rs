@@ -120,7 +120,8 @@ pub fn runs<'a>(writes: &[Write<'a>]) -> Vec<Run<'a>> {
         match out.last_mut() {
             Some(r)
                 if r.kind == w.kind
-                    && (Arc::ptr_eq(&r.source, &w.change.table) || *r.source == *w.change.table) =>
+                    && (Arc::ptr_eq(&r.source, &w.change.table)
+                        || *r.source == *w.change.table) =>
             {
                 r.writes.push(*w)
             }
@@ -147,7 +148,12 @@ mod tests {
         })
     }
 
-    fn change(t: &Arc<SourceTable>, op: Op, before: Option<(i64, &str)>, after: Option<(i64, &str)>) -> RowChange {
+    fn change(
+        t: &Arc<SourceTable>,
+        op: Op,
+        before: Option<(i64, &str)>,
+        after: Option<(i64, &str)>,
+    ) -> RowChange {
         let img = |(id, v): (i64, &str)| vec![Value::Int(id), Value::Text(v.into())];
         RowChange {
             table: t.clone(),
@@ -187,11 +193,19 @@ mod tests {
     #[test]
     fn key_change_becomes_delete_then_upsert() {
         let a = table("a");
-        let txns = vec![txn(vec![change(&a, Op::Update, Some((1, "x")), Some((2, "x")))])];
+        let txns = vec![txn(vec![change(
+            &a,
+            Op::Update,
+            Some((1, "x")),
+            Some((2, "x")),
+        )])];
         let g = group_by_table(&txns);
         assert_eq!(
             summary(&g[0].writes),
-            vec![(WriteKind::Delete, 1, "x".into()), (WriteKind::Upsert, 2, "x".into())]
+            vec![
+                (WriteKind::Delete, 1, "x".into()),
+                (WriteKind::Upsert, 2, "x".into())
+            ]
         );
     }
 
@@ -213,7 +227,10 @@ mod tests {
         let c = coalesce(g.into_iter().next().unwrap().writes);
         assert_eq!(
             summary(&c),
-            vec![(WriteKind::Delete, 1, "v2".into()), (WriteKind::Upsert, 2, "new".into())]
+            vec![
+                (WriteKind::Delete, 1, "v2".into()),
+                (WriteKind::Upsert, 2, "new".into())
+            ]
         );
     }
 
@@ -228,11 +245,20 @@ mod tests {
             change(&b, Op::Insert, None, Some((4, "b4"))),
         ])];
         let g = group_by_table(&txns);
-        assert_eq!(g.iter().map(|t| t.table.table.as_str()).collect::<Vec<_>>(), ["b", "a"]);
+        assert_eq!(
+            g.iter().map(|t| t.table.table.as_str()).collect::<Vec<_>>(),
+            ["b", "a"]
+        );
         let r = runs(&g[0].writes);
         assert_eq!(
-            r.iter().map(|r| (r.kind, r.writes.len())).collect::<Vec<_>>(),
-            [(WriteKind::Upsert, 2), (WriteKind::Delete, 1), (WriteKind::Upsert, 1)]
+            r.iter()
+                .map(|r| (r.kind, r.writes.len()))
+                .collect::<Vec<_>>(),
+            [
+                (WriteKind::Upsert, 2),
+                (WriteKind::Delete, 1),
+                (WriteKind::Upsert, 1)
+            ]
         );
     }
 
@@ -245,7 +271,10 @@ mod tests {
         });
         let mut late = change(&a2, Op::Insert, None, Some((2, "x")));
         late.after.as_mut().unwrap().push(Value::Null);
-        let txns = vec![txn(vec![change(&a, Op::Insert, None, Some((1, "x"))), late])];
+        let txns = vec![txn(vec![
+            change(&a, Op::Insert, None, Some((1, "x"))),
+            late,
+        ])];
         let g = group_by_table(&txns);
         assert_eq!(runs(&g[0].writes).len(), 2);
     }

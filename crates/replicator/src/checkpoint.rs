@@ -56,7 +56,12 @@ impl Checkpoints {
     }
 
     /// Writes `position` on `conn`, which must be inside the batch's transaction.
-    pub async fn save(&self, conn: &mut Conn, position: &Position, source_ts: u32) -> Result<(), mysql_async::Error> {
+    pub async fn save(
+        &self,
+        conn: &mut Conn,
+        position: &Position,
+        source_ts: u32,
+    ) -> Result<(), mysql_async::Error> {
         conn.exec_drop(
             format!(
                 "INSERT INTO {} (replicator, binlog_file, binlog_pos, source_ts, updated_at) \

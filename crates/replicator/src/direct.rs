@@ -4,7 +4,9 @@
 use crate::applier::Applier;
 use crate::checkpoint::Checkpoints;
 use crate::error::ReplicatorError;
-use concord_binlog::{check_settings, current_position, earliest_position, BinlogReader, ReaderOptions};
+use concord_binlog::{
+    check_settings, current_position, earliest_position, BinlogReader, ReaderOptions,
+};
 use concord_change::{Position, TableName};
 use concord_config::{Config, StartFrom, TableFilter};
 use concord_control::ControlStore;
@@ -19,9 +21,9 @@ use tokio::sync::mpsc;
 pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), ReplicatorError> {
     let filter = config.tables.filter();
     let source_opts = config.source.opts();
-    let mut source = Conn::new(source_opts.clone())
-        .await
-        .map_err(|e| ReplicatorError::Connect(format!("source {}: {e}", config.source.url.redacted())))?;
+    let mut source = Conn::new(source_opts.clone()).await.map_err(|e| {
+        ReplicatorError::Connect(format!("source {}: {e}", config.source.url.redacted()))
+    })?;
     let server = check_settings(&mut source).await?;
     tracing::info!(version = %server.version, "source checked");
     refuse_tables_without_key(&mut source, &filter, &config.target.checkpoint_schema).await?;
@@ -29,9 +31,9 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), Replicat
     let target_opts: mysql_async::Opts = OptsBuilder::from_opts(config.target.opts())
         .stmt_cache_size(1024)
         .into();
-    let mut target = Conn::new(target_opts.clone())
-        .await
-        .map_err(|e| ReplicatorError::Connect(format!("target {}: {e}", config.target.url.redacted())))?;
+    let mut target = Conn::new(target_opts.clone()).await.map_err(|e| {
+        ReplicatorError::Connect(format!("target {}: {e}", config.target.url.redacted()))
+    })?;
     let checkpoints = Checkpoints::new(&config.target.checkpoint_schema, &config.replicator.name);
     let target_err = |e: mysql_async::Error| ReplicatorError::Target {
         position: Position::default(),
@@ -57,7 +59,8 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), Replicat
     drop(target);
     drop(source);
 
-    let control = ControlStore::connect(config.control.url.expose(), &config.control.url.redacted()).await?;
+    let control =
+        ControlStore::connect(config.control.url.expose(), &config.control.url.redacted()).await?;
     let schema = SchemaCache::new(Pool::new(config.target.opts()), config.target.schema_ttl);
 
     let checkpoint_schema = config.target.checkpoint_schema.clone();
@@ -74,7 +77,14 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), Replicat
         },
         server,
     );
-    let applier = Applier::new(target_opts, schema, control, filter, checkpoints, config.replicator.clone());
+    let applier = Applier::new(
+        target_opts,
+        schema,
+        control,
+        filter,
+        checkpoints,
+        config.replicator.clone(),
+    );
     let (tx, rx) = mpsc::channel(config.replicator.queue_transactions);
     let reading = tokio::spawn(async move { reader.run(start, tx).await });
     let applying = applier.run(rx, ready);

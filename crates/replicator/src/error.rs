@@ -49,11 +49,22 @@ pub fn classify(e: &MyError) -> ErrorClass {
     use codes::*;
     match e {
         MyError::Server(s) => match s.code {
-            LOCK_DEADLOCK | LOCK_WAIT_TIMEOUT | CON_COUNT | TOO_MANY_USER_CONNECTIONS
-            | SERVER_SHUTDOWN | QUERY_INTERRUPTED | CONNECTION_KILLED
-            | OPTION_PREVENTS_STATEMENT | LOCK_TABLE_FULL | NET_READ_ERROR
-            | NET_READ_INTERRUPTED | NET_ERROR_ON_WRITE | NET_WRITE_INTERRUPTED | DISK_FULL
-            | OUT_OF_MEMORY | OUT_OF_RESOURCES => ErrorClass::Transient,
+            LOCK_DEADLOCK
+            | LOCK_WAIT_TIMEOUT
+            | CON_COUNT
+            | TOO_MANY_USER_CONNECTIONS
+            | SERVER_SHUTDOWN
+            | QUERY_INTERRUPTED
+            | CONNECTION_KILLED
+            | OPTION_PREVENTS_STATEMENT
+            | LOCK_TABLE_FULL
+            | NET_READ_ERROR
+            | NET_READ_INTERRUPTED
+            | NET_ERROR_ON_WRITE
+            | NET_WRITE_INTERRUPTED
+            | DISK_FULL
+            | OUT_OF_MEMORY
+            | OUT_OF_RESOURCES => ErrorClass::Transient,
             BAD_FIELD => ErrorClass::UnknownColumn,
             NO_SUCH_TABLE | BAD_DB | UNKNOWN_TABLE => ErrorClass::MissingTable,
             _ if s.state.starts_with("08") || s.state.starts_with("40") => ErrorClass::Transient,

@@ -46,7 +46,12 @@ pub fn columns_per_row(kind: WriteKind, plan: &ColumnPlan) -> usize {
     }
 }
 
-pub fn build(kind: WriteKind, target: &TableName, plan: &ColumnPlan, writes: &[Write<'_>]) -> Statement {
+pub fn build(
+    kind: WriteKind,
+    target: &TableName,
+    plan: &ColumnPlan,
+    writes: &[Write<'_>],
+) -> Statement {
     match kind {
         WriteKind::Upsert => upsert(target, plan, writes),
         WriteKind::Delete => delete(target, plan, writes),
@@ -54,7 +59,11 @@ pub fn build(kind: WriteKind, target: &TableName, plan: &ColumnPlan, writes: &[W
 }
 
 fn upsert(target: &TableName, plan: &ColumnPlan, writes: &[Write<'_>]) -> Statement {
-    let mut names: Vec<&str> = plan.columns.iter().map(|c| c.target_name.as_str()).collect();
+    let mut names: Vec<&str> = plan
+        .columns
+        .iter()
+        .map(|c| c.target_name.as_str())
+        .collect();
     names.extend(plan.audit_flag.as_deref());
     names.extend(plan.audit_ts.as_deref());
     let quoted: Vec<String> = names.iter().map(|n| quote_ident(n)).collect();
@@ -76,7 +85,11 @@ fn upsert(target: &TableName, plan: &ColumnPlan, writes: &[Write<'_>]) -> Statem
     let mut params = Vec::with_capacity(names.len() * writes.len());
     for w in writes {
         let image = w.image();
-        params.extend(plan.columns.iter().map(|c| image[c.source_index].to_mysql()));
+        params.extend(
+            plan.columns
+                .iter()
+                .map(|c| image[c.source_index].to_mysql()),
+        );
         if plan.audit_flag.is_some() {
             params.push(MyValue::Int(1));
         }
@@ -154,13 +167,25 @@ mod tests {
     fn plan(key: &[usize], audit: bool) -> ColumnPlan {
         ColumnPlan {
             columns: vec![
-                PlannedColumn { source_index: 0, target_name: "id".into() },
-                PlannedColumn { source_index: 1, target_name: "k2".into() },
-                PlannedColumn { source_index: 2, target_name: "na`me".into() },
+                PlannedColumn {
+                    source_index: 0,
+                    target_name: "id".into(),
+                },
+                PlannedColumn {
+                    source_index: 1,
+                    target_name: "k2".into(),
+                },
+                PlannedColumn {
+                    source_index: 2,
+                    target_name: "na`me".into(),
+                },
             ],
             key: key
                 .iter()
-                .map(|&i| PlannedColumn { source_index: i, target_name: ["id", "k2"][i].into() })
+                .map(|&i| PlannedColumn {
+                    source_index: i,
+                    target_name: ["id", "k2"][i].into(),
+                })
                 .collect(),
             skipped: vec![],
             audit_flag: audit.then(|| "concord_replicated".into()),
@@ -177,8 +202,18 @@ mod tests {
                 primary_key: vec![0],
             }),
             op: Op::Insert,
-            before: Some(vec![Value::Int(id), Value::Int(7), Value::Text("x".into()), Value::Null]),
-            after: Some(vec![Value::Int(id), Value::Int(7), Value::Text("x".into()), Value::Null]),
+            before: Some(vec![
+                Value::Int(id),
+                Value::Int(7),
+                Value::Text("x".into()),
+                Value::Null,
+            ]),
+            after: Some(vec![
+                Value::Int(id),
+                Value::Int(7),
+                Value::Text("x".into()),
+                Value::Null,
+            ]),
             position: Position::new("f", 4),
             row_index: 0,
             commit_ts: 1_700_000_000,
@@ -189,10 +224,21 @@ mod tests {
     fn upsert_binds_shared_columns_and_audit_values() {
         let (a, b) = (change(1), change(2));
         let ws = [
-            Write { kind: WriteKind::Upsert, change: &a },
-            Write { kind: WriteKind::Upsert, change: &b },
+            Write {
+                kind: WriteKind::Upsert,
+                change: &a,
+            },
+            Write {
+                kind: WriteKind::Upsert,
+                change: &b,
+            },
         ];
-        let s = build(WriteKind::Upsert, &TableName::new("s", "t"), &plan(&[0], true), &ws);
+        let s = build(
+            WriteKind::Upsert,
+            &TableName::new("s", "t"),
+            &plan(&[0], true),
+            &ws,
+        );
         assert_eq!(
             s.sql,
             "INSERT INTO `s`.`t` (`id`,`k2`,`na``me`,`concord_replicated`,`concord_source_ts`) \
@@ -209,15 +255,24 @@ mod tests {
     fn deletes_by_single_and_composite_key() {
         let (a, b) = (change(1), change(2));
         let ws = [
-            Write { kind: WriteKind::Delete, change: &a },
-            Write { kind: WriteKind::Delete, change: &b },
+            Write {
+                kind: WriteKind::Delete,
+                change: &a,
+            },
+            Write {
+                kind: WriteKind::Delete,
+                change: &b,
+            },
         ];
         let t = TableName::new("s", "t");
         let s = build(WriteKind::Delete, &t, &plan(&[0], false), &ws);
         assert_eq!(s.sql, "DELETE FROM `s`.`t` WHERE `id` IN (?,?)");
         assert_eq!(s.params, vec![MyValue::Int(1), MyValue::Int(2)]);
         let s = build(WriteKind::Delete, &t, &plan(&[0, 1], false), &ws);
-        assert_eq!(s.sql, "DELETE FROM `s`.`t` WHERE (`id`=? AND `k2`=?) OR (`id`=? AND `k2`=?)");
+        assert_eq!(
+            s.sql,
+            "DELETE FROM `s`.`t` WHERE (`id`=? AND `k2`=?) OR (`id`=? AND `k2`=?)"
+        );
         assert_eq!(s.params.len(), 4);
     }
 }

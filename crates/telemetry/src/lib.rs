@@ -47,7 +47,9 @@ pub async fn serve(addr: SocketAddr, ready: Arc<AtomicBool>) -> Result<SocketAdd
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| ServeError { addr, source })?;
-    let bound = listener.local_addr().map_err(|source| ServeError { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| ServeError { addr, source })?;
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
