@@ -129,7 +129,12 @@ pub struct Concord {
 impl Concord {
     /// Starts `concord run` and waits until it reports ready.
     pub async fn start(config: &ConcordConfig) -> Concord {
-        let mut c = Self::spawn(config, &["run"]).await;
+        Self::start_with_toml(config, &config.toml()).await
+    }
+
+    /// Like [`Concord::start`], with a hand-edited config text.
+    pub async fn start_with_toml(config: &ConcordConfig, toml: &str) -> Concord {
+        let mut c = Self::spawn_with_toml(config, toml, &["run"]).await;
         let port = config.metrics_port;
         let ready = wait_for("concord /readyz", Duration::from_secs(30), || {
             let exited = c.child.try_wait().ok().flatten();
@@ -155,8 +160,12 @@ impl Concord {
 
     /// Spawns the binary with `args` + `--config`, without waiting for anything.
     pub async fn spawn(config: &ConcordConfig, args: &[&str]) -> Concord {
+        Self::spawn_with_toml(config, &config.toml(), args).await
+    }
+
+    async fn spawn_with_toml(config: &ConcordConfig, toml: &str, args: &[&str]) -> Concord {
         let path = config.dir.join("concord.toml");
-        std::fs::write(&path, config.toml()).expect("write config");
+        std::fs::write(&path, toml).expect("write config");
         let log = config.dir.join("concord.log");
         let out = std::fs::OpenOptions::new()
             .create(true)

@@ -12,11 +12,16 @@ async fn restart_resumes_from_the_checkpoint_not_the_start() {
     db.both(&TABLE_DDL.replace("{t}", "items")).await;
     let config = ConcordConfig::new(&db);
     let mut concord = Concord::start(&config).await;
+    let first_file = db.servers.source_position().await.file;
     for id in 1..=50 {
         db.source(&format!(
             "INSERT INTO `{{db}}`.items (id, v, note) VALUES ({id}, {id}, 'first run')"
         ))
         .await;
+        if id == 25 {
+            // A rotation mid-stream: the reader must follow it to the next file.
+            db.source("FLUSH BINARY LOGS").await;
+        }
     }
     concord
         .wait_caught_up(&db.servers, Duration::from_secs(30))
@@ -26,6 +31,10 @@ async fn restart_resumes_from_the_checkpoint_not_the_start() {
         .checkpoint(&db.servers)
         .await
         .expect("checkpoint written");
+    assert!(
+        checkpoint.file > first_file,
+        "the checkpoint followed the rotation"
+    );
 
     // Behind concord's back: remove a row it applied before. Re-reading the binlog from
     // the start would bring it back; resuming from the checkpoint must not.

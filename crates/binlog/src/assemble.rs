@@ -75,8 +75,19 @@ impl Assembler {
                 if trimmed.starts_with('#') {
                     return None;
                 }
-                let verb = trimmed.split_whitespace().next().unwrap_or("");
-                if verb.eq_ignore_ascii_case("BEGIN") || verb.eq_ignore_ascii_case("XA") {
+                let mut words = trimmed.split_whitespace();
+                let verb = words.next().unwrap_or("");
+                if verb.eq_ignore_ascii_case("XA") {
+                    // XA START opens the rows; they are handed on at XA PREPARE (below),
+                    // when the source has made them durable. XA END/COMMIT carry no rows.
+                    if words
+                        .next()
+                        .is_some_and(|w| w.eq_ignore_ascii_case("START"))
+                    {
+                        self.txn = Some(Transaction::default());
+                    }
+                    None
+                } else if verb.eq_ignore_ascii_case("BEGIN") {
                     self.txn = Some(Transaction::default());
                     None
                 } else if verb.eq_ignore_ascii_case("COMMIT")
@@ -96,7 +107,9 @@ impl Assembler {
                     }))
                 }
             }
-            EventData::XidEvent(_) => self.commit(end, header.timestamp()),
+            EventData::XidEvent(_) | EventData::XaPrepareLogEvent(_) => {
+                self.commit(end, header.timestamp())
+            }
             EventData::RowsEvent(rows) => {
                 let start = Position::new(
                     self.file.clone(),

@@ -294,13 +294,13 @@ fn default_name() -> String {
     "default".into()
 }
 fn default_batch_rows() -> usize {
-    5000
+    20_000
 }
 fn default_batch_time() -> Duration {
     Duration::from_millis(50)
 }
 fn default_queue() -> usize {
-    256
+    4096
 }
 fn default_audit_flag() -> String {
     "concord_replicated".into()
