@@ -7,6 +7,7 @@
 
 pub mod concord;
 pub mod db;
+pub mod proxy;
 pub mod writer;
 
 pub use concord::{Concord, ConcordConfig};

@@ -1,0 +1,71 @@
+//! The source or the target going away — connections dropped, new ones refused — holds
+//! replication back; it never skips or records a change. When the server is back,
+//! replication resumes and converges.
+
+use concord_e2e::proxy::Proxy;
+use concord_e2e::writer::{Writer, TABLE_DDL};
+use concord_e2e::{Concord, ConcordConfig, TestDb};
+use std::time::Duration;
+
+fn host_port(url: &str) -> String {
+    url.rsplit('@')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn source_and_target_outages_are_waited_out() {
+    let db = TestDb::new("outage").await;
+    db.both(&TABLE_DDL.replace("{t}", "t")).await;
+    let source = Proxy::start(&host_port(&db.servers.source_url)).await;
+    let target = Proxy::start(&host_port(&db.servers.target_url)).await;
+    let mut config = ConcordConfig::new(&db);
+    config.source_url = source.url();
+    config.target_url = target.url();
+    let concord = Concord::start(&config).await;
+    let writer = Writer::start(
+        db.servers.source.clone(),
+        &db.name,
+        &["t"],
+        Duration::from_millis(3),
+    );
+
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    target.cut();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let during = db.count(true, "t").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        db.count(true, "t").await,
+        during,
+        "nothing reaches a target that is down"
+    );
+    target.restore();
+
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    source.cut();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    source.restore();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+
+    let committed = writer.stop().await;
+    assert!(committed > 100, "the writer kept writing ({committed})");
+    concord
+        .wait_caught_up(&db.servers, Duration::from_secs(60))
+        .await;
+    db.assert_same("t", "*").await;
+    assert!(
+        concord.failed_events().await.is_empty(),
+        "an outage is not a bad row"
+    );
+    assert!(
+        concord
+            .metric("concord_apply_retries_total", &[("cause", "transient")])
+            .await
+            >= 1.0
+    );
+    assert!(concord.metric("concord_binlog_reconnects_total", &[]).await >= 1.0);
+    assert!(source.connections.load(std::sync::atomic::Ordering::SeqCst) >= 2);
+}
