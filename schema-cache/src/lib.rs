@@ -109,8 +109,8 @@ impl SchemaCache {
         self.tables.invalidate(table).await;
     }
 
-    /// Drops every table of a schema (a source DDL may be followed by the same DDL on the
-    /// target at any time, and concord does not parse DDL to learn which table it touched).
+    /// Drops every table of a schema: used for a source DDL whose statement could not be
+    /// read well enough to name the tables it touched.
     pub fn refresh_schema(&self, db: &str) {
         metrics::REFRESHES
             .with_label_values(&[RefreshReason::SourceDdl.as_str()])

@@ -3,6 +3,7 @@
 //! Invariant: `file` is always the binlog file the next event comes from — taken from a
 //! rotate event's *payload*, since a rotate's header position belongs to the old file.
 
+use crate::ddl::touched_tables;
 use crate::decode::TableInfo;
 use crate::reader::{metrics, ReaderEvent, TablePredicate};
 use concord_change::{Ddl, Op, Position, RowChange, TableName, Transaction, Undecodable};
@@ -100,6 +101,7 @@ impl Assembler {
                         end,
                         commit_ts: header.timestamp(),
                         ddl: Some(Ddl {
+                            tables: touched_tables(&q.schema(), &query),
                             schema: q.schema().into_owned(),
                             statement: query.into_owned(),
                         }),

@@ -7,11 +7,13 @@
 //! partial transactions.
 
 mod assemble;
+mod ddl;
 mod decode;
 mod error;
 mod reader;
 mod settings;
 
+pub use ddl::touched_tables;
 pub use decode::{ColumnKind, DecodeError, TableInfo};
 pub use error::BinlogError;
 pub use reader::{BinlogReader, ReaderEvent, ReaderOptions};

@@ -140,4 +140,7 @@ pub struct Undecodable {
 pub struct Ddl {
     pub schema: String,
     pub statement: String,
+    /// Tables the statement names, when the reader could tell; empty means "any table of
+    /// `schema`".
+    pub tables: Vec<TableName>,
 }

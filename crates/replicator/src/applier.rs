@@ -117,6 +117,7 @@ impl Applier {
         let mut backoff = Duration::from_millis(100);
         let mut schema_retries = 0u32;
         let started = Instant::now();
+        self.forget_schemas_touched_by(batch).await;
         let failed = loop {
             match self.apply_once(batch).await {
                 Ok(failed) => break failed,
@@ -187,15 +188,6 @@ impl Applier {
     }
 
     async fn apply_once(&mut self, batch: &[Transaction]) -> Attempt<Vec<FailedEvent>> {
-        for t in batch {
-            if let Some(ddl) = &t.ddl {
-                tracing::info!(schema = %ddl.schema, statement = %ddl.statement, "source DDL");
-                self.schema.refresh_schema(&ddl.schema);
-                for db in self.filter_schemas(batch) {
-                    self.schema.refresh_schema(&db);
-                }
-            }
-        }
         let mut failures: Vec<FailedEvent> = Vec::new();
         self.connection().await?;
         self.exec("START TRANSACTION", Params::Empty)
@@ -231,17 +223,24 @@ impl Applier {
         Ok(failures)
     }
 
-    /// Schemas whose tables a DDL batch may have touched (renamed targets included).
-    fn filter_schemas(&self, batch: &[Transaction]) -> Vec<String> {
-        batch
-            .iter()
-            .filter_map(|t| t.ddl.as_ref())
-            .map(|d| {
-                self.filter
-                    .target_name(&TableName::new(d.schema.clone(), ""))
-                    .db
-            })
-            .collect()
+    /// A source DDL may be followed by the same change on the target at any moment, so
+    /// the tables it names (or, if the reader could not tell, its whole schema) are read
+    /// from the target again before the rows after it are written.
+    async fn forget_schemas_touched_by(&self, batch: &[Transaction]) {
+        for ddl in batch.iter().filter_map(|t| t.ddl.as_ref()) {
+            tracing::info!(schema = %ddl.schema, statement = %ddl.statement, "source DDL");
+            if ddl.tables.is_empty() {
+                let mapped = self
+                    .filter
+                    .target_name(&TableName::new(ddl.schema.clone(), ""));
+                self.schema.refresh_schema(&ddl.schema);
+                self.schema.refresh_schema(&mapped.db);
+            }
+            for table in &ddl.tables {
+                let target = self.filter.target_name(table);
+                self.schema.refresh(&target, RefreshReason::SourceDdl).await;
+            }
+        }
     }
 
     async fn write_batch(
