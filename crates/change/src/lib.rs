@@ -5,6 +5,7 @@
 //! loss — no decimal goes through a float, no timestamp loses its microseconds, and text is
 //! only text when the source column had a character set.
 
+pub mod envelope;
 mod position;
 mod row;
 mod value;

@@ -1,0 +1,419 @@
+//! The change envelope: how one row change travels as a Kafka message (JSON, modelled on
+//! Debezium's `before`/`after`/`source`/`op`/`ts_ms`), and how it is read back.
+//!
+//! Invariant: `decode(encode(c)) == c` for every change concord can read — values are
+//! written losslessly (DECIMAL and BIGINT UNSIGNED exactly, temporal values with
+//! microseconds, binary as base64) and each message names its columns' types, so a reader
+//! needs no schema registry. `docs/FORMAT.md` is the reader's documentation of this file.
+
+use crate::{Op, Position, RowChange, SourceTable, TableName, Value};
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value as Json};
+use std::sync::Arc;
+
+/// The envelope format version this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Where a change sits in its source transaction.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxnInfo {
+    /// Resume point after the whole transaction (end of its commit event).
+    pub end_file: String,
+    pub end_pos: u64,
+    /// This change's index in the transaction, from 0.
+    pub index: u32,
+    /// Number of changes of included tables in the transaction.
+    pub total: u32,
+}
+
+/// The `source` block.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SourceInfo {
+    pub file: String,
+    pub pos: u64,
+    pub row: u32,
+    pub gtid: Option<String>,
+    /// Source commit time, ms since the epoch (second precision, as in the binlog).
+    pub ts_ms: u64,
+    pub db: String,
+    pub table: String,
+    pub server_id: u32,
+    pub txn: TxnInfo,
+}
+
+/// The `schema` block: enough to decode the values without a registry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SchemaInfo {
+    pub columns: Vec<String>,
+    pub types: Vec<String>,
+    pub primary_key: Vec<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Wire {
+    version: u32,
+    op: Op,
+    ts_ms: u64,
+    before: Option<Map<String, Json>>,
+    after: Option<Map<String, Json>>,
+    source: SourceInfo,
+    schema: SchemaInfo,
+}
+
+/// A decoded envelope.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Envelope {
+    pub change: RowChange,
+    pub source: SourceInfo,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EnvelopeError {
+    #[error("not a change envelope (JSON): {0}")]
+    NotJson(String),
+    #[error("envelope format version {0} is not supported (this build reads {FORMAT_VERSION})")]
+    Version(u32),
+    #[error("column `{column}`: {message}")]
+    Value { column: String, message: String },
+    #[error("envelope is inconsistent: {0}")]
+    Shape(String),
+}
+
+impl Envelope {
+    /// Encodes a change. `types` come from the values themselves (a NULL's type is taken
+    /// from the other image, or `null` when unknown, which decodes to NULL either way).
+    pub fn encode(change: &RowChange, source: &SourceInfo, now_ms: u64) -> Vec<u8> {
+        let t = &change.table;
+        let types: Vec<String> = (0..t.columns.len())
+            .map(|i| {
+                let pick = |img: &Option<Vec<Value>>| img.as_ref().map(|v| type_name(&v[i]));
+                match (pick(&change.after), pick(&change.before)) {
+                    (Some(a), _) if a != "null" => a.to_owned(),
+                    (_, Some(b)) => b.to_owned(),
+                    (Some(a), None) => a.to_owned(),
+                    (None, None) => "null".to_owned(),
+                }
+            })
+            .collect();
+        let image = |img: &Option<Vec<Value>>| {
+            img.as_ref().map(|vals| {
+                t.columns
+                    .iter()
+                    .zip(vals)
+                    .map(|(c, v)| (c.clone(), to_json(v)))
+                    .collect::<Map<_, _>>()
+            })
+        };
+        let wire = Wire {
+            version: FORMAT_VERSION,
+            op: change.op,
+            ts_ms: now_ms,
+            before: image(&change.before),
+            after: image(&change.after),
+            source: source.clone(),
+            schema: SchemaInfo {
+                columns: t.columns.clone(),
+                types,
+                primary_key: t
+                    .primary_key
+                    .iter()
+                    .map(|&i| t.columns[i].clone())
+                    .collect(),
+            },
+        };
+        serde_json::to_vec(&wire).expect("envelopes always serialize")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
+        let probe: Json =
+            serde_json::from_slice(bytes).map_err(|e| EnvelopeError::NotJson(e.to_string()))?;
+        match probe.get("version").and_then(Json::as_u64) {
+            Some(v) if v == u64::from(FORMAT_VERSION) => {}
+            Some(v) => return Err(EnvelopeError::Version(v as u32)),
+            None => return Err(EnvelopeError::Shape("no `version` field".into())),
+        }
+        let wire: Wire =
+            serde_json::from_value(probe).map_err(|e| EnvelopeError::Shape(e.to_string()))?;
+        let s = &wire.schema;
+        if s.types.len() != s.columns.len() {
+            return Err(EnvelopeError::Shape(
+                "schema.types and schema.columns differ in length".into(),
+            ));
+        }
+        let primary_key = s
+            .primary_key
+            .iter()
+            .map(|k| {
+                s.columns.iter().position(|c| c == k).ok_or_else(|| {
+                    EnvelopeError::Shape(format!("primary key column `{k}` is not a column"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let table = Arc::new(SourceTable {
+            name: TableName::new(wire.source.db.clone(), wire.source.table.clone()),
+            columns: s.columns.clone(),
+            primary_key,
+        });
+        let image = |img: Option<Map<String, Json>>| -> Result<Option<Vec<Value>>, EnvelopeError> {
+            let Some(mut img) = img else { return Ok(None) };
+            s.columns
+                .iter()
+                .zip(&s.types)
+                .map(|(c, ty)| {
+                    let v = img.remove(c).ok_or_else(|| EnvelopeError::Value {
+                        column: c.clone(),
+                        message: "missing from the image".into(),
+                    })?;
+                    from_json(ty, v).map_err(|message| EnvelopeError::Value {
+                        column: c.clone(),
+                        message,
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some)
+        };
+        let before = image(wire.before)?;
+        let after = image(wire.after)?;
+        let consistent = match wire.op {
+            Op::Insert => before.is_none() && after.is_some(),
+            Op::Update => before.is_some() && after.is_some(),
+            Op::Delete => before.is_some() && after.is_none(),
+        };
+        if !consistent {
+            return Err(EnvelopeError::Shape(format!(
+                "op {:?} with these images",
+                wire.op
+            )));
+        }
+        Ok(Envelope {
+            change: RowChange {
+                table,
+                op: wire.op,
+                before,
+                after,
+                position: Position::new(wire.source.file.clone(), wire.source.pos),
+                row_index: wire.source.row,
+                commit_ts: (wire.source.ts_ms / 1000) as u32,
+            },
+            source: wire.source,
+        })
+    }
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Int(_) => "int",
+        Value::UInt(_) => "uint",
+        Value::Float(_) => "float",
+        Value::Double(_) => "double",
+        Value::Decimal(_) => "decimal",
+        Value::Text(_) => "text",
+        Value::Bytes(_) => "bytes",
+        Value::Date { .. } => "date",
+        Value::DateTime { .. } => "datetime",
+        Value::Time { .. } => "time",
+        Value::Timestamp { .. } => "timestamp",
+        Value::Year(_) => "year",
+        Value::Enum(_) => "enum",
+        Value::Set(_) => "set",
+        Value::Bit(_) => "bit",
+        Value::Json(_) => "json",
+    }
+}
+
+fn to_json(v: &Value) -> Json {
+    match v {
+        Value::Null => Json::Null,
+        Value::Int(i) => Json::from(*i),
+        Value::UInt(u) => Json::from(*u),
+        Value::Float(f) => {
+            serde_json::Number::from_f64(f64::from(*f)).map_or(Json::Null, Json::Number)
+        }
+        Value::Double(f) => serde_json::Number::from_f64(*f).map_or(Json::Null, Json::Number),
+        Value::Decimal(s) | Value::Text(s) | Value::Enum(s) => Json::String(s.clone()),
+        Value::Bytes(b) | Value::Bit(b) => Json::String(B64.encode(b)),
+        Value::Date { year, month, day } => Json::String(format!("{year:04}-{month:02}-{day:02}")),
+        Value::DateTime {
+            year,
+            month,
+            day,
+            hour,
+            minute,
+            second,
+            micros,
+        } => Json::String(format!(
+            "{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{micros:06}"
+        )),
+        Value::Time {
+            negative,
+            hours,
+            minutes,
+            seconds,
+            micros,
+        } => Json::String(format!(
+            "{}{hours:02}:{minutes:02}:{seconds:02}.{micros:06}",
+            if *negative { "-" } else { "" }
+        )),
+        Value::Timestamp { secs, micros } => Json::String(timestamp_text(*secs, *micros)),
+        Value::Year(y) => Json::from(*y),
+        Value::Set(labels) => Json::String(labels.join(",")),
+        // MySQL's JSON type is a document: embed it. (MariaDB's JSON is text and arrives
+        // as `text`, byte for byte.)
+        Value::Json(s) => serde_json::from_str(s).unwrap_or_else(|_| Json::String(s.clone())),
+    }
+}
+
+/// The zero TIMESTAMP has no instant; it is spelled like MySQL spells it.
+const ZERO_TIMESTAMP: &str = "0000-00-00T00:00:00.000000Z";
+
+/// TIMESTAMP values as RFC 3339 UTC with microseconds, e.g. `2024-06-01T12:00:00.123456Z`.
+fn timestamp_text(secs: i64, micros: u32) -> String {
+    if secs == 0 && micros == 0 {
+        return ZERO_TIMESTAMP.to_owned();
+    }
+    match chrono::DateTime::from_timestamp(secs, micros * 1000) {
+        Some(t) => t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+        None => format!("{secs}.{micros:06}"),
+    }
+}
+
+fn from_json(ty: &str, v: Json) -> Result<Value, String> {
+    if v.is_null() {
+        return Ok(Value::Null);
+    }
+    let s = |v: &Json| {
+        v.as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| format!("expected a string for {ty}, got {v}"))
+    };
+    let num = |t: &str, s: &str| -> Result<u32, String> {
+        s.parse().map_err(|_| format!("`{s}` in a {t}"))
+    };
+    Ok(match ty {
+        "int" => Value::Int(
+            v.as_i64()
+                .ok_or_else(|| format!("expected an integer, got {v}"))?,
+        ),
+        "uint" => Value::UInt(
+            v.as_u64()
+                .ok_or_else(|| format!("expected an unsigned integer, got {v}"))?,
+        ),
+        "float" => Value::Float(
+            v.as_f64()
+                .ok_or_else(|| format!("expected a number, got {v}"))? as f32,
+        ),
+        "double" => Value::Double(
+            v.as_f64()
+                .ok_or_else(|| format!("expected a number, got {v}"))?,
+        ),
+        "decimal" => Value::Decimal(s(&v)?),
+        "text" => Value::Text(s(&v)?),
+        "enum" => Value::Enum(s(&v)?),
+        "bytes" | "bit" => {
+            let b = B64
+                .decode(s(&v)?.as_bytes())
+                .map_err(|e| format!("base64: {e}"))?;
+            if ty == "bit" {
+                Value::Bit(b)
+            } else {
+                Value::Bytes(b)
+            }
+        }
+        "date" => {
+            let text = s(&v)?;
+            let p: Vec<&str> = text.split('-').collect();
+            let [y, m, d] = p.as_slice() else {
+                return Err(format!("`{text}` is not YYYY-MM-DD"));
+            };
+            Value::Date {
+                year: num("date", y)? as u16,
+                month: num("date", m)? as u8,
+                day: num("date", d)? as u8,
+            }
+        }
+        "datetime" => {
+            let text = s(&v)?;
+            let (date, time) = text
+                .split_once('T')
+                .ok_or_else(|| format!("`{text}` is not a datetime"))?;
+            let Value::Date { year, month, day } = from_json("date", Json::String(date.into()))?
+            else {
+                unreachable!()
+            };
+            let Value::Time {
+                hours,
+                minutes,
+                seconds,
+                micros,
+                ..
+            } = from_json("time", Json::String(time.into()))?
+            else {
+                unreachable!()
+            };
+            Value::DateTime {
+                year,
+                month,
+                day,
+                hour: hours as u8,
+                minute: minutes,
+                second: seconds,
+                micros,
+            }
+        }
+        "time" => {
+            let text = s(&v)?;
+            let (negative, rest) = match text.strip_prefix('-') {
+                Some(r) => (true, r),
+                None => (false, text.as_str()),
+            };
+            let (hms, frac) = rest.split_once('.').unwrap_or((rest, "0"));
+            let p: Vec<&str> = hms.split(':').collect();
+            let [h, m, sec] = p.as_slice() else {
+                return Err(format!("`{text}` is not [-]HH:MM:SS.ffffff"));
+            };
+            Value::Time {
+                negative,
+                hours: num("time", h)?,
+                minutes: num("time", m)? as u8,
+                seconds: num("time", sec)? as u8,
+                micros: num("time", frac)?,
+            }
+        }
+        "timestamp" => {
+            let text = s(&v)?;
+            if text == ZERO_TIMESTAMP {
+                Value::Timestamp { secs: 0, micros: 0 }
+            } else {
+                let t = chrono::DateTime::parse_from_rfc3339(&text)
+                    .map_err(|e| format!("`{text}` is not an RFC 3339 UTC time: {e}"))?;
+                Value::Timestamp {
+                    secs: t.timestamp(),
+                    micros: t.timestamp_subsec_micros(),
+                }
+            }
+        }
+        "year" => Value::Year(
+            v.as_u64()
+                .ok_or_else(|| format!("expected a year, got {v}"))? as u16,
+        ),
+        "set" => {
+            let text = s(&v)?;
+            Value::Set(if text.is_empty() {
+                Vec::new()
+            } else {
+                text.split(',').map(str::to_owned).collect()
+            })
+        }
+        "json" => Value::Json(match v {
+            Json::String(s) => s,
+            other => other.to_string(),
+        }),
+        other => return Err(format!("unknown type `{other}`")),
+    })
+}
+
+#[cfg(test)]
+mod tests;

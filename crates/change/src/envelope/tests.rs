@@ -1,0 +1,168 @@
+use super::*;
+
+fn table() -> Arc<SourceTable> {
+    Arc::new(SourceTable {
+        name: TableName::new("shop", "orders"),
+        columns: [
+            "id", "u", "f", "d", "dec", "txt", "bin", "dt", "dtm", "tm", "ts", "ts0", "y", "e",
+            "s", "bit", "j", "n",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+        primary_key: vec![0],
+    })
+}
+
+fn all_types() -> Vec<Value> {
+    vec![
+        Value::Int(i64::MIN),
+        Value::UInt(u64::MAX),
+        Value::Float(3.402_823_5e38),
+        Value::Double(-1.797_693_134_862_315_7e308),
+        Value::Decimal(
+            "-99999999999999999999999999999999999.999999999999999999999999999999".into(),
+        ),
+        Value::Text("😀 \"quoted\" \n".into()),
+        Value::Bytes(vec![0, 1, 254, 255]),
+        Value::Date {
+            year: 1000,
+            month: 1,
+            day: 1,
+        },
+        Value::DateTime {
+            year: 9999,
+            month: 12,
+            day: 31,
+            hour: 23,
+            minute: 59,
+            second: 59,
+            micros: 999_999,
+        },
+        Value::Time {
+            negative: true,
+            hours: 838,
+            minutes: 59,
+            seconds: 59,
+            micros: 1,
+        },
+        Value::Timestamp {
+            secs: 1_717_243_200,
+            micros: 123_456,
+        },
+        Value::Timestamp { secs: 0, micros: 0 },
+        Value::Year(2155),
+        Value::Enum("large".into()),
+        Value::Set(vec!["a".into(), "c".into()]),
+        Value::Bit(vec![0xFF, 0x01]),
+        Value::Json(r#"{"a":[1,2.5,"x"],"b":null}"#.into()),
+        Value::Null,
+    ]
+}
+
+fn source() -> SourceInfo {
+    SourceInfo {
+        file: "mysql-bin.000003".into(),
+        pos: 4711,
+        row: 2,
+        gtid: None,
+        ts_ms: 1_717_243_200_000,
+        db: "shop".into(),
+        table: "orders".into(),
+        server_id: 1,
+        txn: TxnInfo {
+            end_file: "mysql-bin.000003".into(),
+            end_pos: 5000,
+            index: 2,
+            total: 3,
+        },
+    }
+}
+
+#[test]
+fn every_value_type_round_trips() {
+    let mut before = all_types();
+    before[1] = Value::UInt(0);
+    let change = RowChange {
+        table: table(),
+        op: Op::Update,
+        before: Some(before),
+        after: Some(all_types()),
+        position: Position::new("mysql-bin.000003", 4711),
+        row_index: 2,
+        commit_ts: 1_717_243_200,
+    };
+    let bytes = Envelope::encode(&change, &source(), 1_717_243_200_500);
+    let back = Envelope::decode(&bytes).unwrap();
+    assert_eq!(back.change, change);
+    assert_eq!(back.source, source());
+}
+
+#[test]
+fn the_wire_form_is_readable_json() {
+    let change = RowChange {
+        table: table(),
+        op: Op::Insert,
+        before: None,
+        after: Some(all_types()),
+        position: Position::new("mysql-bin.000003", 4711),
+        row_index: 2,
+        commit_ts: 1_717_243_200,
+    };
+    let v: Json = serde_json::from_slice(&Envelope::encode(&change, &source(), 1)).unwrap();
+    assert_eq!(v["version"], 1);
+    assert_eq!(v["op"], "c");
+    assert_eq!(v["before"], Json::Null);
+    assert_eq!(v["after"]["u"], serde_json::json!(18446744073709551615u64));
+    assert_eq!(
+        v["after"]["dec"],
+        "-99999999999999999999999999999999999.999999999999999999999999999999"
+    );
+    assert_eq!(v["after"]["bin"], "AAH+/w==");
+    assert_eq!(v["after"]["tm"], "-838:59:59.000001");
+    assert_eq!(v["after"]["ts"], "2024-06-01T12:00:00.123456Z");
+    assert_eq!(v["after"]["ts0"], "0000-00-00T00:00:00.000000Z");
+    assert_eq!(v["after"]["dtm"], "9999-12-31T23:59:59.999999");
+    assert_eq!(v["after"]["j"]["a"][1], 2.5);
+    assert_eq!(v["after"]["s"], "a,c");
+    assert_eq!(v["source"]["txn"]["total"], 3);
+    assert_eq!(v["schema"]["primary_key"], serde_json::json!(["id"]));
+}
+
+#[test]
+fn malformed_messages_are_refused_with_a_reason() {
+    assert!(matches!(
+        Envelope::decode(b"not json"),
+        Err(EnvelopeError::NotJson(_))
+    ));
+    assert_eq!(
+        Envelope::decode(br#"{"version": 99}"#).unwrap_err(),
+        EnvelopeError::Version(99)
+    );
+    assert!(matches!(
+        Envelope::decode(br#"{"op": "c"}"#),
+        Err(EnvelopeError::Shape(_))
+    ));
+    let change = RowChange {
+        table: table(),
+        op: Op::Insert,
+        before: None,
+        after: Some(all_types()),
+        position: Position::new("f", 4),
+        row_index: 0,
+        commit_ts: 0,
+    };
+    let mut v: Json = serde_json::from_slice(&Envelope::encode(&change, &source(), 1)).unwrap();
+    v["after"]["u"] = Json::from(-1);
+    let err = Envelope::decode(&serde_json::to_vec(&v).unwrap()).unwrap_err();
+    assert!(
+        matches!(err, EnvelopeError::Value { ref column, .. } if column == "u"),
+        "{err}"
+    );
+    v["after"]["u"] = Json::from(1);
+    v["op"] = Json::from("d");
+    assert!(matches!(
+        Envelope::decode(&serde_json::to_vec(&v).unwrap()),
+        Err(EnvelopeError::Shape(_))
+    ));
+}
