@@ -23,6 +23,12 @@ pub enum BinlogError {
     },
     #[error("source stream at {position} was silent for {seconds}s (no event, no heartbeat)")]
     Silent { position: Position, seconds: u64 },
+    #[error(
+        "tables without a primary key cannot be replicated (updates and deletes could not find \
+         their row): {}; add a primary key or exclude them with tables.exclude",
+        .0.join(", ")
+    )]
+    KeylessTables(Vec<String>),
     /// The consumer of the reader's output went away; the reader stops.
     #[error("the reader's consumer stopped")]
     Closed,

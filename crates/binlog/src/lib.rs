@@ -10,11 +10,13 @@ mod assemble;
 mod ddl;
 mod decode;
 mod error;
+mod preflight;
 mod reader;
 mod settings;
 
 pub use ddl::touched_tables;
 pub use decode::{ColumnKind, DecodeError, TableInfo};
 pub use error::BinlogError;
+pub use preflight::{preflight, start_position};
 pub use reader::{BinlogReader, ReaderEvent, ReaderOptions};
 pub use settings::{check_settings, current_position, earliest_position, ServerInfo};

@@ -26,6 +26,9 @@ pub struct Config {
     pub control: ControlConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// Required when `transport.kind = "kafka"`.
+    #[serde(default)]
+    pub kafka: Option<KafkaConfig>,
 }
 
 /// A secret string: read from the file, from the environment or from a `*_file`, and never
@@ -162,6 +165,7 @@ pub struct TargetConfig {
 pub enum TransportKind {
     #[default]
     Direct,
+    Kafka,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -169,6 +173,56 @@ pub enum TransportKind {
 pub struct TransportConfig {
     #[serde(default)]
     pub kind: TransportKind,
+}
+
+/// How changes are laid out on Kafka topics.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TopicMode {
+    /// Every table's changes on `kafka.topic`.
+    #[default]
+    Single,
+    /// `<kafka.topic>.<db>.<table>` per table.
+    PerTable,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, `host:port[,host:port…]`.
+    pub brokers: String,
+    /// The change topic (or the prefix of per-table topics).
+    pub topic: String,
+    /// The replicators' consumer group.
+    #[serde(default = "default_group")]
+    pub group: String,
+    #[serde(default)]
+    pub topic_mode: TopicMode,
+    /// Where undecodable or unappliable messages go; default `<topic>.dlq`.
+    #[serde(default)]
+    pub dead_letter_topic: Option<String>,
+    /// Extra librdkafka properties for producers and consumers (e.g. security settings).
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+    /// Most messages a replicator holds unapplied before it pauses fetching.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+}
+
+impl KafkaConfig {
+    pub fn dead_letter_topic(&self) -> String {
+        self.dead_letter_topic
+            .clone()
+            .unwrap_or_else(|| format!("{}.dlq", self.topic))
+    }
+
+    /// The topic a table's changes go to.
+    pub fn topic_for(&self, db: &str, table: &str) -> String {
+        match self.topic_mode {
+            TopicMode::Single => self.topic.clone(),
+            TopicMode::PerTable => format!("{}.{db}.{table}", self.topic),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -314,6 +368,12 @@ fn default_max_backoff() -> Duration {
 fn default_lock_wait() -> Duration {
     Duration::from_secs(50)
 }
+fn default_group() -> String {
+    "concord-replicator".into()
+}
+fn default_max_in_flight() -> usize {
+    50_000
+}
 fn default_control_url() -> DbUrl {
     DbUrl("sqlite://concord.db".into())
 }
@@ -440,6 +500,59 @@ impl Config {
             ));
         }
         TableFilter::new(&self.tables)?;
+        match (&self.transport.kind, &self.kafka) {
+            (TransportKind::Kafka, None) => {
+                return Err(ConfigError::invalid(
+                    "kafka",
+                    "(missing)",
+                    "transport.kind = \"kafka\" needs a [kafka] section with brokers and topic",
+                ))
+            }
+            (_, Some(k)) => {
+                if k.brokers.trim().is_empty() {
+                    return Err(ConfigError::invalid(
+                        "kafka.brokers",
+                        &k.brokers,
+                        "expected host:port[,host:port…]",
+                    ));
+                }
+                let legal = |t: &str| {
+                    !t.is_empty()
+                        && t.len() <= 200
+                        && t.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+                };
+                if !legal(&k.topic) {
+                    return Err(ConfigError::invalid(
+                        "kafka.topic",
+                        &k.topic,
+                        "expected a topic name of letters, digits, `.`, `_` or `-`",
+                    ));
+                }
+                if !legal(&k.dead_letter_topic()) {
+                    return Err(ConfigError::invalid(
+                        "kafka.dead_letter_topic",
+                        k.dead_letter_topic(),
+                        "expected a topic name of letters, digits, `.`, `_` or `-`",
+                    ));
+                }
+                if k.group.is_empty() {
+                    return Err(ConfigError::invalid(
+                        "kafka.group",
+                        "",
+                        "expected a consumer group name",
+                    ));
+                }
+                if k.max_in_flight == 0 {
+                    return Err(ConfigError::invalid(
+                        "kafka.max_in_flight",
+                        0,
+                        "expected at least 1",
+                    ));
+                }
+            }
+            (TransportKind::Direct, None) => {}
+        }
         Ok(())
     }
 }

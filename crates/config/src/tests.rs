@@ -134,3 +134,21 @@ fn renames_and_excludes() {
         TableName::new("shop", "items")
     );
 }
+
+#[test]
+fn kafka_mode_needs_its_section_and_takes_the_issue_example() {
+    let text = format!("{ISSUE_EXAMPLE}\n[transport]\nkind = \"kafka\"\n");
+    let e = Config::from_toml(&text).unwrap_err().to_string();
+    assert!(e.contains("kafka") && e.contains("brokers"), "{e}");
+    let text = format!(
+        "{ISSUE_EXAMPLE}\n[transport]\nkind = \"kafka\"\n\n[kafka]\nbrokers = \"127.0.0.1:9092\"\ntopic = \"concord.changes\"\ngroup = \"concord-replicator\"\n"
+    );
+    let c = Config::from_toml(&text).unwrap();
+    assert_eq!(c.transport.kind, TransportKind::Kafka);
+    let k = c.kafka.unwrap();
+    assert_eq!(k.dead_letter_topic(), "concord.changes.dlq");
+    assert_eq!(k.topic_for("shop", "orders"), "concord.changes");
+    let bad = text.replace("concord.changes", "bad topic!");
+    let e = Config::from_toml(&bad).unwrap_err().to_string();
+    assert!(e.contains("kafka.topic") && e.contains("bad topic!"), "{e}");
+}

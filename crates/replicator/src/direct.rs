@@ -4,14 +4,11 @@
 use crate::applier::Applier;
 use crate::checkpoint::Checkpoints;
 use crate::error::ReplicatorError;
-use concord_binlog::{
-    check_settings, current_position, earliest_position, BinlogReader, ReaderOptions,
-};
+use concord_binlog::{preflight, start_position, BinlogReader, ReaderOptions};
 use concord_change::{Position, TableName};
-use concord_config::{Config, StartFrom, TableFilter};
+use concord_config::Config;
 use concord_control::ControlStore;
 use concord_schema_cache::SchemaCache;
-use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder, Pool};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -24,9 +21,8 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), Replicat
     let mut source = Conn::new(source_opts.clone()).await.map_err(|e| {
         ReplicatorError::Connect(format!("source {}: {e}", config.source.url.redacted()))
     })?;
-    let server = check_settings(&mut source).await?;
+    let server = preflight(&mut source, &filter, &config.target.checkpoint_schema).await?;
     tracing::info!(version = %server.version, "source checked");
-    refuse_tables_without_key(&mut source, &filter, &config.target.checkpoint_schema).await?;
 
     let target_opts: mysql_async::Opts = OptsBuilder::from_opts(config.target.opts())
         .stmt_cache_size(1024)
@@ -46,12 +42,7 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), Replicat
             p
         }
         None => {
-            let p = match config.source.start_from() {
-                StartFrom::Current => current_position(&mut source).await,
-                StartFrom::Earliest => earliest_position(&mut source).await,
-                StartFrom::At(p) => Ok(p),
-            }
-            .map_err(|e| ReplicatorError::Connect(format!("source position: {e}")))?;
+            let p = start_position(&mut source, &config.source.start_from()).await?;
             tracing::info!(position = %p, start = %config.source.start, "no checkpoint; starting");
             p
         }
@@ -96,39 +87,5 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), Replicat
             Ok(Err(e)) => Err(e.into()),
             Err(join) => Err(ReplicatorError::Preflight(format!("binlog reader crashed: {join}"))),
         },
-    }
-}
-
-/// Updates and deletes need a key to find the row on the target; a keyless table would
-/// silently diverge, so it is refused up front.
-async fn refuse_tables_without_key(
-    source: &mut Conn,
-    filter: &TableFilter,
-    checkpoint_schema: &str,
-) -> Result<(), ReplicatorError> {
-    let rows: Vec<(String, String)> = source
-        .query(
-            "SELECT t.TABLE_SCHEMA, t.TABLE_NAME FROM information_schema.TABLES t \
-             WHERE t.TABLE_TYPE = 'BASE TABLE' AND NOT EXISTS ( \
-               SELECT 1 FROM information_schema.TABLE_CONSTRAINTS c \
-               WHERE c.TABLE_SCHEMA = t.TABLE_SCHEMA AND c.TABLE_NAME = t.TABLE_NAME \
-                 AND c.CONSTRAINT_TYPE = 'PRIMARY KEY')",
-        )
-        .await
-        .map_err(|e| ReplicatorError::Connect(format!("source schema: {e}")))?;
-    let keyless: Vec<String> = rows
-        .into_iter()
-        .map(|(db, t)| TableName::new(db, t))
-        .filter(|t| t.db != checkpoint_schema && filter.matches(t))
-        .map(|t| t.to_string())
-        .collect();
-    if keyless.is_empty() {
-        Ok(())
-    } else {
-        Err(ReplicatorError::Preflight(format!(
-            "tables without a primary key cannot be replicated (updates and deletes could not find their row): {}; \
-             add a primary key or exclude them with tables.exclude",
-            keyless.join(", ")
-        )))
     }
 }
