@@ -8,6 +8,7 @@
 //! record — its origin (binlog file, position, row index) is unique.
 
 mod failed;
+mod positions;
 
 pub use failed::{FailedEvent, FailedEventRow, FailureReason};
 
