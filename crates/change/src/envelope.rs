@@ -202,6 +202,47 @@ impl Envelope {
     }
 }
 
+/// The message key: `db.table` followed by the JSON array of the primary-key values of
+/// the image that identifies the row (after-image for inserts and updates, before-image
+/// for deletes), e.g. `shop.orders[42]`.
+pub fn message_key(change: &RowChange) -> Vec<u8> {
+    let image = match change.op {
+        Op::Delete => change.before.as_deref(),
+        Op::Insert | Op::Update => change.after.as_deref(),
+    }
+    .unwrap_or(&[]);
+    let key: Vec<Json> = change
+        .table
+        .primary_key
+        .iter()
+        .filter_map(|&i| image.get(i).map(to_json))
+        .collect();
+    let mut out = change.table.name.to_string().into_bytes();
+    out.extend(serde_json::to_vec(&key).expect("keys serialize"));
+    out
+}
+
+/// Splits an update that moved a row to a new primary key into a delete of the old key
+/// and an insert of the new one, so each key's changes stay on that key's partition (as
+/// Debezium does). Other changes pass through.
+pub fn split_key_change(change: &RowChange) -> Vec<RowChange> {
+    if change.op != Op::Update || !change.changes_key() {
+        return vec![change.clone()];
+    }
+    vec![
+        RowChange {
+            op: Op::Delete,
+            after: None,
+            ..change.clone()
+        },
+        RowChange {
+            op: Op::Insert,
+            before: None,
+            ..change.clone()
+        },
+    ]
+}
+
 fn type_name(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",

@@ -35,6 +35,8 @@ enum Command {
     Replicate(ConfigArg),
     /// Every role in one process, direct mode (today: the replicator).
     Run(ConfigArg),
+    /// Publish the source's binlog to Kafka as change envelopes (kafka mode).
+    Capture(ConfigArg),
     /// Load and validate the config, print it with secrets hidden, and exit.
     CheckConfig(ConfigArg),
 }
@@ -77,6 +79,10 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             let config = load(&a)?;
             replicate(config).await
         }
+        Command::Capture(a) => {
+            let config = load(&a)?;
+            capture(config).await
+        }
     }
 }
 
@@ -92,6 +98,19 @@ async fn replicate(config: Config) -> anyhow::Result<()> {
         _ = shutdown_signal() => {
             // Nothing to flush: an uncommitted batch is rolled back by the target and
             // re-read from the checkpoint on the next start.
+            tracing::info!("shutting down");
+            Ok(())
+        }
+    }
+}
+
+async fn capture(config: Config) -> anyhow::Result<()> {
+    let ready = Arc::new(AtomicBool::new(false));
+    concord_telemetry::serve(config.metrics.listen_addr(), ready.clone()).await?;
+    tokio::select! {
+        r = concord_capture::run(&config, ready) => r.context("capture stopped"),
+        _ = shutdown_signal() => {
+            // Unacknowledged messages are published again from the saved position.
             tracing::info!("shutting down");
             Ok(())
         }

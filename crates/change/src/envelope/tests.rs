@@ -166,3 +166,36 @@ fn malformed_messages_are_refused_with_a_reason() {
         Err(EnvelopeError::Shape(_))
     ));
 }
+
+#[test]
+fn keys_name_table_and_primary_key_and_key_changes_split() {
+    let mut after = all_types();
+    after[0] = Value::Int(43);
+    let mut before = all_types();
+    before[0] = Value::Int(42);
+    let change = RowChange {
+        table: table(),
+        op: Op::Update,
+        before: Some(before),
+        after: Some(after),
+        position: Position::new("f", 4),
+        row_index: 0,
+        commit_ts: 0,
+    };
+    assert_eq!(message_key(&change), b"shop.orders[43]".to_vec());
+    let parts = split_key_change(&change);
+    assert_eq!(parts.len(), 2);
+    assert_eq!(
+        (parts[0].op, message_key(&parts[0])),
+        (Op::Delete, b"shop.orders[42]".to_vec())
+    );
+    assert_eq!(
+        (parts[1].op, message_key(&parts[1])),
+        (Op::Insert, b"shop.orders[43]".to_vec())
+    );
+    let same_key = RowChange {
+        after: change.before.clone(),
+        ..change
+    };
+    assert_eq!(split_key_change(&same_key).len(), 1);
+}

@@ -1,0 +1,98 @@
+//! Saving the capture position once the broker has acknowledged everything before it.
+
+use crate::error::CaptureError;
+use crate::metrics;
+use crate::publish::now_ms;
+use concord_change::Position;
+use concord_control::ControlStore;
+use rdkafka::producer::DeliveryFuture;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// One source transaction's messages, in publishing order.
+pub(crate) struct Pending {
+    pub end: Position,
+    pub commit_ts: u32,
+    pub deliveries: Vec<(String, Position, DeliveryFuture)>,
+}
+
+pub(crate) struct Acker {
+    control: ControlStore,
+    name: String,
+}
+
+/// How often the acknowledged position is written (a crash re-publishes at most this
+/// much).
+const SAVE_EVERY: Duration = Duration::from_millis(250);
+
+impl Acker {
+    pub fn new(control: ControlStore, name: String) -> Self {
+        Self { control, name }
+    }
+
+    /// Awaits acknowledgements strictly in order; a refused message stops the capture
+    /// before its position could be saved.
+    pub async fn run(self, mut rx: mpsc::Receiver<Pending>) -> Result<(), CaptureError> {
+        let mut acked: Option<Position> = None;
+        let mut saved: Option<Position> = None;
+        let mut last_save = Instant::now();
+        loop {
+            let next = tokio::select! {
+                p = rx.recv() => p,
+                _ = tokio::time::sleep(SAVE_EVERY) => {
+                    self.save(&acked, &mut saved).await;
+                    continue;
+                }
+            };
+            let Some(p) = next else {
+                self.save(&acked, &mut saved).await;
+                return Ok(());
+            };
+            for (topic, position, delivery) in p.deliveries {
+                match delivery.await {
+                    Ok(Ok(_)) => metrics::PUBLISHED.with_label_values(&[&topic]).inc(),
+                    Ok(Err((e, _))) => {
+                        return Err(CaptureError::Delivery {
+                            position,
+                            topic,
+                            error: e.to_string(),
+                        })
+                    }
+                    Err(_) => {
+                        return Err(CaptureError::Delivery {
+                            position,
+                            topic,
+                            error: "the producer dropped the message".into(),
+                        })
+                    }
+                }
+            }
+            metrics::ACKED_POSITION.set(p.end.pos as i64);
+            let lag = (now_ms() as f64 / 1000.0 - f64::from(p.commit_ts)).max(0.0);
+            metrics::LAG.set(lag);
+            acked = Some(p.end);
+            if last_save.elapsed() >= SAVE_EVERY {
+                self.save(&acked, &mut saved).await;
+                last_save = Instant::now();
+            }
+        }
+    }
+
+    async fn save(&self, acked: &Option<Position>, saved: &mut Option<Position>) {
+        let Some(position) = acked else { return };
+        if saved.as_ref() == Some(position) {
+            return;
+        }
+        let mut backoff = Duration::from_millis(100);
+        while let Err(e) = self
+            .control
+            .save_capture_position(&self.name, position)
+            .await
+        {
+            tracing::warn!(error = %e, retry_in = ?backoff, "control store unavailable; capture position not saved yet");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(30));
+        }
+        *saved = Some(position.clone());
+    }
+}

@@ -1,0 +1,118 @@
+//! `concord capture`: reads the source's binlog and publishes every row change of the
+//! included tables to Kafka as a change envelope (`docs/FORMAT.md`), keyed by table and
+//! primary key so that one row's changes stay in order on one partition.
+//!
+//! Invariant: the capture position saved in the control store is the end of a source
+//! transaction all of whose messages — and all messages before them — the broker has
+//! acknowledged. After a crash the capture resumes there: it may publish a message twice,
+//! never skip one.
+
+mod acks;
+mod error;
+mod metrics;
+mod publish;
+
+pub use error::CaptureError;
+pub use publish::producer_config;
+
+use acks::{Acker, Pending};
+use concord_binlog::{preflight, start_position, BinlogReader, ReaderEvent, ReaderOptions};
+use concord_change::TableName;
+use concord_config::Config;
+use concord_control::ControlStore;
+use mysql_async::Conn;
+use rdkafka::producer::FutureProducer;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// The control-store name of this capture's position.
+pub fn position_name(config: &Config) -> String {
+    let topic = config
+        .kafka
+        .as_ref()
+        .map(|k| k.topic.as_str())
+        .unwrap_or("");
+    format!("capture:{topic}")
+}
+
+/// Runs the capture until a definite error.
+pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), CaptureError> {
+    let kafka = config.kafka.as_ref().ok_or(CaptureError::NotKafka)?;
+    let filter = config.tables.filter();
+    let mut source = Conn::new(config.source.opts()).await.map_err(|e| {
+        CaptureError::Connect(format!("source {}: {e}", config.source.url.redacted()))
+    })?;
+    let server = preflight(&mut source, &filter, "").await?;
+    let control =
+        ControlStore::connect(config.control.url.expose(), &config.control.url.redacted()).await?;
+    let name = position_name(config);
+    let start = match control.capture_position(&name).await? {
+        Some(p) => {
+            tracing::info!(position = %p, "resuming capture from its position");
+            p
+        }
+        None => {
+            let p = start_position(&mut source, &config.source.start_from()).await?;
+            tracing::info!(position = %p, start = %config.source.start, "no capture position; starting");
+            p
+        }
+    };
+    drop(source);
+
+    let producer: FutureProducer = producer_config(kafka)
+        .create()
+        .map_err(CaptureError::Kafka)?;
+    let reader = BinlogReader::new(
+        ReaderOptions {
+            opts: config.source.opts(),
+            server_id: config.source.server_id,
+            heartbeat: config.source.heartbeat,
+            include: {
+                let filter = filter.clone();
+                Arc::new(move |t: &TableName| filter.matches(t))
+            },
+            max_backoff: config.replicator.max_backoff,
+        },
+        server,
+    );
+    let (tx, mut rx) = mpsc::channel(config.replicator.queue_transactions);
+    let reading = tokio::spawn(async move { reader.run(start, tx).await });
+    let (pending_tx, pending_rx) = mpsc::channel::<Pending>(config.replicator.queue_transactions);
+    let acker = Acker::new(control.clone(), name);
+    let acking = tokio::spawn(acker.run(pending_rx));
+    let publisher =
+        publish::Publisher::new(producer, kafka.clone(), config.source.server_id, control);
+
+    let publishing = async {
+        while let Some(event) = rx.recv().await {
+            match event {
+                ReaderEvent::CaughtUp { .. } => {
+                    ready.store(true, Ordering::Relaxed);
+                    metrics::LAG.set(0.0);
+                }
+                ReaderEvent::Transaction(txn) => {
+                    let pending = publisher.publish(&txn).await?;
+                    if pending_tx.send(pending).await.is_err() {
+                        break; // the acker stopped; its error is reported below
+                    }
+                    ready.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+        Ok::<(), CaptureError>(())
+    };
+    tokio::pin!(publishing);
+    tokio::select! {
+        r = &mut publishing => r,
+        r = acking => match r {
+            Ok(r) => r,
+            Err(join) => Err(CaptureError::Connect(format!("acknowledgement task crashed: {join}"))),
+        },
+        r = reading => match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.into()),
+            Err(join) => Err(CaptureError::Connect(format!("binlog reader crashed: {join}"))),
+        },
+    }
+}

@@ -1,0 +1,135 @@
+//! Turning source transactions into Kafka messages.
+
+use crate::acks::Pending;
+use crate::error::CaptureError;
+use concord_change::envelope::{message_key, split_key_change, Envelope, SourceInfo, TxnInfo};
+use concord_change::{RowChange, Transaction};
+use concord_config::KafkaConfig;
+use concord_control::{ControlStore, FailedEvent, FailureReason};
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use std::time::Duration;
+
+/// Producer settings: idempotent, acknowledged by all in-sync replicas, retried without a
+/// deadline — a message is delivered or the capture stops, it is never dropped.
+pub fn producer_config(kafka: &KafkaConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &kafka.brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("message.timeout.ms", "0")
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "200000")
+        .set("compression.type", "lz4");
+    for (k, v) in &kafka.properties {
+        c.set(k, v);
+    }
+    c
+}
+
+pub(crate) struct Publisher {
+    producer: FutureProducer,
+    kafka: KafkaConfig,
+    server_id: u32,
+    control: ControlStore,
+}
+
+impl Publisher {
+    pub fn new(
+        producer: FutureProducer,
+        kafka: KafkaConfig,
+        server_id: u32,
+        control: ControlStore,
+    ) -> Self {
+        Self {
+            producer,
+            kafka,
+            server_id,
+            control,
+        }
+    }
+
+    /// Hands every change of `txn` to the producer (which sends in the background) and
+    /// returns what must be acknowledged before `txn.end` may be saved.
+    pub async fn publish(&self, txn: &Transaction) -> Result<Pending, CaptureError> {
+        for u in &txn.undecodable {
+            self.record(FailedEvent {
+                position: u.position.clone(),
+                row_index: u.row_index,
+                table: u.table.clone(),
+                op: "unknown".into(),
+                reason: FailureReason::Undecodable,
+                error: u.error.clone(),
+                event: serde_json::to_string(u).expect("serializable"),
+            })
+            .await;
+        }
+        let changes: Vec<RowChange> = txn.changes.iter().flat_map(split_key_change).collect();
+        let total = changes.len() as u32;
+        let mut deliveries = Vec::with_capacity(changes.len());
+        let now_ms = now_ms();
+        for (index, change) in changes.iter().enumerate() {
+            let source = SourceInfo {
+                file: change.position.file.clone(),
+                pos: change.position.pos,
+                row: change.row_index,
+                gtid: None,
+                ts_ms: u64::from(txn.commit_ts) * 1000,
+                db: change.table.name.db.clone(),
+                table: change.table.name.table.clone(),
+                server_id: self.server_id,
+                txn: TxnInfo {
+                    end_file: txn.end.file.clone(),
+                    end_pos: txn.end.pos,
+                    index: index as u32,
+                    total,
+                },
+            };
+            let payload = Envelope::encode(change, &source, now_ms);
+            let key = message_key(change);
+            let topic = self.kafka.topic_for(&source.db, &source.table);
+            let mut record = FutureRecord::to(&topic).key(&key).payload(&payload);
+            let future = loop {
+                match self.producer.send_result(record) {
+                    Ok(f) => break f,
+                    // The producer's queue is full: the broker is slow or away. Wait for
+                    // it to drain rather than buffer without bound.
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                        record = r;
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    Err((e, _)) => {
+                        return Err(CaptureError::Delivery {
+                            position: change.position.clone(),
+                            topic,
+                            error: e.to_string(),
+                        })
+                    }
+                }
+            };
+            deliveries.push((topic, change.position.clone(), future));
+        }
+        Ok(Pending {
+            end: txn.end.clone(),
+            commit_ts: txn.commit_ts,
+            deliveries,
+        })
+    }
+
+    async fn record(&self, f: FailedEvent) {
+        let mut backoff = Duration::from_millis(100);
+        while let Err(e) = self.control.record_failed(&f).await {
+            tracing::warn!(error = %e, retry_in = ?backoff, "control store unavailable; retrying");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(30));
+        }
+    }
+}
+
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
