@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use concord_config::Config;
+use concord_config::{Config, TransportKind};
 use concord_telemetry::LogFormat;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -31,7 +31,7 @@ enum Format {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Replicate the source's binlog into the target (direct mode).
+    /// Apply changes to the target: from the binlog (direct mode) or from Kafka.
     Replicate(ConfigArg),
     /// Every role in one process, direct mode (today: the replicator).
     Run(ConfigArg),
@@ -75,8 +75,18 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             println!("config OK");
             Ok(())
         }
-        Command::Replicate(a) | Command::Run(a) => {
+        Command::Replicate(a) => {
             let config = load(&a)?;
+            replicate(config).await
+        }
+        Command::Run(a) => {
+            let config = load(&a)?;
+            if config.transport.kind == TransportKind::Kafka {
+                anyhow::bail!(
+                    "`concord run` is the direct-mode all-in-one; with transport.kind = \"kafka\" \
+                     start `concord capture` and `concord replicate` instead"
+                );
+            }
             replicate(config).await
         }
         Command::Capture(a) => {
@@ -93,8 +103,14 @@ fn load(a: &ConfigArg) -> anyhow::Result<Config> {
 async fn replicate(config: Config) -> anyhow::Result<()> {
     let ready = Arc::new(AtomicBool::new(false));
     concord_telemetry::serve(config.metrics.listen_addr(), ready.clone()).await?;
+    let replicating = async {
+        match config.transport.kind {
+            TransportKind::Direct => concord_replicator::direct::run(&config, ready).await,
+            TransportKind::Kafka => concord_replicator::kafka::run(&config, ready).await,
+        }
+    };
     tokio::select! {
-        r = concord_replicator::direct::run(&config, ready) => r.context("replication stopped"),
+        r = replicating => r.context("replication stopped"),
         _ = shutdown_signal() => {
             // Nothing to flush: an uncommitted batch is rolled back by the target and
             // re-read from the checkpoint on the next start.

@@ -15,6 +15,8 @@ pub enum FailureReason {
     MissingTable,
     /// Source or target table lacks a usable primary key.
     NoPrimaryKey,
+    /// A Kafka message that is not a readable change envelope (also dead-lettered).
+    Malformed,
 }
 
 impl FailureReason {
@@ -24,6 +26,7 @@ impl FailureReason {
             FailureReason::Undecodable => "undecodable",
             FailureReason::MissingTable => "missing_table",
             FailureReason::NoPrimaryKey => "no_primary_key",
+            FailureReason::Malformed => "malformed",
         }
     }
 }

@@ -11,6 +11,7 @@ use crate::batch::{coalesce, group_by_table, runs, Write, WriteKind};
 use crate::checkpoint::Checkpoints;
 use crate::error::{classify, ErrorClass, ReplicatorError};
 use crate::metrics;
+use crate::offsets::{Offsets, PartitionProgress};
 use crate::sql::{build, chunk_sizes, columns_per_row};
 use concord_binlog::ReaderEvent;
 use concord_change::{TableName, Transaction};
@@ -35,10 +36,27 @@ pub struct Applier {
     config: ReplicatorConfig,
 }
 
+/// What a batch records as its position, in its own transaction.
+pub enum Progress<'a> {
+    /// The binlog position after the batch's last transaction.
+    Binlog,
+    /// Kafka offsets, fenced (see [`crate::offsets`]).
+    Kafka(&'a Offsets, &'a [PartitionProgress]),
+}
+
+/// How a batch ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Committed,
+    /// Another replicator owns a partition of the batch now; nothing was committed.
+    Fenced,
+}
+
 /// Why one attempt at a batch did not commit.
 enum Abort {
     Transient(String),
     SchemaMoved,
+    Fenced,
 }
 
 type Attempt<T> = Result<T, Abort>;
@@ -105,7 +123,7 @@ impl Applier {
                     Err(_) => break,
                 }
             }
-            self.apply_with_retry(&batch).await?;
+            self.apply_with_retry(&batch, Progress::Binlog).await?;
             ready.store(true, Ordering::Relaxed);
             if caught_up && rx.is_empty() {
                 metrics::LAG.set(0.0);
@@ -113,14 +131,21 @@ impl Applier {
         }
     }
 
-    async fn apply_with_retry(&mut self, batch: &[Transaction]) -> Result<(), ReplicatorError> {
+    /// Applies one batch and its progress in one target transaction, retrying transient
+    /// errors forever.
+    pub async fn apply_with_retry(
+        &mut self,
+        batch: &[Transaction],
+        progress: Progress<'_>,
+    ) -> Result<Outcome, ReplicatorError> {
         let mut backoff = Duration::from_millis(100);
         let mut schema_retries = 0u32;
         let started = Instant::now();
         self.forget_schemas_touched_by(batch).await;
         let failed = loop {
-            match self.apply_once(batch).await {
+            match self.apply_once(batch, &progress).await {
                 Ok(failed) => break failed,
+                Err(Abort::Fenced) => return Ok(Outcome::Fenced),
                 Err(Abort::SchemaMoved) if schema_retries < 5 => {
                     schema_retries += 1;
                     metrics::RETRIES.with_label_values(&["schema"]).inc();
@@ -164,7 +189,7 @@ impl Applier {
                 .unwrap_or_default();
             metrics::LAG.set((now - f64::from(last.commit_ts)).max(0.0));
         }
-        Ok(())
+        Ok(Outcome::Committed)
     }
 
     async fn connection(&mut self) -> Attempt<&mut Conn> {
@@ -187,7 +212,11 @@ impl Applier {
         Ok(self.conn.as_mut().expect("connected above"))
     }
 
-    async fn apply_once(&mut self, batch: &[Transaction]) -> Attempt<Vec<FailedEvent>> {
+    async fn apply_once(
+        &mut self,
+        batch: &[Transaction],
+        progress: &Progress<'_>,
+    ) -> Attempt<Vec<FailedEvent>> {
         let mut failures: Vec<FailedEvent> = Vec::new();
         self.connection().await?;
         self.exec("START TRANSACTION", Params::Empty)
@@ -212,12 +241,27 @@ impl Applier {
             });
         }
         self.record_failures(&failures).await;
-        let last = batch.last().expect("batches are never empty");
         let conn = self.conn.as_mut().expect("connected");
-        let saved = self.checkpoints.save(conn, &last.end, last.commit_ts).await;
-        if let Err(e) = saved {
-            let _ = conn.query_drop("ROLLBACK").await;
-            return Err(transient(e));
+        let saved = match progress {
+            Progress::Binlog => {
+                let last = batch.last().expect("batches are never empty");
+                self.checkpoints
+                    .save(conn, &last.end, last.commit_ts)
+                    .await
+                    .map(|()| true)
+            }
+            Progress::Kafka(offsets, parts) => offsets.claim_and_save(conn, parts).await,
+        };
+        match saved {
+            Ok(true) => {}
+            Ok(false) => {
+                let _ = conn.query_drop("ROLLBACK").await;
+                return Err(Abort::Fenced);
+            }
+            Err(e) => {
+                let _ = conn.query_drop("ROLLBACK").await;
+                return Err(transient(e));
+            }
         }
         conn.query_drop("COMMIT").await.map_err(transient)?;
         Ok(failures)

@@ -8,7 +8,9 @@ pub mod batch;
 pub mod checkpoint;
 pub mod direct;
 pub mod error;
+pub mod kafka;
 pub mod metrics;
+pub mod offsets;
 pub mod sql;
 
 pub use error::{classify, ErrorClass, ReplicatorError};

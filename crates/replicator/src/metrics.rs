@@ -57,3 +57,11 @@ pub static RETRIES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
     .expect("metric registers once")
 });
+
+pub static DEAD_LETTERED: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
+    prometheus::register_int_counter!(
+        "concord_dead_lettered_total",
+        "Kafka messages sent to the dead-letter topic"
+    )
+    .expect("metric registers once")
+});

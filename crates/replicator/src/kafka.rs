@@ -1,0 +1,406 @@
+//! Kafka mode: replicators in one consumer group share the change topic's partitions and
+//! apply them to the target.
+//!
+//! Invariants:
+//! - a partition's offset is stored on the target in the same transaction as the rows it
+//!   produced, and a batch commits only if that stored offset is still the one it started
+//!   from (fencing, see [`crate::offsets`]) — so a replay applies nothing twice and a
+//!   replicator that lost a partition cannot overwrite its new owner's work;
+//! - messages below the stored offset are skipped; a broker position ahead of it is sought
+//!   back, so broker-side commits are only a convenience;
+//! - a message that is not a usable change envelope goes to the dead-letter topic *and*
+//!   the control store before the offset moves past it.
+
+use crate::applier::{Applier, Outcome, Progress};
+use crate::checkpoint::Checkpoints;
+use crate::error::ReplicatorError;
+use crate::metrics;
+use crate::offsets::{Offsets, PartitionProgress};
+use concord_change::envelope::Envelope;
+use concord_change::{Position, TableName, Transaction};
+use concord_config::{Config, KafkaConfig, TopicMode};
+use concord_control::{ControlStore, FailedEvent, FailureReason};
+use concord_schema_cache::SchemaCache;
+use mysql_async::{Conn, OptsBuilder, Pool};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+type PartitionKey = (String, i32);
+
+/// Partitions taken away in a rebalance, for the consume loop to forget.
+#[derive(Default)]
+struct GroupContext {
+    revoked: Mutex<Vec<PartitionKey>>,
+}
+
+impl ClientContext for GroupContext {}
+
+impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(list) = rebalance {
+            let mut revoked = self.revoked.lock().expect("revoked lock");
+            for e in list.elements() {
+                revoked.push((e.topic().to_owned(), e.partition()));
+            }
+            tracing::info!(partitions = list.count(), "partitions revoked");
+        }
+    }
+
+    fn post_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(list) = rebalance {
+            tracing::info!(partitions = list.count(), "partitions assigned");
+        }
+    }
+}
+
+/// What the loop knows of one partition it consumes.
+struct PartitionState {
+    /// The next offset stored on the target (`None`: nothing stored yet).
+    stored: Option<i64>,
+    /// The next offset this replicator expects to read.
+    next: i64,
+}
+
+pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), ReplicatorError> {
+    let kafka = config
+        .kafka
+        .as_ref()
+        .ok_or_else(|| ReplicatorError::Preflight("kafka mode needs a [kafka] section".into()))?;
+    let filter = config.tables.filter();
+    let target_opts: mysql_async::Opts = OptsBuilder::from_opts(config.target.opts())
+        .stmt_cache_size(1024)
+        .into();
+    let pool = Pool::new(config.target.opts());
+    let offsets = Offsets::new(&config.target.checkpoint_schema, &kafka.group);
+    {
+        let mut conn = Conn::new(target_opts.clone()).await.map_err(|e| {
+            ReplicatorError::Connect(format!("target {}: {e}", config.target.url.redacted()))
+        })?;
+        offsets
+            .ensure(&mut conn)
+            .await
+            .map_err(|e| ReplicatorError::Target {
+                position: Position::default(),
+                message: e.to_string(),
+            })?;
+    }
+    let control =
+        ControlStore::connect(config.control.url.expose(), &config.control.url.redacted()).await?;
+    let schema = SchemaCache::new(pool.clone(), config.target.schema_ttl);
+    let mut applier = Applier::new(
+        target_opts,
+        schema.clone(),
+        control.clone(),
+        filter.clone(),
+        Checkpoints::new(&config.target.checkpoint_schema, &config.replicator.name),
+        config.replicator.clone(),
+    );
+
+    let context = GroupContext::default();
+    let consumer: StreamConsumer<GroupContext> = consumer_config(kafka)
+        .create_with_context(context)
+        .map_err(|e| ReplicatorError::Connect(format!("kafka consumer: {e}")))?;
+    match kafka.topic_mode {
+        TopicMode::Single => consumer.subscribe(&[&kafka.topic]),
+        TopicMode::PerTable => {
+            consumer.subscribe(&[&format!("^{}\\..*", regex_escape(&kafka.topic))])
+        }
+    }
+    .map_err(|e| ReplicatorError::Connect(format!("kafka subscribe: {e}")))?;
+    let dead_letters: FutureProducer = dead_letter_config(kafka)
+        .create()
+        .map_err(|e| ReplicatorError::Connect(format!("kafka producer: {e}")))?;
+    let dlq = kafka.dead_letter_topic();
+    tracing::info!(group = %kafka.group, topic = %kafka.topic, "consuming");
+
+    let mut parts: HashMap<PartitionKey, PartitionState> = HashMap::new();
+    loop {
+        let batch = gather(
+            &consumer,
+            config.replicator.batch_rows.min(kafka.max_in_flight),
+            config.replicator.batch_time,
+        )
+        .await;
+        ready.store(true, Ordering::Relaxed);
+        for key in consumer
+            .context()
+            .revoked
+            .lock()
+            .expect("revoked lock")
+            .drain(..)
+        {
+            parts.remove(&key);
+        }
+        if batch.is_empty() {
+            metrics::LAG.set(0.0);
+            continue;
+        }
+        let mut txns: Vec<Transaction> = Vec::new();
+        let mut touched: BTreeMap<PartitionKey, PartitionProgress> = BTreeMap::new();
+        let mut poison: Vec<(OwnedMessage, FailedEvent)> = Vec::new();
+        for m in batch {
+            let key = (m.topic().to_owned(), m.partition());
+            if !parts.contains_key(&key) {
+                let mut conn = pool
+                    .get_conn()
+                    .await
+                    .map_err(|e| ReplicatorError::Connect(e.to_string()))?;
+                let stored = offsets
+                    .load(&mut conn, &key.0, key.1)
+                    .await
+                    .map_err(|e| ReplicatorError::Connect(e.to_string()))?;
+                parts.insert(
+                    key.clone(),
+                    PartitionState {
+                        stored,
+                        next: stored.unwrap_or(m.offset()),
+                    },
+                );
+            }
+            let state = parts.get_mut(&key).expect("inserted above");
+            if m.offset() < state.next {
+                continue; // applied before (a replay after a crash or a seek)
+            }
+            if m.offset() > state.next {
+                // The broker's position is ahead of what the target holds (or messages
+                // fetched before a seek are still queued): read again from the target's.
+                seek(&consumer, &key, state.next);
+                continue;
+            }
+            state.next = m.offset() + 1;
+            let progress = touched
+                .entry(key.clone())
+                .or_insert_with(|| PartitionProgress {
+                    topic: key.0.clone(),
+                    partition: key.1,
+                    expected: state.stored,
+                    next: 0,
+                });
+            progress.next = state.next;
+            match Envelope::decode(m.payload().unwrap_or_default()) {
+                Ok(env) => {
+                    let name = env.change.table.name.clone();
+                    if !filter.matches(&name) {
+                        continue;
+                    }
+                    let target = filter.target_name(&name);
+                    match schema.get(&target).await {
+                        Ok(Some(_)) => txns.push(Transaction {
+                            commit_ts: env.change.commit_ts,
+                            changes: vec![env.change],
+                            ..Transaction::default()
+                        }),
+                        Ok(None) => {
+                            let f = failed(
+                                &m,
+                                Some(&name),
+                                FailureReason::MissingTable,
+                                format!("target table {target} does not exist"),
+                            );
+                            poison.push((m, f));
+                        }
+                        Err(e) => return Err(ReplicatorError::Connect(e.to_string())),
+                    }
+                }
+                Err(e) => {
+                    let f = failed(&m, None, FailureReason::Malformed, e.to_string());
+                    poison.push((m, f));
+                }
+            }
+        }
+        if touched.is_empty() {
+            continue;
+        }
+        for (m, f) in &poison {
+            dead_letter(&dead_letters, &dlq, m, &f.error).await;
+            record(&control, f).await;
+        }
+        let progress: Vec<PartitionProgress> = touched.into_values().collect();
+        match applier
+            .apply_with_retry(&txns, Progress::Kafka(&offsets, &progress))
+            .await?
+        {
+            Outcome::Committed => {
+                let mut list = TopicPartitionList::new();
+                for p in &progress {
+                    if let Some(s) = parts.get_mut(&(p.topic.clone(), p.partition)) {
+                        s.stored = Some(p.next);
+                    }
+                    let _ =
+                        list.add_partition_offset(&p.topic, p.partition, Offset::Offset(p.next));
+                }
+                // Broker-side offsets only speed up the next assignment; the target's are
+                // the truth, so a failed commit here is harmless.
+                let _ = consumer.commit(&list, CommitMode::Async);
+            }
+            Outcome::Fenced => {
+                for p in &progress {
+                    parts.remove(&(p.topic.clone(), p.partition));
+                }
+            }
+        }
+    }
+}
+
+/// Waits for one message, then takes what is already there, up to `max` messages or
+/// `max_time`.
+async fn gather(
+    consumer: &StreamConsumer<GroupContext>,
+    max: usize,
+    max_time: Duration,
+) -> Vec<OwnedMessage> {
+    let mut out = Vec::new();
+    let first = tokio::time::timeout(Duration::from_millis(500), consumer.recv()).await;
+    match first {
+        Ok(Ok(m)) => out.push(m.detach()),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "kafka consume error");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            return out;
+        }
+        Err(_) => return out,
+    }
+    let deadline = Instant::now() + max_time;
+    while out.len() < max && Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_millis(2), consumer.recv()).await {
+            Ok(Ok(m)) => out.push(m.detach()),
+            _ => break,
+        }
+    }
+    out
+}
+
+fn seek(consumer: &StreamConsumer<GroupContext>, key: &PartitionKey, offset: i64) {
+    if let Err(e) = consumer.seek(
+        &key.0,
+        key.1,
+        Offset::Offset(offset),
+        Duration::from_secs(5),
+    ) {
+        tracing::warn!(topic = %key.0, partition = key.1, offset, error = %e, "seek failed; will retry");
+    }
+}
+
+fn failed(
+    m: &OwnedMessage,
+    table: Option<&TableName>,
+    reason: FailureReason,
+    error: String,
+) -> FailedEvent {
+    FailedEvent {
+        position: Position::new(
+            format!("{}[{}]", m.topic(), m.partition()),
+            m.offset() as u64,
+        ),
+        row_index: 0,
+        table: table.cloned().unwrap_or_else(|| TableName::new("", "")),
+        op: "unknown".into(),
+        reason,
+        error,
+        event: String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
+    }
+}
+
+async fn dead_letter(producer: &FutureProducer, topic: &str, m: &OwnedMessage, error: &str) {
+    let partition = m.partition().to_string();
+    let offset = m.offset().to_string();
+    let headers = OwnedHeaders::new()
+        .insert(Header {
+            key: "concord.error",
+            value: Some(error),
+        })
+        .insert(Header {
+            key: "concord.topic",
+            value: Some(m.topic()),
+        })
+        .insert(Header {
+            key: "concord.partition",
+            value: Some(&partition),
+        })
+        .insert(Header {
+            key: "concord.offset",
+            value: Some(&offset),
+        });
+    let payload = m.payload().unwrap_or_default();
+    let key = m.key().unwrap_or_default();
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let record = FutureRecord::to(topic)
+            .payload(payload)
+            .key(key)
+            .headers(headers.clone());
+        match producer.send(record, Duration::from_secs(10)).await {
+            Ok(_) => {
+                metrics::DEAD_LETTERED.inc();
+                return;
+            }
+            Err((e, _)) => {
+                tracing::warn!(error = %e, topic, "dead-letter topic unavailable; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+async fn record(control: &ControlStore, f: &FailedEvent) {
+    let mut backoff = Duration::from_millis(100);
+    while let Err(e) = control.record_failed(f).await {
+        tracing::warn!(error = %e, retry_in = ?backoff, "control store unavailable; retrying");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+    metrics::FAILED
+        .with_label_values(&[&f.table.to_string(), f.reason.as_str()])
+        .inc();
+}
+
+fn consumer_config(kafka: &KafkaConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &kafka.brokers)
+        .set("group.id", &kafka.group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        // Bounds what librdkafka prefetches while the target is slow: fetching pauses
+        // when this much is queued, so memory stays bounded.
+        .set("queued.max.messages.kbytes", "65536")
+        // A replicator retrying a target that is down does not poll; give it time before
+        // the group moves its partitions (fencing keeps that safe either way).
+        .set("max.poll.interval.ms", "600000")
+        .set("session.timeout.ms", "10000");
+    for (k, v) in &kafka.properties {
+        c.set(k, v);
+    }
+    c
+}
+
+fn dead_letter_config(kafka: &KafkaConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &kafka.brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all");
+    for (k, v) in &kafka.properties {
+        c.set(k, v);
+    }
+    c
+}
+
+fn regex_escape(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                vec![c]
+            } else {
+                vec!['\\', c]
+            }
+        })
+        .collect()
+}
