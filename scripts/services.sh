@@ -2,6 +2,8 @@
 # Starts (or stops) the real servers concord's tests and quickstart talk to, on loopback:
 #   source  MariaDB with binlog (ROW, FULL image, FULL metadata)  127.0.0.1:3307
 #   target  MariaDB                                              127.0.0.1:3308
+#   broker  tansu (Kafka protocol, SQLite storage)                127.0.0.1:9092
+#           (the Kafka-mode tests also start brokers of their own on free ports)
 # Each has its own datadir under $CONCORD_SERVICES_DIR (default /tmp/concord-services).
 # Usage: scripts/services.sh start|stop|status|reset
 set -euo pipefail
@@ -19,6 +21,38 @@ ensure_packages() {
     apt-get update -qq
     apt-get install -y -qq mariadb-server mariadb-client >/dev/null
   fi
+}
+
+TOOLS="${CONCORD_TOOLS_DIR:-/var/cache/concord-tools}"
+BROKER_PORT="${CONCORD_BROKER_PORT:-9092}"
+
+# tansu is installed from crates.io into a cache outside the clone, once per machine.
+ensure_tansu() {
+  if [ -x "$TOOLS/bin/tansu" ]; then return; fi
+  log "installing tansu (Kafka-protocol broker) into $TOOLS; this compiles for several minutes once"
+  cargo install tansu --version 0.6.0 --features libsql --locked --root "$TOOLS" \
+    --target-dir "${CARGO_TARGET_DIR:-/var/cache/concord-target}/tansu" >"$DIR/tansu-install.log" 2>&1 ||
+    { tail -30 "$DIR/tansu-install.log" >&2; exit 1; }
+}
+
+start_broker() {
+  if (exec 3<>"/dev/tcp/127.0.0.1/$BROKER_PORT") 2>/dev/null; then
+    log "broker already answers on $BROKER_PORT"
+    return
+  fi
+  mkdir -p "$DIR/broker"
+  log "starting broker on 127.0.0.1:$BROKER_PORT"
+  # Redirect the whole background job, so no caller's pipe stays open behind it.
+  (cd "$DIR/broker" && exec "$TOOLS/bin/tansu" broker \
+    --listener-url "tcp://127.0.0.1:$BROKER_PORT" \
+    --advertised-listener-url "tcp://127.0.0.1:$BROKER_PORT" \
+    --storage-engine sqlite://tansu.db) </dev/null >"$DIR/broker.log" 2>&1 &
+  echo $! >"$DIR/broker.pid"
+  for _ in $(seq 1 50); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$BROKER_PORT") 2>/dev/null; then return; fi
+    sleep 0.2
+  done
+  log "broker did not start:"; tail -20 "$DIR/broker.log" >&2; exit 1
 }
 
 mariadbd_bin() { command -v mariadbd 2>/dev/null || echo /usr/sbin/mariadbd; }
@@ -85,15 +119,19 @@ case "${1:-start}" in
       --binlog-row-image=FULL --binlog-row-metadata=FULL \
       --sync-binlog=0 --max-binlog-size=256M
     start_one target "$TARGET_PORT" 2
-    log "source 127.0.0.1:$SOURCE_PORT, target 127.0.0.1:$TARGET_PORT ready"
+    ensure_tansu
+    start_broker
+    log "source 127.0.0.1:$SOURCE_PORT, target 127.0.0.1:$TARGET_PORT, broker 127.0.0.1:$BROKER_PORT ready"
     ;;
   stop)
     stop_one source
     stop_one target
+    stop_one broker
     ;;
   reset)
     stop_one source
     stop_one target
+    stop_one broker
     rm -rf "$DIR"
     ;;
   status)

@@ -44,6 +44,10 @@ pub struct ConcordConfig {
     pub extra: String,
     /// Extra keys of the `[replicator]` section.
     pub replicator: String,
+    /// The SQLite control store file (shared by a test's processes).
+    pub control: PathBuf,
+    /// Kafka mode: (brokers, topic, group) and extra keys of the `[kafka]` section.
+    pub kafka: Option<(String, String, String, String)>,
     pub include: Vec<String>,
 }
 
@@ -55,6 +59,7 @@ impl ConcordConfig {
             .expect("temp dir")
             .keep();
         Self {
+            control: dir.join("control.db"),
             dir,
             db: db.name.clone(),
             name: db.name.clone(),
@@ -64,12 +69,28 @@ impl ConcordConfig {
             target_url: db.servers.target_url.clone(),
             extra: String::new(),
             replicator: String::new(),
+            kafka: None,
             include: vec![format!("{}.*", db.name)],
         }
     }
 
     pub fn control_db(&self) -> PathBuf {
-        self.dir.join("control.db")
+        self.control.clone()
+    }
+
+    /// The same settings for another process of the test: its own directory (log,
+    /// config) and metrics port, the same control store.
+    pub fn sibling(&self) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("concord-{}-", self.db))
+            .tempdir()
+            .expect("temp dir")
+            .keep();
+        Self {
+            dir,
+            metrics_port: free_port(),
+            ..self.clone()
+        }
     }
 
     pub fn toml(&self) -> String {
@@ -109,7 +130,12 @@ listen = "127.0.0.1:{port}"
             port = self.metrics_port,
             extra = self.extra,
             replicator = self.replicator,
-        )
+        ) + &match &self.kafka {
+            Some((brokers, topic, group, more)) => format!(
+                "\n[transport]\nkind = \"kafka\"\n\n[kafka]\nbrokers = \"{brokers}\"\ntopic = \"{topic}\"\ngroup = \"{group}\"\n{more}\n"
+            ),
+            None => String::new(),
+        }
     }
 }
 
@@ -130,6 +156,37 @@ impl Concord {
     /// Starts `concord run` and waits until it reports ready.
     pub async fn start(config: &ConcordConfig) -> Concord {
         Self::start_with_toml(config, &config.toml()).await
+    }
+
+    /// Starts one role (`capture`, `replicate`, …) and waits until it reports ready.
+    pub async fn start_role(config: &ConcordConfig, role: &str) -> Concord {
+        let mut c = Self::spawn(config, &[role]).await;
+        c.wait_ready().await;
+        c
+    }
+
+    async fn wait_ready(&mut self) {
+        let port = self.config.metrics_port;
+        let child = &mut self.child;
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().ok().flatten() {
+                panic!(
+                    "concord exited with {status} before it was ready; log:\n{}",
+                    self.log()
+                );
+            }
+            if http_get(port, "/readyz")
+                .await
+                .is_some_and(|(c, _)| c == 200)
+            {
+                return;
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                panic!("concord not ready after 30s; log:\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Like [`Concord::start`], with a hand-edited config text.

@@ -130,6 +130,22 @@ impl TestDb {
         }
     }
 
+    /// Waits until source and target hold the same rows of `table`, then returns; fails
+    /// the test with the difference after `timeout`.
+    pub async fn wait_same(&self, table: &str, columns: &str, timeout: std::time::Duration) {
+        let start = std::time::Instant::now();
+        loop {
+            if self.rows(false, table, columns).await == self.rows(true, table, columns).await {
+                return;
+            }
+            if start.elapsed() > timeout {
+                self.assert_same(table, columns).await;
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+    }
+
     pub async fn count(&self, target: bool, table: &str) -> usize {
         self.rows(target, table, "1").await.len()
     }

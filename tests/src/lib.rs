@@ -5,6 +5,7 @@
 //! Every test works in its own freshly created schema with its own replicator name and
 //! server id, so tests run in parallel against the same two servers without interfering.
 
+pub mod broker;
 pub mod concord;
 pub mod db;
 pub mod proxy;

@@ -207,6 +207,10 @@ pub struct KafkaConfig {
     /// Most messages a replicator holds unapplied before it pauses fetching.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
+    /// Also commit offsets to the broker after each batch. The offsets stored on the target
+    /// are the truth either way; broker commits only let a new assignment start closer.
+    #[serde(default = "default_true")]
+    pub commit_broker_offsets: bool,
 }
 
 impl KafkaConfig {
@@ -367,6 +371,9 @@ fn default_max_backoff() -> Duration {
 }
 fn default_lock_wait() -> Duration {
     Duration::from_secs(50)
+}
+fn default_true() -> bool {
+    true
 }
 fn default_group() -> String {
     "concord-replicator".into()

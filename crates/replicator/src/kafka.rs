@@ -238,7 +238,9 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), Replicat
                 }
                 // Broker-side offsets only speed up the next assignment; the target's are
                 // the truth, so a failed commit here is harmless.
-                let _ = consumer.commit(&list, CommitMode::Async);
+                if kafka.commit_broker_offsets {
+                    let _ = consumer.commit(&list, CommitMode::Async);
+                }
             }
             Outcome::Fenced => {
                 for p in &progress {
