@@ -211,6 +211,12 @@ pub struct KafkaConfig {
     /// are the truth either way; broker commits only let a new assignment start closer.
     #[serde(default = "default_true")]
     pub commit_broker_offsets: bool,
+    /// A stable identity for this replicator in the group (Kafka static membership,
+    /// `group.instance.id`), e.g. a StatefulSet pod name. A restarted replicator with the
+    /// same id takes its partitions back at once instead of waiting for the group to
+    /// notice the old process is gone.
+    #[serde(default)]
+    pub instance_id: Option<String>,
 }
 
 impl KafkaConfig {

@@ -378,6 +378,9 @@ fn consumer_config(kafka: &KafkaConfig) -> ClientConfig {
         // the group moves its partitions (fencing keeps that safe either way).
         .set("max.poll.interval.ms", "600000")
         .set("session.timeout.ms", "10000");
+    if let Some(id) = &kafka.instance_id {
+        c.set("group.instance.id", id);
+    }
     for (k, v) in &kafka.properties {
         c.set(k, v);
     }
