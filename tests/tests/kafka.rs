@@ -35,7 +35,7 @@ async fn setup(
 async fn capture_and_two_replicators_copy_every_row() {
     let tables = ["a", "b", "c"];
     let (db, _broker, config) = setup("kpipe", &tables, "").await;
-    let _capture = Concord::start_role(&config, "capture").await;
+    let capture = Concord::start_role(&config, "capture").await;
     let r1 = Concord::start_role(&config.sibling(), "replicate").await;
     // Group members joining at the very same moment can stall on tansu: stagger them.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -59,6 +59,27 @@ async fn capture_and_two_replicators_copy_every_row() {
         a1 > 0.0 && a2 > 0.0,
         "both replicators applied changes: {a1} and {a2}"
     );
+    let published = capture
+        .metric("concord_capture_published_total", &[("topic", TOPIC)])
+        .await;
+    assert!(
+        published >= a1 + a2,
+        "capture published {published}, replicators applied {a1} + {a2}"
+    );
+    // librdkafka reports per-partition lag every 5 s; caught up, it is 0 everywhere.
+    concord_e2e::wait_for(
+        "consumer lag of 0 reported",
+        Duration::from_secs(20),
+        || {
+            let r1 = &r1;
+            async move {
+                let reported = r1.metrics().await.contains("concord_kafka_consumer_lag{");
+                let lag = r1.metric("concord_kafka_consumer_lag", &[]).await;
+                (reported && lag == 0.0).then_some(())
+            }
+        },
+    )
+    .await;
     assert!(r1.failed_events().await.is_empty());
 }
 

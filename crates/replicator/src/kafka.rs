@@ -121,6 +121,7 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), Replicat
     tracing::info!(group = %kafka.group, topic = %kafka.topic, "consuming");
 
     let mut parts: HashMap<PartitionKey, PartitionState> = HashMap::new();
+    let mut lag_reported = Instant::now() - LAG_EVERY;
     loop {
         let batch = gather(
             &consumer,
@@ -136,10 +137,13 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), Replicat
             .expect("revoked lock")
             .drain(..)
         {
+            // A partition that moved to another replicator is that one's to report.
+            let _ = metrics::CONSUMER_LAG.remove_label_values(&[&key.0, &key.1.to_string()]);
             parts.remove(&key);
         }
         if batch.is_empty() {
             metrics::LAG.set(0.0);
+            report_consumer_lag(&consumer, &parts, &mut lag_reported);
             continue;
         }
         let mut txns: Vec<Transaction> = Vec::new();
@@ -223,10 +227,12 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), Replicat
             record(&control, f).await;
         }
         let progress: Vec<PartitionProgress> = touched.into_values().collect();
-        match applier
+        metrics::IN_FLIGHT.set(txns.len() as i64);
+        let outcome = applier
             .apply_with_retry(&txns, Progress::Kafka(&offsets, &progress))
-            .await?
-        {
+            .await?;
+        metrics::IN_FLIGHT.set(0);
+        match outcome {
             Outcome::Committed => {
                 let mut list = TopicPartitionList::new();
                 for p in &progress {
@@ -241,6 +247,7 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), Replicat
                 if kafka.commit_broker_offsets {
                     let _ = consumer.commit(&list, CommitMode::Async);
                 }
+                report_consumer_lag(&consumer, &parts, &mut lag_reported);
             }
             Outcome::Fenced => {
                 for p in &progress {
@@ -250,6 +257,33 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), Replicat
         }
     }
 }
+
+/// Per-partition lag: the messages between each partition's high watermark and the next
+/// one to apply. Asking the broker for watermarks is a round trip, so at most every
+/// [`LAG_EVERY`].
+fn report_consumer_lag(
+    consumer: &StreamConsumer<GroupContext>,
+    parts: &HashMap<PartitionKey, PartitionState>,
+    last: &mut Instant,
+) {
+    if last.elapsed() < LAG_EVERY {
+        return;
+    }
+    *last = Instant::now();
+    tokio::task::block_in_place(|| {
+        for ((topic, partition), state) in parts {
+            if let Ok((_, high)) =
+                consumer.fetch_watermarks(topic, *partition, Duration::from_secs(2))
+            {
+                metrics::CONSUMER_LAG
+                    .with_label_values(&[topic, &partition.to_string()])
+                    .set((high - state.next).max(0));
+            }
+        }
+    });
+}
+
+const LAG_EVERY: Duration = Duration::from_secs(5);
 
 /// Waits for one message, then takes what is already there, up to `max` messages or
 /// `max_time`.

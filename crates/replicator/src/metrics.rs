@@ -65,3 +65,20 @@ pub static DEAD_LETTERED: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
     )
     .expect("metric registers once")
 });
+
+pub static CONSUMER_LAG: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
+    prometheus::register_int_gauge_vec!(
+        "concord_kafka_consumer_lag",
+        "Messages between a partition's high watermark and this replicator's position",
+        &["topic", "partition"]
+    )
+    .expect("metric registers once")
+});
+
+pub static IN_FLIGHT: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
+    prometheus::register_int_gauge!(
+        "concord_kafka_in_flight_rows",
+        "Row changes read from Kafka and not yet committed to the target"
+    )
+    .expect("metric registers once")
+});
