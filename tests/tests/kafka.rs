@@ -300,3 +300,43 @@ async fn a_restarted_replicator_resumes_from_the_offsets_stored_in_the_target() 
     assert!(ids.contains(&31));
     assert!(rep.failed_events().await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_topic_per_table() {
+    let db = TestDb::new("kpertable").await;
+    for t in ["a", "b"] {
+        db.both(&TABLE_DDL.replace("{t}", t)).await;
+    }
+    let broker = Broker::start().await;
+    for t in ["a", "b"] {
+        broker
+            .create_topic(&format!("{TOPIC}.{}.{t}", db.name), 2)
+            .await;
+    }
+    broker.create_topic(&format!("{TOPIC}.dlq"), 1).await;
+    let mut config = ConcordConfig::new(&db);
+    config.kafka = Some((
+        broker.brokers(),
+        TOPIC.into(),
+        format!("{}-group", db.name),
+        "topic_mode = \"per_table\"".into(),
+    ));
+    let capture = Concord::start_role(&config, "capture").await;
+    let _rep = Concord::start_role(&config.sibling(), "replicate").await;
+    let writer = Writer::start(
+        db.servers.source.clone(),
+        &db.name,
+        &["a", "b"],
+        Duration::from_millis(3),
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    writer.stop().await;
+    for t in ["a", "b"] {
+        db.wait_same(t, "*", Duration::from_secs(60)).await;
+        let topic = format!("{TOPIC}.{}.{t}", db.name);
+        let published = capture
+            .metric("concord_capture_published_total", &[("topic", &topic)])
+            .await;
+        assert!(published > 0.0, "{topic} carried {t}'s changes");
+    }
+}

@@ -411,7 +411,10 @@ fn consumer_config(kafka: &KafkaConfig) -> ClientConfig {
         // A replicator retrying a target that is down does not poll; give it time before
         // the group moves its partitions (fencing keeps that safe either way).
         .set("max.poll.interval.ms", "600000")
-        .set("session.timeout.ms", "10000");
+        .set("session.timeout.ms", "10000")
+        // A fetch returns as soon as there is data on Kafka, but some brokers (tansu) hold
+        // it for the full wait; 500 ms (the default) then becomes the floor of the lag.
+        .set("fetch.wait.max.ms", "20");
     if let Some(id) = &kafka.instance_id {
         c.set("group.instance.id", id);
     }
