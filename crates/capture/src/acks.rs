@@ -2,9 +2,9 @@
 
 use crate::error::CaptureError;
 use crate::metrics;
-use crate::publish::now_ms;
+use crate::publish::{now_ms, MAX_BACKOFF};
 use concord_change::Position;
-use concord_control::ControlStore;
+use concord_control::{until_stored, ControlStore};
 use rdkafka::producer::DeliveryFuture;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -83,16 +83,10 @@ impl Acker {
         if saved.as_ref() == Some(position) {
             return;
         }
-        let mut backoff = Duration::from_millis(100);
-        while let Err(e) = self
-            .control
-            .save_capture_position(&self.name, position)
-            .await
-        {
-            tracing::warn!(error = %e, retry_in = ?backoff, "control store unavailable; capture position not saved yet");
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(30));
-        }
+        until_stored("capture position", MAX_BACKOFF, || {
+            self.control.save_capture_position(&self.name, position)
+        })
+        .await;
         *saved = Some(position.clone());
     }
 }

@@ -5,7 +5,7 @@ use crate::error::CaptureError;
 use concord_change::envelope::{message_key, split_key_change, Envelope, SourceInfo, TxnInfo};
 use concord_change::{RowChange, Transaction};
 use concord_config::KafkaConfig;
-use concord_control::{ControlStore, FailedEvent, FailureReason};
+use concord_control::{until_stored, ControlStore, FailedEvent};
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -27,6 +27,9 @@ pub fn producer_config(kafka: &KafkaConfig) -> ClientConfig {
     }
     c
 }
+
+/// Longest pause between attempts to write to the control store.
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 pub(crate) struct Publisher {
     producer: FutureProducer,
@@ -54,14 +57,9 @@ impl Publisher {
     /// returns what must be acknowledged before `txn.end` may be saved.
     pub async fn publish(&self, txn: &Transaction) -> Result<Pending, CaptureError> {
         for u in &txn.undecodable {
-            self.record(FailedEvent {
-                position: u.position.clone(),
-                row_index: u.row_index,
-                table: u.table.clone(),
-                op: "unknown".into(),
-                reason: FailureReason::Undecodable,
-                error: u.error.clone(),
-                event: serde_json::to_string(u).expect("serializable"),
+            let f = FailedEvent::from(u);
+            until_stored("failed event", MAX_BACKOFF, || {
+                self.control.record_failed(&f)
             })
             .await;
         }
@@ -115,15 +113,6 @@ impl Publisher {
             commit_ts: txn.commit_ts,
             deliveries,
         })
-    }
-
-    async fn record(&self, f: FailedEvent) {
-        let mut backoff = Duration::from_millis(100);
-        while let Err(e) = self.control.record_failed(&f).await {
-            tracing::warn!(error = %e, retry_in = ?backoff, "control store unavailable; retrying");
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(30));
-        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! Failed events: rows that were read but could not be written, kept whole for replay.
 
 use crate::{now_ms, Backend, ControlError, ControlStore};
-use concord_change::{Position, TableName};
+use concord_change::{Position, TableName, Undecodable};
 use sqlx::Row;
 
 /// Why a row was recorded instead of applied.
@@ -42,6 +42,21 @@ pub struct FailedEvent {
     pub error: String,
     /// The change as JSON (the change model's serde form), replayable as is.
     pub event: String,
+}
+
+impl From<&Undecodable> for FailedEvent {
+    /// A row the binlog reader could not decode, kept with its raw description.
+    fn from(u: &Undecodable) -> Self {
+        FailedEvent {
+            position: u.position.clone(),
+            row_index: u.row_index,
+            table: u.table.clone(),
+            op: "unknown".into(),
+            reason: FailureReason::Undecodable,
+            error: u.error.clone(),
+            event: serde_json::to_string(u).expect("undecodable rows serialize"),
+        }
+    }
 }
 
 /// A recorded failure as the store has it.

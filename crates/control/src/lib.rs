@@ -93,6 +93,26 @@ impl ControlStore {
     }
 }
 
+/// Runs `op` until the control store accepts it, waiting with doubling backoff (capped at
+/// `max_backoff`) between attempts, and returns how many attempts failed. For writes that
+/// must not be lost: a failed event or a position is stored before work moves past it, so
+/// a control store that is down holds that work back instead.
+pub async fn until_stored<F, Fut>(what: &str, max_backoff: Duration, mut op: F) -> u32
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), ControlError>>,
+{
+    let mut backoff = Duration::from_millis(100);
+    let mut failed = 0;
+    while let Err(e) = op().await {
+        failed += 1;
+        tracing::warn!(error = %e, retry_in = ?backoff, "control store unavailable; {what} not stored yet");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(max_backoff);
+    }
+    failed
+}
+
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -16,7 +16,7 @@ use crate::sql::{build, chunk_sizes, columns_per_row};
 use concord_binlog::ReaderEvent;
 use concord_change::{TableName, Transaction};
 use concord_config::{ReplicatorConfig, TableFilter};
-use concord_control::{ControlStore, FailedEvent, FailureReason};
+use concord_control::{until_stored, ControlStore, FailedEvent, FailureReason};
 use concord_schema_cache::{ColumnPlan, PlanError, RefreshReason, SchemaCache, TargetTable};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, Params};
@@ -229,17 +229,12 @@ impl Applier {
             }
             return Err(e);
         }
-        for u in batch.iter().flat_map(|t| &t.undecodable) {
-            failures.push(FailedEvent {
-                position: u.position.clone(),
-                row_index: u.row_index,
-                table: u.table.clone(),
-                op: "unknown".into(),
-                reason: FailureReason::Undecodable,
-                error: u.error.clone(),
-                event: serde_json::to_string(u).expect("serializable"),
-            });
-        }
+        failures.extend(
+            batch
+                .iter()
+                .flat_map(|t| &t.undecodable)
+                .map(FailedEvent::from),
+        );
         self.record_failures(&failures).await;
         let conn = self.conn.as_mut().expect("connected");
         let saved = match progress {
@@ -403,20 +398,15 @@ impl Applier {
 
     /// A failed event must be stored before the batch commits; the control store being
     /// down therefore holds replication back (retried) rather than losing the record.
-    async fn record_failures(&self, failures: &[FailedEvent]) {
+    pub(crate) async fn record_failures(&self, failures: &[FailedEvent]) {
         for f in failures {
-            let mut backoff = Duration::from_millis(100);
-            loop {
-                match self.control.record_failed(f).await {
-                    Ok(()) => break,
-                    Err(e) => {
-                        metrics::RETRIES.with_label_values(&["control_store"]).inc();
-                        tracing::warn!(error = %e, retry_in = ?backoff, "control store unavailable; retrying");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(self.config.max_backoff);
-                    }
-                }
-            }
+            let retries = until_stored("failed event", self.config.max_backoff, || {
+                self.control.record_failed(f)
+            })
+            .await;
+            metrics::RETRIES
+                .with_label_values(&["control_store"])
+                .inc_by(u64::from(retries));
             metrics::FAILED
                 .with_label_values(&[&f.table.to_string(), f.reason.as_str()])
                 .inc();

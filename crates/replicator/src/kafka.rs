@@ -224,7 +224,7 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), Replicat
         }
         for (m, f) in &poison {
             dead_letter(&dead_letters, &dlq, m, &f.error).await;
-            record(&control, f).await;
+            applier.record_failures(std::slice::from_ref(f)).await;
         }
         let progress: Vec<PartitionProgress> = touched.into_values().collect();
         metrics::IN_FLIGHT.set(txns.len() as i64);
@@ -384,18 +384,6 @@ async fn dead_letter(producer: &FutureProducer, topic: &str, m: &OwnedMessage, e
             }
         }
     }
-}
-
-async fn record(control: &ControlStore, f: &FailedEvent) {
-    let mut backoff = Duration::from_millis(100);
-    while let Err(e) = control.record_failed(f).await {
-        tracing::warn!(error = %e, retry_in = ?backoff, "control store unavailable; retrying");
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(30));
-    }
-    metrics::FAILED
-        .with_label_values(&[&f.table.to_string(), f.reason.as_str()])
-        .inc();
 }
 
 fn consumer_config(kafka: &KafkaConfig) -> ClientConfig {
