@@ -12,4 +12,4 @@ mod value;
 
 pub use position::{Position, PositionParseError};
 pub use row::{Ddl, Op, RowChange, SourceTable, TableName, Transaction, Undecodable};
-pub use value::Value;
+pub use value::{utc_datetime, Value};

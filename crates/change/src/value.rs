@@ -122,20 +122,25 @@ fn timestamp_to_mysql(secs: i64, micros: u32) -> MyValue {
     if secs == 0 && micros == 0 {
         return MyValue::Date(0, 0, 0, 0, 0, 0, 0);
     }
-    match DateTime::from_timestamp(secs, micros * 1000) {
-        Some(t) => MyValue::Date(
-            t.year() as u16,
-            t.month() as u8,
-            t.day() as u8,
-            t.hour() as u8,
-            t.minute() as u8,
-            t.second() as u8,
-            micros,
-        ),
-        // Out of chrono's range cannot come from a real TIMESTAMP column; keep the raw
-        // number so the target rejects it visibly rather than storing a wrong time.
-        None => MyValue::Bytes(format!("{secs}.{micros:06}").into_bytes()),
-    }
+    // Out of chrono's range cannot come from a real TIMESTAMP column; keep the raw number
+    // so the target rejects it visibly rather than storing a wrong time.
+    utc_datetime(secs, micros)
+        .unwrap_or_else(|| MyValue::Bytes(format!("{secs}.{micros:06}").into_bytes()))
+}
+
+/// An instant (seconds since the epoch + microseconds) as a DATETIME parameter in UTC, for
+/// a session whose time zone is UTC; `None` outside the representable range.
+pub fn utc_datetime(secs: i64, micros: u32) -> Option<MyValue> {
+    let t = DateTime::from_timestamp(secs, micros * 1000)?;
+    Some(MyValue::Date(
+        t.year() as u16,
+        t.month() as u8,
+        t.day() as u8,
+        t.hour() as u8,
+        t.minute() as u8,
+        t.second() as u8,
+        micros,
+    ))
 }
 
 mod b64 {

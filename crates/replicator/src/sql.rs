@@ -5,8 +5,7 @@
 //! each table needs only a handful of prepared statement shapes.
 
 use crate::batch::{Write, WriteKind};
-use chrono::{DateTime, Datelike, Timelike};
-use concord_change::TableName;
+use concord_change::{utc_datetime, TableName};
 use concord_schema_cache::{quote_ident, quote_table, ColumnPlan};
 use mysql_async::Value as MyValue;
 
@@ -133,18 +132,7 @@ fn delete(target: &TableName, plan: &ColumnPlan, writes: &[Write<'_>]) -> Statem
 
 /// Source commit time as a UTC DATETIME parameter (the applier's session is in UTC).
 fn commit_time(ts: u32) -> MyValue {
-    match DateTime::from_timestamp(i64::from(ts), 0) {
-        Some(t) => MyValue::Date(
-            t.year() as u16,
-            t.month() as u8,
-            t.day() as u8,
-            t.hour() as u8,
-            t.minute() as u8,
-            t.second() as u8,
-            0,
-        ),
-        None => MyValue::NULL,
-    }
+    utc_datetime(i64::from(ts), 0).unwrap_or(MyValue::NULL)
 }
 
 #[cfg(test)]
