@@ -127,15 +127,15 @@ impl Envelope {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
-        let probe: Json =
-            serde_json::from_slice(bytes).map_err(|e| EnvelopeError::NotJson(e.to_string()))?;
-        match probe.get("version").and_then(Json::as_u64) {
-            Some(v) if v == u64::from(FORMAT_VERSION) => {}
-            Some(v) => return Err(EnvelopeError::Version(v as u32)),
-            None => return Err(EnvelopeError::Shape("no `version` field".into())),
+        // One parse straight into the wire form on the hot path; only a message that does
+        // not fit it is parsed again, loosely, to say why.
+        let wire: Wire = match serde_json::from_slice(bytes) {
+            Ok(w) => w,
+            Err(e) => return Err(Self::why_unreadable(bytes, e)),
+        };
+        if wire.version != FORMAT_VERSION {
+            return Err(EnvelopeError::Version(wire.version));
         }
-        let wire: Wire =
-            serde_json::from_value(probe).map_err(|e| EnvelopeError::Shape(e.to_string()))?;
         let s = &wire.schema;
         if s.types.len() != s.columns.len() {
             return Err(EnvelopeError::Shape(
@@ -241,6 +241,22 @@ pub fn split_key_change(change: &RowChange) -> Vec<RowChange> {
             ..change.clone()
         },
     ]
+}
+
+impl Envelope {
+    /// The reason a message did not deserialize as a version-1 envelope: not JSON, another
+    /// version, or the wrong shape.
+    fn why_unreadable(bytes: &[u8], shape_error: serde_json::Error) -> EnvelopeError {
+        let probe: Json = match serde_json::from_slice(bytes) {
+            Ok(p) => p,
+            Err(e) => return EnvelopeError::NotJson(e.to_string()),
+        };
+        match probe.get("version").and_then(Json::as_u64) {
+            Some(v) if v != u64::from(FORMAT_VERSION) => EnvelopeError::Version(v as u32),
+            Some(_) => EnvelopeError::Shape(shape_error.to_string()),
+            None => EnvelopeError::Shape("no `version` field".into()),
+        }
+    }
 }
 
 fn type_name(v: &Value) -> &'static str {
