@@ -146,6 +146,15 @@ impl TestDb {
         }
     }
 
+    /// The integer ids (first column `id`) of `table` on one side, in order.
+    pub async fn ids(&self, target: bool, table: &str) -> Vec<i64> {
+        self.rows(target, table, "id")
+            .await
+            .into_iter()
+            .map(|r| mysql_async::from_value(r[0].clone()))
+            .collect()
+    }
+
     pub async fn count(&self, target: bool, table: &str) -> usize {
         self.rows(target, table, "1").await.len()
     }

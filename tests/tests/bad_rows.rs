@@ -32,12 +32,7 @@ async fn rejected_rows_are_recorded_and_replication_continues() {
     concord
         .wait_caught_up(&db.servers, Duration::from_secs(30))
         .await;
-    let ids: Vec<i64> = db
-        .rows(true, "orders", "id")
-        .await
-        .into_iter()
-        .map(|r| mysql_async::from_value(r[0].clone()))
-        .collect();
+    let ids = db.ids(true, "orders").await;
     assert_eq!(ids, [1, 3, 5, 6]);
 
     let failed = concord.failed_events().await;
