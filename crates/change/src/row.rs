@@ -89,20 +89,6 @@ pub struct RowChange {
 }
 
 impl RowChange {
-    /// The image that identifies the row on the target before this change applies: the
-    /// before-image for updates and deletes, the after-image for inserts.
-    pub fn key_image(&self) -> &[Value] {
-        self.before
-            .as_deref()
-            .or(self.after.as_deref())
-            .unwrap_or(&[])
-    }
-
-    /// Primary-key values of `image`.
-    pub fn key_of<'a>(&self, image: &'a [Value]) -> Vec<&'a Value> {
-        self.table.primary_key.iter().map(|&i| &image[i]).collect()
-    }
-
     /// Whether an update moved the row to a different primary key.
     pub fn changes_key(&self) -> bool {
         match (&self.before, &self.after) {

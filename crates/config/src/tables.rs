@@ -66,11 +66,6 @@ impl TableFilter {
         included && !self.exclude.is_match(&full)
     }
 
-    /// Whether any table of `schema` could match; used to skip DDL of unrelated schemas.
-    pub fn may_match_schema(&self, schema: &str) -> bool {
-        !SYSTEM_SCHEMAS.contains(&schema)
-    }
-
     /// The target table a source table is written to.
     pub fn target_name(&self, source: &TableName) -> TableName {
         if let Some(t) = self
