@@ -270,6 +270,26 @@ impl Concord {
         let _ = self.child.start_kill();
     }
 
+    /// SIGSTOP: the process stays, does nothing (a replicator that falls behind).
+    pub async fn pause(&self) {
+        self.signal("-STOP").await;
+    }
+
+    /// SIGCONT after [`Concord::pause`].
+    pub async fn resume(&self) {
+        self.signal("-CONT").await;
+    }
+
+    async fn signal(&self, sig: &str) {
+        let pid = self.child.id().expect("running").to_string();
+        let ok = Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .await
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} {pid}");
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -362,4 +382,78 @@ pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     Some((code, body))
+}
+
+/// A mismatch record as a test reads it from the control store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MismatchRecord {
+    /// `db.table` (the source table).
+    pub table: String,
+    /// The key as the change model's JSON (`[["id",{"Int":5}]]`).
+    pub key: String,
+    pub kind: String,
+    /// Names of the differing columns, sorted.
+    pub columns: Vec<String>,
+    /// The whole column list as JSON (source and target values).
+    pub detail: String,
+    pub state: String,
+    pub occurrences: i64,
+}
+
+pub async fn mismatches(config: &ConcordConfig) -> Vec<MismatchRecord> {
+    use sqlx::Row;
+    let url = format!("sqlite://{}?mode=ro", config.control_db().display());
+    let Ok(mut conn) = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url).await else {
+        return Vec::new();
+    };
+    let rows = sqlx::query(
+        "SELECT db || '.' || tbl, pk, kind, columns, state, occurrences FROM mismatches ORDER BY id",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap_or_default();
+    rows.iter()
+        .map(|r| {
+            let detail: String = r.get(3);
+            let parsed: serde_json::Value = serde_json::from_str(&detail).expect("columns JSON");
+            let mut columns: Vec<String> = parsed
+                .as_array()
+                .expect("a list of columns")
+                .iter()
+                .map(|c| c["column"].as_str().expect("column name").to_owned())
+                .collect();
+            columns.sort();
+            MismatchRecord {
+                table: r.get(0),
+                key: r.get(1),
+                kind: r.get(2),
+                columns,
+                detail,
+                state: r.get(4),
+                occurrences: r.get(5),
+            }
+        })
+        .collect()
+}
+
+/// A verifier's saved positions: (stream, part, file, position).
+pub async fn verifier_positions(
+    config: &ConcordConfig,
+    name: &str,
+) -> Vec<(String, i64, String, i64)> {
+    use sqlx::Row;
+    let url = format!("sqlite://{}?mode=ro", config.control_db().display());
+    let Ok(mut conn) = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url).await else {
+        return Vec::new();
+    };
+    let rows = sqlx::query(
+        "SELECT stream, part, binlog_file, position FROM verifier_positions WHERE name = ?",
+    )
+    .bind(name)
+    .fetch_all(&mut conn)
+    .await
+    .unwrap_or_default();
+    rows.iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect()
 }

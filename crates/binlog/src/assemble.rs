@@ -1,7 +1,8 @@
 //! Groups binlog events into transactions and tracks the position inside the stream.
 //!
 //! Invariant: `file` is always the binlog file the next event comes from — taken from a
-//! rotate event's *payload*, since a rotate's header position belongs to the old file.
+//! rotate event's *payload*, since a rotate's header position belongs to the old file —
+//! and `pos` is where the next event starts in it.
 
 use crate::ddl::touched_tables;
 use crate::decode::TableInfo;
@@ -14,6 +15,7 @@ use std::sync::Arc;
 
 pub(crate) struct Assembler {
     file: String,
+    pos: u64,
     is_mariadb: bool,
     seen_format_description: bool,
     include: TablePredicate,
@@ -24,6 +26,7 @@ pub(crate) struct Assembler {
 impl Assembler {
     pub fn new(from: Position, is_mariadb: bool, include: TablePredicate) -> Self {
         Self {
+            pos: from.pos,
             file: from.file,
             is_mariadb,
             seen_format_description: false,
@@ -36,6 +39,12 @@ impl Assembler {
     pub fn handle(&mut self, event: &Event, stream: &BinlogStream) -> Option<ReaderEvent> {
         let header = event.header();
         let end = Position::new(self.file.clone(), u64::from(header.log_pos()));
+        // Artificial events (the first rotate, heartbeats) carry no position of their own.
+        let artificial = header.log_pos() == 0
+            || header.event_type() == Ok(mysql_async::binlog::EventType::HEARTBEAT_EVENT);
+        if !artificial {
+            self.pos = u64::from(header.log_pos());
+        }
         let data = match event.read_data() {
             Ok(Some(d)) => d,
             // MariaDB-only events (GTID, GTID list, annotate, checkpoint) are unknown to the
@@ -60,11 +69,12 @@ impl Assembler {
                     name.truncate(name.len() - 4);
                 }
                 self.file = String::from_utf8_lossy(&name).into_owned();
+                self.pos = r.position();
                 None
             }
             EventData::HeartbeatEvent => match self.txn {
                 None => Some(ReaderEvent::CaughtUp {
-                    position: Position::new(self.file.clone(), 0),
+                    position: Position::new(self.file.clone(), self.pos),
                 }),
                 Some(_) => None,
             },

@@ -33,8 +33,11 @@ enum Format {
 enum Command {
     /// Apply changes to the target: from the binlog (direct mode) or from Kafka.
     Replicate(ConfigArg),
-    /// Every role in one process, direct mode (today: the replicator).
+    /// Every role in one process, direct mode: the replicator and the verifier.
     Run(ConfigArg),
+    /// Check every replicated change again after `verifier.delay`, against the target and
+    /// the source, and record mismatches.
+    Verify(ConfigArg),
     /// Publish the source's binlog to Kafka as change envelopes (kafka mode).
     Capture(ConfigArg),
     /// Load and validate the config, print it with secrets hidden, and exit.
@@ -87,7 +90,11 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                      start `concord capture` and `concord replicate` instead"
                 );
             }
-            replicate(config).await
+            run_all(config).await
+        }
+        Command::Verify(a) => {
+            let config = load(&a)?;
+            verify(config).await
         }
         Command::Capture(a) => {
             let config = load(&a)?;
@@ -114,6 +121,50 @@ async fn replicate(config: Config) -> anyhow::Result<()> {
         _ = shutdown_signal() => {
             // Nothing to flush: an uncommitted batch is rolled back by the target and
             // re-read from the checkpoint on the next start.
+            tracing::info!("shutting down");
+            Ok(())
+        }
+    }
+}
+
+async fn verify(config: Config) -> anyhow::Result<()> {
+    let ready = Arc::new(AtomicBool::new(false));
+    concord_telemetry::serve(config.metrics.listen_addr(), ready.clone()).await?;
+    let verifying = async {
+        match config.transport.kind {
+            TransportKind::Direct => concord_verifier::direct::run(&config, ready).await,
+            TransportKind::Kafka => concord_verifier::kafka::run(&config, ready).await,
+        }
+    };
+    tokio::select! {
+        r = verifying => r.context("verifier stopped"),
+        _ = shutdown_signal() => {
+            // The saved position is the end of a fully verified round; the rest is
+            // verified again after the restart.
+            tracing::info!("shutting down");
+            Ok(())
+        }
+    }
+}
+
+/// Direct mode, all in one process: replicator and verifier side by side; either one
+/// stopping stops the process.
+async fn run_all(config: Config) -> anyhow::Result<()> {
+    let ready = Arc::new(AtomicBool::new(false));
+    concord_telemetry::serve(config.metrics.listen_addr(), ready.clone()).await?;
+    let verifier_ready = Arc::new(AtomicBool::new(false));
+    // The verifier starts once the replicator is up, so a refusal at start (settings,
+    // keyless tables) is reported once, by the replicator.
+    let verifying = async {
+        while !ready.load(std::sync::atomic::Ordering::Relaxed) {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        concord_verifier::direct::run(&config, verifier_ready).await
+    };
+    tokio::select! {
+        r = concord_replicator::direct::run(&config, ready.clone()) => r.context("replication stopped"),
+        r = verifying => r.context("verifier stopped"),
+        _ = shutdown_signal() => {
             tracing::info!("shutting down");
             Ok(())
         }

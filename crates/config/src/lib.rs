@@ -7,10 +7,12 @@
 mod error;
 mod sections;
 mod tables;
+mod verifier;
 
 pub use error::ConfigError;
 pub use sections::*;
 pub use tables::TableFilter;
+pub use verifier::{ChecksumConfig, VerifierConfig};
 
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;

@@ -3,6 +3,7 @@
 
 use crate::error::ConfigError;
 use crate::tables::TableFilter;
+use crate::verifier::{ChecksumConfig, VerifierConfig};
 use concord_change::Position;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -29,6 +30,10 @@ pub struct Config {
     /// Required when `transport.kind = "kafka"`.
     #[serde(default)]
     pub kafka: Option<KafkaConfig>,
+    #[serde(default)]
+    pub verifier: VerifierConfig,
+    #[serde(default)]
+    pub checksum: ChecksumConfig,
 }
 
 /// A secret string: read from the file, from the environment or from a `*_file`, and never
@@ -513,6 +518,8 @@ impl Config {
             ));
         }
         TableFilter::new(&self.tables)?;
+        self.verifier.validate(self.source.server_id)?;
+        self.checksum.validate()?;
         match (&self.transport.kind, &self.kafka) {
             (TransportKind::Kafka, None) => {
                 return Err(ConfigError::invalid(

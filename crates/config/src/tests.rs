@@ -152,3 +152,36 @@ fn kafka_mode_needs_its_section_and_takes_the_issue_example() {
     let e = Config::from_toml(&bad).unwrap_err().to_string();
     assert!(e.contains("kafka.topic") && e.contains("bad topic!"), "{e}");
 }
+
+#[test]
+fn verifier_section_defaults_and_the_issue_forms() {
+    let c = Config::from_toml(ISSUE_EXAMPLE).unwrap();
+    assert_eq!(c.verifier.delay, std::time::Duration::from_secs(120));
+    assert_eq!(c.verifier.group, "concord-verifier");
+    assert_eq!(c.verifier.server_id(c.source.server_id), 4243);
+    assert_eq!(c.checksum.chunk_time, std::time::Duration::from_millis(500));
+
+    let c = Config::from_toml(&format!(
+        "{ISSUE_EXAMPLE}\n[verifier]\ndelay = \"5s\"\ngroup = \"v2\"\n"
+    ))
+    .unwrap();
+    assert_eq!(c.verifier.delay, std::time::Duration::from_secs(5));
+    assert_eq!(c.verifier.group, "v2");
+
+    let e = Config::from_toml(&format!("{ISSUE_EXAMPLE}\n[verifier]\nserver_id = 4242\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("verifier.server_id") && e.contains("4242"),
+        "{e}"
+    );
+    let e = Config::from_toml(&format!(
+        "{ISSUE_EXAMPLE}\n[checksum]\nchunk_time = \"2m\"\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("checksum.chunk_time") && e.contains("60s"),
+        "{e}"
+    );
+}

@@ -1,6 +1,6 @@
 //! Failed events: rows that were read but could not be written, kept whole for replay.
 
-use crate::{now_ms, Backend, ControlError, ControlStore};
+use crate::{now_ms, text, Backend, ControlError, ControlStore};
 use concord_change::{Position, TableName, Undecodable};
 use sqlx::Row;
 
@@ -155,18 +155,6 @@ impl ControlStore {
             })
             .collect::<Result<_, sqlx::Error>>()
             .map_err(ControlError::from)
-    }
-}
-
-/// TEXT columns read through the `Any` driver from MariaDB arrive typed as BLOB; accept
-/// either and require UTF-8 (concord only ever writes UTF-8 there).
-fn text(r: &sqlx::any::AnyRow, i: usize) -> Result<String, sqlx::Error> {
-    match r.try_get::<String, _>(i) {
-        Ok(s) => Ok(s),
-        Err(_) => {
-            let bytes: Vec<u8> = r.try_get(i)?;
-            String::from_utf8(bytes).map_err(|e| sqlx::Error::Decode(Box::new(e)))
-        }
     }
 }
 

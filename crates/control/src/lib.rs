@@ -1,5 +1,6 @@
 //! The control store: where concord keeps what an operator must be able to see and act on
-//! — failed events today; mismatches, repairs and the audit log as those roles land.
+//! — failed events, mismatches, role positions; repairs and the audit log as those roles
+//! land.
 //!
 //! A SQLite file by default (embedded), a MySQL/MariaDB database when several processes
 //! share it. Both are reached through sqlx's `Any` driver with per-backend migrations.
@@ -7,10 +8,15 @@
 //! Invariant: recording the same failure twice (a replay after a crash) updates one
 //! record — its origin (binlog file, position, row index) is unique.
 
+mod checksum_runs;
 mod failed;
+mod mismatches;
 mod positions;
 
+pub use checksum_runs::ChecksumRun;
 pub use failed::{FailedEvent, FailedEventRow, FailureReason};
+pub use mismatches::{ColumnDiff, Detector, Mismatch, MismatchKind, MismatchRow, DETECTED};
+pub use positions::VerifierPosition;
 
 use sqlx::any::AnyPoolOptions;
 use sqlx::AnyPool;
@@ -118,4 +124,17 @@ pub(crate) fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or_default()
+}
+
+/// TEXT columns read through the `Any` driver from MariaDB arrive typed as BLOB; accept
+/// either and require UTF-8 (concord only ever writes UTF-8 there).
+pub(crate) fn text(r: &sqlx::any::AnyRow, i: usize) -> Result<String, sqlx::Error> {
+    use sqlx::Row;
+    match r.try_get::<String, _>(i) {
+        Ok(s) => Ok(s),
+        Err(_) => {
+            let bytes: Vec<u8> = r.try_get(i)?;
+            String::from_utf8(bytes).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+        }
+    }
 }

@@ -1,5 +1,9 @@
-//! Positions of roles whose progress is not stored on the target (the capture today; the
-//! verifier later).
+//! Positions of roles whose progress is not stored on the target: the capture (a binlog
+//! position) and the verifier (a binlog position in direct mode, an offset per partition in
+//! kafka mode).
+//!
+//! Invariant: a position is saved only for work that is finished, so resuming from it may
+//! repeat some work but never skips any.
 
 use crate::{now_ms, Backend, ControlError, ControlStore};
 use concord_change::Position;
@@ -50,6 +54,80 @@ impl ControlStore {
     }
 }
 
+/// Where a verifier resumes: one entry per stream — `binlog` (part 0, a binlog position)
+/// in direct mode, or a topic and partition (the next offset to read) in kafka mode.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifierPosition {
+    pub stream: String,
+    pub part: i32,
+    /// The binlog file (direct mode); empty for a Kafka partition.
+    pub file: String,
+    /// The binlog position, or the next offset.
+    pub position: u64,
+}
+
+impl ControlStore {
+    pub async fn verifier_positions(
+        &self,
+        name: &str,
+    ) -> Result<Vec<VerifierPosition>, ControlError> {
+        let rows = sqlx::query(
+            "SELECT stream, part, binlog_file, position FROM verifier_positions WHERE name = ?",
+        )
+        .bind(name)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(VerifierPosition {
+                    stream: r.try_get(0)?,
+                    part: r.try_get::<i64, _>(1)? as i32,
+                    file: r.try_get(2)?,
+                    position: r.try_get::<i64, _>(3)? as u64,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(ControlError::from)
+    }
+
+    /// Saves several positions of one verifier in one transaction.
+    pub async fn save_verifier_positions(
+        &self,
+        name: &str,
+        positions: &[VerifierPosition],
+    ) -> Result<(), ControlError> {
+        let sql = match self.backend {
+            Backend::Sqlite => {
+                "INSERT INTO verifier_positions (name, stream, part, binlog_file, position, updated_ms) \
+                 VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name, stream, part) DO UPDATE SET \
+                 binlog_file = excluded.binlog_file, position = excluded.position, \
+                 updated_ms = excluded.updated_ms"
+            }
+            Backend::MySql => {
+                "INSERT INTO verifier_positions (name, stream, part, binlog_file, position, updated_ms) \
+                 VALUES (?, ?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE \
+                 binlog_file = VALUES(binlog_file), position = VALUES(position), \
+                 updated_ms = VALUES(updated_ms)"
+            }
+        };
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        for p in positions {
+            sqlx::query(sql)
+                .bind(name)
+                .bind(&p.stream)
+                .bind(i64::from(p.part))
+                .bind(&p.file)
+                .bind(p.position as i64)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,5 +150,30 @@ mod tests {
             store.capture_position("main").await.unwrap(),
             Some(Position::new("b.000002", 4))
         );
+    }
+
+    #[tokio::test]
+    async fn verifier_positions_are_kept_per_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("c.db").display());
+        let store = ControlStore::connect(&url, &url).await.unwrap();
+        let p = |part, position| VerifierPosition {
+            stream: "changes".into(),
+            part,
+            file: String::new(),
+            position,
+        };
+        store
+            .save_verifier_positions("v", &[p(0, 10), p(1, 20)])
+            .await
+            .unwrap();
+        store
+            .save_verifier_positions("v", &[p(1, 25)])
+            .await
+            .unwrap();
+        let mut got = store.verifier_positions("v").await.unwrap();
+        got.sort_by_key(|p| p.part);
+        assert_eq!(got, vec![p(0, 10), p(1, 25)]);
+        assert!(store.verifier_positions("other").await.unwrap().is_empty());
     }
 }

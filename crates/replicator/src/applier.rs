@@ -14,7 +14,7 @@ use crate::metrics;
 use crate::offsets::{Offsets, PartitionProgress};
 use crate::sql::{build, chunk_sizes, columns_per_row};
 use concord_binlog::ReaderEvent;
-use concord_change::{TableName, Transaction};
+use concord_change::{Position, TableName, Transaction};
 use concord_config::{ReplicatorConfig, TableFilter};
 use concord_control::{until_stored, ControlStore, FailedEvent, FailureReason};
 use concord_schema_cache::{ColumnPlan, PlanError, RefreshReason, SchemaCache, TargetTable};
@@ -61,6 +61,13 @@ enum Abort {
 
 type Attempt<T> = Result<T, Abort>;
 
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default()
+}
+
 fn transient(e: impl std::fmt::Display) -> Abort {
     Abort::Transient(e.to_string())
 }
@@ -91,12 +98,28 @@ impl Applier {
         mut rx: mpsc::Receiver<ReaderEvent>,
         ready: Arc<AtomicBool>,
     ) -> Result<(), ReplicatorError> {
+        // The end of the last batch this loop committed (unknown until the first one).
+        let mut saved: Option<Position> = None;
         loop {
             let Some(first) = rx.recv().await else {
                 return Ok(());
             };
             let mut batch = match first {
-                ReaderEvent::CaughtUp { .. } => {
+                ReaderEvent::CaughtUp { position } => {
+                    // Idle at the end of the binlog: move the checkpoint there too (past a
+                    // rotation, say), so that "the replicator has applied everything up to
+                    // the source's current position" can be seen from the target alone —
+                    // the verifier waits for exactly that.
+                    if saved.as_ref().is_some_and(|s| *s < position) {
+                        let idle = Transaction {
+                            end: position.clone(),
+                            commit_ts: unix_now() as u32,
+                            ..Transaction::default()
+                        };
+                        self.apply_with_retry(std::slice::from_ref(&idle), Progress::Binlog)
+                            .await?;
+                    }
+                    saved = Some(position);
                     metrics::LAG.set(0.0);
                     ready.store(true, Ordering::Relaxed);
                     continue;
@@ -124,6 +147,7 @@ impl Applier {
                 }
             }
             self.apply_with_retry(&batch, Progress::Binlog).await?;
+            saved = batch.last().map(|t| t.end.clone());
             ready.store(true, Ordering::Relaxed);
             if caught_up && rx.is_empty() {
                 metrics::LAG.set(0.0);
@@ -166,8 +190,10 @@ impl Applier {
             }
         };
         let rows: usize = batch.iter().map(|t| t.changes.len()).sum();
-        metrics::BATCH_ROWS.observe(rows as f64);
-        metrics::BATCH_SECONDS.observe(started.elapsed().as_secs_f64());
+        if rows > 0 {
+            metrics::BATCH_ROWS.observe(rows as f64);
+            metrics::BATCH_SECONDS.observe(started.elapsed().as_secs_f64());
+        }
         let mut applied: HashMap<(&TableName, &str), i64> = HashMap::new();
         for c in batch.iter().flat_map(|t| &t.changes) {
             *applied.entry((&c.table.name, c.op.as_str())).or_default() += 1;
@@ -183,11 +209,7 @@ impl Applier {
                 .inc_by(n.max(0) as u64);
         }
         if let Some(last) = batch.last() {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs_f64())
-                .unwrap_or_default();
-            metrics::LAG.set((now - f64::from(last.commit_ts)).max(0.0));
+            metrics::LAG.set((unix_now() - f64::from(last.commit_ts)).max(0.0));
         }
         Ok(Outcome::Committed)
     }

@@ -423,7 +423,8 @@ fn dead_letter_config(kafka: &KafkaConfig) -> ClientConfig {
     c
 }
 
-fn regex_escape(s: &str) -> String {
+/// `s` as a regular expression matching itself (topic subscriptions by pattern).
+pub fn regex_escape(s: &str) -> String {
     s.chars()
         .flat_map(|c| {
             if c.is_ascii_alphanumeric() || c == '_' || c == '-' {

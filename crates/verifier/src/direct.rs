@@ -1,0 +1,187 @@
+//! Direct mode: the verifier reads the source's binlog with its own reader, holding each
+//! transaction back until its commit time + delay has passed.
+//!
+//! Invariants:
+//! - waiting holds one transaction; the reader blocks on the bounded channel behind it, so
+//!   memory stays bounded for any backlog;
+//! - the saved position is the end of a transaction whose changes were all verified, so a
+//!   restart re-verifies at most one round and skips nothing.
+
+use crate::check::{Checker, Item};
+use crate::error::VerifierError;
+use crate::metrics;
+use crate::progress::{Mark, Replica, Stream};
+use crate::setup::{self, Setup};
+use concord_binlog::{preflight, start_position, BinlogReader, ReaderEvent, ReaderOptions};
+use concord_change::{Position, TableName, Transaction};
+use concord_config::Config;
+use concord_control::{until_stored, VerifierPosition};
+use concord_replicator::checkpoint::Checkpoints;
+use mysql_async::Conn;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+const STREAM: &str = "binlog";
+
+pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), VerifierError> {
+    let filter = config.tables.filter();
+    let setup = Setup::connect(config).await?;
+    let mut source = Conn::new(setup.source_opts.clone()).await.map_err(|e| {
+        VerifierError::Preflight(format!("source {}: {e}", config.source.url.redacted()))
+    })?;
+    let server = preflight(&mut source, &filter, &config.target.checkpoint_schema).await?;
+    let checkpoints = Checkpoints::new(&config.target.checkpoint_schema, &config.replicator.name);
+    let name = &config.verifier.name;
+    let saved = setup
+        .control
+        .verifier_positions(name)
+        .await?
+        .into_iter()
+        .find(|p| p.stream == STREAM)
+        .map(|p| Position::new(p.file, p.position));
+    let start = match saved {
+        Some(p) => {
+            tracing::info!(position = %p, "verifier resuming from its saved position");
+            p
+        }
+        None => {
+            // Nothing verified yet: begin where the replicator is, or where it would start.
+            let mut target = setup.target.get_conn().await.map_err(|e| {
+                VerifierError::Preflight(format!("target {}: {e}", config.target.url.redacted()))
+            })?;
+            checkpoints.ensure(&mut target).await.map_err(|e| {
+                VerifierError::Preflight(format!("target {}: {e}", config.target.url.redacted()))
+            })?;
+            match checkpoints.load(&mut target).await.ok().flatten() {
+                Some(p) => p,
+                None => start_position(&mut source, &config.source.start_from()).await?,
+            }
+        }
+    };
+    drop(source);
+    tracing::info!(position = %start, delay = ?config.verifier.delay, "verifying");
+
+    let checkpoint_schema = config.target.checkpoint_schema.clone();
+    let include = filter.clone();
+    let reader = BinlogReader::new(
+        ReaderOptions {
+            opts: setup.source_opts.clone(),
+            server_id: config.verifier.server_id(config.source.server_id),
+            heartbeat: config.source.heartbeat,
+            include: Arc::new(move |t: &TableName| t.db != checkpoint_schema && include.matches(t)),
+            max_backoff: config.replicator.max_backoff,
+        },
+        server,
+    );
+    let checker = setup.checker(
+        config,
+        Replica::Direct {
+            target: setup.target.clone(),
+            checkpoints,
+        },
+    );
+    tokio::spawn(metrics::report_open_mismatches(
+        setup.control.clone(),
+        Duration::from_secs(5),
+    ));
+    let (tx, rx) = mpsc::channel(config.replicator.queue_transactions);
+    let reading = tokio::spawn(async move { reader.run(start, tx).await });
+    ready.store(true, Ordering::Relaxed);
+    let verifying = verify_loop(config, &setup, &checker, rx);
+    tokio::pin!(verifying);
+    tokio::select! {
+        r = &mut verifying => r,
+        r = reading => match r {
+            Ok(Ok(())) => verifying.await,
+            Ok(Err(e)) => Err(e.into()),
+            Err(join) => Err(VerifierError::Preflight(format!("binlog reader crashed: {join}"))),
+        },
+    }
+}
+
+async fn verify_loop(
+    config: &Config,
+    setup: &Setup,
+    checker: &Checker,
+    mut rx: mpsc::Receiver<ReaderEvent>,
+) -> Result<(), VerifierError> {
+    let delay = config.verifier.delay;
+    let mut held: Option<Transaction> = None;
+    let mut saved_at = Instant::now();
+    loop {
+        let first = match held.take() {
+            Some(t) => t,
+            None => match rx.recv().await {
+                None => return Ok(()),
+                Some(ReaderEvent::CaughtUp { position }) => {
+                    metrics::LAG.set(0.0);
+                    save(config, setup, &position, &mut saved_at).await;
+                    continue;
+                }
+                Some(ReaderEvent::Transaction(t)) => t,
+            },
+        };
+        // Hold the reader back (the channel is bounded) until this one is due.
+        let wait = setup::until_due(first.commit_ts, delay);
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        let mut round = vec![first];
+        let mut rows = round[0].changes.len();
+        while rows < config.verifier.batch_rows {
+            match rx.try_recv() {
+                Ok(ReaderEvent::Transaction(t)) => {
+                    if setup::until_due(t.commit_ts, delay).is_zero() {
+                        rows += t.changes.len();
+                        round.push(t);
+                    } else {
+                        held = Some(t);
+                        break;
+                    }
+                }
+                Ok(ReaderEvent::CaughtUp { .. }) | Err(_) => break,
+            }
+        }
+        for t in &round {
+            if let Some(ddl) = &t.ddl {
+                setup.forget(ddl, &config.tables.filter()).await;
+            }
+        }
+        let items: Vec<Item> = round
+            .iter()
+            .flat_map(|t| {
+                t.changes.iter().map(|c| Item {
+                    change: c.clone(),
+                    mark: Mark::Binlog(t.end.clone()),
+                    stream: Stream::Binlog,
+                    origin: c.position.clone(),
+                })
+            })
+            .collect();
+        setup::verify_with_retry(checker, &items, config.replicator.max_backoff).await?;
+        let last = round.last().expect("rounds are never empty");
+        metrics::LAG.set(setup::late_by(last.commit_ts, delay));
+        save(config, setup, &last.end, &mut saved_at).await;
+    }
+}
+
+async fn save(config: &Config, setup: &Setup, p: &Position, saved_at: &mut Instant) {
+    if saved_at.elapsed() < config.verifier.save_every {
+        return;
+    }
+    let entry = [VerifierPosition {
+        stream: STREAM.into(),
+        part: 0,
+        file: p.file.clone(),
+        position: p.pos,
+    }];
+    until_stored("verifier position", config.replicator.max_backoff, || {
+        setup
+            .control
+            .save_verifier_positions(&config.verifier.name, &entry)
+    })
+    .await;
+    *saved_at = Instant::now();
+}

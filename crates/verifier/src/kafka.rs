@@ -1,0 +1,259 @@
+//! Kafka mode: the verifier is a consumer group of its own on the change topic(s), reading
+//! the same envelopes as the replicators, each only once its commit time + delay passed.
+//!
+//! Invariants:
+//! - at most `verifier.batch_rows` envelopes are held; when they are all waiting for their
+//!   time, the assigned partitions are paused (librdkafka then drops what it prefetched and
+//!   fetches again on resume), so memory stays bounded for any backlog;
+//! - the saved position of a partition is the offset after a message that was verified,
+//!   and everything before it on that partition was verified too.
+
+use crate::check::Item;
+use crate::error::VerifierError;
+use crate::metrics;
+use crate::progress::{Mark, Replica, Stream};
+use crate::setup::{self, Setup};
+use concord_change::envelope::Envelope;
+use concord_change::Position;
+use concord_config::{Config, KafkaConfig, TopicMode};
+use concord_control::{until_stored, VerifierPosition};
+use concord_replicator::offsets::Offsets;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::Offset;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+type PartitionKey = (String, i32);
+
+/// An envelope waiting for its time.
+struct Waiting {
+    item: Item,
+    commit_ts: u32,
+}
+
+pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), VerifierError> {
+    let kafka = config
+        .kafka
+        .as_ref()
+        .ok_or_else(|| VerifierError::Preflight("kafka mode needs a [kafka] section".into()))?;
+    let setup = Setup::connect(config).await?;
+    let consumer: StreamConsumer = consumer_config(kafka, config)
+        .create()
+        .map_err(|e| VerifierError::Preflight(format!("kafka consumer: {e}")))?;
+    match kafka.topic_mode {
+        TopicMode::Single => consumer.subscribe(&[&kafka.topic]),
+        TopicMode::PerTable => consumer.subscribe(&[&format!(
+            "^{}\\..*",
+            concord_replicator::kafka::regex_escape(&kafka.topic)
+        )]),
+    }
+    .map_err(|e| VerifierError::Preflight(format!("kafka subscribe: {e}")))?;
+    let client: BaseConsumer = base_config(kafka)
+        .create()
+        .map_err(|e| VerifierError::Preflight(format!("kafka client: {e}")))?;
+    let checker = setup.checker(
+        config,
+        Replica::Kafka {
+            target: setup.target.clone(),
+            offsets: Offsets::new(&config.target.checkpoint_schema, &kafka.group),
+            control: setup.control.clone(),
+            capture: concord_capture::position_name(config),
+            client: Arc::new(client),
+        },
+    );
+    tokio::spawn(metrics::report_open_mismatches(
+        setup.control.clone(),
+        Duration::from_secs(5),
+    ));
+    let name = config.verifier.group.as_str();
+    let mut next: HashMap<PartitionKey, i64> = setup
+        .control
+        .verifier_positions(name)
+        .await?
+        .into_iter()
+        .map(|p| ((p.stream, p.part), p.position as i64))
+        .collect();
+    tracing::info!(group = name, topic = %kafka.topic, delay = ?config.verifier.delay, "verifying");
+    ready.store(true, Ordering::Relaxed);
+
+    let delay = config.verifier.delay;
+    let mut waiting: VecDeque<Waiting> = VecDeque::new();
+    let mut verified: BTreeMap<PartitionKey, i64> = BTreeMap::new();
+    let mut saved_at = Instant::now();
+    let mut paused = false;
+    loop {
+        let head_wait = waiting
+            .front()
+            .map(|w| setup::until_due(w.commit_ts, delay));
+        let due = head_wait.is_some_and(|w| w.is_zero());
+        if !due && waiting.len() < config.verifier.batch_rows {
+            if paused {
+                resume(&consumer);
+                paused = false;
+            }
+            let timeout = head_wait
+                .unwrap_or(Duration::from_millis(500))
+                .min(Duration::from_millis(500));
+            match tokio::time::timeout(timeout, consumer.recv()).await {
+                Ok(Ok(m)) => {
+                    let key = (m.topic().to_owned(), m.partition());
+                    let want = next.get(&key).copied();
+                    if want.is_some_and(|w| m.offset() < w) {
+                        continue; // verified before the restart
+                    }
+                    if let Some(w) = want.filter(|&w| m.offset() > w) {
+                        // The group starts where the broker says; the saved position wins.
+                        let _ =
+                            consumer.seek(&key.0, key.1, Offset::Offset(w), Duration::from_secs(5));
+                        continue;
+                    }
+                    next.insert(key.clone(), m.offset() + 1);
+                    match Envelope::decode(m.payload().unwrap_or_default()) {
+                        Ok(env) => waiting.push_back(Waiting {
+                            commit_ts: env.change.commit_ts,
+                            item: Item {
+                                mark: Mark::Offset {
+                                    topic: key.0.clone(),
+                                    partition: key.1,
+                                    offset: m.offset(),
+                                },
+                                stream: Stream::Partition {
+                                    topic: key.0.clone(),
+                                    partition: key.1,
+                                },
+                                origin: Position::new(
+                                    format!("{}[{}]", key.0, key.1),
+                                    m.offset() as u64,
+                                ),
+                                change: env.change,
+                            },
+                        }),
+                        // The replicator dead-letters and records it; nothing to verify.
+                        // (Its offset is saved with the next verified message after it.)
+                        Err(e) => {
+                            tracing::debug!(topic = %key.0, partition = key.1, offset = m.offset(), error = %e, "unreadable envelope skipped");
+                        }
+                    }
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "kafka consume error");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(_) => {}
+            }
+            if waiting.is_empty() {
+                metrics::LAG.set(0.0);
+                save(config, &setup, &verified, &mut saved_at).await;
+            }
+            continue;
+        }
+        if !due {
+            // Full, and the oldest is not due yet: stop fetching until it is.
+            if !paused {
+                pause(&consumer);
+                paused = true;
+            }
+            if let Some(w) = head_wait {
+                tokio::time::sleep(w.min(Duration::from_millis(500))).await;
+            }
+            continue;
+        }
+        let mut round = Vec::new();
+        let mut last_ts = 0;
+        while let Some(w) = waiting.front() {
+            if round.len() >= config.verifier.batch_rows
+                || !setup::until_due(w.commit_ts, delay).is_zero()
+            {
+                break;
+            }
+            let w = waiting.pop_front().expect("front exists");
+            last_ts = w.commit_ts;
+            round.push(w.item);
+        }
+        setup::verify_with_retry(&checker, &round, config.replicator.max_backoff).await?;
+        for item in &round {
+            if let Mark::Offset {
+                topic,
+                partition,
+                offset,
+            } = &item.mark
+            {
+                verified.insert((topic.clone(), *partition), offset + 1);
+            }
+        }
+        metrics::LAG.set(setup::late_by(last_ts, delay));
+        save(config, &setup, &verified, &mut saved_at).await;
+    }
+}
+
+async fn save(
+    config: &Config,
+    setup: &Setup,
+    verified: &BTreeMap<PartitionKey, i64>,
+    saved_at: &mut Instant,
+) {
+    if verified.is_empty() || saved_at.elapsed() < config.verifier.save_every {
+        return;
+    }
+    let entries: Vec<VerifierPosition> = verified
+        .iter()
+        .map(|((topic, part), next)| VerifierPosition {
+            stream: topic.clone(),
+            part: *part,
+            file: String::new(),
+            position: *next as u64,
+        })
+        .collect();
+    until_stored("verifier position", config.replicator.max_backoff, || {
+        setup
+            .control
+            .save_verifier_positions(&config.verifier.group, &entries)
+    })
+    .await;
+    *saved_at = Instant::now();
+}
+
+fn pause(consumer: &StreamConsumer) {
+    if let Ok(assigned) = consumer.assignment() {
+        let _ = consumer.pause(&assigned);
+    }
+}
+
+fn resume(consumer: &StreamConsumer) {
+    if let Ok(assigned) = consumer.assignment() {
+        let _ = consumer.resume(&assigned);
+    }
+}
+
+fn consumer_config(kafka: &KafkaConfig, config: &Config) -> ClientConfig {
+    // The consumer may sit on a paused assignment for up to the delay; stay in the group.
+    let poll_ms = (config.verifier.delay + Duration::from_secs(300))
+        .max(Duration::from_secs(600))
+        .as_millis();
+    let mut c = base_config(kafka);
+    c.set("group.id", &config.verifier.group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .set("queued.max.messages.kbytes", "16384")
+        .set("max.poll.interval.ms", poll_ms.to_string())
+        .set("session.timeout.ms", "10000")
+        .set("fetch.wait.max.ms", "100");
+    for (k, v) in &kafka.properties {
+        c.set(k, v);
+    }
+    c
+}
+
+fn base_config(kafka: &KafkaConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &kafka.brokers);
+    for (k, v) in &kafka.properties {
+        c.set(k, v);
+    }
+    c
+}

@@ -1,0 +1,21 @@
+//! The verifier: every replicated change is checked again after a delay — against the
+//! target, and against the source before anything is recorded — plus the whole-table
+//! checksum.
+//!
+//! Invariant: a mismatch is recorded only after the source confirmed it (see
+//! [`recheck`]); a lagging replicator, a row that moved on, or a row still changing are
+//! never mismatches.
+
+pub mod check;
+pub mod direct;
+pub mod equality;
+pub mod error;
+pub mod kafka;
+pub mod metrics;
+pub mod progress;
+pub mod recheck;
+pub mod rows;
+pub(crate) mod setup;
+pub mod sql_value;
+
+pub use error::VerifierError;

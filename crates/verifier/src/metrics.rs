@@ -1,0 +1,101 @@
+//! The verifier's and the checksum's Prometheus metrics (names start with `concord_`).
+
+use concord_control::ControlStore;
+use prometheus::{
+    register_gauge, register_int_counter_vec, register_int_gauge_vec, Gauge, IntCounterVec,
+    IntGaugeVec,
+};
+use std::sync::LazyLock;
+use std::time::Duration;
+
+pub static VERIFIED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "concord_verified_total",
+        "Row changes verified, by result: match (target equals the change), resolved (it \
+         differed but equals the source's current row), superseded (the source row changed \
+         again during the check; its next change is verified instead), mismatch",
+        &["table", "result"]
+    )
+    .expect("metric registers once")
+});
+
+pub static MISMATCHES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "concord_mismatches_detected_total",
+        "Mismatches confirmed against the source and recorded, by kind (missing, extra, differs)",
+        &["table", "kind"]
+    )
+    .expect("metric registers once")
+});
+
+pub static OPEN_MISMATCHES: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "concord_open_mismatches",
+        "Open mismatch records in the control store, by table and state",
+        &["table", "state"]
+    )
+    .expect("metric registers once")
+});
+
+pub static LAG: LazyLock<Gauge> = LazyLock::new(|| {
+    register_gauge!(
+        "concord_verifier_lag_seconds",
+        "How late the verifier is beyond its delay: now - (source commit time + delay) of the \
+         last change it verified; 0 when it is on schedule"
+    )
+    .expect("metric registers once")
+});
+
+pub static RECHECKS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "concord_source_rechecks_total",
+        "Differences rechecked against the source, by outcome (resolved, superseded, confirmed)",
+        &["outcome"]
+    )
+    .expect("metric registers once")
+});
+
+pub static CHECKSUM_ROWS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "concord_checksum_rows_total",
+        "Rows covered by concord checksum chunks",
+        &["table"]
+    )
+    .expect("metric registers once")
+});
+
+pub static CHECKSUM_CHUNKS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "concord_checksum_chunks_total",
+        "Checksum chunks compared, by result (same, differ)",
+        &["table", "result"]
+    )
+    .expect("metric registers once")
+});
+
+pub static CHECKSUM_PROGRESS: LazyLock<prometheus::GaugeVec> = LazyLock::new(|| {
+    prometheus::register_gauge_vec!(
+        "concord_checksum_progress_ratio",
+        "Share of the table's estimated rows the current checksum run has covered",
+        &["table"]
+    )
+    .expect("metric registers once")
+});
+
+/// Keeps `concord_open_mismatches` in step with the control store.
+pub async fn report_open_mismatches(control: ControlStore, every: Duration) {
+    loop {
+        match control.open_mismatch_counts().await {
+            Ok(counts) => {
+                OPEN_MISMATCHES.reset();
+                for (table, state, n) in counts {
+                    OPEN_MISMATCHES
+                        .with_label_values(&[&table.to_string(), &state])
+                        .set(n);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not count open mismatches"),
+        }
+        tokio::time::sleep(every).await;
+    }
+}

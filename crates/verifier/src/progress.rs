@@ -1,0 +1,164 @@
+//! How far the replicator has got, as the target records it: the verifier looks at a change
+//! only once the replicator has applied it, so a lagging replicator is never a mismatch.
+//!
+//! Invariant: [`Replica::reached`] answers from what is committed on the target (the
+//! replicator's checkpoint or stored offsets), never from what the replicator may have in
+//! flight.
+
+use concord_change::Position;
+use concord_control::ControlStore;
+use concord_replicator::checkpoint::Checkpoints;
+use concord_replicator::offsets::Offsets;
+use mysql_async::Pool;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A point in the replicator's input that it must have applied.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Mark {
+    /// Direct mode: the end of a source transaction.
+    Binlog(Position),
+    /// Kafka mode: a message (topic, partition, offset).
+    Offset {
+        topic: String,
+        partition: i32,
+        offset: i64,
+    },
+}
+
+/// Which stream a row's changes travel in: one binlog, or (kafka mode) the partition its
+/// key hashes to — every change of one row is on that partition.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Stream {
+    Binlog,
+    Partition { topic: String, partition: i32 },
+}
+
+pub enum Replica {
+    Direct {
+        target: Pool,
+        checkpoints: Checkpoints,
+    },
+    Kafka {
+        target: Pool,
+        offsets: Offsets,
+        control: ControlStore,
+        /// The capture's name in the control store (its saved position).
+        capture: String,
+        /// For partition high watermarks.
+        client: Arc<BaseConsumer>,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProgressError {
+    #[error("reading the replicator's progress on the target: {0}")]
+    Target(#[from] mysql_async::Error),
+    #[error("reading the capture's position: {0}")]
+    Control(#[from] concord_control::ControlError),
+    #[error("reading a high watermark from Kafka: {0}")]
+    Kafka(String),
+}
+
+impl Replica {
+    /// Whether the replicator has applied `mark`.
+    pub async fn reached(&self, mark: &Mark) -> Result<bool, ProgressError> {
+        match (self, mark) {
+            (
+                Replica::Direct {
+                    target,
+                    checkpoints,
+                },
+                Mark::Binlog(p),
+            ) => {
+                let mut conn = target.get_conn().await?;
+                Ok(checkpoints.load(&mut conn).await?.is_some_and(|c| c >= *p))
+            }
+            (
+                Replica::Kafka {
+                    target, offsets, ..
+                },
+                Mark::Offset {
+                    topic,
+                    partition,
+                    offset,
+                },
+            ) => {
+                let mut conn = target.get_conn().await?;
+                let stored = offsets.load(&mut conn, topic, *partition).await?;
+                Ok(stored.is_some_and(|next| next > *offset))
+            }
+            // A mark of the other mode can never be reached by this replicator.
+            _ => Ok(false),
+        }
+    }
+
+    /// The mark that covers every change of `stream` up to source position `p` — `None`
+    /// while that cannot be told yet (kafka mode: the capture has not published up to `p`).
+    pub async fn mark_for(
+        &self,
+        p: &Position,
+        stream: &Stream,
+    ) -> Result<Option<Mark>, ProgressError> {
+        match (self, stream) {
+            (Replica::Direct { .. }, _) => Ok(Some(Mark::Binlog(p.clone()))),
+            (
+                Replica::Kafka {
+                    control,
+                    capture,
+                    client,
+                    ..
+                },
+                Stream::Partition { topic, partition },
+            ) => {
+                // Everything the capture published up to `p` is below the high watermark
+                // read after the capture's saved position passed `p`.
+                let published = control.capture_position(capture).await?;
+                if published.is_none_or(|c| c < *p) {
+                    return Ok(None);
+                }
+                let client = client.clone();
+                let (topic, partition) = (topic.clone(), *partition);
+                let high = tokio::task::spawn_blocking(move || {
+                    client
+                        .fetch_watermarks(&topic, partition, Duration::from_secs(5))
+                        .map(|(_, high)| (topic, high))
+                })
+                .await
+                .map_err(|e| ProgressError::Kafka(e.to_string()))?
+                .map_err(|e| ProgressError::Kafka(e.to_string()))?;
+                Ok(Some(Mark::Offset {
+                    topic: high.0,
+                    partition,
+                    offset: high.1 - 1,
+                }))
+            }
+            (Replica::Kafka { .. }, Stream::Binlog) => Ok(None),
+        }
+    }
+
+    /// Waits until the replicator has applied `mark`, checking every `every`. Waiting has
+    /// no limit: a replicator that is behind (or down) is not a mismatch.
+    pub async fn wait_for(&self, mark: &Mark, every: Duration) -> Result<(), ProgressError> {
+        let mut logged = std::time::Instant::now();
+        loop {
+            if let Mark::Offset { offset, .. } = mark {
+                if *offset < 0 {
+                    return Ok(());
+                }
+            }
+            if self.reached(mark).await? {
+                return Ok(());
+            }
+            if logged.elapsed() > Duration::from_secs(30) {
+                tracing::info!(
+                    ?mark,
+                    "waiting for the replicator to apply this before verifying"
+                );
+                logged = std::time::Instant::now();
+            }
+            tokio::time::sleep(every).await;
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! Reading rows by primary key, many at a time: the verifier reads the target (and, for a
+//! recheck, the source) once per table per round — never once per change.
+//!
+//! Invariant: every identifier in the statement comes from a [`TargetTable`] the server's
+//! own `information_schema` described (see the schema cache), quoted; key values are bound
+//! parameters.
+
+use crate::equality::key_form;
+use concord_change::Value;
+use concord_schema_cache::{quote_ident, quote_table, TargetTable};
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Params, Row};
+use std::collections::HashMap;
+
+use crate::sql_value::from_sql;
+
+/// Rows of one table, keyed by the canonical form of their primary key
+/// ([`key_form`]); values in the table's column order.
+pub type Rows = HashMap<Vec<u8>, Vec<Value>>;
+
+/// The largest number of keys in one statement. Smaller reads are padded to a power of two
+/// (by repeating a key) so a handful of prepared statements serve every size.
+const MAX_KEYS: usize = 512;
+
+/// The canonical key of a row given in `table`'s column order.
+pub fn row_key(table: &TargetTable, row: &[Value]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for k in &table.primary_key {
+        let i = table
+            .columns
+            .iter()
+            .position(|c| c.name.eq_ignore_ascii_case(k))
+            .expect("primary-key columns are columns");
+        key_form(&row[i], &table.columns[i].data_type, &mut out);
+    }
+    out
+}
+
+/// The canonical key of key values given in `table.primary_key` order.
+pub fn key_of(table: &TargetTable, key: &[Value]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (k, v) in table.primary_key.iter().zip(key) {
+        let ty = table
+            .column(k)
+            .map(|c| c.data_type.as_str())
+            .unwrap_or_default();
+        key_form(v, ty, &mut out);
+    }
+    out
+}
+
+/// Reads every column of the rows of `table` whose primary key is one of `keys` (each in
+/// `table.primary_key` order). Rows that do not exist are simply absent from the result.
+pub async fn fetch(
+    conn: &mut Conn,
+    table: &TargetTable,
+    keys: &[Vec<Value>],
+) -> Result<Rows, mysql_async::Error> {
+    let mut out = Rows::with_capacity(keys.len());
+    if keys.is_empty() || table.primary_key.is_empty() {
+        return Ok(out);
+    }
+    let columns = table
+        .columns
+        .iter()
+        .map(|c| quote_ident(&c.name))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let key_cols = table
+        .primary_key
+        .iter()
+        .map(|k| quote_ident(k))
+        .collect::<Vec<_>>();
+    let width = key_cols.len();
+    let lhs = if width == 1 {
+        key_cols[0].clone()
+    } else {
+        format!("({})", key_cols.join(", "))
+    };
+    let one = if width == 1 {
+        "?".to_owned()
+    } else {
+        format!("({})", vec!["?"; width].join(", "))
+    };
+    for chunk in keys.chunks(MAX_KEYS) {
+        let size = chunk.len().next_power_of_two();
+        let sql = format!(
+            "SELECT {columns} FROM {} WHERE {lhs} IN ({})",
+            quote_table(&table.name),
+            vec![one.as_str(); size].join(", ")
+        );
+        let params: Vec<mysql_async::Value> = (0..size)
+            .flat_map(|i| chunk[i.min(chunk.len() - 1)].iter().map(Value::to_mysql))
+            .collect();
+        let rows: Vec<Row> = conn.exec(sql, Params::Positional(params)).await?;
+        for row in rows {
+            let values: Vec<Value> = row
+                .unwrap()
+                .into_iter()
+                .zip(&table.columns)
+                .map(|(v, c)| from_sql(v, &c.data_type))
+                .collect();
+            out.insert(row_key(table, &values), values);
+        }
+    }
+    Ok(out)
+}

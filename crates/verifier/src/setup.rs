@@ -1,0 +1,121 @@
+//! What the direct and kafka verifiers share: connections (every session in UTC), schema
+//! caches for both sides, the due-time arithmetic and the retry of a round.
+
+use crate::check::{Checker, Item};
+use crate::error::VerifierError;
+use crate::progress::Replica;
+use concord_change::Ddl;
+use concord_config::{Config, TableFilter};
+use concord_control::ControlStore;
+use concord_schema_cache::{RefreshReason, SchemaCache};
+use mysql_async::{Opts, OptsBuilder, Pool};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub(crate) struct Setup {
+    pub source_opts: Opts,
+    pub source: Pool,
+    pub target: Pool,
+    pub control: ControlStore,
+    pub target_schema: SchemaCache,
+    pub source_schema: SchemaCache,
+}
+
+/// Connection options whose sessions read TIMESTAMP values as UTC (see `sql_value`).
+pub(crate) fn utc(opts: Opts) -> Opts {
+    OptsBuilder::from_opts(opts)
+        .stmt_cache_size(256)
+        .setup(vec!["SET time_zone = '+00:00'".to_owned()])
+        .into()
+}
+
+impl Setup {
+    pub async fn connect(config: &Config) -> Result<Self, VerifierError> {
+        let source_opts = utc(config.source.opts());
+        let source = Pool::new(source_opts.clone());
+        let target = Pool::new(utc(config.target.opts()));
+        let control =
+            ControlStore::connect(config.control.url.expose(), &config.control.url.redacted())
+                .await?;
+        Ok(Self {
+            target_schema: SchemaCache::new(target.clone(), config.target.schema_ttl),
+            source_schema: SchemaCache::new(source.clone(), config.target.schema_ttl),
+            source_opts,
+            source,
+            target,
+            control,
+        })
+    }
+
+    pub fn checker(&self, config: &Config, replica: Replica) -> Checker {
+        Checker::new(
+            self.target.clone(),
+            self.source.clone(),
+            self.target_schema.clone(),
+            self.source_schema.clone(),
+            self.control.clone(),
+            config.tables.filter(),
+            replica,
+            Duration::from_millis(50),
+            config.verifier.retry_after,
+        )
+    }
+
+    /// A source DDL: both sides' cached column sets of the tables it names are read again.
+    pub async fn forget(&self, ddl: &Ddl, filter: &TableFilter) {
+        if ddl.tables.is_empty() {
+            self.source_schema.refresh_schema(&ddl.schema);
+            let mapped =
+                filter.target_name(&concord_change::TableName::new(ddl.schema.clone(), ""));
+            self.target_schema.refresh_schema(&mapped.db);
+        }
+        for t in &ddl.tables {
+            self.source_schema
+                .refresh(t, RefreshReason::SourceDdl)
+                .await;
+            self.target_schema
+                .refresh(&filter.target_name(t), RefreshReason::SourceDdl)
+                .await;
+        }
+    }
+}
+
+fn now() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+/// How long until a change committed at `commit_ts` (whole seconds) is due for checking.
+/// The commit time is rounded down by the binlog, so a change is due one second late
+/// rather than early.
+pub(crate) fn until_due(commit_ts: u32, delay: Duration) -> Duration {
+    let due = Duration::from_secs(u64::from(commit_ts) + 1) + delay;
+    due.saturating_sub(now())
+}
+
+/// Seconds a change committed at `commit_ts` is being verified after it was due.
+pub(crate) fn late_by(commit_ts: u32, delay: Duration) -> f64 {
+    let due = Duration::from_secs(u64::from(commit_ts) + 1) + delay;
+    now().saturating_sub(due).as_secs_f64()
+}
+
+/// Verifies a round, retrying it whole after a transient error (servers or control store
+/// unavailable) with capped backoff; a definite error stops the verifier.
+pub(crate) async fn verify_with_retry(
+    checker: &Checker,
+    items: &[Item],
+    max_backoff: Duration,
+) -> Result<(), VerifierError> {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match checker.verify(items).await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_transient() => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "verification round failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(max_backoff);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}

@@ -1,0 +1,427 @@
+//! The verifier in direct mode: changes are checked again after `verifier.delay` against the
+//! target and the source; only confirmed differences become mismatch records.
+
+use concord_e2e::concord::{mismatches, verifier_positions, MismatchRecord};
+use concord_e2e::writer::{Writer, TABLE_DDL};
+use concord_e2e::{wait_for, Concord, ConcordConfig, TestDb};
+use mysql_async::prelude::Queryable;
+use rand::Rng;
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+const ACCOUNTS: &str = "CREATE TABLE `{db}`.accounts (id BIGINT PRIMARY KEY, \
+    balance DECIMAL(14,2) NOT NULL, owner VARCHAR(40), opened DATETIME(6), \
+    touched TIMESTAMP(6) NULL, doc JSON)";
+const EVENTS: &str = "CREATE TABLE `{db}`.events (id INT UNSIGNED PRIMARY KEY, \
+    kind ENUM('a','b','c'), payload BLOB, score DOUBLE, flags SET('x','y','z'))";
+const CODES: &str =
+    "CREATE TABLE `{db}`.codes (code CHAR(8) PRIMARY KEY, label VARCHAR(40), qty INT)";
+
+fn account(id: i64) -> String {
+    format!(
+        "({id}, {id}.25, 'owner {id}', '2024-01-0{} 10:00:00.000001', '2024-05-01 12:00:00.5', \
+         '{{\"n\": {id}, \"tags\": [\"a\"]}}')",
+        id % 9 + 1
+    )
+}
+fn event(id: i64) -> String {
+    format!("({id}, 'b', x'00ff{id:02x}', {id}.5, 'x,z')")
+}
+fn code(i: i64) -> String {
+    format!("('C{i:03}', 'label {i}', {i})")
+}
+fn rows(f: fn(i64) -> String, ids: std::ops::RangeInclusive<i64>) -> String {
+    ids.map(f).collect::<Vec<_>>().join(", ")
+}
+
+/// The key of a record as plain text: `5`, or `C007`.
+fn key_text(r: &MismatchRecord) -> String {
+    let key: serde_json::Value = serde_json::from_str(&r.key).expect("key JSON");
+    key.as_array().expect("key list")[0][1]["value"]
+        .to_string()
+        .trim_matches('"')
+        .to_owned()
+}
+
+fn verify_config(db: &TestDb, delay: &str) -> ConcordConfig {
+    let mut config = ConcordConfig::new(db);
+    config.extra = format!("\n[verifier]\ndelay = \"{delay}\"\nsave_every = \"200ms\"\n");
+    config
+}
+
+/// Waits until the verifier's saved position has passed everything the source has now.
+async fn wait_verified(db: &TestDb, config: &ConcordConfig, timeout: Duration) {
+    let goal = db.servers.source_position().await;
+    wait_for(&format!("verifier to pass {goal}"), timeout, || {
+        let config = config.clone();
+        let goal = goal.clone();
+        async move {
+            verifier_positions(&config, "verifier")
+                .await
+                .into_iter()
+                .find(|(stream, ..)| stream == "binlog")
+                .filter(|(_, _, file, pos)| {
+                    concord_change::Position::new(file.clone(), *pos as u64) >= goal
+                })
+                .map(|_| ())
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn corruption_behind_concords_back_is_recorded_row_by_row_with_the_right_kind() {
+    let db = TestDb::new("verify_corrupt").await;
+    for ddl in [ACCOUNTS, EVENTS, CODES] {
+        db.both(ddl).await;
+    }
+    db.both(&TABLE_DDL.replace("{t}", "load")).await;
+    db.source(&format!(
+        "INSERT INTO `{{db}}`.accounts VALUES {}",
+        rows(account, 1..=60)
+    ))
+    .await;
+    db.source(&format!(
+        "INSERT INTO `{{db}}`.events VALUES {}",
+        rows(event, 1..=60)
+    ))
+    .await;
+    db.source(&format!(
+        "INSERT INTO `{{db}}`.codes VALUES {}",
+        rows(code, 1..=60)
+    ))
+    .await;
+    let config = verify_config(&db, "4s");
+    let concord = Concord::start(&config).await;
+    concord
+        .wait_caught_up(&db.servers, Duration::from_secs(30))
+        .await;
+    let writer = Writer::start(
+        mysql_async::Pool::new(db.servers.source_url.as_str()),
+        &db.name,
+        &["load"],
+        Duration::from_millis(5),
+    );
+
+    // Source changes, replicated; then, inside the verifier's delay, the target is
+    // changed behind concord's back.
+    db.source("UPDATE `{db}`.accounts SET balance = balance + 1 WHERE id <= 40")
+        .await;
+    db.source("UPDATE `{db}`.events SET score = score + 1 WHERE id <= 20")
+        .await;
+    db.source("DELETE FROM `{db}`.events WHERE id BETWEEN 21 AND 40")
+        .await;
+    db.source("DELETE FROM `{db}`.codes WHERE code <= 'C020'")
+        .await;
+    db.source("UPDATE `{db}`.codes SET qty = qty + 1 WHERE code BETWEEN 'C021' AND 'C040'")
+        .await;
+    concord
+        .wait_caught_up(&db.servers, Duration::from_secs(30))
+        .await;
+    db.target("UPDATE `{db}`.accounts SET owner = 'mallory' WHERE id <= 20")
+        .await;
+    db.target(
+        "UPDATE `{db}`.accounts SET balance = balance + 100, doc = '{\"n\": 0}' \
+         WHERE id BETWEEN 21 AND 40",
+    )
+    .await;
+    db.target("DELETE FROM `{db}`.events WHERE id <= 20").await;
+    db.target(&format!(
+        "INSERT INTO `{{db}}`.events VALUES {}",
+        rows(event, 21..=40)
+    ))
+    .await;
+    db.target(&format!(
+        "INSERT INTO `{{db}}`.codes VALUES {}",
+        rows(code, 1..=20)
+    ))
+    .await;
+    db.target("DELETE FROM `{db}`.codes WHERE code BETWEEN 'C021' AND 'C040'")
+        .await;
+
+    let found = wait_for("120 mismatch records", Duration::from_secs(60), || {
+        let config = config.clone();
+        async move {
+            let m = mismatches(&config).await;
+            (m.len() >= 120).then_some(m)
+        }
+    })
+    .await;
+    writer.stop().await;
+    wait_verified(&db, &config, Duration::from_secs(60)).await;
+    let found = {
+        let again = mismatches(&config).await;
+        assert_eq!(
+            again.len(),
+            found.len(),
+            "no record after the expected ones"
+        );
+        again
+    };
+
+    let db_name = &db.name;
+    let mut expected: BTreeSet<(String, String, String, Vec<String>)> = BTreeSet::new();
+    let all = |cols: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = cols.iter().map(|c| c.to_string()).collect();
+        v.sort();
+        v
+    };
+    for id in 1..=20 {
+        expected.insert((
+            format!("{db_name}.accounts"),
+            id.to_string(),
+            "differs".into(),
+            all(&["owner"]),
+        ));
+        expected.insert((
+            format!("{db_name}.events"),
+            id.to_string(),
+            "missing".into(),
+            all(&["id", "kind", "payload", "score", "flags"]),
+        ));
+        expected.insert((
+            format!("{db_name}.codes"),
+            format!("C{id:03}"),
+            "extra".into(),
+            all(&["code", "label", "qty"]),
+        ));
+    }
+    for id in 21..=40 {
+        expected.insert((
+            format!("{db_name}.accounts"),
+            id.to_string(),
+            "differs".into(),
+            all(&["balance", "doc"]),
+        ));
+        expected.insert((
+            format!("{db_name}.events"),
+            id.to_string(),
+            "extra".into(),
+            all(&["id", "kind", "payload", "score", "flags"]),
+        ));
+        expected.insert((
+            format!("{db_name}.codes"),
+            format!("C{id:03}"),
+            "missing".into(),
+            all(&["code", "label", "qty"]),
+        ));
+    }
+    let got: BTreeSet<(String, String, String, Vec<String>)> = found
+        .iter()
+        .map(|r| {
+            (
+                r.table.clone(),
+                key_text(r),
+                r.kind.clone(),
+                r.columns.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(got.len(), found.len(), "one record per row: {found:#?}");
+    let missing: Vec<_> = expected.difference(&got).collect();
+    let unexpected: Vec<_> = got.difference(&expected).collect();
+    assert!(
+        missing.is_empty() && unexpected.is_empty(),
+        "not recorded: {missing:#?}\nrecorded but not corrupted: {unexpected:#?}"
+    );
+    assert!(found.iter().all(|r| r.state == "detected"));
+
+    // The differing values themselves: source's and target's, for one row.
+    let owner = found
+        .iter()
+        .find(|r| r.table.ends_with(".accounts") && key_text(r) == "7")
+        .expect("account 7");
+    assert!(
+        owner.detail.contains("owner 7") && owner.detail.contains("mallory"),
+        "{}",
+        owner.detail
+    );
+    let balance = found
+        .iter()
+        .find(|r| r.table.ends_with(".accounts") && key_text(r) == "30")
+        .expect("account 30");
+    assert!(
+        balance.detail.contains("31.25") && balance.detail.contains("131.25"),
+        "{}",
+        balance.detail
+    );
+
+    let detected = concord
+        .metric("concord_mismatches_detected_total", &[])
+        .await;
+    assert_eq!(detected, 120.0);
+    wait_for("open mismatches gauge", Duration::from_secs(15), || {
+        let c = &concord;
+        async move {
+            (c.metric("concord_open_mismatches", &[("state", "detected")])
+                .await
+                == 120.0)
+                .then_some(())
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hot_rows_without_corruption_record_nothing() {
+    let db = TestDb::new("verify_hot").await;
+    db.both("CREATE TABLE `{db}`.hot (id INT PRIMARY KEY, n BIGINT NOT NULL, note VARCHAR(20))")
+        .await;
+    db.source("INSERT INTO `{db}`.hot VALUES (1,0,'a'),(2,0,'a'),(3,0,'a'),(4,0,'a'),(5,0,'a')")
+        .await;
+    let config = verify_config(&db, "2s");
+    let concord = Concord::start(&config).await;
+
+    let pool = mysql_async::Pool::new(db.servers.source_url.as_str());
+    let mut workers = Vec::new();
+    let until = std::time::Instant::now() + Duration::from_secs(15);
+    for w in 0..4 {
+        let pool = pool.clone();
+        let name = db.name.clone();
+        workers.push(tokio::spawn(async move {
+            let mut conn = pool.get_conn().await.unwrap();
+            let mut done = 0u32;
+            while std::time::Instant::now() < until {
+                let id = rand::rng().random_range(1..=5);
+                let r: u32 = rand::rng().random_range(0..10);
+                let sql = if r == 0 {
+                    // Deleted and inserted again, in one transaction.
+                    format!(
+                        "BEGIN; DELETE FROM `{name}`.hot WHERE id = {id}; \
+                         INSERT INTO `{name}`.hot VALUES ({id}, {done}, 'back {w}'); COMMIT"
+                    )
+                } else if r == 1 {
+                    format!("DELETE FROM `{name}`.hot WHERE id = {id}")
+                } else if r == 2 {
+                    format!("INSERT IGNORE INTO `{name}`.hot VALUES ({id}, 0, 'new {w}')")
+                } else {
+                    format!(
+                        "UPDATE `{name}`.hot SET n = n + 1, note = 'w{w} {done}' WHERE id = {id}"
+                    )
+                };
+                // Deadlocks between the workers are part of a hot-row load.
+                if conn.query_drop(&sql).await.is_ok() {
+                    done += 1;
+                } else {
+                    let _ = conn.query_drop("ROLLBACK").await;
+                }
+            }
+            done
+        }));
+    }
+    let mut writes = 0;
+    for w in workers {
+        writes += w.await.unwrap();
+    }
+    assert!(writes > 500, "the load wrote {writes} times");
+    concord
+        .wait_caught_up(&db.servers, Duration::from_secs(30))
+        .await;
+    wait_verified(&db, &config, Duration::from_secs(60)).await;
+    db.wait_same("hot", "*", Duration::from_secs(5)).await;
+
+    assert_eq!(
+        mismatches(&config).await,
+        vec![],
+        "no corruption, no mismatch"
+    );
+    let verified = concord.metric("concord_verified_total", &[]).await;
+    let matched = concord
+        .metric("concord_verified_total", &[("result", "match")])
+        .await;
+    assert!(
+        verified >= 100.0 && matched > 0.0,
+        "verified {verified}, of them matched {matched}"
+    );
+    assert_eq!(
+        concord
+            .metric("concord_verified_total", &[("result", "mismatch")])
+            .await,
+        0.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replicator_behind_by_more_than_the_delay_is_not_a_mismatch() {
+    let db = TestDb::new("verify_lag").await;
+    db.both(&TABLE_DDL.replace("{t}", "items")).await;
+    let config = verify_config(&db, "2s");
+    let replicator = Concord::start_role(&config, "replicate").await;
+    let verifier = Concord::start_role(&config.sibling(), "verify").await;
+    let writer = Writer::start(
+        mysql_async::Pool::new(db.servers.source_url.as_str()),
+        &db.name,
+        &["items"],
+        Duration::from_millis(5),
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    replicator.pause().await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let during_pause = verifier.metric("concord_verified_total", &[]).await;
+    replicator.resume().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let committed = writer.stop().await;
+    assert!(
+        committed > 100,
+        "the writer committed {committed} transactions"
+    );
+    replicator
+        .wait_caught_up(&db.servers, Duration::from_secs(60))
+        .await;
+    wait_verified(&db, &config, Duration::from_secs(60)).await;
+
+    assert_eq!(mismatches(&config).await, vec![], "lag is not a mismatch");
+    let after = verifier.metric("concord_verified_total", &[]).await;
+    assert!(
+        after > during_pause,
+        "verification caught up once the replicator resumed ({during_pause} → {after})"
+    );
+    db.assert_same("items", "*").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_verifier_resumes_from_its_saved_position() {
+    let db = TestDb::new("verify_resume").await;
+    db.both(&TABLE_DDL.replace("{t}", "items")).await;
+    let config = verify_config(&db, "1s");
+    let replicator = Concord::start_role(&config, "replicate").await;
+    let verifier_config = config.sibling();
+    let mut verifier = Concord::start_role(&verifier_config, "verify").await;
+    for id in 1..=300 {
+        db.source(&format!(
+            "INSERT INTO `{{db}}`.items (id, v, note) VALUES ({id}, {id}, 'first')"
+        ))
+        .await;
+    }
+    replicator
+        .wait_caught_up(&db.servers, Duration::from_secs(30))
+        .await;
+    wait_verified(&db, &config, Duration::from_secs(30)).await;
+    let first = verifier.metric("concord_verified_total", &[]).await;
+    assert!(first >= 300.0, "first run verified {first}");
+    verifier.kill9().await;
+
+    for id in 301..=330 {
+        db.source(&format!(
+            "INSERT INTO `{{db}}`.items (id, v, note) VALUES ({id}, {id}, 'second')"
+        ))
+        .await;
+    }
+    replicator
+        .wait_caught_up(&db.servers, Duration::from_secs(30))
+        .await;
+    let verifier = Concord::start_role(&verifier_config.sibling(), "verify").await;
+    wait_verified(&db, &config, Duration::from_secs(30)).await;
+    let second = verifier.metric("concord_verified_total", &[]).await;
+    assert!(
+        (30.0..300.0).contains(&second),
+        "after the restart only the new changes are verified, not all again: {second}"
+    );
+    assert!(
+        verifier
+            .log()
+            .contains("verifier resuming from its saved position"),
+        "{}",
+        verifier.log()
+    );
+}
