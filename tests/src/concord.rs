@@ -351,10 +351,17 @@ pub async fn checkpoint(servers: &Servers, name: &str) -> Option<Position> {
     row.map(|(f, p)| Position::new(f, p))
 }
 
+/// The test's control store, read-only; `None` while concord has not created it yet.
+async fn control_store(config: &ConcordConfig) -> Option<sqlx::SqliteConnection> {
+    let url = format!("sqlite://{}?mode=ro", config.control_db().display());
+    <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+        .await
+        .ok()
+}
+
 pub async fn failed_events(config: &ConcordConfig) -> Vec<(String, String, String, String)> {
     use sqlx::Row;
-    let url = format!("sqlite://{}?mode=ro", config.control_db().display());
-    let Ok(mut conn) = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url).await else {
+    let Some(mut conn) = control_store(config).await else {
         return Vec::new();
     };
     let rows = sqlx::query("SELECT db || '.' || tbl, reason, error, event FROM failed_events ORDER BY source_pos, row_index")
@@ -402,8 +409,7 @@ pub struct MismatchRecord {
 
 pub async fn mismatches(config: &ConcordConfig) -> Vec<MismatchRecord> {
     use sqlx::Row;
-    let url = format!("sqlite://{}?mode=ro", config.control_db().display());
-    let Ok(mut conn) = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url).await else {
+    let Some(mut conn) = control_store(config).await else {
         return Vec::new();
     };
     let rows = sqlx::query(
@@ -442,8 +448,7 @@ pub async fn verifier_positions(
     name: &str,
 ) -> Vec<(String, i64, String, i64)> {
     use sqlx::Row;
-    let url = format!("sqlite://{}?mode=ro", config.control_db().display());
-    let Ok(mut conn) = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url).await else {
+    let Some(mut conn) = control_store(config).await else {
         return Vec::new();
     };
     let rows = sqlx::query(

@@ -184,20 +184,20 @@ impl Checker {
             }
         }
         let keys: Vec<Vec<Value>> = keyed.iter().map(|(k, _)| k.clone()).collect();
-        let rows = {
-            let mut conn = self
-                .target
-                .get_conn()
-                .await
-                .map_err(|e| sql("target", target_name, e))?;
-            rows::fetch(&mut conn, &target, &keys)
-                .await
-                .map_err(|e| sql("target", target_name, e))?
-        };
+        let rows = self.read_rows(Side::Target, &target, &keys).await?;
+        // Where each source column is in the target row, once per source table version.
+        let mut mappings: HashMap<*const SourceTable, Vec<Option<usize>>> = HashMap::new();
         let mut differing = Vec::new();
         for (k, e) in keyed {
             let row = rows.get(&key_of(&target, &k));
-            if matches_target(&e, row.map(Vec::as_slice), &target) {
+            let mapping = mappings.entry(Arc::as_ptr(&e.source)).or_insert_with(|| {
+                e.source
+                    .columns
+                    .iter()
+                    .map(|name| target_index(&target, name))
+                    .collect()
+            });
+            if matches_target(&e, mapping, row.map(Vec::as_slice), &target) {
                 metrics::VERIFIED
                     .with_label_values(&[&label, "match"])
                     .inc();
@@ -229,29 +229,70 @@ impl Checker {
     }
 }
 
-pub(crate) fn sql(side: &'static str, table: &TableName, source: mysql_async::Error) -> CheckError {
+/// Which server a read goes to.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Side {
+    Source,
+    Target,
+}
+
+impl Checker {
+    /// The rows of `table` (as `side` describes it) with these keys, in one batch.
+    pub(crate) async fn read_rows(
+        &self,
+        side: Side,
+        table: &TargetTable,
+        keys: &[Vec<Value>],
+    ) -> Result<rows::Rows, CheckError> {
+        let pool = match side {
+            Side::Source => &self.source,
+            Side::Target => &self.target,
+        };
+        let mut conn = pool
+            .get_conn()
+            .await
+            .map_err(|e| sql(side, &table.name, e))?;
+        rows::fetch(&mut conn, table, keys)
+            .await
+            .map_err(|e| sql(side, &table.name, e))
+    }
+}
+
+pub(crate) fn sql(side: Side, table: &TableName, source: mysql_async::Error) -> CheckError {
     CheckError::Sql {
-        side,
+        side: match side {
+            Side::Source => "source",
+            Side::Target => "target",
+        },
         table: table.clone(),
         source,
     }
 }
 
+/// The position of column `name` in `table`, if it has one.
+pub(crate) fn target_index(table: &TargetTable, name: &str) -> Option<usize> {
+    table
+        .columns
+        .iter()
+        .position(|c| c.name.eq_ignore_ascii_case(name))
+}
+
 /// Whether the target row (in `target`'s column order, `None` if absent) is what the
-/// change left: the after-image over the columns both sides have, or no row at all.
-fn matches_target(e: &Expectation, row: Option<&[Value]>, target: &TargetTable) -> bool {
+/// change left: the after-image over the columns both sides have (`mapping`: each source
+/// column's index in the target row), or no row at all.
+fn matches_target(
+    e: &Expectation,
+    mapping: &[Option<usize>],
+    row: Option<&[Value]>,
+    target: &TargetTable,
+) -> bool {
     match (&e.after, row) {
         (None, None) => true,
         (None, Some(_)) | (Some(_), None) => false,
-        (Some(after), Some(row)) => e.source.columns.iter().enumerate().all(|(i, name)| {
-            match target
-                .columns
-                .iter()
-                .position(|c| c.name.eq_ignore_ascii_case(name))
-            {
-                Some(j) => same(&after[i], &row[j], &target.columns[j].data_type),
-                None => true, // source-only column: not replicated, not compared
-            }
+        // A source-only column is not replicated, so not compared.
+        (Some(after), Some(row)) => after.iter().zip(mapping).all(|(v, j)| match j {
+            Some(j) => same(v, &row[*j], &target.columns[*j].data_type),
+            None => true,
         }),
     }
 }

@@ -146,7 +146,7 @@ async fn verify_loop(
         }
         for t in &round {
             if let Some(ddl) = &t.ddl {
-                setup.forget(ddl, &config.tables.filter()).await;
+                setup.forget(ddl, &checker.filter).await;
             }
         }
         let items: Vec<Item> = round

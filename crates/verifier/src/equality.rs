@@ -8,8 +8,8 @@
 //! has the same characters, so `'Ä'` vs `'A'` is a difference even where the target's
 //! collation would call them equal.
 
-use chrono::{Datelike, Timelike};
-use concord_change::Value;
+use concord_change::{utc_datetime, Value};
+use mysql_async::Value as MyValue;
 use std::borrow::Cow;
 
 /// Whether `source` and `target` hold the same data for a target column of type
@@ -137,17 +137,11 @@ fn canon(v: &Value) -> Canon<'_> {
             if *secs == 0 && *micros == 0 {
                 return Canon::Moment((0, 0, 0, 0, 0, 0, 0));
             }
-            match chrono::DateTime::from_timestamp(*secs, micros * 1000) {
-                Some(t) => Canon::Moment((
-                    t.year() as u16,
-                    t.month() as u8,
-                    t.day() as u8,
-                    t.hour() as u8,
-                    t.minute() as u8,
-                    t.second() as u8,
-                    *micros,
-                )),
-                None => Canon::Other,
+            match utc_datetime(*secs, *micros) {
+                Some(MyValue::Date(y, mo, d, h, mi, s, us)) => {
+                    Canon::Moment((y, mo, d, h, mi, s, us))
+                }
+                _ => Canon::Other,
             }
         }
         Value::Time {

@@ -20,11 +20,11 @@
 //! — having applied the source up to a point where the source row had some value — held
 //! the same other value, and the source row had not changed.
 
-use crate::check::{sql, CheckError, Checker, Expectation};
+use crate::check::{sql, target_index, CheckError, Checker, Expectation, Side};
 use crate::equality::same;
 use crate::metrics;
 use crate::progress::Stream;
-use crate::rows::{self, key_of, Rows};
+use crate::rows::{key_of, Rows};
 use concord_binlog::current_position;
 use concord_change::{TableName, Value};
 use concord_control::{ColumnDiff, Detector, Mismatch, MismatchKind};
@@ -62,18 +62,18 @@ pub(crate) async fn recheck(
         }
     }
 
+    let shared = shared_columns(source.as_deref(), target);
     let first = cycle(
         checker,
         &source_name,
         source.as_deref(),
-        target_name,
         target,
         &rows_to_check,
     )
     .await?;
     let mut candidates = Vec::new();
     for ((skey, tkey, e), (s, t)) in rows_to_check.into_iter().zip(first) {
-        if differences(source.as_deref(), s.as_deref(), target, t.as_deref()).is_none() {
+        if differences(&shared, s.as_deref(), target, t.as_deref()).is_none() {
             out.resolved += 1;
             metrics::RECHECKS.with_label_values(&["resolved"]).inc();
         } else {
@@ -85,18 +85,9 @@ pub(crate) async fn recheck(
     }
     tokio::time::sleep(checker.retry_after).await;
     let keys: Vec<_> = candidates.iter().map(|(k, _)| k.clone()).collect();
-    let second = cycle(
-        checker,
-        &source_name,
-        source.as_deref(),
-        target_name,
-        target,
-        &keys,
-    )
-    .await?;
+    let second = cycle(checker, &source_name, source.as_deref(), target, &keys).await?;
     for (((_, _, e), (s1, t1)), (s2, t2)) in candidates.into_iter().zip(second) {
-        let Some((kind, columns)) =
-            differences(source.as_deref(), s2.as_deref(), target, t2.as_deref())
+        let Some((kind, columns)) = differences(&shared, s2.as_deref(), target, t2.as_deref())
         else {
             out.resolved += 1;
             metrics::RECHECKS.with_label_values(&["resolved"]).inc();
@@ -141,20 +132,19 @@ async fn cycle(
     checker: &Checker,
     source_name: &TableName,
     source: Option<&TargetTable>,
-    target_name: &TableName,
     target: &TargetTable,
     rows: &[Keyed],
 ) -> Result<Vec<Pair>, CheckError> {
-    let source_rows = read_source(checker, source, source_name, rows).await?;
+    let source_rows = read_source(checker, source, rows).await?;
     let position = {
         let mut conn = checker
             .source
             .get_conn()
             .await
-            .map_err(|e| sql("source", source_name, e))?;
+            .map_err(|e| sql(Side::Source, source_name, e))?;
         current_position(&mut conn)
             .await
-            .map_err(|e| sql("source", source_name, e))?
+            .map_err(|e| sql(Side::Source, source_name, e))?
     };
     let streams: BTreeSet<&Stream> = rows.iter().map(|(_, _, e)| &e.stream).collect();
     for stream in streams {
@@ -166,17 +156,8 @@ async fn cycle(
         };
         checker.replica.wait_for(&mark, checker.poll).await?;
     }
-    let target_rows = {
-        let keys: Vec<Vec<Value>> = rows.iter().map(|(_, t, _)| t.clone()).collect();
-        let mut conn = checker
-            .target
-            .get_conn()
-            .await
-            .map_err(|e| sql("target", target_name, e))?;
-        rows::fetch(&mut conn, target, &keys)
-            .await
-            .map_err(|e| sql("target", target_name, e))?
-    };
+    let keys: Vec<Vec<Value>> = rows.iter().map(|(_, t, _)| t.clone()).collect();
+    let target_rows = checker.read_rows(Side::Target, target, &keys).await?;
     Ok(rows
         .iter()
         .map(|(skey, tkey, _)| {
@@ -190,46 +171,36 @@ async fn cycle(
 async fn read_source(
     checker: &Checker,
     source: Option<&TargetTable>,
-    name: &TableName,
     rows: &[Keyed],
 ) -> Result<Rows, CheckError> {
     let Some(source) = source else {
         return Ok(Rows::new()); // the table is gone on the source: no rows
     };
     let keys: Vec<Vec<Value>> = rows.iter().map(|(s, ..)| s.clone()).collect();
-    let mut conn = checker
-        .source
-        .get_conn()
-        .await
-        .map_err(|e| sql("source", name, e))?;
-    rows::fetch(&mut conn, source, &keys)
-        .await
-        .map_err(|e| sql("source", name, e))
+    checker.read_rows(Side::Source, source, &keys).await
 }
 
-/// How the target row differs from the source row, over the columns both tables have;
-/// `None` if it does not. Rows are in their own table's column order.
-pub(crate) fn differences(
-    source: Option<&TargetTable>,
+/// (source column index, target column index) of the columns both tables have, by name.
+fn shared_columns(source: Option<&TargetTable>, target: &TargetTable) -> Vec<(usize, usize)> {
+    let Some(source) = source else {
+        return Vec::new();
+    };
+    source
+        .columns
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| target_index(target, &c.name).map(|j| (i, j)))
+        .collect()
+}
+
+/// How the target row differs from the source row over the `shared` columns; `None` if
+/// it does not. Rows are in their own table's column order.
+fn differences(
+    shared: &[(usize, usize)],
     s: Option<&[Value]>,
     target: &TargetTable,
     t: Option<&[Value]>,
 ) -> Option<(MismatchKind, Vec<ColumnDiff>)> {
-    let shared: Vec<(usize, usize)> = match source {
-        Some(st) => st
-            .columns
-            .iter()
-            .enumerate()
-            .filter_map(|(i, c)| {
-                target
-                    .columns
-                    .iter()
-                    .position(|tc| tc.name.eq_ignore_ascii_case(&c.name))
-                    .map(|j| (i, j))
-            })
-            .collect(),
-        None => Vec::new(),
-    };
     let name = |j: usize| target.columns[j].name.clone();
     match (s, t) {
         (None, None) => None,

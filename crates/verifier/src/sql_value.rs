@@ -28,14 +28,8 @@ pub fn from_sql(v: MyValue, data_type: &str) -> Value {
             _ => Value::Double(d),
         },
         MyValue::Bytes(b) => bytes(b, data_type),
-        MyValue::Date(y, mo, d, h, mi, s, us) => match data_type {
-            "date" => Value::Date {
-                year: y,
-                month: mo,
-                day: d,
-            },
-            "timestamp" => timestamp(y, mo, d, h, mi, s, us),
-            _ => Value::DateTime {
+        MyValue::Date(y, mo, d, h, mi, s, us) => {
+            let wall = Value::DateTime {
                 year: y,
                 month: mo,
                 day: d,
@@ -43,8 +37,18 @@ pub fn from_sql(v: MyValue, data_type: &str) -> Value {
                 minute: mi,
                 second: s,
                 micros: us,
-            },
-        },
+            };
+            match data_type {
+                "date" => Value::Date {
+                    year: y,
+                    month: mo,
+                    day: d,
+                },
+                // Not a valid calendar time: keep what was read, it will differ visibly.
+                "timestamp" => timestamp(y, mo, d, h, mi, s, us).unwrap_or(wall),
+                _ => wall,
+            }
+        }
         MyValue::Time(negative, days, h, mi, s, us) => Value::Time {
             negative,
             hours: days * 24 + u32::from(h),
@@ -86,27 +90,18 @@ fn bytes(b: Vec<u8>, data_type: &str) -> Value {
     }
 }
 
+/// A TIMESTAMP read in a UTC session as the instant it is; `None` if the wall time is not
+/// a valid calendar time.
 #[allow(clippy::too_many_arguments)]
-fn timestamp(y: u16, mo: u8, d: u8, h: u8, mi: u8, s: u8, us: u32) -> Value {
+fn timestamp(y: u16, mo: u8, d: u8, h: u8, mi: u8, s: u8, us: u32) -> Option<Value> {
     if y == 0 && mo == 0 && d == 0 {
-        return Value::Timestamp { secs: 0, micros: 0 };
+        return Some(Value::Timestamp { secs: 0, micros: 0 });
     }
-    let secs = NaiveDate::from_ymd_opt(i32::from(y), u32::from(mo), u32::from(d))
-        .and_then(|date| date.and_hms_opt(u32::from(h), u32::from(mi), u32::from(s)))
-        .map(|t| t.and_utc().timestamp());
-    match secs {
-        Some(secs) => Value::Timestamp { secs, micros: us },
-        // Not a valid calendar time: keep what was read, it will differ visibly.
-        None => Value::DateTime {
-            year: y,
-            month: mo,
-            day: d,
-            hour: h,
-            minute: mi,
-            second: s,
-            micros: us,
-        },
-    }
+    let secs = NaiveDate::from_ymd_opt(i32::from(y), u32::from(mo), u32::from(d))?
+        .and_hms_opt(u32::from(h), u32::from(mi), u32::from(s))?
+        .and_utc()
+        .timestamp();
+    Some(Value::Timestamp { secs, micros: us })
 }
 
 #[cfg(test)]
