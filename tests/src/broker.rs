@@ -105,3 +105,35 @@ impl Broker {
         self.launch().await;
     }
 }
+
+/// Every partition of `topic` with its high watermark (the offset the next message gets).
+pub async fn high_watermarks(brokers: &str, topic: &str) -> Vec<(i32, i64)> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let (brokers, topic) = (brokers.to_owned(), topic.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let client: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .create()
+            .expect("kafka client");
+        let timeout = Duration::from_secs(10);
+        let metadata = client
+            .fetch_metadata(Some(&topic), timeout)
+            .expect("topic metadata");
+        let partitions: Vec<i32> = metadata
+            .topics()
+            .iter()
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        partitions
+            .into_iter()
+            .map(|p| {
+                let (_, high) = client
+                    .fetch_watermarks(&topic, p, timeout)
+                    .expect("watermarks");
+                (p, high)
+            })
+            .collect()
+    })
+    .await
+    .expect("watermark task")
+}

@@ -405,6 +405,8 @@ pub struct MismatchRecord {
     pub detail: String,
     pub state: String,
     pub occurrences: i64,
+    /// `verifier` or `checksum`.
+    pub detected_by: String,
 }
 
 pub async fn mismatches(config: &ConcordConfig) -> Vec<MismatchRecord> {
@@ -413,7 +415,8 @@ pub async fn mismatches(config: &ConcordConfig) -> Vec<MismatchRecord> {
         return Vec::new();
     };
     let rows = sqlx::query(
-        "SELECT db || '.' || tbl, pk, kind, columns, state, occurrences FROM mismatches ORDER BY id",
+        "SELECT db || '.' || tbl, pk, kind, columns, state, occurrences, detected_by \
+         FROM mismatches ORDER BY id",
     )
     .fetch_all(&mut conn)
     .await
@@ -437,6 +440,7 @@ pub async fn mismatches(config: &ConcordConfig) -> Vec<MismatchRecord> {
                 detail,
                 state: r.get(4),
                 occurrences: r.get(5),
+                detected_by: r.get(6),
             }
         })
         .collect()
@@ -455,6 +459,25 @@ pub async fn verifier_positions(
         "SELECT stream, part, binlog_file, position FROM verifier_positions WHERE name = ?",
     )
     .bind(name)
+    .fetch_all(&mut conn)
+    .await
+    .unwrap_or_default();
+    rows.iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect()
+}
+
+/// A table's checksum runs, oldest first: (state, chunks, rows checked, mismatches).
+pub async fn checksum_runs(config: &ConcordConfig, table: &str) -> Vec<(String, i64, i64, i64)> {
+    use sqlx::Row;
+    let Some(mut conn) = control_store(config).await else {
+        return Vec::new();
+    };
+    let rows = sqlx::query(
+        "SELECT state, chunks, rows_checked, mismatches FROM checksum_runs \
+         WHERE db || '.' || tbl = ? ORDER BY id",
+    )
+    .bind(table)
     .fetch_all(&mut conn)
     .await
     .unwrap_or_default();

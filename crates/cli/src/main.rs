@@ -3,9 +3,12 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use concord_change::TableName;
 use concord_config::{Config, TransportKind};
 use concord_telemetry::LogFormat;
+use concord_verifier::checksum::Selection;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -40,6 +43,10 @@ enum Command {
     Verify(ConfigArg),
     /// Publish the source's binlog to Kafka as change envelopes (kafka mode).
     Capture(ConfigArg),
+    /// Compare whole tables between source and target, online, chunk by chunk; record the
+    /// rows the source confirms differ. Exit 0: all equal; 3: mismatches recorded; 1: a
+    /// table could not be checked, or an error; 2: bad arguments.
+    Checksum(ChecksumArgs),
     /// Load and validate the config, print it with secrets hidden, and exit.
     CheckConfig(ConfigArg),
 }
@@ -51,7 +58,33 @@ struct ConfigArg {
     config: PathBuf,
 }
 
-fn main() -> std::process::ExitCode {
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["tables", "all"])))]
+struct ChecksumArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// A source table, `db.table`; repeat for more.
+    #[arg(long = "table", value_parser = parse_table)]
+    tables: Vec<TableName>,
+    /// Every source table the config replicates.
+    #[arg(long)]
+    all: bool,
+    /// Start the tables over instead of resuming an interrupted run.
+    #[arg(long)]
+    restart: bool,
+    /// Serve /metrics on `metrics.listen` while running (not while `concord run` holds it).
+    #[arg(long)]
+    serve_metrics: bool,
+}
+
+fn parse_table(s: &str) -> Result<TableName, String> {
+    match s.split_once('.') {
+        Some((db, t)) if !db.is_empty() && !t.is_empty() => Ok(TableName::new(db, t)),
+        _ => Err(format!("expected db.table, got `{s}`")),
+    }
+}
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
     concord_telemetry::init_tracing(match cli.log_format {
         Format::Human => LogFormat::Human,
@@ -62,15 +95,19 @@ fn main() -> std::process::ExitCode {
         .build()
         .expect("tokio runtime");
     match runtime.block_on(dispatch(cli.command)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("concord: {e:#}");
-            std::process::ExitCode::FAILURE
+            ExitCode::FAILURE
         }
     }
 }
 
-async fn dispatch(command: Command) -> anyhow::Result<()> {
+async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    if let Command::Checksum(a) = command {
+        let config = load(&a.config)?;
+        return checksum(config, a).await;
+    }
     match command {
         Command::CheckConfig(a) => {
             let config = load(&a)?;
@@ -100,7 +137,9 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             let config = load(&a)?;
             capture(config).await
         }
+        Command::Checksum(_) => unreachable!("handled above"),
     }
+    .map(|()| ExitCode::SUCCESS)
 }
 
 fn load(a: &ConfigArg) -> anyhow::Result<Config> {
@@ -181,6 +220,55 @@ async fn capture(config: Config) -> anyhow::Result<()> {
             tracing::info!("shutting down");
             Ok(())
         }
+    }
+}
+
+async fn checksum(config: Config, a: ChecksumArgs) -> anyhow::Result<ExitCode> {
+    if a.serve_metrics {
+        let ready = Arc::new(AtomicBool::new(true));
+        concord_telemetry::serve(config.metrics.listen_addr(), ready).await?;
+    }
+    let selection = if a.all {
+        Selection::All
+    } else {
+        Selection::Tables(a.tables)
+    };
+    let reports = tokio::select! {
+        r = concord_verifier::checksum::run(&config, selection, a.restart) => r.context("checksum failed")?,
+        _ = shutdown_signal() => {
+            // Every finished chunk is saved; the next run resumes after it.
+            tracing::info!("interrupted; the next run resumes each table where it stopped");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    print_reports(&reports);
+    Ok(if reports.iter().any(|r| r.mismatches > 0) {
+        ExitCode::from(3)
+    } else if reports.iter().any(|r| r.problem.is_some()) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn print_reports(reports: &[concord_verifier::checksum::TableReport]) {
+    println!(
+        "{:<40} {:>12} {:>8} {:>9} {:>10} {:>9} {:>10} {:>9}  problem",
+        "table", "rows", "chunks", "differing", "mismatches", "resolved", "superseded", "seconds"
+    );
+    for r in reports {
+        println!(
+            "{:<40} {:>12} {:>8} {:>9} {:>10} {:>9} {:>10} {:>9.1}  {}",
+            r.table.to_string(),
+            r.rows,
+            r.chunks,
+            r.chunks_differ,
+            r.mismatches,
+            r.resolved,
+            r.superseded,
+            r.elapsed.as_secs_f64(),
+            r.problem.as_deref().unwrap_or("-")
+        );
     }
 }
 

@@ -109,8 +109,10 @@ impl Applier {
                     // Idle at the end of the binlog: move the checkpoint there too (past a
                     // rotation, say), so that "the replicator has applied everything up to
                     // the source's current position" can be seen from the target alone —
-                    // the verifier waits for exactly that.
-                    if saved.as_ref().is_some_and(|s| *s < position) {
+                    // the verifier waits for exactly that. The first time also covers a
+                    // replicator that started at the source's current position with no
+                    // checkpoint: restarted later, it resumes here, not at a newer "current".
+                    if saved.as_ref().is_none_or(|s| *s < position) {
                         let idle = Transaction {
                             end: position.clone(),
                             commit_ts: unix_now() as u32,

@@ -13,7 +13,7 @@ use crate::recheck::{recheck, Recheck};
 use crate::rows::{self, key_of};
 use concord_change::{Op, Position, RowChange, SourceTable, TableName, Value};
 use concord_config::TableFilter;
-use concord_control::ControlStore;
+use concord_control::{ControlStore, Detector};
 use concord_schema_cache::{SchemaCache, TargetTable};
 use mysql_async::Pool;
 use std::collections::{BTreeMap, HashMap};
@@ -43,6 +43,8 @@ pub(crate) struct Expectation {
     pub after: Option<Vec<Value>>,
     pub stream: Stream,
     pub origin: Position,
+    /// How many changes of the round this expectation stands for (coalesced into it).
+    pub changes: usize,
 }
 
 impl Expectation {
@@ -171,7 +173,7 @@ impl Checker {
             // The replicator recorded these rows as failed events (missing table).
             metrics::VERIFIED
                 .with_label_values(&[&label, "no_target_table"])
-                .inc_by(expectations.len() as u64);
+                .inc_by(expectations.iter().map(|e| e.changes as u64).sum());
             return Ok(());
         };
         let mut keyed = Vec::with_capacity(expectations.len());
@@ -180,7 +182,7 @@ impl Checker {
                 Some(k) => keyed.push((k, e)),
                 None => metrics::VERIFIED
                     .with_label_values(&[&label, "no_key"])
-                    .inc(),
+                    .inc_by(e.changes as u64),
             }
         }
         let keys: Vec<Vec<Value>> = keyed.iter().map(|(k, _)| k.clone()).collect();
@@ -200,7 +202,7 @@ impl Checker {
             if matches_target(&e, mapping, row.map(Vec::as_slice), &target) {
                 metrics::VERIFIED
                     .with_label_values(&[&label, "match"])
-                    .inc();
+                    .inc_by(e.changes as u64);
             } else {
                 differing.push(e);
             }
@@ -208,7 +210,7 @@ impl Checker {
         if differing.is_empty() {
             return Ok(());
         }
-        let outcome = recheck(self, target_name, &target, differing).await?;
+        let outcome = recheck(self, target_name, &target, differing, Detector::Verifier).await?;
         let Recheck {
             resolved,
             superseded,
@@ -313,32 +315,37 @@ pub(crate) fn coalesce(items: &[Item], filter: &TableFilter) -> Vec<Expectation>
                 .map(|&i| image[i].clone())
                 .collect()
         };
-        let mut put = |key: Vec<Value>, after: Option<Vec<Value>>| {
+        // `counted`: whether this change is counted under the key (a key move counts once,
+        // under the new key).
+        let mut put = |key: Vec<Value>, after: Option<Vec<Value>>, counted: bool| {
             let mut bytes = Vec::new();
             for v in &key {
                 v.key_bytes(&mut bytes);
             }
+            let slot = (c.table.name.clone(), bytes);
+            let earlier = latest.get(&slot).map_or(0, |e| e.changes);
             latest.insert(
-                (c.table.name.clone(), bytes),
+                slot,
                 Expectation {
                     source: c.table.clone(),
                     key,
                     after,
                     stream: item.stream.clone(),
                     origin: item.origin.clone(),
+                    changes: earlier + usize::from(counted),
                 },
             );
         };
         match (c.op, &c.before, &c.after) {
-            (Op::Delete, Some(before), _) => put(key_of_image(before), None),
-            (Op::Insert, _, Some(after)) => put(key_of_image(after), Some(after.clone())),
+            (Op::Delete, Some(before), _) => put(key_of_image(before), None, true),
+            (Op::Insert, _, Some(after)) => put(key_of_image(after), Some(after.clone()), true),
             (Op::Update, Some(before), Some(after)) => {
                 let old = key_of_image(before);
                 let new = key_of_image(after);
                 if old != new {
-                    put(old, None);
+                    put(old, None, false);
                 }
-                put(new, Some(after.clone()));
+                put(new, Some(after.clone()), true);
             }
             _ => {}
         }
@@ -385,7 +392,7 @@ mod tests {
             item(Op::Insert, None, Some((2, 20)), 300),
             item(Op::Update, Some((2, 20)), Some((3, 20)), 400),
         ];
-        let mut got: Vec<(i64, Option<i64>, u64)> = coalesce(&items, &filter)
+        let mut got: Vec<(i64, Option<i64>, u64, usize)> = coalesce(&items, &filter)
             .into_iter()
             .map(|e| {
                 let Value::Int(id) = e.key[0] else { panic!() };
@@ -393,13 +400,17 @@ mod tests {
                     Value::Int(t) => t,
                     _ => panic!(),
                 });
-                (id, total, e.origin.pos)
+                (id, total, e.origin.pos, e.changes)
             })
             .collect();
         got.sort();
         assert_eq!(
             got,
-            vec![(1, Some(11), 200), (2, None, 400), (3, Some(20), 400)]
+            vec![
+                (1, Some(11), 200, 2),
+                (2, None, 400, 1),
+                (3, Some(20), 400, 1)
+            ]
         );
     }
 }

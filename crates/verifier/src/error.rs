@@ -11,8 +11,16 @@ pub enum VerifierError {
     Binlog(#[from] concord_binlog::BinlogError),
     #[error(transparent)]
     Control(#[from] concord_control::ControlError),
+    /// Boxed: a check error carries the table and the server's error, and this type is
+    /// returned on every path.
     #[error(transparent)]
-    Check(#[from] CheckError),
+    Check(Box<CheckError>),
+}
+
+impl From<CheckError> for VerifierError {
+    fn from(e: CheckError) -> Self {
+        VerifierError::Check(Box::new(e))
+    }
 }
 
 impl CheckError {

@@ -11,15 +11,14 @@
 use crate::check::Item;
 use crate::error::VerifierError;
 use crate::metrics;
-use crate::progress::{Mark, Replica, Stream};
+use crate::progress::{Mark, Stream};
 use crate::setup::{self, Setup};
 use concord_change::envelope::Envelope;
 use concord_change::Position;
 use concord_config::{Config, KafkaConfig, TopicMode};
 use concord_control::{until_stored, VerifierPosition};
-use concord_replicator::offsets::Offsets;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::Offset;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -52,19 +51,7 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), Verifier
         )]),
     }
     .map_err(|e| VerifierError::Preflight(format!("kafka subscribe: {e}")))?;
-    let client: BaseConsumer = base_config(kafka)
-        .create()
-        .map_err(|e| VerifierError::Preflight(format!("kafka client: {e}")))?;
-    let checker = setup.checker(
-        config,
-        Replica::Kafka {
-            target: setup.target.clone(),
-            offsets: Offsets::new(&config.target.checkpoint_schema, &kafka.group),
-            control: setup.control.clone(),
-            capture: concord_capture::position_name(config),
-            client: Arc::new(client),
-        },
-    );
+    let checker = setup.checker(config, setup.replica(config)?);
     tokio::spawn(metrics::report_open_mismatches(
         setup.control.clone(),
         Duration::from_secs(5),
@@ -77,6 +64,12 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), Verifier
         .into_iter()
         .map(|p| ((p.stream, p.part), p.position as i64))
         .collect();
+    if !next.is_empty() {
+        tracing::info!(
+            partitions = next.len(),
+            "verifier resuming from its saved positions"
+        );
+    }
     tracing::info!(group = name, topic = %kafka.topic, delay = ?config.verifier.delay, "verifying");
     ready.store(true, Ordering::Relaxed);
 
@@ -90,14 +83,20 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), Verifier
             .front()
             .map(|w| setup::until_due(w.commit_ts, delay));
         let due = head_wait.is_some_and(|w| w.is_zero());
-        if !due && waiting.len() < config.verifier.batch_rows {
+        if waiting.len() < config.verifier.batch_rows {
             if paused {
                 resume(&consumer);
                 paused = false;
             }
-            let timeout = head_wait
-                .unwrap_or(Duration::from_millis(500))
-                .min(Duration::from_millis(500));
+            // Not due yet: wait for the next message, at most until the head is due. Due:
+            // take only what is already fetched, so that a verifier that is behind (every
+            // message due on arrival) still verifies in rounds of up to `batch_rows`, not
+            // one message at a time.
+            let timeout = match head_wait {
+                _ if due => Duration::from_millis(1),
+                Some(w) => w.min(Duration::from_millis(500)),
+                None => Duration::from_millis(500),
+            };
             match tokio::time::timeout(timeout, consumer.recv()).await {
                 Ok(Ok(m)) => {
                     let key = (m.topic().to_owned(), m.partition());
@@ -138,20 +137,24 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), Verifier
                             tracing::debug!(topic = %key.0, partition = key.1, offset = m.offset(), error = %e, "unreadable envelope skipped");
                         }
                     }
+                    continue;
                 }
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "kafka consume error");
                     tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
                 }
-                Err(_) => {}
+                // Nothing more fetched: verify what is due, or go on waiting.
+                Err(_) if due => {}
+                Err(_) => {
+                    if waiting.is_empty() {
+                        metrics::LAG.set(0.0);
+                        save(config, &setup, &verified, &mut saved_at).await;
+                    }
+                    continue;
+                }
             }
-            if waiting.is_empty() {
-                metrics::LAG.set(0.0);
-                save(config, &setup, &verified, &mut saved_at).await;
-            }
-            continue;
-        }
-        if !due {
+        } else if !due {
             // Full, and the oldest is not due yet: stop fetching until it is.
             if !paused {
                 pause(&consumer);
@@ -249,7 +252,7 @@ fn consumer_config(kafka: &KafkaConfig, config: &Config) -> ClientConfig {
     c
 }
 
-fn base_config(kafka: &KafkaConfig) -> ClientConfig {
+pub(crate) fn base_config(kafka: &KafkaConfig) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &kafka.brokers);
     for (k, v) in &kafka.properties {

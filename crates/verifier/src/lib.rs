@@ -7,6 +7,7 @@
 //! never mismatches.
 
 pub mod check;
+pub mod checksum;
 pub mod direct;
 pub mod equality;
 pub mod error;

@@ -82,6 +82,15 @@ pub static CHECKSUM_PROGRESS: LazyLock<prometheus::GaugeVec> = LazyLock::new(|| 
     .expect("metric registers once")
 });
 
+pub static CHECKSUM_THROTTLED: LazyLock<prometheus::Counter> = LazyLock::new(|| {
+    prometheus::register_counter!(
+        "concord_checksum_throttled_seconds_total",
+        "Time the checksum waited because the source's Threads_running was above \
+         checksum.max_threads_running"
+    )
+    .expect("metric registers once")
+});
+
 /// Keeps `concord_open_mismatches` in step with the control store.
 pub async fn report_open_mismatches(control: ControlStore, every: Duration) {
     loop {

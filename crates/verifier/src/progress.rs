@@ -32,7 +32,13 @@ pub enum Mark {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Stream {
     Binlog,
-    Partition { topic: String, partition: i32 },
+    Partition {
+        topic: String,
+        partition: i32,
+    },
+    /// Every partition of a topic: what a whole table's rows travel in (kafka mode) when
+    /// the rows are not known one by one (the checksum).
+    Topic(String),
 }
 
 pub enum Replica {
@@ -134,8 +140,42 @@ impl Replica {
                     offset: high.1 - 1,
                 }))
             }
-            (Replica::Kafka { .. }, Stream::Binlog) => Ok(None),
+            (Replica::Kafka { .. }, Stream::Binlog | Stream::Topic(_)) => Ok(None),
         }
+    }
+
+    /// Waits until the replicator has applied every change of `stream` up to source
+    /// position `p` (for [`Stream::Topic`], of each of the topic's partitions).
+    pub async fn wait_applied(
+        &self,
+        p: &Position,
+        stream: &Stream,
+        every: Duration,
+    ) -> Result<(), ProgressError> {
+        let streams = match (self, stream) {
+            (Replica::Kafka { client, .. }, Stream::Topic(topic)) => {
+                partitions(client.clone(), topic.clone())
+                    .await?
+                    .into_iter()
+                    .map(|partition| Stream::Partition {
+                        topic: topic.clone(),
+                        partition,
+                    })
+                    .collect()
+            }
+            (Replica::Direct { .. }, _) => vec![Stream::Binlog],
+            _ => vec![stream.clone()],
+        };
+        for s in &streams {
+            let mark = loop {
+                if let Some(m) = self.mark_for(p, s).await? {
+                    break m;
+                }
+                tokio::time::sleep(every).await;
+            };
+            self.wait_for(&mark, every).await?;
+        }
+        Ok(())
     }
 
     /// Waits until the replicator has applied `mark`, checking every `every`. Waiting has
@@ -161,4 +201,27 @@ impl Replica {
             tokio::time::sleep(every).await;
         }
     }
+}
+
+/// The partition ids of `topic`, from the broker's metadata.
+async fn partitions(client: Arc<BaseConsumer>, topic: String) -> Result<Vec<i32>, ProgressError> {
+    tokio::task::spawn_blocking(move || {
+        let metadata = client
+            .fetch_metadata(Some(&topic), Duration::from_secs(5))
+            .map_err(|e| ProgressError::Kafka(format!("metadata of {topic}: {e}")))?;
+        let ids: Vec<i32> = metadata
+            .topics()
+            .iter()
+            .filter(|t| t.name() == topic)
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        if ids.is_empty() {
+            return Err(ProgressError::Kafka(format!(
+                "topic {topic} has no partitions"
+            )));
+        }
+        Ok(ids)
+    })
+    .await
+    .map_err(|e| ProgressError::Kafka(e.to_string()))?
 }

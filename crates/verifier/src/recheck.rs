@@ -31,7 +31,8 @@ use concord_control::{ColumnDiff, Detector, Mismatch, MismatchKind};
 use concord_schema_cache::TargetTable;
 use std::collections::BTreeSet;
 
-/// How the rechecked rows of one table turned out.
+/// How the rechecked rows of one table turned out, counted in the changes each row's
+/// expectation stands for (see [`Expectation::changes`]).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Recheck {
     pub resolved: usize,
@@ -44,6 +45,7 @@ pub(crate) async fn recheck(
     target_name: &TableName,
     target: &TargetTable,
     differing: Vec<Expectation>,
+    detected_by: Detector,
 ) -> Result<Recheck, CheckError> {
     let source_name = differing[0].source.name.clone();
     let source = checker.source_schema.get(&source_name).await?;
@@ -74,7 +76,7 @@ pub(crate) async fn recheck(
     let mut candidates = Vec::new();
     for ((skey, tkey, e), (s, t)) in rows_to_check.into_iter().zip(first) {
         if differences(&shared, s.as_deref(), target, t.as_deref()).is_none() {
-            out.resolved += 1;
+            out.resolved += e.changes;
             metrics::RECHECKS.with_label_values(&["resolved"]).inc();
         } else {
             candidates.push(((skey, tkey, e), (s, t)));
@@ -89,7 +91,7 @@ pub(crate) async fn recheck(
     for (((_, _, e), (s1, t1)), (s2, t2)) in candidates.into_iter().zip(second) {
         let Some((kind, columns)) = differences(&shared, s2.as_deref(), target, t2.as_deref())
         else {
-            out.resolved += 1;
+            out.resolved += e.changes;
             metrics::RECHECKS.with_label_values(&["resolved"]).inc();
             continue;
         };
@@ -100,7 +102,7 @@ pub(crate) async fn recheck(
         if !same_row(source_types, s1.as_deref(), s2.as_deref())
             || !same_row(&target.columns, t1.as_deref(), t2.as_deref())
         {
-            out.superseded += 1;
+            out.superseded += e.changes;
             metrics::RECHECKS.with_label_values(&["superseded"]).inc();
             continue;
         }
@@ -110,7 +112,7 @@ pub(crate) async fn recheck(
             kind,
             columns,
             position: e.origin.clone(),
-            detected_by: Detector::Verifier,
+            detected_by,
         };
         tracing::warn!(table = %source_name, key = ?mismatch.key, kind = kind.as_str(),
             origin = %e.origin, "mismatch confirmed against the source");
@@ -119,7 +121,7 @@ pub(crate) async fn recheck(
             .with_label_values(&[&target_name.to_string(), kind.as_str()])
             .inc();
         metrics::RECHECKS.with_label_values(&["confirmed"]).inc();
-        out.confirmed += 1;
+        out.confirmed += e.changes;
     }
     Ok(out)
 }
@@ -148,13 +150,10 @@ async fn cycle(
     };
     let streams: BTreeSet<&Stream> = rows.iter().map(|(_, _, e)| &e.stream).collect();
     for stream in streams {
-        let mark = loop {
-            if let Some(m) = checker.replica.mark_for(&position, stream).await? {
-                break m;
-            }
-            tokio::time::sleep(checker.poll).await;
-        };
-        checker.replica.wait_for(&mark, checker.poll).await?;
+        checker
+            .replica
+            .wait_applied(&position, stream, checker.poll)
+            .await?;
     }
     let keys: Vec<Vec<Value>> = rows.iter().map(|(_, t, _)| t.clone()).collect();
     let target_rows = checker.read_rows(Side::Target, target, &keys).await?;
@@ -181,7 +180,10 @@ async fn read_source(
 }
 
 /// (source column index, target column index) of the columns both tables have, by name.
-fn shared_columns(source: Option<&TargetTable>, target: &TargetTable) -> Vec<(usize, usize)> {
+pub(crate) fn shared_columns(
+    source: Option<&TargetTable>,
+    target: &TargetTable,
+) -> Vec<(usize, usize)> {
     let Some(source) = source else {
         return Vec::new();
     };
@@ -195,7 +197,7 @@ fn shared_columns(source: Option<&TargetTable>, target: &TargetTable) -> Vec<(us
 
 /// How the target row differs from the source row over the `shared` columns; `None` if
 /// it does not. Rows are in their own table's column order.
-fn differences(
+pub(crate) fn differences(
     shared: &[(usize, usize)],
     s: Option<&[Value]>,
     target: &TargetTable,

@@ -5,10 +5,14 @@ use crate::check::{Checker, Item};
 use crate::error::VerifierError;
 use crate::progress::Replica;
 use concord_change::Ddl;
-use concord_config::{Config, TableFilter};
+use concord_config::{Config, TableFilter, TransportKind};
 use concord_control::ControlStore;
+use concord_replicator::checkpoint::Checkpoints;
+use concord_replicator::offsets::Offsets;
 use concord_schema_cache::{RefreshReason, SchemaCache};
 use mysql_async::{Opts, OptsBuilder, Pool};
+use rdkafka::consumer::BaseConsumer;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub(crate) struct Setup {
@@ -43,6 +47,35 @@ impl Setup {
             source,
             target,
             control,
+        })
+    }
+
+    /// How far the configured replicator has got: its checkpoint (direct mode) or the
+    /// offsets its group stored on the target (kafka mode).
+    pub fn replica(&self, config: &Config) -> Result<Replica, VerifierError> {
+        Ok(match config.transport.kind {
+            TransportKind::Direct => Replica::Direct {
+                target: self.target.clone(),
+                checkpoints: Checkpoints::new(
+                    &config.target.checkpoint_schema,
+                    &config.replicator.name,
+                ),
+            },
+            TransportKind::Kafka => {
+                let kafka = config.kafka.as_ref().ok_or_else(|| {
+                    VerifierError::Preflight("kafka mode needs a [kafka] section".into())
+                })?;
+                let client: BaseConsumer = crate::kafka::base_config(kafka)
+                    .create()
+                    .map_err(|e| VerifierError::Preflight(format!("kafka client: {e}")))?;
+                Replica::Kafka {
+                    target: self.target.clone(),
+                    offsets: Offsets::new(&config.target.checkpoint_schema, &kafka.group),
+                    control: self.control.clone(),
+                    capture: concord_capture::position_name(config),
+                    client: Arc::new(client),
+                }
+            }
         })
     }
 
