@@ -322,13 +322,14 @@ listen = "$BENCH_HOST:$METRICS_PORT"
 EOF
 }
 
-# concord_start CONFIG LOG: starts concord in the background; its pid is in CONCORD_PID.
+# concord_start CONFIG LOG [ROLE]: starts `concord ROLE` (default `replicate`: the applier
+# alone, without the verifier `concord run` adds) in the background; pid in CONCORD_PID.
 concord_start() {
-  local config=$1 logfile=$2
+  local config=$1 logfile=$2 role=${3:-replicate}
   if port_answers "$METRICS_PORT"; then
     die "port $METRICS_PORT (concord metrics) is already in use; set METRICS_PORT"
   fi
-  "$CONCORD_BIN" run --config "$config" >>"$logfile" 2>&1 &
+  "$CONCORD_BIN" "$role" --config "$config" >>"$logfile" 2>&1 &
   CONCORD_PID=$!
   CONCORD_LOG=$logfile
 }

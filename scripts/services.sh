@@ -3,7 +3,8 @@
 #   source  MariaDB with binlog (ROW, FULL image, FULL metadata)  127.0.0.1:3307
 #   target  MariaDB                                              127.0.0.1:3308
 #   broker  tansu (Kafka protocol, SQLite storage)                127.0.0.1:9092
-#           (the Kafka-mode tests also start brokers of their own on free ports)
+#           (the Kafka-mode tests also start brokers of their own on free ports: tansu,
+#           or nisshi where a test SIGKILLs consumer-group members)
 # Each has its own datadir under $CONCORD_SERVICES_DIR (default /tmp/concord-services).
 # Usage: scripts/services.sh start|stop|status|reset
 set -euo pipefail
@@ -33,6 +34,18 @@ ensure_tansu() {
   cargo install tansu --version 0.6.0 --features libsql --locked --root "$TOOLS" \
     --target-dir "${CARGO_TARGET_DIR:-/var/cache/concord-target}/tansu" >"$DIR/tansu-install.log" 2>&1 ||
     { tail -30 "$DIR/tansu-install.log" >&2; exit 1; }
+}
+
+# nisshi 0.6.0 (tansu renamed) evicts group members whose session expired, which tansu
+# 0.6.0 does not; the tests that SIGKILL consumer-group members run against it (the rest
+# stay on tansu, whose fetches answer promptly — docs/NOTES.md). 0.6.0 is the last release
+# that builds with rustc 1.95 (later ones need rama 0.4, rustc 1.96).
+ensure_nisshi() {
+  if [ -x "$TOOLS/bin/nisshi" ]; then return; fi
+  log "installing nisshi (Kafka-protocol broker) into $TOOLS; this compiles for several minutes once"
+  cargo install nisshi --version 0.6.0 --features libsql --locked --root "$TOOLS" \
+    --target-dir "${CARGO_TARGET_DIR:-/var/cache/concord-target}/nisshi" >"$DIR/nisshi-install.log" 2>&1 ||
+    { tail -30 "$DIR/nisshi-install.log" >&2; exit 1; }
 }
 
 start_broker() {
@@ -120,6 +133,7 @@ case "${1:-start}" in
       --sync-binlog=0 --max-binlog-size=256M
     start_one target "$TARGET_PORT" 2
     ensure_tansu
+    ensure_nisshi
     start_broker
     log "source 127.0.0.1:$SOURCE_PORT, target 127.0.0.1:$TARGET_PORT, broker 127.0.0.1:$BROKER_PORT ready"
     ;;

@@ -114,8 +114,9 @@ fn open_key(table: &TableName, key_json: &str) -> String {
 }
 
 impl ControlStore {
-    /// Records a mismatch, or updates the row's open record if it has one.
-    pub async fn record_mismatch(&self, m: &Mismatch) -> Result<(), ControlError> {
+    /// Records a mismatch, or updates the row's open record if it has one. Returns whether
+    /// the record is new (the row's first open record).
+    pub async fn record_mismatch(&self, m: &Mismatch) -> Result<bool, ControlError> {
         let key_json = serde_json::to_string(&m.key).expect("values always serialize");
         let columns = serde_json::to_string(&m.columns).expect("values always serialize");
         let upsert = match self.backend {
@@ -153,7 +154,12 @@ impl ControlStore {
             .bind(open_key(&m.table, &key_json))
             .execute(&self.pool)
             .await?;
-        Ok(())
+        let occurrences: i64 =
+            sqlx::query_scalar("SELECT occurrences FROM mismatches WHERE open_key = ?")
+                .bind(open_key(&m.table, &key_json))
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(occurrences == 1)
     }
 
     /// Mismatch records, newest first, optionally of one table.
@@ -249,18 +255,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("c.db").display());
         let store = ControlStore::connect(&url, &url).await.unwrap();
-        store
-            .record_mismatch(&mismatch(1, MismatchKind::ColumnsDiffer))
-            .await
-            .unwrap();
-        store
-            .record_mismatch(&mismatch(1, MismatchKind::MissingOnTarget))
-            .await
-            .unwrap();
-        store
-            .record_mismatch(&mismatch(2, MismatchKind::ColumnsDiffer))
-            .await
-            .unwrap();
+        let mut new = Vec::new();
+        for m in [
+            mismatch(1, MismatchKind::ColumnsDiffer),
+            mismatch(1, MismatchKind::MissingOnTarget),
+            mismatch(2, MismatchKind::ColumnsDiffer),
+        ] {
+            new.push(store.record_mismatch(&m).await.unwrap());
+        }
+        assert_eq!(
+            new,
+            vec![true, false, true],
+            "only a row's first record is new"
+        );
         let rows = store.mismatches(None, 10).await.unwrap();
         assert_eq!(rows.len(), 2);
         let one = rows.iter().find(|r| r.key[0].1 == Value::Int(1)).unwrap();

@@ -22,7 +22,8 @@ pub static VERIFIED: LazyLock<IntCounterVec> = LazyLock::new(|| {
 pub static MISMATCHES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "concord_mismatches_detected_total",
-        "Mismatches confirmed against the source and recorded, by kind (missing, extra, differs)",
+        "Rows newly recorded as mismatches after the source confirmed them, by kind (missing, \
+         extra, differs); a row confirmed again updates its open record and is not counted again",
         &["table", "kind"]
     )
     .expect("metric registers once")

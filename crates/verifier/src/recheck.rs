@@ -116,10 +116,12 @@ pub(crate) async fn recheck(
         };
         tracing::warn!(table = %source_name, key = ?mismatch.key, kind = kind.as_str(),
             origin = %e.origin, "mismatch confirmed against the source");
-        checker.control.record_mismatch(&mismatch).await?;
-        metrics::MISMATCHES
-            .with_label_values(&[&target_name.to_string(), kind.as_str()])
-            .inc();
+        // Counted once per row: a row confirmed again updates its open record.
+        if checker.control.record_mismatch(&mismatch).await? {
+            metrics::MISMATCHES
+                .with_label_values(&[&target_name.to_string(), kind.as_str()])
+                .inc();
+        }
         metrics::RECHECKS.with_label_values(&["confirmed"]).inc();
         out.confirmed += e.changes;
     }
