@@ -14,8 +14,8 @@
 #      verifier's results (every change must match; mismatches must be 0).
 #
 # Usage: bench/verify.sh
-# Environment: TABLES (4) ROWS (50000) DURATION (30) THREADS (4), CONCORD_BIN, and the
-# knobs in bench/lib.sh.
+# Environment: TABLES (4) ROWS (50000) DURATION (30) THREADS (4), VERIFY_BATCH (5000,
+# verifier.batch_rows), CONCORD_BIN, and the knobs in bench/lib.sh.
 
 _env_seconds=$SECONDS
 set -euo pipefail
@@ -32,8 +32,9 @@ SOURCE_PORT="${SOURCE_PORT:-3321}"
 TARGET_PORT="${TARGET_PORT:-3322}"
 TIMEOUT="${TIMEOUT:-3600}"
 POLL="${POLL:-0.05}"
+VERIFY_BATCH="${VERIFY_BATCH:-5000}"
 
-COMMAND="TABLES=$TABLES ROWS=$ROWS DURATION=$DURATION THREADS=$THREADS CONCORD_BIN=$CONCORD_BIN bench/verify.sh"
+COMMAND="TABLES=$TABLES ROWS=$ROWS DURATION=$DURATION THREADS=$THREADS VERIFY_BATCH=$VERIFY_BATCH CONCORD_BIN=$CONCORD_BIN bench/verify.sh"
 SUMMARY="$BENCH_LOGS/verify-summary.txt"
 
 bench_init
@@ -90,7 +91,7 @@ load_dump "$TARGET_PORT" "$BENCH_DATA/prepared.sql"
 
 CONFIG="$BENCH_DATA/concord-verify.toml"
 concord_config "$CONFIG" "$SOURCE_PORT" "$TARGET_PORT" "$START_FILE:$START_POS" 'sbtest.*'
-printf '\n[verifier]\ndelay = "1s"\nsave_every = "100ms"\n' >>"$CONFIG"
+printf '\n[verifier]\ndelay = "1s"\nsave_every = "100ms"\nbatch_rows = %s\n' "$VERIFY_BATCH" >>"$CONFIG"
 # One start before the load: proves config and connections, creates the control store.
 concord_start "$CONFIG" "$BENCH_LOGS/verify-replicate.log"
 concord_wait_ready 120

@@ -9,7 +9,7 @@
 use crate::equality::same;
 use crate::metrics;
 use crate::progress::{Mark, Replica, Stream};
-use crate::recheck::{recheck, Recheck};
+use crate::recheck::{recheck, resolve_quickly, Recheck};
 use crate::rows::{self, key_of};
 use concord_change::{Op, Position, RowChange, SourceTable, TableName, Value};
 use concord_config::TableFilter;
@@ -157,9 +157,11 @@ impl Checker {
                 .or_default()
                 .push(e);
         }
-        for (target_name, expectations) in by_table {
-            self.verify_table(&target_name, expectations).await?;
-        }
+        // Tables are independent: their reads overlap (each holds its own connections).
+        futures_util::future::try_join_all(by_table.into_iter().map(
+            |(name, expectations)| async move { self.verify_table(&name, expectations).await },
+        ))
+        .await?;
         Ok(())
     }
 
@@ -190,6 +192,7 @@ impl Checker {
         // Where each source column is in the target row, once per source table version.
         let mut mappings: HashMap<*const SourceTable, Vec<Option<usize>>> = HashMap::new();
         let mut differing = Vec::new();
+        let mut first_looks = Vec::new();
         for (k, e) in keyed {
             let row = rows.get(&key_of(&target, &k));
             let mapping = mappings.entry(Arc::as_ptr(&e.source)).or_insert_with(|| {
@@ -204,18 +207,25 @@ impl Checker {
                     .with_label_values(&[&label, "match"])
                     .inc_by(e.changes as u64);
             } else {
+                first_looks.push(row.cloned());
                 differing.push(e);
             }
         }
         if differing.is_empty() {
             return Ok(());
         }
-        let outcome = recheck(self, target_name, &target, differing, Detector::Verifier).await?;
+        let (quick, differing) = resolve_quickly(self, &target, differing, first_looks).await?;
+        let outcome = if differing.is_empty() {
+            Recheck::default()
+        } else {
+            recheck(self, target_name, &target, differing, Detector::Verifier).await?
+        };
         let Recheck {
             resolved,
             superseded,
             confirmed,
         } = outcome;
+        let resolved = resolved + quick;
         for (result, n) in [
             ("resolved", resolved),
             ("superseded", superseded),
@@ -302,7 +312,15 @@ fn matches_target(
 /// The round's changes as one expectation per row: the latest change of each row wins; an
 /// update that moves a row to a new key also says the old key must be gone.
 pub(crate) fn coalesce(items: &[Item], filter: &TableFilter) -> Vec<Expectation> {
-    let mut latest: HashMap<(TableName, Vec<u8>), Expectation> = HashMap::new();
+    /// The winning change of a row so far: the item, whether the row must be absent, and
+    /// how many changes it stands for. Images are cloned once, for the winners only.
+    struct Latest<'a> {
+        item: &'a Item,
+        key: Vec<Value>,
+        gone: bool,
+        changes: usize,
+    }
+    let mut latest: HashMap<(&TableName, Vec<u8>), Latest> = HashMap::new();
     for item in items {
         let c = &item.change;
         if !filter.matches(&c.table.name) || !c.table.has_primary_key() {
@@ -317,40 +335,52 @@ pub(crate) fn coalesce(items: &[Item], filter: &TableFilter) -> Vec<Expectation>
         };
         // `counted`: whether this change is counted under the key (a key move counts once,
         // under the new key).
-        let mut put = |key: Vec<Value>, after: Option<Vec<Value>>, counted: bool| {
+        let mut put = |key: Vec<Value>, gone: bool, counted: bool| {
             let mut bytes = Vec::new();
             for v in &key {
                 v.key_bytes(&mut bytes);
             }
-            let slot = (c.table.name.clone(), bytes);
+            let slot = (&c.table.name, bytes);
             let earlier = latest.get(&slot).map_or(0, |e| e.changes);
             latest.insert(
                 slot,
-                Expectation {
-                    source: c.table.clone(),
+                Latest {
+                    item,
                     key,
-                    after,
-                    stream: item.stream.clone(),
-                    origin: item.origin.clone(),
+                    gone,
                     changes: earlier + usize::from(counted),
                 },
             );
         };
         match (c.op, &c.before, &c.after) {
-            (Op::Delete, Some(before), _) => put(key_of_image(before), None, true),
-            (Op::Insert, _, Some(after)) => put(key_of_image(after), Some(after.clone()), true),
+            (Op::Delete, Some(before), _) => put(key_of_image(before), true, true),
+            (Op::Insert, _, Some(after)) => put(key_of_image(after), false, true),
             (Op::Update, Some(before), Some(after)) => {
                 let old = key_of_image(before);
                 let new = key_of_image(after);
                 if old != new {
-                    put(old, None, false);
+                    put(old, true, false);
                 }
-                put(new, Some(after.clone()), true);
+                put(new, false, true);
             }
             _ => {}
         }
     }
-    latest.into_values().collect()
+    latest
+        .into_values()
+        .map(|l| Expectation {
+            source: l.item.change.table.clone(),
+            key: l.key,
+            after: if l.gone {
+                None
+            } else {
+                l.item.change.after.clone()
+            },
+            stream: l.item.stream.clone(),
+            origin: l.item.origin.clone(),
+            changes: l.changes,
+        })
+        .collect()
 }
 
 #[cfg(test)]

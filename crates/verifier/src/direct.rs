@@ -149,21 +149,25 @@ async fn verify_loop(
                 setup.forget(ddl, &checker.filter).await;
             }
         }
+        let (last_end, last_ts) = {
+            let last = round.last().expect("rounds are never empty");
+            (last.end.clone(), last.commit_ts)
+        };
         let items: Vec<Item> = round
-            .iter()
+            .into_iter()
             .flat_map(|t| {
-                t.changes.iter().map(|c| Item {
-                    change: c.clone(),
-                    mark: Mark::Binlog(t.end.clone()),
+                let end = t.end;
+                t.changes.into_iter().map(move |c| Item {
+                    mark: Mark::Binlog(end.clone()),
                     stream: Stream::Binlog,
                     origin: c.position.clone(),
+                    change: c,
                 })
             })
             .collect();
         setup::verify_with_retry(checker, &items, config.replicator.max_backoff).await?;
-        let last = round.last().expect("rounds are never empty");
-        metrics::LAG.set(setup::late_by(last.commit_ts, delay));
-        save(config, setup, &last.end, &mut saved_at).await;
+        metrics::LAG.set(setup::late_by(last_ts, delay));
+        save(config, setup, &last_end, &mut saved_at).await;
     }
 }
 
