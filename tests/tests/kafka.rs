@@ -347,3 +347,70 @@ async fn a_topic_per_table() {
         assert!(published > 0.0, "{topic} carried {t}'s changes");
     }
 }
+
+/// Every envelope names its source transaction's GTID (`domain-server-sequence`, what
+/// `@@last_gtid` said on the source right after the commit); the rows of one transaction
+/// share it. A transaction with savepoints, one rolled back to, arrives whole and right.
+#[tokio::test(flavor = "multi_thread")]
+async fn envelopes_carry_the_source_gtid_and_savepoints_keep_the_transaction() {
+    use mysql_async::prelude::Queryable;
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::message::Message;
+    use rdkafka::ClientConfig;
+
+    let (db, broker, config) = setup("kgtid", &["a"], "").await;
+    let _capture = Concord::start_role(&config, "capture").await;
+    let _rep = Concord::start_role(&config.sibling(), "replicate").await;
+    let mut conn = db.servers.source_conn().await;
+    let mut gtids = Vec::new();
+    for (first, second) in [(1, 2), (3, 4)] {
+        conn.query_drop(format!(
+            "BEGIN; INSERT INTO `{db}`.a (id, v) VALUES ({first}, 1); \
+             SAVEPOINT s1; INSERT INTO `{db}`.a (id, v) VALUES (100{first}, 9); \
+             ROLLBACK TO SAVEPOINT s1; RELEASE SAVEPOINT s1; \
+             INSERT INTO `{db}`.a (id, v) VALUES ({second}, 2); COMMIT",
+            db = db.name
+        ))
+        .await
+        .unwrap();
+        let gtid: String = conn
+            .query_first("SELECT @@last_gtid")
+            .await
+            .unwrap()
+            .unwrap();
+        gtids.push(gtid);
+    }
+    db.wait_same("a", "*", Duration::from_secs(30)).await;
+    assert_eq!(
+        db.ids(true, "a").await,
+        vec![1, 2, 3, 4],
+        "savepoint rows rolled back"
+    );
+
+    let reader: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.brokers())
+        .set("group.id", "gtid-reader")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    reader.subscribe(&[TOPIC]).unwrap();
+    let mut by_id = std::collections::BTreeMap::new();
+    while by_id.len() < 4 {
+        let m = tokio::time::timeout(Duration::from_secs(30), reader.recv())
+            .await
+            .expect("envelopes arrive")
+            .unwrap();
+        let env: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+        if env["source"]["db"] != db.name.as_str() {
+            continue;
+        }
+        let id = env["after"]["id"].as_i64().expect("an insert's id");
+        by_id.insert(id, env["source"]["gtid"].as_str().map(str::to_owned));
+    }
+    let got: Vec<Option<String>> = by_id.into_values().collect();
+    let want: Vec<Option<String>> = [&gtids[0], &gtids[0], &gtids[1], &gtids[1]]
+        .iter()
+        .map(|g| Some(g.to_string()))
+        .collect();
+    assert_eq!(got, want);
+}

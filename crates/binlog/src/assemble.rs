@@ -20,7 +20,24 @@ pub(crate) struct Assembler {
     seen_format_description: bool,
     include: TablePredicate,
     txn: Option<Transaction>,
+    /// A GTID announced for the next statement or transaction, not yet opened.
+    pending_gtid: Option<String>,
     tables: HashMap<u64, (TableMapEvent<'static>, Arc<TableInfo>)>,
+}
+
+/// MariaDB's GTID event, which mysql_common does not parse.
+const MARIADB_GTID_EVENT: u8 = 162;
+/// Its flag for a statement outside any transaction (a DDL): no XID follows.
+const FL_STANDALONE: u8 = 1;
+
+/// `domain-server-sequence` from a MariaDB GTID event's payload (sequence: 8 bytes, then
+/// domain: 4 bytes, then flags, all little-endian) and the event's server id; with the
+/// flags.
+fn mariadb_gtid(data: &[u8], server_id: u32) -> Option<(String, u8)> {
+    let seq = u64::from_le_bytes(data.get(0..8)?.try_into().ok()?);
+    let domain = u32::from_le_bytes(data.get(8..12)?.try_into().ok()?);
+    let flags = *data.get(12)?;
+    Some((format!("{domain}-{server_id}-{seq}"), flags))
 }
 
 impl Assembler {
@@ -32,6 +49,7 @@ impl Assembler {
             seen_format_description: false,
             include,
             txn: None,
+            pending_gtid: None,
             tables: HashMap::new(),
         }
     }
@@ -44,6 +62,21 @@ impl Assembler {
             || header.event_type() == Ok(mysql_async::binlog::EventType::HEARTBEAT_EVENT);
         if !artificial {
             self.pos = u64::from(header.log_pos());
+        }
+        if self.is_mariadb && event.header().event_type_raw() == MARIADB_GTID_EVENT {
+            match mariadb_gtid(event.data(), header.server_id()) {
+                // A DDL follows, on its own.
+                Some((gtid, flags)) if flags & FL_STANDALONE != 0 => self.pending_gtid = Some(gtid),
+                // A transaction opens here; there is no BEGIN in MariaDB's binlog.
+                Some((gtid, _)) => {
+                    self.txn = Some(Transaction {
+                        gtid: Some(gtid),
+                        ..Transaction::default()
+                    })
+                }
+                None => tracing::warn!(position = %end, "short MariaDB GTID event ignored"),
+            }
+            return None;
         }
         let data = match event.read_data() {
             Ok(Some(d)) => d,
@@ -90,26 +123,52 @@ impl Assembler {
                 let verb = words.next().unwrap_or("");
                 if verb.eq_ignore_ascii_case("XA") {
                     // XA START opens the rows; they are handed on at XA PREPARE (below),
-                    // when the source has made them durable. XA END/COMMIT carry no rows.
-                    if words
-                        .next()
-                        .is_some_and(|w| w.eq_ignore_ascii_case("START"))
-                    {
-                        self.txn = Some(Transaction::default());
+                    // when the source has made them durable. XA END carries nothing; XA
+                    // COMMIT/ROLLBACK close the (row-less) group a GTID event opened.
+                    let what = words.next().unwrap_or("");
+                    if what.eq_ignore_ascii_case("START") {
+                        let gtid = self.opened_gtid();
+                        self.txn = Some(Transaction {
+                            gtid,
+                            ..Transaction::default()
+                        });
+                        None
+                    } else if what.eq_ignore_ascii_case("END") {
+                        None
+                    } else if self.txn.as_ref().is_some_and(|t| !t.changes.is_empty()) {
+                        self.commit(end, header.timestamp())
+                    } else {
+                        self.txn = None;
+                        self.pending_gtid = None;
+                        None
                     }
+                } else if self.txn.is_some()
+                    && (verb.eq_ignore_ascii_case("SAVEPOINT")
+                        || verb.eq_ignore_ascii_case("RELEASE")
+                        || (verb.eq_ignore_ascii_case("ROLLBACK")
+                            && words.next().is_some_and(|w| w.eq_ignore_ascii_case("TO"))))
+                {
+                    // Savepoints inside a transaction: the rows a ROLLBACK TO undid are not
+                    // in the binlog; the transaction goes on.
                     None
                 } else if verb.eq_ignore_ascii_case("BEGIN") {
-                    self.txn = Some(Transaction::default());
+                    let gtid = self.opened_gtid();
+                    self.txn = Some(Transaction {
+                        gtid,
+                        ..Transaction::default()
+                    });
                     None
                 } else if verb.eq_ignore_ascii_case("COMMIT")
                     || verb.eq_ignore_ascii_case("ROLLBACK")
                 {
                     self.commit(end, header.timestamp())
                 } else {
+                    let gtid = self.opened_gtid();
                     self.txn = None;
                     Some(ReaderEvent::Transaction(Transaction {
                         end,
                         commit_ts: header.timestamp(),
+                        gtid,
                         ddl: Some(Ddl {
                             tables: touched_tables(&q.schema(), &query),
                             schema: q.schema().into_owned(),
@@ -132,6 +191,14 @@ impl Assembler {
             }
             _ => None,
         }
+    }
+
+    /// The GTID of what opens now: announced standalone, or carried by the group a GTID
+    /// event already opened.
+    fn opened_gtid(&mut self) -> Option<String> {
+        self.pending_gtid
+            .take()
+            .or_else(|| self.txn.as_ref().and_then(|t| t.gtid.clone()))
     }
 
     fn commit(&mut self, end: Position, ts: u32) -> Option<ReaderEvent> {
@@ -211,5 +278,23 @@ impl Assembler {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mariadb_gtid_event_names_domain_server_and_sequence() {
+        let mut data = Vec::new();
+        data.extend_from_slice(&4711u64.to_le_bytes());
+        data.extend_from_slice(&3u32.to_le_bytes());
+        data.push(FL_STANDALONE);
+        assert_eq!(
+            mariadb_gtid(&data, 12),
+            Some(("3-12-4711".to_owned(), FL_STANDALONE))
+        );
+        assert_eq!(mariadb_gtid(&data[..12], 12), None, "too short");
     }
 }

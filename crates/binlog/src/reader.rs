@@ -93,6 +93,14 @@ impl BinlogReader {
         conn.query_drop(format!("SET @master_heartbeat_period = {period_ns}"))
             .await
             .map_err(conn_err(from))?;
+        if self.server.is_mariadb {
+            // Announce a GTID-aware replica: MariaDB then sends its GTID events (which the
+            // assembler turns into `Transaction::gtid`) instead of rewriting each one into
+            // a plain BEGIN.
+            conn.query_drop("SET @mariadb_slave_capability = 4")
+                .await
+                .map_err(conn_err(from))?;
+        }
         let request = BinlogStreamRequest::new(self.options.server_id)
             .with_filename(from.file.as_bytes())
             .with_pos(from.pos);

@@ -72,7 +72,7 @@ impl Publisher {
                 file: change.position.file.clone(),
                 pos: change.position.pos,
                 row: change.row_index,
-                gtid: None,
+                gtid: txn.gtid.clone(),
                 ts_ms: u64::from(txn.commit_ts) * 1000,
                 db: change.table.name.db.clone(),
                 table: change.table.name.table.clone(),

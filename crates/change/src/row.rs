@@ -110,6 +110,9 @@ pub struct Transaction {
     pub ddl: Option<Ddl>,
     /// Rows of included tables that could not be decoded; kept so they can be recorded.
     pub undecodable: Vec<Undecodable>,
+    /// The source's global transaction id, `domain-server-sequence` (MariaDB), when the
+    /// binlog carries one.
+    pub gtid: Option<String>,
 }
 
 /// A row the reader could not turn into values (recorded as a failed event, never dropped
