@@ -54,13 +54,7 @@ checksum_both() {
 }
 
 # --- 1. instances and data -----------------------------------------------------------------
-mapfile -t SOURCE_OPTS < <(bench_source_opts source)
-server_start source "$SOURCE_PORT" 31 "${SOURCE_OPTS[@]}"
-server_start target "$TARGET_PORT" 32
-sb_prepare "$SOURCE_PORT"
-read -r START_FILE START_POS < <(master_pos "$SOURCE_PORT")
-dump_databases "$SOURCE_PORT" "$BENCH_DATA/prepared.sql" sbtest
-load_dump "$TARGET_PORT" "$BENCH_DATA/prepared.sql"
+bench_pair "$SOURCE_PORT" "$TARGET_PORT" 31
 
 # --- 2. a replicator -----------------------------------------------------------------------
 CONFIG="$BENCH_DATA/concord-checksum.toml"

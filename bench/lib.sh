@@ -287,6 +287,21 @@ load_dump() {
   mariadb --no-defaults -uroot -h"$BENCH_HOST" -P"$1" <"$2" || die "loading $2 into port $1 failed"
 }
 
+# bench_pair SOURCE_PORT TARGET_PORT SERVER_ID: a bench source (binlog) and a target,
+# sysbench prepare on the source, and one dump of it loaded into the target, so both agree
+# at the source position it sets in START_FILE / START_POS. The target gets SERVER_ID + 1.
+bench_pair() {
+  local sport=$1 tport=$2 id=$3
+  local opts
+  mapfile -t opts < <(bench_source_opts source)
+  server_start source "$sport" "$id" "${opts[@]}"
+  server_start target "$tport" $((id + 1))
+  sb_prepare "$sport"
+  read -r START_FILE START_POS < <(master_pos "$sport")
+  dump_databases "$sport" "$BENCH_DATA/prepared.sql" sbtest
+  load_dump "$tport" "$BENCH_DATA/prepared.sql"
+}
+
 # ---------------------------------------------------------------------------------------
 # concord
 

@@ -81,13 +81,7 @@ wait_until() {
 }
 
 # --- 1. instances and starting data ------------------------------------------------------
-mapfile -t SOURCE_OPTS < <(bench_source_opts source)
-server_start source "$SOURCE_PORT" 21 "${SOURCE_OPTS[@]}"
-server_start target "$TARGET_PORT" 22
-sb_prepare "$SOURCE_PORT"
-read -r START_FILE START_POS < <(master_pos "$SOURCE_PORT")
-dump_databases "$SOURCE_PORT" "$BENCH_DATA/prepared.sql" sbtest
-load_dump "$TARGET_PORT" "$BENCH_DATA/prepared.sql"
+bench_pair "$SOURCE_PORT" "$TARGET_PORT" 21
 
 CONFIG="$BENCH_DATA/concord-verify.toml"
 concord_config "$CONFIG" "$SOURCE_PORT" "$TARGET_PORT" "$START_FILE:$START_POS" 'sbtest.*'

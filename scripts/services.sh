@@ -27,25 +27,19 @@ ensure_packages() {
 TOOLS="${CONCORD_TOOLS_DIR:-/var/cache/concord-tools}"
 BROKER_PORT="${CONCORD_BROKER_PORT:-9092}"
 
-# tansu is installed from crates.io into a cache outside the clone, once per machine.
-ensure_tansu() {
-  if [ -x "$TOOLS/bin/tansu" ]; then return; fi
-  log "installing tansu (Kafka-protocol broker) into $TOOLS; this compiles for several minutes once"
-  cargo install tansu --version 0.6.0 --features libsql --locked --root "$TOOLS" \
-    --target-dir "${CARGO_TARGET_DIR:-/var/cache/concord-target}/tansu" >"$DIR/tansu-install.log" 2>&1 ||
-    { tail -30 "$DIR/tansu-install.log" >&2; exit 1; }
-}
-
-# nisshi 0.6.0 (tansu renamed) evicts group members whose session expired, which tansu
-# 0.6.0 does not; the tests that SIGKILL consumer-group members run against it (the rest
-# stay on tansu, whose fetches answer promptly — docs/NOTES.md). 0.6.0 is the last release
-# that builds with rustc 1.95 (later ones need rama 0.4, rustc 1.96).
-ensure_nisshi() {
-  if [ -x "$TOOLS/bin/nisshi" ]; then return; fi
-  log "installing nisshi (Kafka-protocol broker) into $TOOLS; this compiles for several minutes once"
-  cargo install nisshi --version 0.6.0 --features libsql --locked --root "$TOOLS" \
-    --target-dir "${CARGO_TARGET_DIR:-/var/cache/concord-target}/nisshi" >"$DIR/nisshi-install.log" 2>&1 ||
-    { tail -30 "$DIR/nisshi-install.log" >&2; exit 1; }
+# The brokers are installed from crates.io into a cache outside the clone, once per
+# machine: tansu 0.6.0, and nisshi 0.6.0 (tansu renamed), which evicts group members whose
+# session expired — tansu 0.6.0 does not; the tests that SIGKILL consumer-group members run
+# against nisshi, the rest against tansu, whose fetches answer promptly (docs/NOTES.md).
+# nisshi 0.6.0 is the last release that builds with rustc 1.95 (later ones need rama 0.4).
+# ensure_tool NAME VERSION
+ensure_tool() {
+  local name=$1 version=$2
+  if [ -x "$TOOLS/bin/$name" ]; then return; fi
+  log "installing $name $version (Kafka-protocol broker) into $TOOLS; this compiles for several minutes once"
+  cargo install "$name" --version "$version" --features libsql --locked --root "$TOOLS" \
+    --target-dir "${CARGO_TARGET_DIR:-/var/cache/concord-target}/$name" >"$DIR/$name-install.log" 2>&1 ||
+    { tail -30 "$DIR/$name-install.log" >&2; exit 1; }
 }
 
 start_broker() {
@@ -132,8 +126,8 @@ case "${1:-start}" in
       --binlog-row-image=FULL --binlog-row-metadata=FULL \
       --sync-binlog=0 --max-binlog-size=256M
     start_one target "$TARGET_PORT" 2
-    ensure_tansu
-    ensure_nisshi
+    ensure_tool tansu 0.6.0
+    ensure_tool nisshi 0.6.0
     start_broker
     log "source 127.0.0.1:$SOURCE_PORT, target 127.0.0.1:$TARGET_PORT, broker 127.0.0.1:$BROKER_PORT ready"
     ;;

@@ -270,6 +270,20 @@ impl Checker {
     }
 }
 
+impl Checker {
+    /// The source's binlog position now (`table` names the work it is for, in errors).
+    pub(crate) async fn source_position(&self, table: &TableName) -> Result<Position, CheckError> {
+        let mut conn = self
+            .source
+            .get_conn()
+            .await
+            .map_err(|e| sql(Side::Source, table, e))?;
+        concord_binlog::current_position(&mut conn)
+            .await
+            .map_err(|e| sql(Side::Source, table, e))
+    }
+}
+
 pub(crate) fn sql(side: Side, table: &TableName, source: mysql_async::Error) -> CheckError {
     CheckError::Sql {
         side: match side {

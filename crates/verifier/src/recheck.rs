@@ -20,12 +20,11 @@
 //! — having applied the source up to a point where the source row had some value — held
 //! the same other value, and the source row had not changed.
 
-use crate::check::{sql, target_index, CheckError, Checker, Expectation, Side};
+use crate::check::{target_index, CheckError, Checker, Expectation, Side};
 use crate::equality::same;
 use crate::metrics;
 use crate::progress::Stream;
 use crate::rows::{key_of, Rows};
-use concord_binlog::current_position;
 use concord_change::{TableName, Value};
 use concord_control::{ColumnDiff, Detector, Mismatch, MismatchKind};
 use concord_schema_cache::TargetTable;
@@ -183,16 +182,7 @@ async fn cycle(
     rows: &[Keyed],
 ) -> Result<Vec<Pair>, CheckError> {
     let source_rows = read_source(checker, source, rows).await?;
-    let position = {
-        let mut conn = checker
-            .source
-            .get_conn()
-            .await
-            .map_err(|e| sql(Side::Source, source_name, e))?;
-        current_position(&mut conn)
-            .await
-            .map_err(|e| sql(Side::Source, source_name, e))?
-    };
+    let position = checker.source_position(source_name).await?;
     let streams: BTreeSet<&Stream> = rows.iter().map(|(_, _, e)| &e.stream).collect();
     for stream in streams {
         checker

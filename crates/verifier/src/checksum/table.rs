@@ -17,7 +17,6 @@ use crate::metrics;
 use crate::progress::Stream;
 use crate::recheck::{recheck, shared_columns, Recheck};
 use crate::sql_value::from_sql;
-use concord_binlog::current_position;
 use concord_change::{Position, SourceTable, TableName, Value};
 use concord_config::ChecksumConfig;
 use concord_control::Detector;
@@ -322,16 +321,7 @@ async fn consistent_hashes(
     let source = hash(&checker.source, &sides.source_sql, range)
         .await
         .map_err(|e| sql(Side::Source, name, e))?;
-    let position = {
-        let mut conn = checker
-            .source
-            .get_conn()
-            .await
-            .map_err(|e| sql(Side::Source, name, e))?;
-        current_position(&mut conn)
-            .await
-            .map_err(|e| sql(Side::Source, name, e))?
-    };
+    let position = checker.source_position(name).await?;
     checker
         .replica
         .wait_applied(&position, stream, checker.poll)
