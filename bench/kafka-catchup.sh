@@ -266,7 +266,7 @@ CAPTURE_RPS=$(per_second "$BACKLOG_ROWS" "$CAPTURE_S")
   echo "          built by sysbench oltp_write_only, $TABLES tables x $ROWS rows, $THREADS threads, ${DURATION}s at $LOAD_TPS tps"
   echo "topic:    $TOPIC_MSGS messages (expected $EXPECTED_MSGS: one per row change + $KEY_CHANGES primary-key changes),"
   echo "          published by the capture in ${CAPTURE_S}s ($CAPTURE_RPS rows/s, peak RSS ${CAPTURE_HWM} MiB) before any replicator ran"
-  echo "direct mode (concord run, from process start):        ${DIRECT_S}s  $DIRECT_RPS rows/s"
+  echo "direct mode (concord replicate, from process start):        ${DIRECT_S}s  $DIRECT_RPS rows/s"
   echo "          applied_events=$DIRECT_APPLIED, peak RSS ${DIRECT_HWM} MiB"
   echo "kafka, 1 replicator (from process start):             ${KAFKA1_S}s  $KAFKA1_RPS rows/s   ($(ratio "$KAFKA1_RPS" "$DIRECT_RPS")x direct)"
   echo "          applied_events=$KAFKA1_APPLIED, offsets sum $KAFKA1_OFFSETS, peak RSS ${KAFKA1_HWM} MiB"

@@ -9,6 +9,8 @@
 # before bench_cleanup stops the MariaDB instances.
 #
 # Knobs (environment), in addition to bench/lib.sh's:
+#   KAFKA_PROPS           extra librdkafka settings for every role, TOML lines of
+#                         [kafka.properties] (e.g. '"fetch.wait.max.ms" = "500"')
 #   TANSU_BIN             broker binary (default /var/cache/concord-tools/bin/tansu)
 #   BROKER_PORT           broker listener (default 19092; the test broker uses 9092)
 #   CAPTURE_METRICS_PORT  /metrics of the capture (default METRICS_PORT + 1)
@@ -18,6 +20,7 @@
 #                         KAFKA_TOPIC.dlq
 #   PARTITIONS            partitions of the change topic (default 4)
 
+KAFKA_PROPS="${KAFKA_PROPS:-}"
 TANSU_BIN="${TANSU_BIN:-/var/cache/concord-tools/bin/tansu}"
 BROKER_PORT="${BROKER_PORT:-19092}"
 CAPTURE_METRICS_PORT="${CAPTURE_METRICS_PORT:-$((METRICS_PORT + 1))}"
@@ -164,6 +167,9 @@ kind = "kafka"
 brokers = "$BENCH_HOST:$BROKER_PORT"
 topic = "$KAFKA_TOPIC"
 group = "$group"
+
+[kafka.properties]
+$KAFKA_PROPS
 EOF
 }
 
