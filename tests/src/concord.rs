@@ -352,22 +352,33 @@ pub async fn checkpoint(servers: &Servers, name: &str) -> Option<Position> {
 }
 
 /// The test's control store, read-only; `None` while concord has not created it yet.
-async fn control_store(config: &ConcordConfig) -> Option<sqlx::SqliteConnection> {
+/// The rows `sql` (with `binds` for its placeholders) returns from the test's control
+/// store; none while the store does not exist yet.
+async fn control_rows(
+    config: &ConcordConfig,
+    sql: &str,
+    binds: &[&str],
+) -> Vec<sqlx::sqlite::SqliteRow> {
     let url = format!("sqlite://{}?mode=ro", config.control_db().display());
-    <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
-        .await
-        .ok()
+    let Ok(mut conn) = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url).await else {
+        return Vec::new();
+    };
+    let mut query = sqlx::query(sql);
+    for b in binds {
+        query = query.bind(*b);
+    }
+    query.fetch_all(&mut conn).await.unwrap_or_default()
 }
 
 pub async fn failed_events(config: &ConcordConfig) -> Vec<(String, String, String, String)> {
     use sqlx::Row;
-    let Some(mut conn) = control_store(config).await else {
-        return Vec::new();
-    };
-    let rows = sqlx::query("SELECT db || '.' || tbl, reason, error, event FROM failed_events ORDER BY source_pos, row_index")
-        .fetch_all(&mut conn)
-        .await
-        .unwrap_or_default();
+    let rows = control_rows(
+        config,
+        "SELECT db || '.' || tbl, reason, error, event FROM failed_events \
+         ORDER BY source_pos, row_index",
+        &[],
+    )
+    .await;
     rows.iter()
         .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
         .collect()
@@ -411,16 +422,13 @@ pub struct MismatchRecord {
 
 pub async fn mismatches(config: &ConcordConfig) -> Vec<MismatchRecord> {
     use sqlx::Row;
-    let Some(mut conn) = control_store(config).await else {
-        return Vec::new();
-    };
-    let rows = sqlx::query(
+    let rows = control_rows(
+        config,
         "SELECT db || '.' || tbl, pk, kind, columns, state, occurrences, detected_by \
          FROM mismatches ORDER BY id",
+        &[],
     )
-    .fetch_all(&mut conn)
-    .await
-    .unwrap_or_default();
+    .await;
     rows.iter()
         .map(|r| {
             let detail: String = r.get(3);
@@ -452,16 +460,12 @@ pub async fn verifier_positions(
     name: &str,
 ) -> Vec<(String, i64, String, i64)> {
     use sqlx::Row;
-    let Some(mut conn) = control_store(config).await else {
-        return Vec::new();
-    };
-    let rows = sqlx::query(
+    let rows = control_rows(
+        config,
         "SELECT stream, part, binlog_file, position FROM verifier_positions WHERE name = ?",
+        &[name],
     )
-    .bind(name)
-    .fetch_all(&mut conn)
-    .await
-    .unwrap_or_default();
+    .await;
     rows.iter()
         .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
         .collect()
@@ -470,17 +474,13 @@ pub async fn verifier_positions(
 /// A table's checksum runs, oldest first: (state, chunks, rows checked, mismatches).
 pub async fn checksum_runs(config: &ConcordConfig, table: &str) -> Vec<(String, i64, i64, i64)> {
     use sqlx::Row;
-    let Some(mut conn) = control_store(config).await else {
-        return Vec::new();
-    };
-    let rows = sqlx::query(
+    let rows = control_rows(
+        config,
         "SELECT state, chunks, rows_checked, mismatches FROM checksum_runs \
          WHERE db || '.' || tbl = ? ORDER BY id",
+        &[table],
     )
-    .bind(table)
-    .fetch_all(&mut conn)
-    .await
-    .unwrap_or_default();
+    .await;
     rows.iter()
         .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
         .collect()
