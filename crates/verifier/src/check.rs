@@ -268,9 +268,7 @@ impl Checker {
             .await
             .map_err(|e| sql(side, &table.name, e))
     }
-}
 
-impl Checker {
     /// The source's binlog position now (`table` names the work it is for, in errors).
     pub(crate) async fn source_position(&self, table: &TableName) -> Result<Position, CheckError> {
         let mut conn = self

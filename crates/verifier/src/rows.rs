@@ -7,7 +7,7 @@
 
 use crate::equality::key_form;
 use concord_change::Value;
-use concord_schema_cache::{quote_ident, quote_table, TargetTable};
+use concord_schema_cache::{quote_ident, quote_table, TargetColumn, TargetTable};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Params, Row};
 use std::collections::HashMap;
@@ -21,6 +21,15 @@ pub type Rows = HashMap<Vec<u8>, Vec<Value>>;
 /// The largest number of keys in one statement. Smaller reads are padded to a power of two
 /// (by repeating a key) so a handful of prepared statements serve every size.
 const MAX_KEYS: usize = 512;
+
+/// A row read with every column of a table (in `columns`' order), as values.
+pub fn values(row: Row, columns: &[TargetColumn]) -> Vec<Value> {
+    row.unwrap()
+        .into_iter()
+        .zip(columns)
+        .map(|(v, c)| from_sql(v, &c.data_type))
+        .collect()
+}
 
 /// The canonical key of a row given in `table`'s column order.
 pub fn row_key(table: &TargetTable, row: &[Value]) -> Vec<u8> {
@@ -94,12 +103,7 @@ pub async fn fetch(
             .collect();
         let rows: Vec<Row> = conn.exec(sql, Params::Positional(params)).await?;
         for row in rows {
-            let values: Vec<Value> = row
-                .unwrap()
-                .into_iter()
-                .zip(&table.columns)
-                .map(|(v, c)| from_sql(v, &c.data_type))
-                .collect();
+            let values = values(row, &table.columns);
             out.insert(row_key(table, &values), values);
         }
     }

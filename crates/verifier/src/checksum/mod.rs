@@ -20,7 +20,7 @@ use crate::error::VerifierError;
 use crate::progress::{Replica, Stream};
 use crate::setup::Setup;
 use concord_change::TableName;
-use concord_config::{Config, TransportKind};
+use concord_config::{Config, TableFilter, TransportKind};
 use mysql_async::prelude::Queryable;
 use mysql_async::Pool;
 use std::time::{Duration, Instant};
@@ -48,14 +48,14 @@ pub async fn run(
     let checker = setup.checker(config, replica);
     let tables = match selection {
         Selection::Tables(t) => t,
-        Selection::All => replicated_tables(config, &setup.source).await?,
+        Selection::All => replicated_tables(config, &checker.filter, &setup.source).await?,
     };
     tracing::info!(tables = tables.len(), "checksum starting");
     let mut reports = Vec::new();
     for name in tables {
         let started = Instant::now();
         let mut report = TableReport::new(name.clone());
-        match describe(&setup, config, &name).await {
+        match describe(&setup, &checker.filter, &name).await {
             Err(problem) => report.problem = Some(problem),
             Ok(sides) => {
                 let stream = match (&config.transport.kind, &config.kafka) {
@@ -102,8 +102,7 @@ pub async fn run(
 }
 
 /// Both servers' view of the table, or why it cannot be checked.
-async fn describe(setup: &Setup, config: &Config, name: &TableName) -> Result<Sides, String> {
-    let filter = config.tables.filter();
+async fn describe(setup: &Setup, filter: &TableFilter, name: &TableName) -> Result<Sides, String> {
     if !filter.matches(name) {
         return Err("not replicated by this config (tables.include / tables.exclude)".into());
     }
@@ -151,9 +150,9 @@ async fn require_replicator(config: &Config, replica: &Replica) -> Result<(), Ve
 /// Every base table on the source that the config replicates, in name order.
 async fn replicated_tables(
     config: &Config,
+    filter: &TableFilter,
     source: &Pool,
 ) -> Result<Vec<TableName>, VerifierError> {
-    let filter = config.tables.filter();
     let mut conn = source
         .get_conn()
         .await

@@ -10,8 +10,7 @@ use super::table::Sides;
 use crate::check::{sql, CheckError, Checker, Expectation, Side};
 use crate::progress::Stream;
 use crate::recheck::differences;
-use crate::rows::{key_of, row_key};
-use crate::sql_value::from_sql;
+use crate::rows::{key_of, row_key, values};
 use concord_change::{Position, Value};
 use concord_schema_cache::TargetTable;
 use mysql_async::prelude::Queryable;
@@ -72,9 +71,7 @@ pub(crate) async fn narrow(
         }
         // What is left exists only on the target.
         for t in targets.into_values() {
-            if let Some(key) = sides.key_from_target(&t) {
-                out.push(sides.expectation(key, None, stream, origin));
-            }
+            out.push(sides.expectation(sides.key_from_target(&t), None, stream, origin));
         }
         if !full {
             return Ok(out);
@@ -100,12 +97,6 @@ async fn read(
         .map_err(|e| sql(side, &table.name, e))?;
     Ok(rows
         .into_iter()
-        .map(|r| {
-            r.unwrap()
-                .into_iter()
-                .zip(&table.columns)
-                .map(|(v, c)| from_sql(v, &c.data_type))
-                .collect()
-        })
+        .map(|r| values(r, &table.columns))
         .collect())
 }

@@ -157,13 +157,11 @@ impl Sides {
     }
 
     /// The key of a target row, in the source's key order.
-    pub fn key_from_target(&self, row: &[Value]) -> Option<Vec<Value>> {
-        Some(
-            self.target_for_source_key
-                .iter()
-                .map(|&i| row[i].clone())
-                .collect(),
-        )
+    pub fn key_from_target(&self, row: &[Value]) -> Vec<Value> {
+        self.target_for_source_key
+            .iter()
+            .map(|&i| row[i].clone())
+            .collect()
     }
 
     pub fn expectation(
@@ -296,7 +294,6 @@ pub(crate) async fn checksum_table(
         } else {
             checker.control.save_checksum_progress(&run).await?;
         }
-        report.table = name.clone();
         report.rows = run.rows as u64;
         report.chunks = run.chunks as u64;
         report.chunks_differ = run.chunks_differ as u64;
