@@ -118,6 +118,20 @@ impl Broker {
         assert!(status.success(), "creating topic {name}");
     }
 
+    /// A consumer of `topic` in its own `group`, reading from the earliest message (for
+    /// tests that look at what was published).
+    pub fn reader(&self, group: &str, topic: &str) -> rdkafka::consumer::StreamConsumer {
+        use rdkafka::consumer::Consumer;
+        let consumer: rdkafka::consumer::StreamConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", self.brokers())
+            .set("group.id", group)
+            .set("auto.offset.reset", "earliest")
+            .create()
+            .expect("kafka consumer");
+        consumer.subscribe(&[topic]).expect("subscribe");
+        consumer
+    }
+
     /// Kills the broker (SIGKILL) and starts it again on the same port and storage.
     pub async fn restart(&mut self) {
         if let Some(mut c) = self.child.take() {

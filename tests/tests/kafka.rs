@@ -43,7 +43,9 @@ async fn setup_on(
 #[tokio::test(flavor = "multi_thread")]
 async fn capture_and_two_replicators_copy_every_row() {
     let tables = ["a", "b", "c"];
-    let (db, _broker, config) = setup("kpipe", &tables, "").await;
+    // A small acknowledgement window: the capture keeps waiting for the broker, and still
+    // nothing may be lost or reordered.
+    let (db, _broker, config) = setup("kpipe", &tables, "max_unacked = 100").await;
     let capture = Concord::start_role(&config, "capture").await;
     let r1 = Concord::start_role(&config.sibling(), "replicate").await;
     // Group members joining at the very same moment can stall on tansu: stagger them.
@@ -194,7 +196,6 @@ async fn kill_nine_capture_and_replicators_and_restart_the_broker() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn poison_messages_are_dead_lettered_and_recorded() {
-    use rdkafka::consumer::{Consumer, StreamConsumer};
     use rdkafka::producer::{FutureProducer, FutureRecord};
     use rdkafka::ClientConfig;
     use rdkafka::Message;
@@ -253,13 +254,7 @@ async fn poison_messages_are_dead_lettered_and_recorded() {
         "the message is kept: {failed:?}"
     );
 
-    let dlq: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", broker.brokers())
-        .set("group.id", "dlq-reader")
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    dlq.subscribe(&[&format!("{TOPIC}.dlq")]).unwrap();
+    let dlq = broker.reader("dlq-reader", &format!("{TOPIC}.dlq"));
     let mut seen = Vec::new();
     while seen.len() < 3 {
         let m = tokio::time::timeout(Duration::from_secs(30), dlq.recv())
@@ -354,9 +349,7 @@ async fn a_topic_per_table() {
 #[tokio::test(flavor = "multi_thread")]
 async fn envelopes_carry_the_source_gtid_and_savepoints_keep_the_transaction() {
     use mysql_async::prelude::Queryable;
-    use rdkafka::consumer::{Consumer, StreamConsumer};
     use rdkafka::message::Message;
-    use rdkafka::ClientConfig;
 
     let (db, broker, config) = setup("kgtid", &["a"], "").await;
     let _capture = Concord::start_role(&config, "capture").await;
@@ -387,13 +380,7 @@ async fn envelopes_carry_the_source_gtid_and_savepoints_keep_the_transaction() {
         "savepoint rows rolled back"
     );
 
-    let reader: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", broker.brokers())
-        .set("group.id", "gtid-reader")
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    reader.subscribe(&[TOPIC]).unwrap();
+    let reader = broker.reader("gtid-reader", TOPIC);
     let mut by_id = std::collections::BTreeMap::new();
     while by_id.len() < 4 {
         let m = tokio::time::timeout(Duration::from_secs(30), reader.recv())

@@ -74,6 +74,18 @@ impl Pipeline {
     async fn start_on(kind: Kind, db: &TestDb, mode: Mode, delay: &str, apart: bool) -> Pipeline {
         let mut config = ConcordConfig::new(db);
         config.extra = format!("\n[verifier]\ndelay = \"{delay}\"\nsave_every = \"200ms\"\n");
+        // Several rounds at once: in kafka mode, and in direct mode's `concord run` with small
+        // rounds so that many overlap. The direct pipelines `apart` keep the default of one
+        // round at a time, so both ways of running rounds are exercised. (Small rounds do
+        // not suit kafka mode: its waiting list holds one round, and a full list pauses the
+        // partitions, which makes librdkafka fetch again.)
+        match mode {
+            Mode::Kafka => config.extra.push_str("rounds_in_flight = 3\n"),
+            Mode::Direct if !apart => config
+                .extra
+                .push_str("rounds_in_flight = 3\nbatch_rows = 100\n"),
+            Mode::Direct => {}
+        }
         match mode {
             Mode::Direct if !apart => Pipeline {
                 mode,

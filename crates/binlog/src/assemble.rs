@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 pub(crate) struct Assembler {
-    file: String,
+    file: Arc<str>,
     pos: u64,
     is_mariadb: bool,
     seen_format_description: bool,
@@ -22,7 +22,16 @@ pub(crate) struct Assembler {
     txn: Option<Transaction>,
     /// A GTID announced for the next statement or transaction, not yet opened.
     pending_gtid: Option<String>,
-    tables: HashMap<u64, (TableMapEvent<'static>, Arc<TableInfo>)>,
+    tables: HashMap<u64, Known>,
+}
+
+/// What is known about a table id, valid while its table map stays the same: whether the
+/// table is replicated (asked once, not per event) and its decoders (built from its first
+/// row, which carries the column metadata).
+struct Known {
+    tme: TableMapEvent<'static>,
+    included: bool,
+    info: Option<Arc<TableInfo>>,
 }
 
 /// MariaDB's GTID event, which mysql_common does not parse.
@@ -101,7 +110,7 @@ impl Assembler {
                 if self.is_mariadb && !self.seen_format_description && name.len() > 4 {
                     name.truncate(name.len() - 4);
                 }
-                self.file = String::from_utf8_lossy(&name).into_owned();
+                self.file = String::from_utf8_lossy(&name).into();
                 self.pos = r.position();
                 None
             }
@@ -217,8 +226,17 @@ impl Assembler {
             tracing::warn!(%position, table_id, "rows event without a table map; skipped");
             return;
         };
-        let name = TableName::new(tme.database_name(), tme.table_name());
-        if !(self.include)(&name) {
+        if !matches!(self.tables.get(&table_id), Some(k) if k.tme == *tme) {
+            let included = (self.include)(&TableName::new(tme.database_name(), tme.table_name()));
+            let known = Known {
+                tme: tme.clone().into_owned(),
+                included,
+                info: None,
+            };
+            self.tables.insert(table_id, known);
+        }
+        let known = self.tables.get_mut(&table_id).expect("inserted above");
+        if !known.included {
             return;
         }
         let op = match rows {
@@ -227,13 +245,14 @@ impl Assembler {
             _ => Op::Update,
         };
         let txn = self.txn.get_or_insert_with(Transaction::default);
+        let name = || TableName::new(tme.database_name(), tme.table_name());
         for (i, row) in rows.rows(tme).enumerate() {
             let (before, after) = match row {
                 Ok(images) => images,
                 Err(e) => {
                     metrics::UNDECODABLE.inc();
                     txn.undecodable.push(Undecodable {
-                        table: name.clone(),
+                        table: name(),
                         position: position.clone(),
                         row_index: i as u32,
                         error: format!("rows event could not be parsed: {e}"),
@@ -244,15 +263,10 @@ impl Assembler {
             let Some(first) = before.as_ref().or(after.as_ref()) else {
                 continue;
             };
-            let info = match self.tables.get(&table_id) {
-                Some((cached, info)) if cached == tme => info.clone(),
-                _ => {
-                    let info = Arc::new(TableInfo::new(tme, first));
-                    self.tables
-                        .insert(table_id, (tme.clone().into_owned(), info.clone()));
-                    info
-                }
-            };
+            let info = known
+                .info
+                .get_or_insert_with(|| Arc::new(TableInfo::new(tme, first)))
+                .clone();
             let decoded = before
                 .map(|r| info.decode(r))
                 .transpose()
@@ -270,7 +284,7 @@ impl Assembler {
                 Err(e) => {
                     metrics::UNDECODABLE.inc();
                     txn.undecodable.push(Undecodable {
-                        table: name.clone(),
+                        table: name(),
                         position: position.clone(),
                         row_index: i as u32,
                         error: e.to_string(),

@@ -7,13 +7,15 @@ use concord_change::Position;
 use concord_control::{until_stored, ControlStore};
 use rdkafka::producer::DeliveryFuture;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 /// One source transaction's messages, in publishing order.
 pub(crate) struct Pending {
     pub end: Position,
     pub commit_ts: u32,
     pub deliveries: Vec<(String, Position, DeliveryFuture)>,
+    /// Its share of `kafka.max_unacked`, given back once every message is acknowledged.
+    pub _unacked: OwnedSemaphorePermit,
 }
 
 pub(crate) struct Acker {

@@ -4,16 +4,20 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 /// A binlog file name and byte offset.
+///
+/// The file name is shared: every change carries its position, and a clone must not
+/// allocate.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Position {
-    pub file: String,
+    pub file: Arc<str>,
     pub pos: u64,
 }
 
 impl Position {
-    pub fn new(file: impl Into<String>, pos: u64) -> Self {
+    pub fn new(file: impl Into<Arc<str>>, pos: u64) -> Self {
         Self {
             file: file.into(),
             pos,

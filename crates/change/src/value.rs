@@ -112,8 +112,29 @@ impl Value {
     /// A stable byte encoding used to recognise the *same* key twice (exact equality, not
     /// collation equality — callers must only use it where exact equality is enough).
     pub fn key_bytes(&self, out: &mut Vec<u8>) {
-        // serde_json of the tagged form is unambiguous and cheap enough for key building.
-        serde_json::to_writer(&mut *out, self).expect("values always serialize");
+        // The usual key types get a tagged binary form; the rest the serde_json of the
+        // tagged enum, which starts with `{` or `"` — never one of these tags.
+        match self {
+            Value::Int(i) => {
+                out.push(b'i');
+                out.extend_from_slice(&i.to_be_bytes());
+            }
+            Value::UInt(u) => {
+                out.push(b'u');
+                out.extend_from_slice(&u.to_be_bytes());
+            }
+            Value::Text(s) => {
+                out.push(b't');
+                out.extend_from_slice(&(s.len() as u64).to_be_bytes());
+                out.extend_from_slice(s.as_bytes());
+            }
+            Value::Bytes(b) => {
+                out.push(b'b');
+                out.extend_from_slice(&(b.len() as u64).to_be_bytes());
+                out.extend_from_slice(b);
+            }
+            _ => serde_json::to_writer(&mut *out, self).expect("values always serialize"),
+        }
         out.push(0);
     }
 }
@@ -217,5 +238,21 @@ mod tests {
         Value::Text("x".into()).key_bytes(&mut c);
         Value::Text("x".into()).key_bytes(&mut d);
         assert_eq!(c, d);
+        let key = |vs: &[Value]| {
+            let mut out = Vec::new();
+            vs.iter().for_each(|v| v.key_bytes(&mut out));
+            out
+        };
+        // Composite keys cannot run into each other, nor text into bytes or other types.
+        assert_ne!(
+            key(&[Value::Text("a\0".into()), Value::Text("b".into())]),
+            key(&[Value::Text("a".into()), Value::Text("\0b".into())])
+        );
+        assert_ne!(
+            key(&[Value::Text("x".into())]),
+            key(&[Value::Bytes(b"x".to_vec())])
+        );
+        assert_ne!(key(&[Value::Int(7)]), key(&[Value::Decimal("7".into())]));
+        assert_ne!(key(&[Value::Int(-1)]), key(&[Value::Int(1)]));
     }
 }

@@ -212,6 +212,10 @@ pub struct KafkaConfig {
     /// Most messages a replicator holds unapplied before it pauses fetching.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
+    /// Most messages the capture has handed to the producer and the broker has not yet
+    /// acknowledged; past it, the capture waits for acknowledgements.
+    #[serde(default = "default_max_unacked")]
+    pub max_unacked: usize,
     /// Also commit offsets to the broker after each batch. The offsets stored on the target
     /// are the truth either way; broker commits only let a new assignment start closer.
     #[serde(default = "default_true")]
@@ -392,6 +396,9 @@ fn default_group() -> String {
 fn default_max_in_flight() -> usize {
     50_000
 }
+fn default_max_unacked() -> usize {
+    2_000
+}
 fn default_control_url() -> DbUrl {
     DbUrl("sqlite://concord.db".into())
 }
@@ -561,6 +568,13 @@ impl Config {
                         "kafka.group",
                         "",
                         "expected a consumer group name",
+                    ));
+                }
+                if k.max_unacked == 0 {
+                    return Err(ConfigError::invalid(
+                        "kafka.max_unacked",
+                        0,
+                        "expected at least 1",
                     ));
                 }
                 if k.max_in_flight == 0 {

@@ -151,6 +151,33 @@ fn kafka_mode_needs_its_section_and_takes_the_issue_example() {
     let bad = text.replace("concord.changes", "bad topic!");
     let e = Config::from_toml(&bad).unwrap_err().to_string();
     assert!(e.contains("kafka.topic") && e.contains("bad topic!"), "{e}");
+    assert_eq!(k.max_unacked, 2000);
+    let none = text.replace(
+        "group = \"concord-replicator\"",
+        "group = \"g\"\nmax_unacked = 0",
+    );
+    let e = Config::from_toml(&none).unwrap_err().to_string();
+    assert!(
+        e.contains("kafka.max_unacked") && e.contains("at least 1"),
+        "{e}"
+    );
+}
+
+#[test]
+fn verifier_rounds_in_flight_defaults_to_one_and_refuses_zero() {
+    let c = Config::from_toml(ISSUE_EXAMPLE).unwrap();
+    assert_eq!(c.verifier.rounds_in_flight, 1);
+    let c = Config::from_toml(&format!(
+        "{ISSUE_EXAMPLE}\n[verifier]\nrounds_in_flight = 3\n"
+    ))
+    .unwrap();
+    assert_eq!(c.verifier.rounds_in_flight, 3);
+    let e = Config::from_toml(&format!(
+        "{ISSUE_EXAMPLE}\n[verifier]\nrounds_in_flight = 0\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("verifier.rounds_in_flight"), "{e}");
 }
 
 #[test]

@@ -24,6 +24,11 @@ pub struct VerifierConfig {
     /// Most changes compared in one round (one target read per table per round).
     #[serde(default = "default_batch_rows")]
     pub batch_rows: usize,
+    /// Rounds verified at once. A round waits on the servers (and a recheck sleeps between
+    /// its looks); with more than one, the next rounds go on meanwhile. Positions are saved
+    /// in order. One is fastest where concord shares a small machine with both servers.
+    #[serde(default = "default_rounds_in_flight")]
+    pub rounds_in_flight: usize,
     /// How often the verifier's position is saved.
     #[serde(default = "default_save_every", with = "humantime_serde")]
     pub save_every: Duration,
@@ -41,6 +46,7 @@ impl Default for VerifierConfig {
             group: default_group(),
             server_id: None,
             batch_rows: default_batch_rows(),
+            rounds_in_flight: default_rounds_in_flight(),
             save_every: default_save_every(),
             retry_after: default_retry_after(),
         }
@@ -98,6 +104,13 @@ impl VerifierConfig {
         if self.batch_rows == 0 {
             return Err(ConfigError::invalid(
                 "verifier.batch_rows",
+                0,
+                "expected at least 1",
+            ));
+        }
+        if self.rounds_in_flight == 0 {
+            return Err(ConfigError::invalid(
+                "verifier.rounds_in_flight",
                 0,
                 "expected at least 1",
             ));
@@ -166,6 +179,10 @@ fn default_group() -> String {
 }
 fn default_batch_rows() -> usize {
     5000
+}
+
+fn default_rounds_in_flight() -> usize {
+    1
 }
 fn default_save_every() -> Duration {
     Duration::from_secs(1)

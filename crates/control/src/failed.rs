@@ -93,7 +93,7 @@ impl ControlStore {
         };
         let now = now_ms();
         sqlx::query(upsert)
-            .bind(&f.position.file)
+            .bind(&*f.position.file)
             .bind(f.position.pos as i64)
             .bind(i64::from(f.row_index))
             .bind(&f.table.db)

@@ -139,26 +139,31 @@ impl ControlStore {
             }
         };
         let now = now_ms();
+        // The upsert and the read of its count in one transaction: two verifier rounds
+        // confirming the same row at once must see 1 and 2, never both 2 (the row would
+        // then never be counted as new).
+        let mut tx = self.pool.begin().await?;
         sqlx::query(upsert)
             .bind(&m.table.db)
             .bind(&m.table.table)
             .bind(&key_json)
             .bind(m.kind.as_str())
             .bind(&columns)
-            .bind(&m.position.file)
+            .bind(&*m.position.file)
             .bind(m.position.pos as i64)
             .bind(m.detected_by.as_str())
             .bind(DETECTED)
             .bind(now)
             .bind(now)
             .bind(open_key(&m.table, &key_json))
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
         let occurrences: i64 =
             sqlx::query_scalar("SELECT occurrences FROM mismatches WHERE open_key = ?")
                 .bind(open_key(&m.table, &key_json))
-                .fetch_one(&self.pool)
+                .fetch_one(&mut *tx)
                 .await?;
+        tx.commit().await?;
         Ok(occurrences == 1)
     }
 
@@ -280,5 +285,30 @@ mod tests {
             counts,
             vec![(TableName::new("shop", "orders"), DETECTED.to_owned(), 2)]
         );
+    }
+
+    #[tokio::test]
+    async fn the_same_row_recorded_at_once_is_new_exactly_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("c.db").display());
+        let store = ControlStore::connect(&url, &url).await.unwrap();
+        for round in 0..5 {
+            let m = mismatch(100 + round, MismatchKind::ColumnsDiffer);
+            let calls: Vec<_> = (0..6)
+                .map(|_| {
+                    let (store, m) = (store.clone(), m.clone());
+                    tokio::spawn(async move { store.record_mismatch(&m).await.unwrap() })
+                })
+                .collect();
+            let mut new = Vec::new();
+            for call in calls {
+                new.push(call.await.unwrap());
+            }
+            assert_eq!(
+                new.iter().filter(|n| **n).count(),
+                1,
+                "row {round}: one call saw its record created: {new:?}"
+            );
+        }
     }
 }

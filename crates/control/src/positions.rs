@@ -45,7 +45,7 @@ impl ControlStore {
         };
         sqlx::query(sql)
             .bind(name)
-            .bind(&position.file)
+            .bind(&*position.file)
             .bind(position.pos as i64)
             .bind(now_ms())
             .execute(&self.pool)
@@ -117,7 +117,7 @@ impl ControlStore {
                 .bind(name)
                 .bind(&p.stream)
                 .bind(i64::from(p.part))
-                .bind(&p.file)
+                .bind(&*p.file)
                 .bind(p.position as i64)
                 .bind(now)
                 .execute(&mut *tx)

@@ -69,7 +69,7 @@ impl Checkpoints {
                  binlog_pos = VALUES(binlog_pos), source_ts = VALUES(source_ts), updated_at = VALUES(updated_at)",
                 self.table
             ),
-            (&self.name, &position.file, position.pos, source_ts),
+            (&self.name, &*position.file, position.pos, source_ts),
         )
         .await
     }

@@ -151,11 +151,17 @@ impl Checker {
         }
 
         let mut by_table: HashMap<TableName, Vec<Expectation>> = HashMap::new();
+        let mut names: HashMap<TableId, TableName> = HashMap::new();
         for e in coalesce(items, &self.filter) {
-            by_table
-                .entry(self.filter.target_name(&e.source.name))
-                .or_default()
-                .push(e);
+            let name = names
+                .entry(table_id(&e.source))
+                .or_insert_with(|| self.filter.target_name(&e.source.name));
+            match by_table.get_mut(name) {
+                Some(list) => list.push(e),
+                None => {
+                    by_table.insert(name.clone(), vec![e]);
+                }
+            }
         }
         // Tables are independent: their reads overlap (each holds its own connections).
         futures_util::future::try_join_all(by_table.into_iter().map(
@@ -190,12 +196,12 @@ impl Checker {
         let keys: Vec<Vec<Value>> = keyed.iter().map(|(k, _)| k.clone()).collect();
         let rows = self.read_rows(Side::Target, &target, &keys).await?;
         // Where each source column is in the target row, once per source table version.
-        let mut mappings: HashMap<*const SourceTable, Vec<Option<usize>>> = HashMap::new();
+        let mut mappings: HashMap<TableId, Vec<Option<usize>>> = HashMap::new();
         let mut differing = Vec::new();
         let mut first_looks = Vec::new();
         for (k, e) in keyed {
             let row = rows.get(&key_of(&target, &k));
-            let mapping = mappings.entry(Arc::as_ptr(&e.source)).or_insert_with(|| {
+            let mapping = mappings.entry(table_id(&e.source)).or_insert_with(|| {
                 e.source
                     .columns
                     .iter()
@@ -321,6 +327,14 @@ fn matches_target(
     }
 }
 
+/// One source table description (one version of a table's columns), for per-round caches:
+/// the changes of a round hold their descriptions, so an address is not reused meanwhile.
+type TableId = usize;
+
+fn table_id(t: &Arc<SourceTable>) -> TableId {
+    Arc::as_ptr(t) as usize
+}
+
 /// The round's changes as one expectation per row: the latest change of each row wins; an
 /// update that moves a row to a new key also says the old key must be gone.
 pub(crate) fn coalesce(items: &[Item], filter: &TableFilter) -> Vec<Expectation> {
@@ -333,9 +347,14 @@ pub(crate) fn coalesce(items: &[Item], filter: &TableFilter) -> Vec<Expectation>
         changes: usize,
     }
     let mut latest: HashMap<(&TableName, Vec<u8>), Latest> = HashMap::new();
+    // Asked once per table description, not once per change.
+    let mut verified: HashMap<TableId, bool> = HashMap::new();
     for item in items {
         let c = &item.change;
-        if !filter.matches(&c.table.name) || !c.table.has_primary_key() {
+        let wanted = *verified
+            .entry(table_id(&c.table))
+            .or_insert_with(|| filter.matches(&c.table.name) && c.table.has_primary_key());
+        if !wanted {
             continue;
         }
         let key_of_image = |image: &[Value]| -> Vec<Value> {

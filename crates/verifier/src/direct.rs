@@ -4,13 +4,15 @@
 //! Invariants:
 //! - waiting holds one transaction; the reader blocks on the bounded channel behind it, so
 //!   memory stays bounded for any backlog;
-//! - the saved position is the end of a transaction whose changes were all verified, so a
-//!   restart re-verifies at most one round and skips nothing.
+//! - the saved position is the end of a transaction whose changes — and every change
+//!   before them — were all verified (see [`crate::rounds`]), so a restart re-verifies at
+//!   most the rounds that were in flight and skips nothing.
 
 use crate::check::{Checker, Item};
 use crate::error::VerifierError;
 use crate::metrics;
 use crate::progress::{Mark, Replica, Stream};
+use crate::rounds::Rounds;
 use crate::setup::{self, Setup};
 use concord_binlog::{preflight, start_position, BinlogReader, ReaderEvent, ReaderOptions};
 use concord_change::{Position, TableName, Transaction};
@@ -21,9 +23,12 @@ use mysql_async::Conn;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::sync::mpsc::{self, error::TryRecvError};
 
 const STREAM: &str = "binlog";
+
+/// How long a round that is not full waits for the reader while other rounds run.
+const FILL_WAIT: Duration = Duration::from_millis(10);
 
 pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), VerifierError> {
     let filter = config.tables.filter();
@@ -75,13 +80,13 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), Verifier
         },
         server,
     );
-    let checker = setup.checker(
+    let checker = Arc::new(setup.checker(
         config,
         Replica::Direct {
             target: setup.target.clone(),
             checkpoints,
         },
-    );
+    ));
     tokio::spawn(metrics::report_open_mismatches(
         setup.control.clone(),
         Duration::from_secs(5),
@@ -89,14 +94,14 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), Verifier
     let (tx, rx) = mpsc::channel(config.replicator.queue_transactions);
     let reading = tokio::spawn(async move { reader.run(start, tx).await });
     ready.store(true, Ordering::Relaxed);
-    let verifying = verify_loop(config, &setup, &checker, rx);
+    let verifying = verify_loop(config, &setup, checker, rx);
     tokio::pin!(verifying);
     tokio::select! {
         r = &mut verifying => r,
         r = reading => match r {
             Ok(Ok(())) => verifying.await,
             Ok(Err(e)) => Err(e.into()),
-            Err(join) => Err(VerifierError::Preflight(format!("binlog reader crashed: {join}"))),
+            Err(join) => Err(VerifierError::Crashed(format!("binlog reader crashed: {join}"))),
         },
     }
 }
@@ -104,18 +109,28 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), Verifier
 async fn verify_loop(
     config: &Config,
     setup: &Setup,
-    checker: &Checker,
+    checker: Arc<Checker>,
     mut rx: mpsc::Receiver<ReaderEvent>,
 ) -> Result<(), VerifierError> {
     let delay = config.verifier.delay;
+    let filter = checker.filter.clone();
+    let mut rounds: Rounds<(Position, u32)> = Rounds::new(
+        checker,
+        config.verifier.rounds_in_flight,
+        config.replicator.max_backoff,
+    );
     let mut held: Option<Transaction> = None;
     let mut saved_at = Instant::now();
     loop {
         let first = match held.take() {
             Some(t) => t,
             None => match rx.recv().await {
-                None => return Ok(()),
+                None => {
+                    drain(&mut rounds, config, setup, &mut saved_at).await?;
+                    return Ok(());
+                }
                 Some(ReaderEvent::CaughtUp { position }) => {
+                    drain(&mut rounds, config, setup, &mut saved_at).await?;
                     metrics::LAG.set(0.0);
                     save(config, setup, &position, &mut saved_at).await;
                     continue;
@@ -123,16 +138,30 @@ async fn verify_loop(
                 Some(ReaderEvent::Transaction(t)) => t,
             },
         };
-        // Hold the reader back (the channel is bounded) until this one is due.
+        // Hold the reader back (the channel is bounded) until this one is due. The rounds
+        // before it are older: let them finish and save their position meanwhile.
         let wait = setup::until_due(first.commit_ts, delay);
         if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
+            drain(&mut rounds, config, setup, &mut saved_at).await?;
+            tokio::time::sleep(setup::until_due(first.commit_ts, delay)).await;
         }
         let mut round = vec![first];
         let mut rows = round[0].changes.len();
         while rows < config.verifier.batch_rows {
-            match rx.try_recv() {
-                Ok(ReaderEvent::Transaction(t)) => {
+            let next = match rx.try_recv() {
+                Ok(event) => Some(event),
+                // Rounds are still running, so starting this one now gains nothing; a
+                // fuller round coalesces more changes of a row into one comparison.
+                Err(TryRecvError::Empty) if rounds.running() > 0 => {
+                    tokio::time::timeout(FILL_WAIT, rx.recv())
+                        .await
+                        .ok()
+                        .flatten()
+                }
+                Err(_) => None,
+            };
+            match next {
+                Some(ReaderEvent::Transaction(t)) => {
                     if setup::until_due(t.commit_ts, delay).is_zero() {
                         rows += t.changes.len();
                         round.push(t);
@@ -141,33 +170,58 @@ async fn verify_loop(
                         break;
                     }
                 }
-                Ok(ReaderEvent::CaughtUp { .. }) | Err(_) => break,
+                Some(ReaderEvent::CaughtUp { .. }) | None => break,
             }
         }
-        for t in &round {
-            if let Some(ddl) = &t.ddl {
-                setup.forget(ddl, &checker.filter).await;
+        if round.iter().any(|t| t.ddl.is_some()) {
+            // Rounds still running read the schema as it was before this DDL.
+            drain(&mut rounds, config, setup, &mut saved_at).await?;
+            for ddl in round.iter().filter_map(|t| t.ddl.as_ref()) {
+                setup.forget(ddl, &filter).await;
             }
         }
-        let (last_end, last_ts) = {
-            let last = round.last().expect("rounds are never empty");
-            (last.end.clone(), last.commit_ts)
-        };
+        let last = round.last().expect("rounds are never empty");
+        let token = (last.end.clone(), last.commit_ts);
         let items: Vec<Item> = round
             .into_iter()
             .flat_map(|t| {
-                let end = t.end;
+                let mark = Mark::Binlog(t.end);
                 t.changes.into_iter().map(move |c| Item {
-                    mark: Mark::Binlog(end.clone()),
+                    mark: mark.clone(),
                     stream: Stream::Binlog,
                     origin: c.position.clone(),
                     change: c,
                 })
             })
             .collect();
-        setup::verify_with_retry(checker, &items, config.replicator.max_backoff).await?;
-        metrics::LAG.set(setup::late_by(last_ts, delay));
-        save(config, setup, &last_end, &mut saved_at).await;
+        let done = rounds.start(items, token).await?;
+        finished(config, setup, done, delay, &mut saved_at).await;
+    }
+}
+
+/// Waits for every round in flight, then records them as [`finished`].
+async fn drain(
+    rounds: &mut Rounds<(Position, u32)>,
+    config: &Config,
+    setup: &Setup,
+    saved_at: &mut Instant,
+) -> Result<(), VerifierError> {
+    let done = rounds.drain().await?;
+    finished(config, setup, done, config.verifier.delay, saved_at).await;
+    Ok(())
+}
+
+/// Rounds verified (oldest first): the lag as of the newest, and its position saved.
+async fn finished(
+    config: &Config,
+    setup: &Setup,
+    done: Vec<(Position, u32)>,
+    delay: Duration,
+    saved_at: &mut Instant,
+) {
+    if let Some((end, commit_ts)) = done.last() {
+        metrics::LAG.set(setup::late_by(*commit_ts, delay));
+        save(config, setup, end, saved_at).await;
     }
 }
 
@@ -178,7 +232,7 @@ async fn save(config: &Config, setup: &Setup, p: &Position, saved_at: &mut Insta
     let entry = [VerifierPosition {
         stream: STREAM.into(),
         part: 0,
-        file: p.file.clone(),
+        file: p.file.to_string(),
         position: p.pos,
     }];
     until_stored("verifier position", config.replicator.max_backoff, || {

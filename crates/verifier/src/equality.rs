@@ -15,9 +15,18 @@ use std::borrow::Cow;
 /// Whether `source` and `target` hold the same data for a target column of type
 /// `target_type` (`information_schema.COLUMNS.DATA_TYPE`).
 pub fn same(source: &Value, target: &Value, target_type: &str) -> bool {
+    // The common cases first, without building canonical forms: integers compare by value,
+    // and byte-identical strings are equal under every rule below.
     match (source, target) {
         (Value::Null, Value::Null) => return true,
         (Value::Null, _) | (_, Value::Null) => return false,
+        (Value::Int(a), Value::Int(b)) => return a == b,
+        (Value::UInt(a), Value::UInt(b)) => return a == b,
+        (Value::Int(i), Value::UInt(u)) | (Value::UInt(u), Value::Int(i)) => {
+            return u64::try_from(*i).is_ok_and(|i| i == *u)
+        }
+        (Value::Text(a), Value::Text(b)) if a == b => return true,
+        (Value::Bytes(a), Value::Bytes(b)) if a == b => return true,
         _ => {}
     }
     let single = target_type == "float"
@@ -69,6 +78,20 @@ pub fn same(source: &Value, target: &Value, target_type: &str) -> bool {
 /// Appends a canonical form of a key value to `out`: two key values that [`same`] calls
 /// equal get the same bytes, so rows read back can be matched with the keys asked for.
 pub fn key_form(v: &Value, ty: &str, out: &mut Vec<u8>) {
+    // Integers (most keys) written straight in their canonical form, with no allocation.
+    match v {
+        Value::Int(i) => {
+            use std::io::Write;
+            let _ = write!(out, "n{i}\0");
+            return;
+        }
+        Value::UInt(u) => {
+            use std::io::Write;
+            let _ = write!(out, "n{u}\0");
+            return;
+        }
+        _ => {}
+    }
     match canon(v) {
         Canon::Number(n) => {
             out.push(b'n');
@@ -255,6 +278,9 @@ mod tests {
         assert!(same(&Value::UInt(5), &Value::Int(5), "bigint"));
         assert!(!same(&Value::Int(-1), &Value::UInt(u64::MAX), "bigint"));
         assert!(same(&Value::Year(2024), &Value::Int(2024), "year"));
+        assert!(!same(&Value::Int(3), &Value::Int(4), "int"));
+        assert!(!same(&Value::UInt(3), &Value::Int(-3), "int"));
+        assert!(same(&Value::Decimal("3.0".into()), &Value::Int(3), "int"));
     }
 
     #[test]
@@ -367,5 +393,15 @@ mod tests {
         );
         assert_ne!(form(&text("ab"), "varchar"), form(&text("Ab"), "varchar"));
         assert_ne!(form(&Value::Int(5), "int"), form(&text("5"), "varchar"));
+        // Integers take a short cut; it must meet the general form of the same number.
+        assert_eq!(
+            form(&Value::Int(5), "int"),
+            form(&Value::Decimal("5.00".into()), "decimal")
+        );
+        assert_eq!(
+            form(&Value::Int(-7), "int"),
+            form(&Value::Decimal("-7".into()), "decimal")
+        );
+        assert_ne!(form(&Value::Int(-7), "int"), form(&Value::Int(7), "int"));
     }
 }

@@ -7,6 +7,9 @@ pub enum VerifierError {
     /// Could not start: bad settings, unreachable server at start, missing section.
     #[error("{0}")]
     Preflight(String),
+    /// One of the verifier's tasks panicked or was cancelled.
+    #[error("{0}")]
+    Crashed(String),
     #[error(transparent)]
     Binlog(#[from] concord_binlog::BinlogError),
     #[error(transparent)]

@@ -2,16 +2,19 @@
 //! the same envelopes as the replicators, each only once its commit time + delay passed.
 //!
 //! Invariants:
-//! - at most `verifier.batch_rows` envelopes are held; when they are all waiting for their
-//!   time, the assigned partitions are paused (librdkafka then drops what it prefetched and
+//! - at most `verifier.batch_rows` envelopes wait, besides the rounds being verified (at
+//!   most `verifier.rounds_in_flight` of them); when they are all waiting for their time,
+//!   the assigned partitions are paused (librdkafka then drops what it prefetched and
 //!   fetches again on resume), so memory stays bounded for any backlog;
 //! - the saved position of a partition is the offset after a message that was verified,
-//!   and everything before it on that partition was verified too.
+//!   and everything before it on that partition was verified too (rounds finish in order,
+//!   see [`crate::rounds`]).
 
 use crate::check::Item;
 use crate::error::VerifierError;
 use crate::metrics;
 use crate::progress::{Mark, Stream};
+use crate::rounds::Rounds;
 use crate::setup::{self, Setup};
 use concord_change::envelope::Envelope;
 use concord_change::Position;
@@ -51,7 +54,12 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), Verifier
         )]),
     }
     .map_err(|e| VerifierError::Preflight(format!("kafka subscribe: {e}")))?;
-    let checker = setup.checker(config, setup.replica(config)?);
+    let checker = Arc::new(setup.checker(config, setup.replica(config)?));
+    let mut rounds: Rounds<(BTreeMap<PartitionKey, i64>, u32)> = Rounds::new(
+        checker,
+        config.verifier.rounds_in_flight,
+        config.replicator.max_backoff,
+    );
     tokio::spawn(metrics::report_open_mismatches(
         setup.control.clone(),
         Duration::from_secs(5),
@@ -148,6 +156,7 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), Verifier
                 Err(_) if due => {}
                 Err(_) => {
                     if waiting.is_empty() {
+                        finished(rounds.drain().await?, &mut verified, delay);
                         metrics::LAG.set(0.0);
                         save(config, &setup, &verified, &mut saved_at).await;
                     }
@@ -160,6 +169,9 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), Verifier
                 pause(&consumer);
                 paused = true;
             }
+            // The rounds before the head are older: let them finish and save meanwhile.
+            finished(rounds.drain().await?, &mut verified, delay);
+            save(config, &setup, &verified, &mut saved_at).await;
             if let Some(w) = head_wait {
                 tokio::time::sleep(w.min(Duration::from_millis(500))).await;
             }
@@ -177,7 +189,7 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), Verifier
             last_ts = w.commit_ts;
             round.push(w.item);
         }
-        setup::verify_with_retry(&checker, &round, config.replicator.max_backoff).await?;
+        let mut next_after: BTreeMap<PartitionKey, i64> = BTreeMap::new();
         for item in &round {
             if let Mark::Offset {
                 topic,
@@ -185,11 +197,24 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), Verifier
                 offset,
             } = &item.mark
             {
-                verified.insert((topic.clone(), *partition), offset + 1);
+                next_after.insert((topic.clone(), *partition), offset + 1);
             }
         }
-        metrics::LAG.set(setup::late_by(last_ts, delay));
+        let done = rounds.start(round, (next_after, last_ts)).await?;
+        finished(done, &mut verified, delay);
         save(config, &setup, &verified, &mut saved_at).await;
+    }
+}
+
+/// Rounds verified (oldest first): their partitions' next offsets and the lag.
+fn finished(
+    done: Vec<(BTreeMap<PartitionKey, i64>, u32)>,
+    verified: &mut BTreeMap<PartitionKey, i64>,
+    delay: Duration,
+) {
+    for (next, commit_ts) in done {
+        verified.extend(next);
+        metrics::LAG.set(setup::late_by(commit_ts, delay));
     }
 }
 

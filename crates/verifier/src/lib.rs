@@ -15,6 +15,7 @@ pub mod kafka;
 pub mod metrics;
 pub mod progress;
 pub mod recheck;
+pub(crate) mod rounds;
 pub mod rows;
 pub(crate) mod setup;
 pub mod sql_value;

@@ -10,7 +10,7 @@ use concord_control::ControlStore;
 use concord_replicator::checkpoint::Checkpoints;
 use concord_replicator::offsets::Offsets;
 use concord_schema_cache::{RefreshReason, SchemaCache};
-use mysql_async::{Opts, OptsBuilder, Pool};
+use mysql_async::{Opts, OptsBuilder, Pool, PoolOpts};
 use rdkafka::consumer::BaseConsumer;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -24,19 +24,31 @@ pub(crate) struct Setup {
     pub source_schema: SchemaCache,
 }
 
-/// Connection options whose sessions read TIMESTAMP values as UTC (see `sql_value`).
-pub(crate) fn utc(opts: Opts) -> Opts {
+/// The verifier's connection options: sessions read TIMESTAMP values as UTC (see
+/// `sql_value`).
+///
+/// Pooled connections are kept, prepared statements and all: they are not reset when they
+/// return to the pool (a reset drops the session's prepared statements; nothing the
+/// verifier does changes session state beyond this setup), and idle ones stay for a minute
+/// rather than being closed at once — rounds in flight use more connections than the
+/// pool's minimum, and each new connection prepares its statements again.
+pub(crate) fn verifier_opts(opts: Opts) -> Opts {
     OptsBuilder::from_opts(opts)
         .stmt_cache_size(256)
+        .pool_opts(
+            PoolOpts::default()
+                .with_reset_connection(false)
+                .with_inactive_connection_ttl(Duration::from_secs(60)),
+        )
         .setup(vec!["SET time_zone = '+00:00'".to_owned()])
         .into()
 }
 
 impl Setup {
     pub async fn connect(config: &Config) -> Result<Self, VerifierError> {
-        let source_opts = utc(config.source.opts());
+        let source_opts = verifier_opts(config.source.opts());
         let source = Pool::new(source_opts.clone());
-        let target = Pool::new(utc(config.target.opts()));
+        let target = Pool::new(verifier_opts(config.target.opts()));
         let control =
             ControlStore::connect(config.control.url.expose(), &config.control.url.redacted())
                 .await?;
