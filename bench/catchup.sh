@@ -20,19 +20,12 @@
 # too) THREADS (4) PARALLEL_ANCHOR (1: also time a replica with slave_parallel_threads=4)
 # CONCORD_BIN, and the knobs in bench/lib.sh.
 
-# SECONDS is special in bash: imported from the environment it keeps counting up, so read it
-# before anything else if a caller passed SECONDS=N instead of DURATION=N.
-_env_seconds=$SECONDS
 set -euo pipefail
-if [ -z "${DURATION:-}" ] && [ "$_env_seconds" -gt 0 ]; then DURATION=$_env_seconds; fi
 
 # shellcheck source=bench/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-TABLES="${TABLES:-4}"
-ROWS="${ROWS:-50000}"
-DURATION="${DURATION:-30}"
-THREADS="${THREADS:-4}"
+bench_load_knobs
 PARALLEL_ANCHOR="${PARALLEL_ANCHOR:-1}"
 SOURCE_PORT="${SOURCE_PORT:-3311}"
 TARGET_PORT="${TARGET_PORT:-3312}"

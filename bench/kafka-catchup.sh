@@ -29,21 +29,16 @@
 # Environment: TABLES (4) ROWS (50000 per table) DURATION (30 s of load; SECONDS is accepted
 # too) THREADS (4) PARTITIONS (4) SECOND_DELAY (3 s between the two replicators' starts)
 # CONCORD_BIN, TANSU_BIN, BROKER_PORT, and the knobs in bench/lib.sh and bench/kafka-lib.sh.
+# CAPTURE_ONLY=1 stops after step 5 and prints the capture's figures alone.
 
-# SECONDS is special in bash (see catchup.sh): read it before anything else.
-_env_seconds=$SECONDS
 set -euo pipefail
-if [ -z "${DURATION:-}" ] && [ "$_env_seconds" -gt 0 ]; then DURATION=$_env_seconds; fi
 
 # shellcheck source=bench/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # shellcheck source=bench/kafka-lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/kafka-lib.sh"
 
-TABLES="${TABLES:-4}"
-ROWS="${ROWS:-50000}"
-DURATION="${DURATION:-30}"
-THREADS="${THREADS:-4}"
+bench_load_knobs
 SECOND_DELAY="${SECOND_DELAY:-3}"
 SOURCE_PORT="${SOURCE_PORT:-3311}"
 TARGET_PORT="${TARGET_PORT:-3312}"
@@ -52,7 +47,8 @@ POLL="${POLL:-0.05}"
 GROUP1="${GROUP1:-bench-replicator}"
 GROUP2="${GROUP2:-bench-replicator-pair}"
 
-COMMAND="TABLES=$TABLES ROWS=$ROWS DURATION=$DURATION THREADS=$THREADS PARTITIONS=$PARTITIONS CONCORD_BIN=$CONCORD_BIN bench/kafka-catchup.sh"
+CAPTURE_ONLY="${CAPTURE_ONLY:-0}"
+COMMAND="TABLES=$TABLES ROWS=$ROWS DURATION=$DURATION THREADS=$THREADS PARTITIONS=$PARTITIONS${KAFKA_PROPS:+ KAFKA_PROPS='$KAFKA_PROPS'}${KAFKA_SETTINGS:+ KAFKA_SETTINGS='$KAFKA_SETTINGS'}$([ "$CAPTURE_ONLY" != 1 ] || echo " CAPTURE_ONLY=1") CONCORD_BIN=$CONCORD_BIN bench/kafka-catchup.sh"
 SUMMARY="$BENCH_LOGS/kafka-catchup-summary.txt"
 
 kafka_bench_init
@@ -65,6 +61,7 @@ mapfile -t SOURCE_OPTS < <(bench_source_opts source)
 server_start source "$SOURCE_PORT" 11 "${SOURCE_OPTS[@]}"
 server_start target "$TARGET_PORT" 12
 broker_start
+BROKER_PID=$LAST_PID
 topic_create "$KAFKA_TOPIC" "$PARTITIONS"
 topic_create "$KAFKA_TOPIC.dlq" 1
 
@@ -159,6 +156,7 @@ CHECK_DIRECT=$(check_target direct)
 log "capture: publishing the backlog ($EXPECTED_MSGS envelopes expected)"
 deadline=$(($(date +%s) + CATCHUP_TIMEOUT))
 t0=$(now)
+BROKER_CPU0=$(cpu_seconds "$BROKER_PID")
 kproc_start capture "$BENCH_LOGS/kafka-catchup-capture.log" capture "$CAPTURE_CONFIG"
 CAPTURE_PID=$LAST_PID
 while :; do
@@ -176,10 +174,29 @@ CAPTURE_S=$(elapsed "$t0" "$t1")
 sleep 1
 TOPIC_MSGS=$(metric_sum "$CAPTURE_METRICS_PORT" concord_capture_published_total)
 CAPTURE_HWM=$(proc_mem "$CAPTURE_PID" VmHWM)
+# CPU while publishing (the second of idling above is negligible for both).
+CAPTURE_CPU=$(cpu_seconds "$CAPTURE_PID")
+BROKER_CPU=$(awk -v a="$BROKER_CPU0" -v b="$(cpu_seconds "$BROKER_PID")" 'BEGIN { printf "%.1f", b - a }')
 kproc_stop "$CAPTURE_PID"
 log "capture: $TOPIC_MSGS envelopes published in ${CAPTURE_S}s"
 if [ "$TOPIC_MSGS" != "$EXPECTED_MSGS" ]; then
   log "WARNING: the capture published $TOPIC_MSGS envelopes, $EXPECTED_MSGS were expected"
+fi
+CAPTURE_RPS=$(per_second "$BACKLOG_ROWS" "$CAPTURE_S")
+CAPTURE_LINE="published by the capture in ${CAPTURE_S}s ($CAPTURE_RPS rows/s, peak RSS ${CAPTURE_HWM} MiB, CPU: capture ${CAPTURE_CPU} s, broker ${BROKER_CPU} s)"
+if [ "$CAPTURE_ONLY" = 1 ]; then
+  {
+    echo "==== concord kafka-mode capture benchmark ===="
+    echo "date:     $STARTED_AT"
+    machine_summary
+    versions_summary
+    echo "command:  $COMMAND"
+    echo "broker:   tansu ($TANSU_BIN, SQLite storage) on $BENCH_HOST:$BROKER_PORT; topic $KAFKA_TOPIC, $PARTITIONS partitions"
+    echo "backlog:  $BACKLOG_ROWS row changes in $BACKLOG_TRX transactions"
+    echo "topic:    $TOPIC_MSGS messages (expected $EXPECTED_MSGS), $CAPTURE_LINE"
+    echo "=============================================="
+  } | tee "$BENCH_LOGS/kafka-capture-summary.txt"
+  exit 0
 fi
 
 # reset_target GROUP: back to the state at P, and no stored offsets for GROUP.
@@ -253,7 +270,6 @@ warn_lines() { cat "$@" 2>/dev/null | grep -cE ' (ERROR|WARN) ' || true; }
 DIRECT_RPS=$(per_second "$BACKLOG_ROWS" "$DIRECT_S")
 KAFKA1_RPS=$(per_second "$BACKLOG_ROWS" "$KAFKA1_S")
 KAFKA2_RPS=$(per_second "$BACKLOG_ROWS" "$KAFKA2_S")
-CAPTURE_RPS=$(per_second "$BACKLOG_ROWS" "$CAPTURE_S")
 {
   echo "==== concord kafka-mode catch-up benchmark ===="
   echo "date:     $STARTED_AT"
@@ -265,7 +281,7 @@ CAPTURE_RPS=$(per_second "$BACKLOG_ROWS" "$CAPTURE_S")
   echo "backlog:  $BACKLOG_ROWS row changes in $BACKLOG_TRX transactions ($(awk -v b="$BACKLOG_BYTES" 'BEGIN { printf "%.1f MiB", b / 1048576 }') of binlog, $START_FILE:$START_POS .. $END_FILE:$END_POS)"
   echo "          built by sysbench oltp_write_only, $TABLES tables x $ROWS rows, $THREADS threads, ${DURATION}s at $LOAD_TPS tps"
   echo "topic:    $TOPIC_MSGS messages (expected $EXPECTED_MSGS: one per row change + $KEY_CHANGES primary-key changes),"
-  echo "          published by the capture in ${CAPTURE_S}s ($CAPTURE_RPS rows/s, peak RSS ${CAPTURE_HWM} MiB) before any replicator ran"
+  echo "          $CAPTURE_LINE before any replicator ran"
   echo "direct mode (concord replicate, from process start):        ${DIRECT_S}s  $DIRECT_RPS rows/s"
   echo "          applied_events=$DIRECT_APPLIED, peak RSS ${DIRECT_HWM} MiB"
   echo "kafka, 1 replicator (from process start):             ${KAFKA1_S}s  $KAFKA1_RPS rows/s   ($(ratio "$KAFKA1_RPS" "$DIRECT_RPS")x direct)"

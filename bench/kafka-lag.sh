@@ -22,20 +22,14 @@
 # PARTITIONS (4) CONCORD_BIN, TANSU_BIN, BROKER_PORT, and the knobs in bench/lib.sh and
 # bench/kafka-lib.sh.
 
-# SECONDS is special in bash (see catchup.sh): read it before anything else.
-_env_seconds=$SECONDS
 set -euo pipefail
-if [ -z "${DURATION:-}" ] && [ "$_env_seconds" -gt 0 ]; then DURATION=$_env_seconds; fi
 
 # shellcheck source=bench/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # shellcheck source=bench/kafka-lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/kafka-lib.sh"
 
-TABLES="${TABLES:-4}"
-ROWS="${ROWS:-50000}"
-DURATION="${DURATION:-30}"
-THREADS="${THREADS:-4}"
+bench_load_knobs
 RATE="${RATE:-0}"
 HB_INTERVAL_MS="${HB_INTERVAL_MS:-20}"
 HB_POLL_MS="${HB_POLL_MS:-2}"
@@ -44,7 +38,7 @@ TARGET_PORT="${TARGET_PORT:-3312}"
 GROUP="${GROUP:-bench-replicator}"
 LAG_TARGET_MS=250
 
-COMMAND="TABLES=$TABLES ROWS=$ROWS DURATION=$DURATION THREADS=$THREADS RATE=$RATE HB_INTERVAL_MS=$HB_INTERVAL_MS HB_POLL_MS=$HB_POLL_MS PARTITIONS=$PARTITIONS CONCORD_BIN=$CONCORD_BIN bench/kafka-lag.sh"
+COMMAND="TABLES=$TABLES ROWS=$ROWS DURATION=$DURATION THREADS=$THREADS RATE=$RATE HB_INTERVAL_MS=$HB_INTERVAL_MS HB_POLL_MS=$HB_POLL_MS PARTITIONS=$PARTITIONS${KAFKA_PROPS:+ KAFKA_PROPS='$KAFKA_PROPS'}${KAFKA_SETTINGS:+ KAFKA_SETTINGS='$KAFKA_SETTINGS'} CONCORD_BIN=$CONCORD_BIN bench/kafka-lag.sh"
 SUMMARY="$BENCH_LOGS/kafka-lag-summary.txt"
 
 kafka_bench_init
@@ -57,6 +51,7 @@ mapfile -t SOURCE_OPTS < <(bench_source_opts source)
 server_start source "$SOURCE_PORT" 11 "${SOURCE_OPTS[@]}"
 server_start target "$TARGET_PORT" 12
 broker_start
+BROKER_PID=$LAST_PID
 topic_create "$KAFKA_TOPIC" "$PARTITIONS"
 topic_create "$KAFKA_TOPIC.dlq" 1
 
@@ -102,8 +97,20 @@ python3 "$BENCH_LIB_DIR/heartbeat.py" --source-port "$SOURCE_PORT" --target-port
   --csv "$BENCH_LOGS/kafka-lag-beats.csv" >"$BENCH_LOGS/kafka-lag-heartbeat.json" 2>"$BENCH_LOGS/kafka-lag-heartbeat.err" &
 HB_PID=$!
 BENCH_BG_PIDS+=("$HB_PID")
+# CPU used during the load, per process, to show where the machine's two cores went.
+CPU_ROLES=(source target broker capture replicator)
+CPU_PIDS=("$(server_pid source)" "$(server_pid target)" "$BROKER_PID" "$CAPTURE_PID" "$REPL_PID")
+CPU_START=()
+for pid in "${CPU_PIDS[@]}"; do CPU_START+=("$(cpu_seconds "$pid")"); done
+read -r BUSY0 TOTAL0 < <(machine_busy)
 sb "$SOURCE_PORT" run --threads="$THREADS" --time="$DURATION" --rate="$RATE" --report-interval=0 \
   >"$BENCH_LOGS/sysbench-run.log" 2>&1 || { tail -20 "$BENCH_LOGS/sysbench-run.log" >&2; die "sysbench run failed"; }
+read -r BUSY1 TOTAL1 < <(machine_busy)
+CPU_USED=""
+for i in "${!CPU_ROLES[@]}"; do
+  CPU_USED+="${CPU_ROLES[$i]} $(awk -v a="${CPU_START[$i]}" -v b="$(cpu_seconds "${CPU_PIDS[$i]}")" 'BEGIN { printf "%.1f", b - a }') s, "
+done
+MACHINE_BUSY=$(awk -v b="$((BUSY1 - BUSY0))" -v t="$((TOTAL1 - TOTAL0))" 'BEGIN { printf "%.0f", t ? 100 * b / t : 0 }')
 LOAD_TPS=$(sb_tps "$BENCH_LOGS/sysbench-run.log")
 log "load finished ($LOAD_TPS tps); waiting for the last beats to reach the target"
 HB_RC=0
@@ -145,6 +152,7 @@ LAG_MET=$(awk -v v="$P99" -v t="$LAG_TARGET_MS" 'BEGIN { print (v != "n/a" && v 
   echo "lag:      source NOW(6) of a heartbeat insert -> first poll that sees it on the target"
   echo "          beats $(hb beats) (every ${HB_INTERVAL_MS} ms, target polled every ${HB_POLL_MS} ms), unseen $(hb unseen)"
   echo "          p50 $(hb p50_ms) ms   p90 $(hb p90_ms) ms   p99 $P99 ms   max $(hb max_ms) ms   (target p99 <= $LAG_TARGET_MS ms: $LAG_MET)"
+  echo "cpu:      during the ${DURATION}s load: ${CPU_USED}machine ${MACHINE_BUSY}% busy (both CPUs; the rest is sysbench and the heartbeat)"
   echo "memory:   capture peak RSS (VmHWM) $CAPTURE_HWM MiB (at end $CAPTURE_RSS MiB); replicator peak RSS (VmHWM) $REPL_HWM MiB (at end $REPL_RSS MiB)"
   echo "log:      WARN/ERROR lines: capture $(warn_lines "$CAPTURE_LOG"), replicator $(warn_lines "$REPL_LOG"); every beat in $BENCH_LOGS/kafka-lag-beats.csv"
   echo "=========================================================="

@@ -11,6 +11,7 @@
 # Knobs (environment), in addition to bench/lib.sh's:
 #   KAFKA_PROPS           extra librdkafka settings for every role, TOML lines of
 #                         [kafka.properties] (e.g. '"fetch.wait.max.ms" = "500"')
+#   KAFKA_SETTINGS        extra lines of concord's [kafka] section (e.g. 'max_unacked = 8000')
 #   TANSU_BIN             broker binary (default /var/cache/concord-tools/bin/tansu)
 #   BROKER_PORT           broker listener (default 19092; the test broker uses 9092)
 #   CAPTURE_METRICS_PORT  /metrics of the capture (default METRICS_PORT + 1)
@@ -21,6 +22,7 @@
 #   PARTITIONS            partitions of the change topic (default 4)
 
 KAFKA_PROPS="${KAFKA_PROPS:-}"
+KAFKA_SETTINGS="${KAFKA_SETTINGS:-}"
 TANSU_BIN="${TANSU_BIN:-/var/cache/concord-tools/bin/tansu}"
 BROKER_PORT="${BROKER_PORT:-19092}"
 CAPTURE_METRICS_PORT="${CAPTURE_METRICS_PORT:-$((METRICS_PORT + 1))}"
@@ -167,6 +169,7 @@ kind = "kafka"
 brokers = "$BENCH_HOST:$BROKER_PORT"
 topic = "$KAFKA_TOPIC"
 group = "$group"
+$KAFKA_SETTINGS
 
 [kafka.properties]
 $KAFKA_PROPS
@@ -198,7 +201,9 @@ kproc_wait_ready() {
 
 # metric_sum METRICS_PORT METRIC -> the sum of that metric over all its label sets (integer).
 metric_sum() {
-  curl -fsS "http://$BENCH_HOST:$1/metrics" 2>/dev/null |
+  # A process that is not listening yet counts as 0; under `set -e -o pipefail` a failed
+  # curl would otherwise end the whole script without a word.
+  { curl -fsS "http://$BENCH_HOST:$1/metrics" 2>/dev/null || true; } |
     awk -v m="$2" '$1 == m || index($1, m "{") == 1 { s += $NF } END { printf "%d\n", s }'
 }
 

@@ -17,18 +17,12 @@
 # RATE (0 = unthrottled; otherwise sysbench --rate, transactions/s) HB_INTERVAL_MS (20)
 # HB_POLL_MS (2) CONCORD_BIN, and the knobs in bench/lib.sh.
 
-# SECONDS is special in bash (see catchup.sh): read it before anything else.
-_env_seconds=$SECONDS
 set -euo pipefail
-if [ -z "${DURATION:-}" ] && [ "$_env_seconds" -gt 0 ]; then DURATION=$_env_seconds; fi
 
 # shellcheck source=bench/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-TABLES="${TABLES:-4}"
-ROWS="${ROWS:-50000}"
-DURATION="${DURATION:-30}"
-THREADS="${THREADS:-4}"
+bench_load_knobs
 RATE="${RATE:-0}"
 HB_INTERVAL_MS="${HB_INTERVAL_MS:-20}"
 HB_POLL_MS="${HB_POLL_MS:-2}"

@@ -15,6 +15,11 @@
 #   REDO_LOG_SIZE    innodb_log_file_size of every instance (default 512M)
 #   METRICS_PORT     port of concord's /metrics during the bench (default 9287)
 
+# SECONDS is special in bash: imported from the environment it keeps counting up, so it is
+# read first thing, for scripts whose caller passed SECONDS=N instead of DURATION=N (see
+# bench_load_knobs).
+_BENCH_ENV_SECONDS=$SECONDS
+
 BENCH_DIR="${BENCH_DIR:-/tmp/concord-bench}"
 CONCORD_BIN="${CONCORD_BIN:-/var/cache/concord-target/release/concord}"
 BUFFER_POOL="${BUFFER_POOL:-1G}"
@@ -399,13 +404,42 @@ concord_checkpoint() {
 
 # Sum of concord_applied_events_total over all tables and ops.
 concord_applied_events() {
-  curl -fsS "http://$BENCH_HOST:$METRICS_PORT/metrics" 2>/dev/null |
+  { curl -fsS "http://$BENCH_HOST:$METRICS_PORT/metrics" 2>/dev/null || true; } |
     awk '/^concord_applied_events_total[{ ]/ { s += $NF } END { printf "%d\n", s }'
 }
 
 # concord_mem FIELD -> VmHWM / VmRSS of the concord process in MiB.
 concord_mem() {
   awk -v f="$1:" '$1 == f { printf "%.1f\n", $2 / 1024 }' "/proc/$CONCORD_PID/status"
+}
+
+# bench_load_knobs: the sysbench load of the backlog and lag scripts — TABLES (4), ROWS
+# (50000 per table), DURATION (30 s; SECONDS=N is taken as DURATION=N), THREADS (4).
+bench_load_knobs() {
+  if [ -z "${DURATION:-}" ] && [ "$_BENCH_ENV_SECONDS" -gt 0 ]; then DURATION=$_BENCH_ENV_SECONDS; fi
+  TABLES="${TABLES:-4}"
+  ROWS="${ROWS:-50000}"
+  DURATION="${DURATION:-30}"
+  THREADS="${THREADS:-4}"
+}
+
+# cpu_seconds PID -> user + system CPU seconds the process has used so far.
+cpu_seconds() {
+  awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%.2f\n", ($12 + $13) / hz }' "/proc/$1/stat"
+}
+
+# machine_busy -> "busy total" jiffies of all CPUs so far (from /proc/stat), for the share of
+# the machine in use between two readings.
+machine_busy() {
+  awk '$1 == "cpu" { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t }' /proc/stat
+}
+
+# server_pid NAME -> pid of a server started by server_start.
+server_pid() {
+  local i
+  for i in "${!BENCH_SERVER_NAMES[@]}"; do
+    [ "${BENCH_SERVER_NAMES[$i]}" = "$1" ] && { echo "${BENCH_SERVER_PIDS[$i]}"; return; }
+  done
 }
 
 # ---------------------------------------------------------------------------------------

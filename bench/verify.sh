@@ -17,17 +17,12 @@
 # Environment: TABLES (4) ROWS (50000) DURATION (30) THREADS (4), VERIFY_BATCH (5000,
 # verifier.batch_rows), CONCORD_BIN, and the knobs in bench/lib.sh.
 
-_env_seconds=$SECONDS
 set -euo pipefail
-if [ -z "${DURATION:-}" ] && [ "$_env_seconds" -gt 0 ]; then DURATION=$_env_seconds; fi
 
 # shellcheck source=bench/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-TABLES="${TABLES:-4}"
-ROWS="${ROWS:-50000}"
-DURATION="${DURATION:-30}"
-THREADS="${THREADS:-4}"
+bench_load_knobs
 SOURCE_PORT="${SOURCE_PORT:-3321}"
 TARGET_PORT="${TARGET_PORT:-3322}"
 TIMEOUT="${TIMEOUT:-3600}"
@@ -57,7 +52,7 @@ EOF
 
 # metric_sum NAME [LABEL_FILTER] -> sum of a concord metric's samples (matching the filter).
 metric_sum() {
-  curl -fsS "http://$BENCH_HOST:$METRICS_PORT/metrics" 2>/dev/null |
+  { curl -fsS "http://$BENCH_HOST:$METRICS_PORT/metrics" 2>/dev/null || true; } |
     awk -v name="$1" -v want="${2:-}" '$1 ~ "^"name"[{ ]" || $1 == name { if (want == "" || index($1, want)) s += $NF } END { printf "%d\n", s }'
 }
 
