@@ -130,17 +130,34 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), Replicat
         )
         .await;
         ready.store(true, Ordering::Relaxed);
-        for key in consumer
+        let revoked: Vec<PartitionKey> = consumer
             .context()
             .revoked
             .lock()
             .expect("revoked lock")
             .drain(..)
-        {
+            .collect();
+        for key in &revoked {
             // A partition that moved to another replicator is that one's to report.
             let _ = metrics::CONSUMER_LAG.remove_label_values(&[&key.0, &key.1.to_string()]);
-            parts.remove(&key);
+            parts.remove(key);
         }
+        // Messages gathered before a revocation are no longer ours to apply: keeping them
+        // would bring the partition back into `parts` with an offset its new owner moves
+        // past, and its lag would be reported wrong from then on. If the partition comes
+        // back to us, its position is read again from the target.
+        let batch: Vec<OwnedMessage> = if revoked.is_empty() {
+            batch
+        } else {
+            batch
+                .into_iter()
+                .filter(|m| {
+                    !revoked
+                        .iter()
+                        .any(|(t, p)| t == m.topic() && *p == m.partition())
+                })
+                .collect()
+        };
         if batch.is_empty() {
             metrics::LAG.set(0.0);
             report_consumer_lag(&consumer, &parts, &mut lag_reported);
