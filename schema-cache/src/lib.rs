@@ -34,6 +34,10 @@ pub struct TargetColumn {
     pub name: String,
     /// `information_schema.COLUMNS.DATA_TYPE`, e.g. `int`, `varchar`, `datetime`.
     pub data_type: String,
+    pub nullable: bool,
+    /// The character set of a character column (`utf8mb4`, `latin1`…); `None` for the
+    /// other types.
+    pub charset: Option<String>,
 }
 
 impl TargetTable {
@@ -125,9 +129,10 @@ async fn load(
     table: &TableName,
 ) -> Result<Option<Arc<TargetTable>>, mysql_async::Error> {
     let mut conn = pool.get_conn().await?;
-    let columns: Vec<(String, String)> = conn
+    let columns: Vec<(String, String, String, Option<String>)> = conn
         .exec(
-            "SELECT COLUMN_NAME, DATA_TYPE FROM information_schema.COLUMNS \
+            "SELECT COLUMN_NAME, DATA_TYPE, IS_NULLABLE, CHARACTER_SET_NAME \
+             FROM information_schema.COLUMNS \
              WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
             (&table.db, &table.table),
         )
@@ -154,9 +159,11 @@ async fn load(
         name: table.clone(),
         columns: columns
             .into_iter()
-            .map(|(name, data_type)| TargetColumn {
+            .map(|(name, data_type, nullable, charset)| TargetColumn {
                 name,
                 data_type: data_type.to_ascii_lowercase(),
+                nullable: nullable == "YES",
+                charset: charset.map(|c| c.to_ascii_lowercase()),
             })
             .collect(),
         primary_key,

@@ -130,6 +130,8 @@ mod tests {
                 .map(|c| TargetColumn {
                     name: c.to_string(),
                     data_type: "int".into(),
+                    nullable: false,
+                    charset: None,
                 })
                 .collect(),
             primary_key: pk.iter().map(|s| s.to_string()).collect(),

@@ -16,10 +16,12 @@ const LEDGER: &str = "CREATE TABLE `{db}`.ledger (id BIGINT PRIMARY KEY, \
 const CLEAN: &str =
     "CREATE TABLE `{db}`.clean (id INT PRIMARY KEY, label VARCHAR(20), qty INT NOT NULL)";
 
-/// `n` ledger rows from the SEQUENCE engine, every column filled.
-fn fill_ledger(n: u32) -> String {
+/// `n` ledger rows from the SEQUENCE engine, every column filled; ids are `step` apart
+/// (a step of 1 gives dense keys, whose chunk ends the checksum computes; wider steps make
+/// it walk the key).
+fn fill_ledger(n: u32, step: u32) -> String {
     format!(
-        "INSERT INTO `{{db}}`.ledger SELECT seq, seq * 1.25, CONCAT('note ', seq), \
+        "INSERT INTO `{{db}}`.ledger SELECT seq * {step}, seq * 1.25, CONCAT('note ', seq), \
          IF(seq % 2, 'in', 'out'), UNHEX(LPAD(HEX(seq), 8, '0')), \
          '2024-03-01 10:00:00.000001' + INTERVAL seq SECOND, seq / 7, \
          CONCAT('{{\"n\": ', seq, '}}') FROM `{{db}}`.seq_1_to_{n}"
@@ -73,7 +75,7 @@ async fn checksum_records_exactly_the_corrupted_rows_while_writes_continue() {
     db.both(CLEAN).await;
     let config = checksum_config(&db, "");
     let mut replicator = Concord::start_role(&config, "replicate").await;
-    db.source(&fill_ledger(30_000)).await;
+    db.source(&fill_ledger(30_000, 1)).await;
     db.source(
         "INSERT INTO `{db}`.clean SELECT seq, CONCAT('c', seq), seq FROM `{db}`.seq_1_to_5000",
     )
@@ -211,15 +213,18 @@ async fn an_interrupted_checksum_resumes_after_its_last_chunk() {
     db.both(LEDGER).await;
     let config = checksum_config(&db, "");
     let mut replicator = Concord::start_role(&config, "replicate").await;
-    db.source(&fill_ledger(30_000)).await;
+    // Ids ten apart: chunk ends are found by walking the key (the other tests use dense
+    // keys, whose ends are computed).
+    db.source(&fill_ledger(30_000, 10)).await;
     replicator
         .wait_caught_up(&db.servers, Duration::from_secs(60))
         .await;
     // Every 1000th row changed on the target: every chunk differs and is rechecked (at
-    // least `retry_after` each), so the run is long enough to interrupt.
-    db.target("UPDATE `{db}`.ledger SET amount = amount + 1 WHERE id % 1000 = 7")
+    // least `retry_after` each), so the run is long enough to interrupt. The same edit on
+    // rows of one chunk must not cancel out in the chunk's hash.
+    db.target("UPDATE `{db}`.ledger SET amount = amount + 1 WHERE id % 10000 = 70")
         .await;
-    let corrupted: BTreeSet<i64> = (0..30).map(|i| i * 1000 + 7).collect();
+    let corrupted: BTreeSet<i64> = (0..30).map(|i| i * 10_000 + 70).collect();
     let table = format!("{}.ledger", db.name);
 
     let mut first = Concord::spawn(&config.sibling(), &["checksum", "--table", &table]).await;
@@ -260,7 +265,7 @@ async fn an_interrupted_checksum_resumes_after_its_last_chunk() {
     assert!(runs[0].3 >= 30, "{runs:?}");
 
     // --restart starts over: the finished run stays, a new one covers the table again.
-    db.target("UPDATE `{db}`.ledger SET amount = amount - 1 WHERE id % 1000 = 7")
+    db.target("UPDATE `{db}`.ledger SET amount = amount - 1 WHERE id % 10000 = 70")
         .await;
     let (code, log) = checksum(&config, &["--table", &table, "--restart"]).await;
     assert_eq!(code, Some(0), "repaired by hand, equal again: {log}");

@@ -19,6 +19,15 @@ pub struct KeyRange {
     pub through: Option<Vec<Value>>,
 }
 
+/// A column both servers hash: its name, the source's type, and whether either side
+/// allows NULL in it.
+#[derive(Clone, Debug)]
+pub struct HashedColumn {
+    pub name: String,
+    pub data_type: String,
+    pub nullable: bool,
+}
+
 /// The statements for one table, built once.
 #[derive(Clone, Debug)]
 pub struct ChunkSql {
@@ -30,9 +39,7 @@ pub struct ChunkSql {
     columns: String,
 }
 
-/// Types whose values are text: converted to one character set before hashing, so a
-/// column stored as latin1 on one side and utf8mb4 on the other hashes the same, and
-/// `CONCAT_WS` never meets an illegal mix of collations.
+/// Types whose values are text, and so have a character set.
 fn is_text(data_type: &str) -> bool {
     matches!(
         data_type,
@@ -50,37 +57,61 @@ fn is_text(data_type: &str) -> bool {
 
 impl ChunkSql {
     /// `table` is the server's own description (source or target); `hashed` the columns
-    /// both sides have, by name, in the source's order with the source's types — the same
-    /// list for both servers.
-    pub fn new(table: &TargetTable, hashed: &[(String, String)]) -> Self {
-        let values: Vec<String> = hashed
-            .iter()
-            .map(|(name, ty)| {
-                let q = quote_ident(name);
-                if is_text(ty) {
-                    format!("CONVERT({q} USING utf8mb4)")
-                } else {
-                    q
-                }
-            })
-            .collect();
-        // CONCAT_WS skips NULLs; the flags tell NULL from an empty string.
+    /// both sides have, in the source's order with the source's types — the same list for
+    /// both servers, so both build the same expression up to character-set conversions.
+    pub fn new(table: &TargetTable, hashed: &[HashedColumn]) -> Self {
+        // Text is hashed as utf8mb4, so a latin1 column on one side and a utf8mb4 one on
+        // the other hash alike. Converting a column that already is utf8mb4 would cost a
+        // copy per value for nothing, so only the others are converted.
+        let value = |c: &HashedColumn| {
+            let q = quote_ident(&c.name);
+            let charset = table.column(&c.name).and_then(|t| t.charset.as_deref());
+            if is_text(&c.data_type) && charset != Some("utf8mb4") {
+                format!("CONVERT({q} USING utf8mb4)")
+            } else {
+                q
+            }
+        };
+        let mut parts: Vec<String> = hashed.iter().map(value).collect();
+        // CONCAT_WS skips NULLs; a flag per nullable column tells NULL from an empty
+        // string. Columns that allow no NULL on either side need none (the flags are a
+        // large share of the expression's cost).
         let nulls: Vec<String> = hashed
             .iter()
-            .map(|(name, _)| format!("ISNULL({})", quote_ident(name)))
+            .filter(|c| c.nullable)
+            .map(|c| format!("ISNULL({})", quote_ident(&c.name)))
             .collect();
-        let text = format!(
-            "CONCAT_WS('#', {}, CONCAT({}))",
-            values.join(", "),
-            nulls.join(", ")
+        if !nulls.is_empty() {
+            parts.push(format!("CONCAT({})", nulls.join(", ")));
+        }
+        let key: Vec<String> = table.primary_key.iter().map(|k| quote_ident(k)).collect();
+        let key_text = match hashed
+            .iter()
+            .filter(|c| {
+                table
+                    .primary_key
+                    .iter()
+                    .any(|k| k.eq_ignore_ascii_case(&c.name))
+            })
+            .map(value)
+            .collect::<Vec<_>>()
+        {
+            k if k.len() == 1 => k[0].clone(),
+            k => format!("CONCAT_WS('#', {})", k.join(", ")),
+        };
+        // The row's CRC32 times an odd multiplier drawn from its key (both below 2^32, so
+        // the product fits 64 bits). A CRC alone is linear: rows of equal length given the
+        // same edit at the same offset change their CRCs by the same bits, and the XOR
+        // over the chunk cancels them pairwise. Multiplied by a different number per row,
+        // equal changes of the CRCs become unrelated changes of the products. (The key is
+        // the same on both servers for rows that match, so the multiplier is too.)
+        let row_hash = format!(
+            "(CRC32(CONCAT_WS('#', {})) * (CRC32({key_text}) | 1))",
+            parts.join(", ")
         );
-        // Not CRC32, though cheaper: a CRC is linear, so two rows given the same edit at
-        // the same offset (every `amount + 1` of equal-length rows) change their CRCs by
-        // the same bits, and the XOR over the chunk cancels them out. MD5 does not.
-        let row_hash = format!("CAST(CONV(LEFT(MD5({text}), 16), 16, 10) AS UNSIGNED)");
         Self {
             table: format!("{} FORCE INDEX (PRIMARY)", quote_table(&table.name)),
-            key: table.primary_key.iter().map(|k| quote_ident(k)).collect(),
+            key,
             row_hash,
             columns: table
                 .columns
@@ -109,6 +140,15 @@ impl ChunkSql {
                 self.table
             ),
             params,
+        )
+    }
+
+    /// The smallest and largest key (for a one-column key).
+    pub fn key_extent(&self) -> String {
+        format!(
+            "SELECT MIN({k}), MAX({k}) FROM {}",
+            self.table,
+            k = self.key[0]
         )
     }
 
@@ -184,6 +224,10 @@ mod tests {
     use concord_schema_cache::TargetColumn;
 
     fn table(key: &[&str]) -> TargetTable {
+        table_in(key, "latin1")
+    }
+
+    fn table_in(key: &[&str], charset: &str) -> TargetTable {
         TargetTable {
             name: TableName::new("shop", "orders"),
             columns: ["id", "part", "note"]
@@ -191,6 +235,8 @@ mod tests {
                 .map(|n| TargetColumn {
                     name: n.to_string(),
                     data_type: if *n == "note" { "varchar" } else { "int" }.into(),
+                    nullable: *n == "note",
+                    charset: (*n == "note").then(|| charset.to_owned()),
                 })
                 .collect(),
             primary_key: key.iter().map(|k| k.to_string()).collect(),
@@ -198,11 +244,15 @@ mod tests {
         }
     }
 
-    fn hashed() -> Vec<(String, String)> {
-        vec![
-            ("id".into(), "int".into()),
-            ("note".into(), "varchar".into()),
-        ]
+    fn hashed() -> Vec<HashedColumn> {
+        [("id", "int", false), ("note", "varchar", true)]
+            .iter()
+            .map(|(name, ty, nullable)| HashedColumn {
+                name: name.to_string(),
+                data_type: ty.to_string(),
+                nullable: *nullable,
+            })
+            .collect()
     }
 
     #[test]
@@ -231,14 +281,36 @@ mod tests {
     }
 
     #[test]
-    fn the_row_hash_converts_text_and_flags_nulls() {
+    fn the_row_hash_converts_other_charsets_and_flags_nullable_columns() {
         let sql = ChunkSql::new(&table(&["id"]), &hashed());
         let (text, params) = sql.hash(&KeyRange::default());
-        assert!(text.contains(
-            "CONCAT_WS('#', `id`, CONVERT(`note` USING utf8mb4), CONCAT(ISNULL(`id`), ISNULL(`note`)))"
-        ), "{text}");
+        assert!(
+            text.contains(
+                "(CRC32(CONCAT_WS('#', `id`, CONVERT(`note` USING utf8mb4), \
+                 CONCAT(ISNULL(`note`)))) * (CRC32(`id`) | 1))"
+            ),
+            "{text}"
+        );
         assert!(text.contains("FORCE INDEX (PRIMARY) WHERE TRUE"), "{text}");
         assert!(params.is_empty());
+
+        // Already utf8mb4: no conversion. No nullable column: no flags.
+        let not_null: Vec<HashedColumn> = hashed()
+            .into_iter()
+            .map(|c| HashedColumn {
+                nullable: false,
+                ..c
+            })
+            .collect();
+        let sql = ChunkSql::new(&table_in(&["id", "note"], "utf8mb4"), &not_null);
+        let (text, _) = sql.hash(&KeyRange::default());
+        assert!(
+            text.contains(
+                "(CRC32(CONCAT_WS('#', `id`, `note`)) * \
+                 (CRC32(CONCAT_WS('#', `id`, `note`)) | 1))"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

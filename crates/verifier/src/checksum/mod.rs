@@ -10,6 +10,7 @@
 //! twice (see [`crate::recheck`]).
 
 mod chunk;
+mod ends;
 mod narrow;
 mod pace;
 mod table;

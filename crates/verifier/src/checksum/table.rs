@@ -9,20 +9,20 @@
 //!   applied the source up to a position read *after* the source hash, so a replicator
 //!   that is merely behind does not make a chunk differ twice.
 
-use super::chunk::{ChunkSql, KeyRange};
+use super::chunk::{ChunkSql, HashedColumn, KeyRange};
+use super::ends::ChunkEnds;
 use super::narrow::narrow;
 use super::pace::{wait_until_quiet, ChunkSizer};
 use crate::check::{sql, target_index, CheckError, Checker, Expectation, Side};
 use crate::metrics;
 use crate::progress::Stream;
 use crate::recheck::{recheck, shared_columns, Recheck};
-use crate::sql_value::from_sql;
 use concord_change::{Position, SourceTable, TableName, Value};
 use concord_config::ChecksumConfig;
 use concord_control::Detector;
 use concord_schema_cache::TargetTable;
 use mysql_async::prelude::Queryable;
-use mysql_async::{Params, Pool, Row};
+use mysql_async::{Params, Pool};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -114,11 +114,15 @@ impl Sides {
             .collect();
         let shared = shared_columns(Some(&source), &target);
         // The same column list, with the source's types, for both statements.
-        let hashed: Vec<(String, String)> = shared
+        let hashed: Vec<HashedColumn> = shared
             .iter()
-            .map(|&(i, _)| {
+            .map(|&(i, j)| {
                 let c = &source.columns[i];
-                (c.name.clone(), c.data_type.clone())
+                HashedColumn {
+                    name: c.name.clone(),
+                    data_type: c.data_type.clone(),
+                    nullable: c.nullable || target.columns[j].nullable,
+                }
             })
             .collect();
         let change_table = Arc::new(SourceTable {
@@ -213,11 +217,15 @@ pub(crate) async fn checksum_table(
     let estimate = estimated_rows(&checker.source, name).await?;
     let mut sizer = ChunkSizer::new(settings.first_chunk_rows, settings.chunk_time);
     let source_err = |e| sql(Side::Source, name, e);
+    let mut ends = ChunkEnds::new(&checker.source, sides, estimate)
+        .await
+        .map_err(source_err)?;
     loop {
         wait_until_quiet(&checker.source, settings.max_threads_running)
             .await
             .map_err(source_err)?;
-        let through = boundary(&checker.source, sides, after.as_deref(), sizer.rows())
+        let through = ends
+            .next(&checker.source, sides, after.as_deref(), sizer.rows())
             .await
             .map_err(source_err)?;
         let range = KeyRange {
@@ -238,6 +246,7 @@ pub(crate) async fn checksum_table(
         let source = source.map_err(source_err)?;
         let target = target.map_err(|e| sql(Side::Target, &sides.target.name, e))?;
         sizer.observe(source.0, took);
+        ends.observe(after.as_deref(), through.as_deref(), source.0);
         let mut rows = source.0;
         let mut differs = source != target;
         if differs {
@@ -334,33 +343,6 @@ async fn hash(pool: &Pool, sql: &ChunkSql, range: &KeyRange) -> Result<Hash, mys
     let mut conn = pool.get_conn().await?;
     let row: Option<(u64, u64)> = conn.exec_first(text, Params::Positional(params)).await?;
     Ok(row.unwrap_or_default())
-}
-
-/// The key of the chunk's last row, or `None` when fewer than `n` rows are left (the chunk
-/// then runs to the end of the key space).
-async fn boundary(
-    source: &Pool,
-    sides: &Sides,
-    after: Option<&[Value]>,
-    n: u64,
-) -> Result<Option<Vec<Value>>, mysql_async::Error> {
-    let (text, params) = sides.source_sql.boundary(after, n);
-    let mut conn = source.get_conn().await?;
-    let row: Option<Row> = conn.exec_first(text, Params::Positional(params)).await?;
-    Ok(row.map(|r| {
-        r.unwrap()
-            .into_iter()
-            .zip(&sides.source.primary_key)
-            .map(|(v, k)| {
-                let ty = sides
-                    .source
-                    .column(k)
-                    .map(|c| c.data_type.as_str())
-                    .unwrap_or_default();
-                from_sql(v, ty)
-            })
-            .collect()
-    }))
 }
 
 /// The source's estimate of the table's rows (for the progress gauge); 0 if unknown.
