@@ -325,6 +325,13 @@ async fn a_busy_source_holds_the_checksum_and_a_missing_replicator_is_refused() 
         runs.iter().all(|r| r.1 == 0),
         "no chunk while the source is busy: {runs:?}"
     );
+    // Rows added past the largest key the run saw when it started are chunked too: the
+    // computed chunk ends read the largest key again before running to the end.
+    db.source(
+        "INSERT INTO `{db}`.clean SELECT seq, CONCAT('c', seq), seq \
+         FROM `{db}`.seq_1001_to_3000",
+    )
+    .await;
     for b in busy {
         b.await.unwrap();
     }
@@ -332,7 +339,10 @@ async fn a_busy_source_holds_the_checksum_and_a_missing_replicator_is_refused() 
     let code = held.wait_exit(Duration::from_secs(60)).await;
     assert_eq!(code, Some(0), "{}", held.log());
     let runs = checksum_runs(&config, &table).await;
-    assert_eq!((runs[0].0.as_str(), runs[0].2), ("done", 1000));
+    assert_eq!((runs[0].0.as_str(), runs[0].2), ("done", 3000));
+    // 500 rows, then at most four times as many, then the rest: without the second look
+    // at the largest key, the second chunk would have run to the end.
+    assert!(runs[0].1 >= 3, "{runs:?}");
     replicator.stop().await;
 }
 

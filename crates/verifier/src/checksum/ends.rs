@@ -103,11 +103,16 @@ impl ChunkEnds {
         if let Some(int) = self.int.as_mut().filter(|i| i.density >= DENSE) {
             let start = match after {
                 Some(key) => as_int(&key[0]),
-                None => int.min.map(|m| m - 1),
-            };
-            let Some(start) = start else {
                 // An empty table when the run began: one open chunk covers it.
-                return Ok(None);
+                None => match int.min {
+                    Some(min) => Some(min - 1),
+                    None => return Ok(None),
+                },
+            };
+            // (A saved key that is not an integer — the key's type changed since the run
+            // was saved — is walked from instead.)
+            let Some(start) = start else {
+                return walk(source, sides, after, rows).await;
             };
             let through = start + span(int.density, rows);
             if int.max.is_none_or(|m| through >= m) {
@@ -126,7 +131,10 @@ impl ChunkEnds {
         let Some(int) = self.int.as_mut() else {
             return;
         };
-        let lo = after.and_then(|k| as_int(&k[0])).or(int.min.map(|m| m - 1));
+        let lo = match after {
+            Some(k) => as_int(&k[0]),
+            None => int.min.map(|m| m - 1),
+        };
         let hi = through.and_then(|k| as_int(&k[0]));
         if let (Some(lo), Some(hi)) = (lo, hi) {
             if hi > lo {
