@@ -10,7 +10,7 @@ use concord_control::ControlStore;
 use concord_replicator::checkpoint::Checkpoints;
 use concord_replicator::offsets::Offsets;
 use concord_schema_cache::{RefreshReason, SchemaCache};
-use mysql_async::{Opts, OptsBuilder, Pool, PoolOpts};
+use mysql_async::{Opts, OptsBuilder, Pool};
 use rdkafka::consumer::BaseConsumer;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -32,14 +32,16 @@ pub(crate) struct Setup {
 /// verifier does changes session state beyond this setup), and idle ones stay for a minute
 /// rather than being closed at once — rounds in flight use more connections than the
 /// pool's minimum, and each new connection prepares its statements again.
+/// Pool limits given in the URL (`pool_min`, `pool_max`) are kept.
 pub(crate) fn verifier_opts(opts: Opts) -> Opts {
+    let pool = opts
+        .pool_opts()
+        .clone()
+        .with_reset_connection(false)
+        .with_inactive_connection_ttl(Duration::from_secs(60));
     OptsBuilder::from_opts(opts)
         .stmt_cache_size(256)
-        .pool_opts(
-            PoolOpts::default()
-                .with_reset_connection(false)
-                .with_inactive_connection_ttl(Duration::from_secs(60)),
-        )
+        .pool_opts(pool)
         .setup(vec!["SET time_zone = '+00:00'".to_owned()])
         .into()
 }
@@ -162,5 +164,23 @@ pub(crate) async fn verify_with_retry(
             }
             Err(e) => return Err(e.into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_limits_from_the_url_are_kept() {
+        let opts = Opts::from_url("mysql://root@127.0.0.1:3307/db?pool_min=2&pool_max=7").unwrap();
+        let opts = verifier_opts(opts);
+        let limits = opts.pool_opts().constraints();
+        assert_eq!((limits.min(), limits.max()), (2, 7));
+        assert!(!opts.pool_opts().reset_connection());
+        assert_eq!(
+            opts.pool_opts().inactive_connection_ttl(),
+            Duration::from_secs(60)
+        );
     }
 }

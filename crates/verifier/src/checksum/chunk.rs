@@ -62,14 +62,16 @@ impl ChunkSql {
     pub fn new(table: &TargetTable, hashed: &[HashedColumn]) -> Self {
         // Text is hashed as utf8mb4, so a latin1 column on one side and a utf8mb4 one on
         // the other hash alike. Converting a column that already is utf8mb4 would cost a
-        // copy per value for nothing, so only the others are converted.
+        // copy per value for nothing, so only the others are converted. Every text value
+        // gets the one explicit collation, or columns of different collations would be an
+        // "illegal mix" for CONCAT_WS (the collation does not change the bytes hashed).
         let value = |c: &HashedColumn| {
             let q = quote_ident(&c.name);
             let charset = table.column(&c.name).and_then(|t| t.charset.as_deref());
-            if is_text(&c.data_type) && charset != Some("utf8mb4") {
-                format!("CONVERT({q} USING utf8mb4)")
-            } else {
-                q
+            match (is_text(&c.data_type), charset) {
+                (false, _) => q,
+                (true, Some("utf8mb4")) => format!("{q} COLLATE utf8mb4_bin"),
+                (true, _) => format!("CONVERT({q} USING utf8mb4) COLLATE utf8mb4_bin"),
             }
         };
         let mut parts: Vec<String> = hashed.iter().map(value).collect();
@@ -286,7 +288,7 @@ mod tests {
         let (text, params) = sql.hash(&KeyRange::default());
         assert!(
             text.contains(
-                "(CRC32(CONCAT_WS('#', `id`, CONVERT(`note` USING utf8mb4), \
+                "(CRC32(CONCAT_WS('#', `id`, CONVERT(`note` USING utf8mb4) COLLATE utf8mb4_bin, \
                  CONCAT(ISNULL(`note`)))) * (CRC32(`id`) | 1))"
             ),
             "{text}"
@@ -306,8 +308,8 @@ mod tests {
         let (text, _) = sql.hash(&KeyRange::default());
         assert!(
             text.contains(
-                "(CRC32(CONCAT_WS('#', `id`, `note`)) * \
-                 (CRC32(CONCAT_WS('#', `id`, `note`)) | 1))"
+                "(CRC32(CONCAT_WS('#', `id`, `note` COLLATE utf8mb4_bin)) * \
+                 (CRC32(CONCAT_WS('#', `id`, `note` COLLATE utf8mb4_bin)) | 1))"
             ),
             "{text}"
         );
