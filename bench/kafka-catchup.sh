@@ -48,7 +48,7 @@ GROUP1="${GROUP1:-bench-replicator}"
 GROUP2="${GROUP2:-bench-replicator-pair}"
 
 CAPTURE_ONLY="${CAPTURE_ONLY:-0}"
-COMMAND="TABLES=$TABLES ROWS=$ROWS DURATION=$DURATION THREADS=$THREADS PARTITIONS=$PARTITIONS${KAFKA_PROPS:+ KAFKA_PROPS='$KAFKA_PROPS'}${KAFKA_SETTINGS:+ KAFKA_SETTINGS='$KAFKA_SETTINGS'}$([ "$CAPTURE_ONLY" != 1 ] || echo " CAPTURE_ONLY=1") CONCORD_BIN=$CONCORD_BIN bench/kafka-catchup.sh"
+COMMAND="TABLES=$TABLES ROWS=$ROWS DURATION=$DURATION THREADS=$THREADS PARTITIONS=$PARTITIONS${KAFKA_PROPS:+ KAFKA_PROPS='$KAFKA_PROPS'}${KAFKA_SETTINGS:+ KAFKA_SETTINGS='$KAFKA_SETTINGS'}$([ "$CAPTURE_ONLY" != 1 ] || echo " CAPTURE_ONLY=1")$([ "$BROKER_STORAGE" = sqlite://tansu.db ] || echo " BROKER_STORAGE=$BROKER_STORAGE") CONCORD_BIN=$CONCORD_BIN bench/kafka-catchup.sh"
 SUMMARY="$BENCH_LOGS/kafka-catchup-summary.txt"
 
 kafka_bench_init
@@ -191,7 +191,7 @@ if [ "$CAPTURE_ONLY" = 1 ]; then
     machine_summary
     versions_summary
     echo "command:  $COMMAND"
-    echo "broker:   tansu ($TANSU_BIN, SQLite storage) on $BENCH_HOST:$BROKER_PORT; topic $KAFKA_TOPIC, $PARTITIONS partitions"
+    echo "broker:   tansu ($TANSU_BIN, storage $BROKER_STORAGE) on $BENCH_HOST:$BROKER_PORT; topic $KAFKA_TOPIC, $PARTITIONS partitions"
     echo "backlog:  $BACKLOG_ROWS row changes in $BACKLOG_TRX transactions"
     echo "topic:    $TOPIC_MSGS messages (expected $EXPECTED_MSGS), $CAPTURE_LINE"
     echo "=============================================="
@@ -277,7 +277,7 @@ KAFKA2_RPS=$(per_second "$BACKLOG_ROWS" "$KAFKA2_S")
   versions_summary
   echo "command:  $COMMAND"
   echo "servers:  source and target innodb_buffer_pool_size=$BUFFER_POOL innodb_log_file_size=$REDO_LOG_SIZE innodb_flush_log_at_trx_commit=2; source sync_binlog=0"
-  echo "broker:   tansu ($TANSU_BIN, SQLite storage) on $BENCH_HOST:$BROKER_PORT; topic $KAFKA_TOPIC, $PARTITIONS partitions"
+  echo "broker:   tansu ($TANSU_BIN, storage $BROKER_STORAGE) on $BENCH_HOST:$BROKER_PORT; topic $KAFKA_TOPIC, $PARTITIONS partitions"
   echo "backlog:  $BACKLOG_ROWS row changes in $BACKLOG_TRX transactions ($(awk -v b="$BACKLOG_BYTES" 'BEGIN { printf "%.1f MiB", b / 1048576 }') of binlog, $START_FILE:$START_POS .. $END_FILE:$END_POS)"
   echo "          built by sysbench oltp_write_only, $TABLES tables x $ROWS rows, $THREADS threads, ${DURATION}s at $LOAD_TPS tps"
   echo "topic:    $TOPIC_MSGS messages (expected $EXPECTED_MSGS: one per row change + $KEY_CHANGES primary-key changes),"

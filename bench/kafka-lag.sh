@@ -38,7 +38,7 @@ TARGET_PORT="${TARGET_PORT:-3312}"
 GROUP="${GROUP:-bench-replicator}"
 LAG_TARGET_MS=250
 
-COMMAND="TABLES=$TABLES ROWS=$ROWS DURATION=$DURATION THREADS=$THREADS RATE=$RATE HB_INTERVAL_MS=$HB_INTERVAL_MS HB_POLL_MS=$HB_POLL_MS PARTITIONS=$PARTITIONS${KAFKA_PROPS:+ KAFKA_PROPS='$KAFKA_PROPS'}${KAFKA_SETTINGS:+ KAFKA_SETTINGS='$KAFKA_SETTINGS'} CONCORD_BIN=$CONCORD_BIN bench/kafka-lag.sh"
+COMMAND="TABLES=$TABLES ROWS=$ROWS DURATION=$DURATION THREADS=$THREADS RATE=$RATE HB_INTERVAL_MS=$HB_INTERVAL_MS HB_POLL_MS=$HB_POLL_MS PARTITIONS=$PARTITIONS${KAFKA_PROPS:+ KAFKA_PROPS='$KAFKA_PROPS'}${KAFKA_SETTINGS:+ KAFKA_SETTINGS='$KAFKA_SETTINGS'}$([ "$BROKER_STORAGE" = sqlite://tansu.db ] || echo " BROKER_STORAGE=$BROKER_STORAGE") CONCORD_BIN=$CONCORD_BIN bench/kafka-lag.sh"
 SUMMARY="$BENCH_LOGS/kafka-lag-summary.txt"
 
 kafka_bench_init
@@ -146,7 +146,7 @@ LAG_MET=$(awk -v v="$P99" -v t="$LAG_TARGET_MS" 'BEGIN { print (v != "n/a" && v 
   versions_summary
   echo "command:  $COMMAND"
   echo "servers:  source and target innodb_buffer_pool_size=$BUFFER_POOL innodb_flush_log_at_trx_commit=2; source sync_binlog=0"
-  echo "path:     source binlog -> concord capture -> tansu ($BENCH_HOST:$BROKER_PORT, SQLite storage; topic $KAFKA_TOPIC, $PARTITIONS partitions) -> 1 concord replicate -> target"
+  echo "path:     source binlog -> concord capture -> tansu ($BENCH_HOST:$BROKER_PORT, storage $BROKER_STORAGE; topic $KAFKA_TOPIC, $PARTITIONS partitions) -> 1 concord replicate -> target"
   echo "load:     sysbench oltp_write_only, $TABLES tables x $ROWS rows, $THREADS threads, ${DURATION}s at $LOAD_TPS tps"
   echo "          (binlog $START_FILE:$START_POS .. $END_FILE:$END_POS; published=$PUBLISHED, applied_events=$APPLIED, offsets sum $OFFSETS)"
   echo "lag:      source NOW(6) of a heartbeat insert -> first poll that sees it on the target"

@@ -2,7 +2,7 @@
 # Helpers for the kafka-mode benchmarks (bench/kafka-catchup.sh, bench/kafka-lag.sh). Sourced
 # after bench/lib.sh, whose servers, sysbench and reporting helpers they share.
 #
-# Kafka mode runs several processes: a broker (tansu, SQLite storage, in its own directory under
+# Kafka mode runs several processes: a broker (tansu, SQLite storage by default, in its own directory under
 # $BENCH_DATA), one `concord capture` and one or more `concord replicate`. Each concord process
 # gets its own config file and metrics port. Everything started here is registered in
 # KPROC_PIDS and stopped by kafka_cleanup (installed as the EXIT trap by kafka_bench_init),
@@ -13,6 +13,8 @@
 #                         [kafka.properties] (e.g. '"fetch.wait.max.ms" = "500"')
 #   KAFKA_SETTINGS        extra lines of concord's [kafka] section (e.g. 'max_unacked = 8000')
 #   TANSU_BIN             broker binary (default /var/cache/concord-tools/bin/tansu)
+#   BROKER_STORAGE        tansu's storage engine (default sqlite://tansu.db, a file in the
+#                         broker's directory; memory://tansu/ keeps everything in memory)
 #   BROKER_PORT           broker listener (default 19092; the test broker uses 9092)
 #   CAPTURE_METRICS_PORT  /metrics of the capture (default METRICS_PORT + 1)
 #   REPLICATOR_METRICS_PORT  /metrics of the first replicator (default METRICS_PORT + 2); the
@@ -24,6 +26,7 @@
 KAFKA_PROPS="${KAFKA_PROPS:-}"
 KAFKA_SETTINGS="${KAFKA_SETTINGS:-}"
 TANSU_BIN="${TANSU_BIN:-/var/cache/concord-tools/bin/tansu}"
+BROKER_STORAGE="${BROKER_STORAGE:-sqlite://tansu.db}"
 BROKER_PORT="${BROKER_PORT:-19092}"
 CAPTURE_METRICS_PORT="${CAPTURE_METRICS_PORT:-$((METRICS_PORT + 1))}"
 REPLICATOR_METRICS_PORT="${REPLICATOR_METRICS_PORT:-$((METRICS_PORT + 2))}"
@@ -116,7 +119,7 @@ proc_mem() {
 # ---------------------------------------------------------------------------------------
 # broker
 
-# broker_start: a fresh tansu broker with SQLite storage in $BENCH_DATA/broker.
+# broker_start: a fresh tansu broker in $BENCH_DATA/broker, storing in BROKER_STORAGE.
 broker_start() {
   local dir="$BENCH_DATA/broker" logfile="$BENCH_LOGS/broker.log" _
   if port_answers "$BROKER_PORT"; then
@@ -128,7 +131,7 @@ broker_start() {
   (cd "$dir" && exec "$TANSU_BIN" broker \
     --listener-url "tcp://$BENCH_HOST:$BROKER_PORT" \
     --advertised-listener-url "tcp://$BENCH_HOST:$BROKER_PORT" \
-    --storage-engine sqlite://tansu.db) </dev/null >"$logfile" 2>&1 &
+    --storage-engine "$BROKER_STORAGE") </dev/null >"$logfile" 2>&1 &
   kproc_register broker $! "$logfile"
   local pid=$LAST_PID
   for _ in $(seq 1 100); do
