@@ -26,7 +26,8 @@
 KAFKA_PROPS="${KAFKA_PROPS:-}"
 KAFKA_SETTINGS="${KAFKA_SETTINGS:-}"
 TANSU_BIN="${TANSU_BIN:-/var/cache/concord-tools/bin/tansu}"
-BROKER_STORAGE="${BROKER_STORAGE:-sqlite://tansu.db}"
+BROKER_STORAGE_DEFAULT=sqlite://tansu.db
+BROKER_STORAGE="${BROKER_STORAGE:-$BROKER_STORAGE_DEFAULT}"
 BROKER_PORT="${BROKER_PORT:-19092}"
 CAPTURE_METRICS_PORT="${CAPTURE_METRICS_PORT:-$((METRICS_PORT + 1))}"
 REPLICATOR_METRICS_PORT="${REPLICATOR_METRICS_PORT:-$((METRICS_PORT + 2))}"
@@ -114,6 +115,16 @@ kproc_check_alive() {
 # proc_mem PID FIELD -> VmHWM / VmRSS of a process in MiB.
 proc_mem() {
   awk -v f="$2:" '$1 == f { printf "%.1f\n", $2 / 1024 }' "/proc/$1/status"
+}
+
+# kafka_command_knobs -> the kafka knobs set away from their defaults, as they would be
+# written on the command line (for the summaries' "command:" line).
+kafka_command_knobs() {
+  local s=""
+  [ -z "$KAFKA_PROPS" ] || s+=" KAFKA_PROPS='$KAFKA_PROPS'"
+  [ -z "$KAFKA_SETTINGS" ] || s+=" KAFKA_SETTINGS='$KAFKA_SETTINGS'"
+  [ "$BROKER_STORAGE" = "$BROKER_STORAGE_DEFAULT" ] || s+=" BROKER_STORAGE=$BROKER_STORAGE"
+  printf '%s' "$s"
 }
 
 # ---------------------------------------------------------------------------------------

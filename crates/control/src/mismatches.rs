@@ -142,6 +142,7 @@ impl ControlStore {
         // The upsert and the read of its count in one transaction: two verifier rounds
         // confirming the same row at once must see 1 and 2, never both 2 (the row would
         // then never be counted as new).
+        let open = open_key(&m.table, &key_json);
         let mut tx = self.pool.begin().await?;
         sqlx::query(upsert)
             .bind(&m.table.db)
@@ -155,12 +156,12 @@ impl ControlStore {
             .bind(DETECTED)
             .bind(now)
             .bind(now)
-            .bind(open_key(&m.table, &key_json))
+            .bind(&open)
             .execute(&mut *tx)
             .await?;
         let occurrences: i64 =
             sqlx::query_scalar("SELECT occurrences FROM mismatches WHERE open_key = ?")
-                .bind(open_key(&m.table, &key_json))
+                .bind(&open)
                 .fetch_one(&mut *tx)
                 .await?;
         tx.commit().await?;

@@ -31,8 +31,8 @@ pub(crate) struct Setup {
 /// return to the pool (a reset drops the session's prepared statements; nothing the
 /// verifier does changes session state beyond this setup), and idle ones stay for a minute
 /// rather than being closed at once — rounds in flight use more connections than the
-/// pool's minimum, and each new connection prepares its statements again.
-/// Pool limits given in the URL (`pool_min`, `pool_max`) are kept.
+/// pool's minimum, and each new connection prepares its statements again. Pool limits
+/// given in the URL (`pool_min`, `pool_max`) are kept.
 pub(crate) fn verifier_opts(opts: Opts) -> Opts {
     let pool = opts
         .pool_opts()
