@@ -15,7 +15,8 @@
 #
 # Usage: bench/verify.sh
 # Environment: TABLES (4) ROWS (50000) DURATION (30) THREADS (4), VERIFY_BATCH (5000,
-# verifier.batch_rows), CONCORD_BIN, and the knobs in bench/lib.sh.
+# verifier.batch_rows), VERIFY_PARK_ROWS (verifier.park_rows; unset: concord's default;
+# 0 turns parking off), CONCORD_BIN, and the knobs in bench/lib.sh.
 
 set -euo pipefail
 
@@ -28,8 +29,9 @@ TARGET_PORT="${TARGET_PORT:-3322}"
 TIMEOUT="${TIMEOUT:-3600}"
 POLL="${POLL:-0.05}"
 VERIFY_BATCH="${VERIFY_BATCH:-5000}"
+VERIFY_PARK_ROWS="${VERIFY_PARK_ROWS:-}"
 
-COMMAND="TABLES=$TABLES ROWS=$ROWS DURATION=$DURATION THREADS=$THREADS VERIFY_BATCH=$VERIFY_BATCH CONCORD_BIN=$CONCORD_BIN bench/verify.sh"
+COMMAND="TABLES=$TABLES ROWS=$ROWS DURATION=$DURATION THREADS=$THREADS VERIFY_BATCH=$VERIFY_BATCH${VERIFY_PARK_ROWS:+ VERIFY_PARK_ROWS=$VERIFY_PARK_ROWS} CONCORD_BIN=$CONCORD_BIN bench/verify.sh"
 SUMMARY="$BENCH_LOGS/verify-summary.txt"
 
 bench_init
@@ -81,6 +83,9 @@ bench_pair "$SOURCE_PORT" "$TARGET_PORT" 21
 CONFIG="$BENCH_DATA/concord-verify.toml"
 concord_config "$CONFIG" "$SOURCE_PORT" "$TARGET_PORT" "$START_FILE:$START_POS" 'sbtest.*'
 printf '\n[verifier]\ndelay = "1s"\nsave_every = "100ms"\nbatch_rows = %s\n' "$VERIFY_BATCH" >>"$CONFIG"
+if [ -n "$VERIFY_PARK_ROWS" ]; then
+  printf 'park_rows = %s\n' "$VERIFY_PARK_ROWS" >>"$CONFIG"
+fi
 # One start before the load: proves config and connections, creates the control store.
 concord_start "$CONFIG" "$BENCH_LOGS/verify-replicate.log"
 concord_wait_ready 120
@@ -123,6 +128,7 @@ concord_start "$CONFIG" "$BENCH_LOGS/verify-verify.log" verify
 VERIFY_S=$(wait_until verifier verifier_position)
 VERIFIED=$(metric_sum concord_verified_total)
 MATCHED=$(metric_sum concord_verified_total 'result="match"')
+SUPERSEDED=$(metric_sum concord_verified_total 'result="superseded"')
 MISMATCHES=$(metric_sum concord_mismatches_detected_total)
 RECHECKS=$(metric_sum concord_source_rechecks_total)
 VERIFY_HWM=$(concord_mem VmHWM)
@@ -143,7 +149,7 @@ MET=$(awk -v r="$RATIO" 'BEGIN { print (r + 0 >= 2 ? "met" : "NOT met") }')
   echo "backlog:  $BACKLOG_ROWS row changes in $BACKLOG_TRX transactions ($START_FILE:$START_POS .. $END_FILE:$END_POS)"
   echo "          sysbench oltp_write_only, $TABLES tables x $ROWS rows, $THREADS threads, ${DURATION}s at $LOAD_TPS tps"
   echo "apply:    concord replicate ${APPLY_S}s  $APPLY_RPS rows/s  (applied_events_total=$APPLIED)"
-  echo "verify:   concord verify    ${VERIFY_S}s  $VERIFY_RPS rows/s  (verified_total=$VERIFIED, match=$MATCHED, rechecks=$RECHECKS, mismatches=$MISMATCHES, peak RSS ${VERIFY_HWM} MiB)"
+  echo "verify:   concord verify    ${VERIFY_S}s  $VERIFY_RPS rows/s  (verified_total=$VERIFIED, match=$MATCHED, superseded=$SUPERSEDED, rechecks=$RECHECKS, mismatches=$MISMATCHES, peak RSS ${VERIFY_HWM} MiB)"
   echo "ratio:    verify / apply = ${RATIO}x   (target >= 2x: $MET)"
   echo "============================================="
 } | tee "$SUMMARY"

@@ -1,5 +1,6 @@
 use super::*;
 use concord_change::TableName;
+use std::time::Duration;
 
 const ISSUE_EXAMPLE: &str = r#"
 [source]
@@ -178,6 +179,27 @@ fn verifier_rounds_in_flight_defaults_to_one_and_refuses_zero() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("verifier.rounds_in_flight"), "{e}");
+}
+
+#[test]
+fn verifier_parking_has_defaults_and_can_be_turned_off() {
+    let c = Config::from_toml(ISSUE_EXAMPLE).unwrap();
+    assert_eq!(c.verifier.park_rows, 150_000);
+    assert_eq!(c.verifier.park_for, Duration::from_secs(10));
+    let c = Config::from_toml(&format!(
+        "{ISSUE_EXAMPLE}\n[verifier]\npark_rows = 0\npark_for = \"0s\"\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        (c.verifier.park_rows, c.verifier.park_for),
+        (0, Duration::ZERO)
+    );
+    let e = Config::from_toml(&format!(
+        "{ISSUE_EXAMPLE}\n[verifier]\npark_for = \"soon\"\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("park_for"), "{e}");
 }
 
 #[test]

@@ -32,6 +32,14 @@ pub struct VerifierConfig {
     /// How often the verifier's position is saved.
     #[serde(default = "default_save_every", with = "humantime_serde")]
     pub save_every: Duration,
+    /// Most rows held back, before any source recheck, waiting for a later change of the
+    /// same row to supersede their difference (see docs/VERIFY.md); 0 turns that off.
+    #[serde(default = "default_park_rows")]
+    pub park_rows: usize,
+    /// How long such a row waits for its later change before the source is asked; the
+    /// saved position stays behind it meanwhile. `0s` turns parking off.
+    #[serde(default = "default_park_for", with = "humantime_serde")]
+    pub park_for: Duration,
     /// Between the two looks of a source recheck: a difference is recorded only if source
     /// and target rows stayed the same across both (see docs/VERIFY.md).
     #[serde(default = "default_retry_after", with = "humantime_serde")]
@@ -48,6 +56,8 @@ impl Default for VerifierConfig {
             batch_rows: default_batch_rows(),
             rounds_in_flight: default_rounds_in_flight(),
             save_every: default_save_every(),
+            park_rows: default_park_rows(),
+            park_for: default_park_for(),
             retry_after: default_retry_after(),
         }
     }
@@ -186,6 +196,12 @@ fn default_rounds_in_flight() -> usize {
 }
 fn default_save_every() -> Duration {
     Duration::from_secs(1)
+}
+fn default_park_rows() -> usize {
+    150_000
+}
+fn default_park_for() -> Duration {
+    Duration::from_secs(10)
 }
 fn default_retry_after() -> Duration {
     Duration::from_secs(2)

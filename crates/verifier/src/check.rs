@@ -8,6 +8,7 @@
 
 use crate::equality::same;
 use crate::metrics;
+use crate::parked::Parked;
 use crate::progress::{Mark, Replica, Stream};
 use crate::recheck::{recheck, resolve_quickly, Recheck};
 use crate::rows::{self, key_of};
@@ -104,11 +105,13 @@ pub struct Checker {
     pub(crate) poll: Duration,
     /// Between the two cycles of a recheck.
     pub(crate) retry_after: Duration,
+    /// Differing rows waiting for a later change before a source recheck.
+    pub(crate) parked: Parked,
 }
 
 impl Checker {
     #[allow(clippy::too_many_arguments)]
-    pub fn new(
+    pub(crate) fn new(
         target: Pool,
         source: Pool,
         target_schema: SchemaCache,
@@ -118,6 +121,7 @@ impl Checker {
         replica: Replica,
         poll: Duration,
         retry_after: Duration,
+        parked: Parked,
     ) -> Self {
         Self {
             target,
@@ -129,12 +133,15 @@ impl Checker {
             replica,
             poll,
             retry_after,
+            parked,
         }
     }
 
-    /// Verifies one round of changes (given in stream order). Returns once every change is
-    /// settled: matched, resolved, superseded, or recorded as a mismatch.
-    pub async fn verify(&self, items: &[Item]) -> Result<(), CheckError> {
+    /// Verifies round number `round` (rounds are numbered in stream order; its changes are
+    /// given in stream order). Returns once every change is matched, resolved, superseded,
+    /// recorded as a mismatch — or parked (see [`crate::parked`]); then rechecks the rows
+    /// parked long enough.
+    pub async fn verify(&self, items: &[Item], round: u64) -> Result<(), CheckError> {
         if items.is_empty() {
             return Ok(());
         }
@@ -164,10 +171,49 @@ impl Checker {
             }
         }
         // Tables are independent: their reads overlap (each holds its own connections).
-        futures_util::future::try_join_all(by_table.into_iter().map(
-            |(name, expectations)| async move { self.verify_table(&name, expectations).await },
-        ))
+        futures_util::future::try_join_all(
+            by_table.into_iter().map(|(name, expectations)| async move {
+                self.verify_table(&name, expectations, round).await
+            }),
+        )
         .await?;
+        self.recheck_parked(false).await
+    }
+
+    /// Rechecks the parked rows against the source: those parked for `verifier.park_for`,
+    /// or (`all`) every one — before the verifier saves a position it has caught up to.
+    pub(crate) async fn recheck_parked(&self, all: bool) -> Result<(), CheckError> {
+        let mut taken = self.parked.take(all);
+        if !taken.is_empty() {
+            let tables = std::mem::take(&mut taken.tables);
+            let result: Result<(), CheckError> = async {
+                for (name, expectations) in tables {
+                    self.recheck_table(&name, expectations).await?;
+                }
+                Ok(())
+            }
+            .await;
+            self.parked.done(taken, result.is_ok());
+            result?;
+        }
+        metrics::PARKED.set(self.parked.len() as i64);
+        Ok(())
+    }
+
+    async fn recheck_table(
+        &self,
+        target_name: &TableName,
+        differing: Vec<Expectation>,
+    ) -> Result<(), CheckError> {
+        let label = target_name.to_string();
+        let Some(target) = self.target_schema.get(target_name).await? else {
+            metrics::VERIFIED
+                .with_label_values(&[&label, "no_target_table"])
+                .inc_by(differing.iter().map(|e| e.changes as u64).sum());
+            return Ok(());
+        };
+        let outcome = recheck(self, target_name, &target, differing, Detector::Verifier).await?;
+        count(&label, outcome);
         Ok(())
     }
 
@@ -175,6 +221,7 @@ impl Checker {
         &self,
         target_name: &TableName,
         expectations: Vec<Expectation>,
+        round: u64,
     ) -> Result<(), CheckError> {
         let label = target_name.to_string();
         let Some(target) = self.target_schema.get(target_name).await? else {
@@ -199,8 +246,20 @@ impl Checker {
         let mut mappings: HashMap<TableId, Vec<Option<usize>>> = HashMap::new();
         let mut differing = Vec::new();
         let mut first_looks = Vec::new();
+        let mut superseded = 0;
+        // Whether a parked row can do without its after-image: the target's key is made of
+        // the source's key columns, so the recheck finds it from `Expectation::key` alone.
+        let key_only = |e: &Expectation| {
+            target.primary_key.iter().all(|k| {
+                e.source
+                    .column_index(k)
+                    .is_some_and(|i| e.source.primary_key.contains(&i))
+            })
+        };
         for (k, e) in keyed {
-            let row = rows.get(&key_of(&target, &k));
+            let id = key_of(&target, &k);
+            superseded += self.parked.supersede(target_name, &id, round).unwrap_or(0);
+            let row = rows.get(&id);
             let mapping = mappings.entry(table_id(&e.source)).or_insert_with(|| {
                 e.source
                     .columns
@@ -213,37 +272,53 @@ impl Checker {
                     .with_label_values(&[&label, "match"])
                     .inc_by(e.changes as u64);
             } else {
-                first_looks.push(row.cloned());
-                differing.push(e);
+                let parked = if key_only(&e) {
+                    Expectation { after: None, ..e }
+                } else {
+                    e
+                };
+                if let Err(e) = self.parked.park(target_name, id, round, parked) {
+                    first_looks.push(row.cloned());
+                    differing.push(e);
+                }
             }
         }
-        if differing.is_empty() {
-            return Ok(());
-        }
-        let (quick, differing) = resolve_quickly(self, &target, differing, first_looks).await?;
-        let outcome = if differing.is_empty() {
-            Recheck::default()
-        } else {
-            recheck(self, target_name, &target, differing, Detector::Verifier).await?
-        };
-        let Recheck {
-            resolved,
+        let mut outcome = Recheck {
             superseded,
-            confirmed,
-        } = outcome;
-        let resolved = resolved + quick;
-        for (result, n) in [
-            ("resolved", resolved),
-            ("superseded", superseded),
-            ("mismatch", confirmed),
-        ] {
-            if n > 0 {
-                metrics::VERIFIED
-                    .with_label_values(&[&label, result])
-                    .inc_by(n as u64);
+            ..Recheck::default()
+        };
+        if !differing.is_empty() {
+            let (quick, differing) = resolve_quickly(self, &target, differing, first_looks).await?;
+            outcome.resolved += quick;
+            if !differing.is_empty() {
+                let r = recheck(self, target_name, &target, differing, Detector::Verifier).await?;
+                outcome.resolved += r.resolved;
+                outcome.superseded += r.superseded;
+                outcome.confirmed += r.confirmed;
             }
         }
+        count(&label, outcome);
         Ok(())
+    }
+}
+
+/// Counts a table's settled changes by result.
+fn count(label: &str, outcome: Recheck) {
+    let Recheck {
+        resolved,
+        superseded,
+        confirmed,
+    } = outcome;
+    for (result, n) in [
+        ("resolved", resolved),
+        ("superseded", superseded),
+        ("mismatch", confirmed),
+    ] {
+        if n > 0 {
+            metrics::VERIFIED
+                .with_label_values(&[label, result])
+                .inc_by(n as u64);
+        }
     }
 }
 

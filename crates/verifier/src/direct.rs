@@ -126,11 +126,11 @@ async fn verify_loop(
             Some(t) => t,
             None => match rx.recv().await {
                 None => {
-                    drain(&mut rounds, config, setup, &mut saved_at).await?;
+                    drain(&mut rounds, config, setup, &mut saved_at, true).await?;
                     return Ok(());
                 }
                 Some(ReaderEvent::CaughtUp { position }) => {
-                    drain(&mut rounds, config, setup, &mut saved_at).await?;
+                    drain(&mut rounds, config, setup, &mut saved_at, true).await?;
                     metrics::LAG.set(0.0);
                     save(config, setup, &position, &mut saved_at).await;
                     continue;
@@ -142,7 +142,7 @@ async fn verify_loop(
         // before it are older: let them finish and save their position meanwhile.
         let wait = setup::until_due(first.commit_ts, delay);
         if !wait.is_zero() {
-            drain(&mut rounds, config, setup, &mut saved_at).await?;
+            drain(&mut rounds, config, setup, &mut saved_at, false).await?;
             tokio::time::sleep(setup::until_due(first.commit_ts, delay)).await;
         }
         let mut round = vec![first];
@@ -174,8 +174,9 @@ async fn verify_loop(
             }
         }
         if round.iter().any(|t| t.ddl.is_some()) {
-            // Rounds still running read the schema as it was before this DDL.
-            drain(&mut rounds, config, setup, &mut saved_at).await?;
+            // Rounds still running, and rows parked, read the schema as it was before this
+            // DDL.
+            drain(&mut rounds, config, setup, &mut saved_at, true).await?;
             for ddl in round.iter().filter_map(|t| t.ddl.as_ref()) {
                 setup.forget(ddl, &filter).await;
             }
@@ -199,14 +200,21 @@ async fn verify_loop(
     }
 }
 
-/// Waits for every round in flight, then records them as [`finished`].
+/// Waits for every round in flight, then records them as [`finished`]. `settle`: every
+/// parked row is rechecked too, so everything read so far is verified; otherwise parked
+/// rows keep their rounds from being recorded.
 async fn drain(
     rounds: &mut Rounds<(Position, u32)>,
     config: &Config,
     setup: &Setup,
     saved_at: &mut Instant,
+    settle: bool,
 ) -> Result<(), VerifierError> {
-    let done = rounds.drain().await?;
+    let done = if settle {
+        rounds.settle().await?
+    } else {
+        rounds.drain().await?
+    };
     finished(config, setup, done, config.verifier.delay, saved_at).await;
     Ok(())
 }

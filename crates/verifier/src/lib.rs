@@ -13,6 +13,7 @@ pub mod equality;
 pub mod error;
 pub mod kafka;
 pub mod metrics;
+pub(crate) mod parked;
 pub mod progress;
 pub mod recheck;
 pub(crate) mod rounds;

@@ -3,6 +3,7 @@
 
 use crate::check::{Checker, Item};
 use crate::error::VerifierError;
+use crate::parked::Parked;
 use crate::progress::Replica;
 use concord_change::Ddl;
 use concord_config::{Config, TableFilter, TransportKind};
@@ -104,6 +105,7 @@ impl Setup {
             replica,
             Duration::from_millis(50),
             config.verifier.retry_after,
+            Parked::new(config.verifier.park_rows, config.verifier.park_for),
         )
     }
 
@@ -151,14 +153,34 @@ pub(crate) fn late_by(commit_ts: u32, delay: Duration) -> f64 {
 pub(crate) async fn verify_with_retry(
     checker: &Checker,
     items: &[Item],
+    round: u64,
     max_backoff: Duration,
 ) -> Result<(), VerifierError> {
     let mut backoff = Duration::from_millis(100);
     loop {
-        match checker.verify(items).await {
+        match checker.verify(items, round).await {
             Ok(()) => return Ok(()),
             Err(e) if e.is_transient() => {
                 tracing::warn!(error = %e, retry_in = ?backoff, "verification round failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(max_backoff);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Rechecks every parked row, retrying transient errors like a round.
+pub(crate) async fn recheck_parked_with_retry(
+    checker: &Checker,
+    max_backoff: Duration,
+) -> Result<(), VerifierError> {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match checker.recheck_parked(true).await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_transient() => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "recheck of parked rows failed; retrying");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(max_backoff);
             }
