@@ -1,7 +1,7 @@
 //! What the direct and kafka verifiers share: connections (every session in UTC), schema
 //! caches for both sides, the due-time arithmetic and the retry of a round.
 
-use crate::check::{Checker, Item};
+use crate::check::{CheckError, Checker, Item};
 use crate::error::VerifierError;
 use crate::parked::Parked;
 use crate::progress::Replica;
@@ -156,18 +156,10 @@ pub(crate) async fn verify_with_retry(
     round: u64,
     max_backoff: Duration,
 ) -> Result<(), VerifierError> {
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        match checker.verify(items, round).await {
-            Ok(()) => return Ok(()),
-            Err(e) if e.is_transient() => {
-                tracing::warn!(error = %e, retry_in = ?backoff, "verification round failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(max_backoff);
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
+    retrying("verification round", max_backoff, || {
+        checker.verify(items, round)
+    })
+    .await
 }
 
 /// Rechecks every parked row, retrying transient errors like a round.
@@ -175,12 +167,27 @@ pub(crate) async fn recheck_parked_with_retry(
     checker: &Checker,
     max_backoff: Duration,
 ) -> Result<(), VerifierError> {
+    retrying("recheck of parked rows", max_backoff, || {
+        checker.recheck_parked(true)
+    })
+    .await
+}
+
+async fn retrying<F, Fut>(
+    what: &str,
+    max_backoff: Duration,
+    mut attempt: F,
+) -> Result<(), VerifierError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), CheckError>>,
+{
     let mut backoff = Duration::from_millis(100);
     loop {
-        match checker.recheck_parked(true).await {
+        match attempt().await {
             Ok(()) => return Ok(()),
             Err(e) if e.is_transient() => {
-                tracing::warn!(error = %e, retry_in = ?backoff, "recheck of parked rows failed; retrying");
+                tracing::warn!(error = %e, retry_in = ?backoff, "{what} failed; retrying");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(max_backoff);
             }
