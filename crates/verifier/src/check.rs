@@ -143,7 +143,8 @@ impl Checker {
     /// parked long enough.
     pub async fn verify(&self, items: &[Item], round: u64) -> Result<(), CheckError> {
         if items.is_empty() {
-            return Ok(());
+            // Transactions of other tables only: parked rows still age and are rechecked.
+            return self.recheck_parked(false).await;
         }
         // The replicator must have applied everything of the round first.
         let mut latest: BTreeMap<Stream, &Mark> = BTreeMap::new();
@@ -183,21 +184,19 @@ impl Checker {
     /// Rechecks the parked rows against the source: those parked for `verifier.park_for`,
     /// or (`all`) every one — before the verifier saves a position it has caught up to.
     pub(crate) async fn recheck_parked(&self, all: bool) -> Result<(), CheckError> {
-        let mut taken = self.parked.take(all);
-        if !taken.is_empty() {
-            let tables = std::mem::take(&mut taken.tables);
-            let result: Result<(), CheckError> = async {
-                for (name, expectations) in tables {
-                    self.recheck_table(&name, expectations).await?;
-                }
-                Ok(())
+        // Table by table, each handed back as soon as it is settled: a failure later on
+        // parks only the unsettled tables' rows again, so no row is counted twice.
+        let mut result = Ok(());
+        for taken in self.parked.take(all) {
+            if result.is_err() {
+                self.parked.done(taken.tickets, false);
+                continue;
             }
-            .await;
-            self.parked.done(taken, result.is_ok());
-            result?;
+            result = self.recheck_table(&taken.table, taken.expectations).await;
+            self.parked.done(taken.tickets, result.is_ok());
         }
         metrics::PARKED.set(self.parked.len() as i64);
-        Ok(())
+        result
     }
 
     async fn recheck_table(
@@ -253,7 +252,7 @@ impl Checker {
         };
         for (k, e) in keyed {
             let id = key_of(&target, &k);
-            superseded += self.parked.supersede(target_name, &id, round).unwrap_or(0);
+            superseded += self.parked.supersede(target_name, &id, round);
             let row = rows.get(&id);
             let mapping = mappings.entry(table_id(&e.source)).or_insert_with(|| {
                 e.source
@@ -272,16 +271,24 @@ impl Checker {
                 } else {
                     e
                 };
-                if let Err(e) = self.parked.park(target_name, id, round, parked) {
-                    first_looks.push(row.cloned());
-                    differing.push(e);
+                match self.parked.park(target_name, id, round, parked) {
+                    Ok(n) => superseded += n,
+                    Err(e) => {
+                        first_looks.push(row.cloned());
+                        differing.push(e);
+                    }
                 }
             }
         }
-        let mut outcome = Recheck {
-            superseded,
-            ..Recheck::default()
-        };
+        // Counted now: the parked rows superseded have left the lot whatever happens next.
+        count(
+            &label,
+            Recheck {
+                superseded,
+                ..Recheck::default()
+            },
+        );
+        let mut outcome = Recheck::default();
         if !differing.is_empty() {
             let (quick, differing) = resolve_quickly(self, &target, differing, first_looks).await?;
             outcome.resolved += quick;

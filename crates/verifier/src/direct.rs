@@ -6,7 +6,7 @@
 //!   memory stays bounded for any backlog;
 //! - the saved position is the end of a transaction whose changes — and every change
 //!   before them — were all verified (see [`crate::rounds`]), so a restart re-verifies at
-//!   most the rounds that were in flight and skips nothing.
+//!   most the rounds that were in flight or held back by parked rows, and skips nothing.
 
 use crate::check::{Checker, Item};
 use crate::error::VerifierError;

@@ -76,17 +76,12 @@ pub(crate) struct Parked {
     park_for: Duration,
 }
 
-/// Rows taken out for a recheck, grouped by target table, with what to hand back to
+/// One target table's rows taken out for a recheck, with the tickets to hand back to
 /// [`Parked::done`].
 pub(crate) struct Taken {
-    pub tables: Vec<(TableName, Vec<Expectation>)>,
-    tickets: Vec<u64>,
-}
-
-impl Taken {
-    pub fn is_empty(&self) -> bool {
-        self.tickets.is_empty()
-    }
+    pub table: TableName,
+    pub expectations: Vec<Expectation>,
+    pub tickets: Vec<u64>,
 }
 
 impl Parked {
@@ -107,34 +102,47 @@ impl Parked {
 
     /// A change of round `round` for the row `key` of `table` is being verified: a row
     /// parked by an earlier round is superseded by it. Returns how many changes the parked
-    /// row stood for.
-    pub fn supersede(&self, table: &TableName, key: &[u8], round: u64) -> Option<usize> {
+    /// row stood for (0: none was).
+    pub fn supersede(&self, table: &TableName, key: &[u8], round: u64) -> usize {
         let mut lot = self.lot();
-        let ticket = lot.ticket(table, key)?;
-        let slot = lot.slots.get(&ticket)?;
-        if slot.taken || slot.round >= round {
-            return None;
+        let Some(ticket) = lot.ticket(table, key) else {
+            return 0;
+        };
+        match lot.slots.get(&ticket) {
+            Some(slot) if !slot.taken && slot.round < round => lot
+                .remove(ticket)
+                .map_or(0, |slot| slot.expectation.changes),
+            _ => 0,
         }
-        lot.remove(ticket).map(|slot| slot.expectation.changes)
     }
 
-    /// Parks a differing row; gives it back if the lot is full (or parking is off).
+    /// Parks a differing row, or gives it back for an immediate recheck if the lot is full
+    /// (or parking is off). Returns how many changes this superseded: with rounds verified
+    /// at once, the same row may already be parked by another round, and the later of the
+    /// two stands for both.
     pub fn park(
         &self,
         table: &TableName,
         key: Vec<u8>,
         round: u64,
         expectation: Expectation,
-    ) -> Result<(), Expectation> {
+    ) -> Result<usize, Expectation> {
         let mut lot = self.lot();
+        let mut superseded = 0;
         match lot
             .ticket(table, &key)
             .and_then(|t| lot.slots.get(&t).map(|s| (t, s)))
         {
             // Being rechecked for an earlier round: this difference gets its own recheck.
             Some((_, slot)) if slot.taken => return Err(expectation),
-            // Parked again (a retried round): the new slot replaces the old.
-            Some((ticket, _)) => {
+            // Parked by a later round: that one stands for this change too.
+            Some((_, slot)) if slot.round > round => return Ok(expectation.changes),
+            // Parked by an earlier round (which a later one supersedes), or by this round
+            // before it was retried: the new slot replaces the old.
+            Some((ticket, slot)) => {
+                if slot.round < round {
+                    superseded = slot.expectation.changes;
+                }
                 lot.remove(ticket);
             }
             None if lot.slots.len() >= self.capacity => return Err(expectation),
@@ -160,16 +168,15 @@ impl Parked {
             },
         );
         *lot.rounds.entry(round).or_default() += 1;
-        Ok(())
+        Ok(superseded)
     }
 
-    /// Takes the rows parked for `park_for` or longer (`all`: every row) for a recheck.
-    /// They stay counted against their rounds until [`Parked::done`].
-    pub fn take(&self, all: bool) -> Taken {
+    /// Takes the rows parked for `park_for` or longer (`all`: every row) for a recheck,
+    /// per target table. They stay counted against their rounds until [`Parked::done`].
+    pub fn take(&self, all: bool) -> Vec<Taken> {
         let mut lot = self.lot();
         let now = Instant::now();
-        let mut by_table: HashMap<TableName, Vec<Expectation>> = HashMap::new();
-        let mut tickets = Vec::new();
+        let mut by_table: HashMap<TableName, Taken> = HashMap::new();
         // Oldest first: without `all`, the first row parked too recently ends the walk.
         for (&ticket, slot) in lot.slots.iter_mut() {
             if !all && now.duration_since(slot.at) < self.park_for {
@@ -179,23 +186,25 @@ impl Parked {
                 continue;
             }
             slot.taken = true;
-            by_table
+            let taken = by_table
                 .entry((*slot.table).clone())
-                .or_default()
-                .push(slot.expectation.clone());
-            tickets.push(ticket);
+                .or_insert_with(|| Taken {
+                    table: (*slot.table).clone(),
+                    expectations: Vec::new(),
+                    tickets: Vec::new(),
+                });
+            taken.expectations.push(slot.expectation.clone());
+            taken.tickets.push(ticket);
         }
-        Taken {
-            tables: by_table.into_iter().collect(),
-            tickets,
-        }
+        by_table.into_values().collect()
     }
 
-    /// The recheck of `taken` ended: settled rows leave the lot; after a failure they are
-    /// parked again, to be taken by the next try.
-    pub fn done(&self, taken: Taken, settled: bool) {
+    /// The recheck of the rows of `tickets` ended: settled rows leave the lot; after a
+    /// failure they are parked again, to be taken by the next try. (A recheck cancelled in
+    /// between leaves its rows taken; that only happens when the verifier stops.)
+    pub fn done(&self, tickets: Vec<u64>, settled: bool) {
         let mut lot = self.lot();
-        for ticket in taken.tickets {
+        for ticket in tickets {
             if settled {
                 lot.remove(ticket);
             } else if let Some(slot) = lot.slots.get_mut(&ticket) {
@@ -246,13 +255,40 @@ mod tests {
         lot.park(&orders(), vec![1], 5, expectation(2)).unwrap();
         lot.park(&orders(), vec![2], 7, expectation(1)).unwrap();
         assert_eq!(lot.oldest_round(), Some(5));
-        assert_eq!(lot.supersede(&orders(), &[1], 5), None, "same round");
-        assert_eq!(lot.supersede(&orders(), &[1], 4), None, "earlier round");
-        assert_eq!(lot.supersede(&orders(), &[1], 6), Some(2));
+        assert_eq!(lot.supersede(&orders(), &[1], 5), 0, "same round");
+        assert_eq!(lot.supersede(&orders(), &[1], 4), 0, "earlier round");
+        assert_eq!(lot.supersede(&orders(), &[1], 6), 2);
         assert_eq!(lot.oldest_round(), Some(7));
-        assert_eq!(lot.supersede(&orders(), &[9], 8), None, "never parked");
-        assert_eq!(lot.supersede(&orders(), &[2], 8), Some(1));
+        assert_eq!(lot.supersede(&orders(), &[9], 8), 0, "never parked");
+        assert_eq!(lot.supersede(&orders(), &[2], 8), 1);
         assert_eq!(lot.oldest_round(), None);
+    }
+
+    #[test]
+    fn of_two_rounds_parking_one_row_the_later_stands_for_both() {
+        let lot = Parked::new(10, Duration::from_secs(60));
+        // Round 6 parks first, then the earlier round 5 finds the same row differing.
+        assert_eq!(
+            lot.park(&orders(), vec![1], 6, expectation(2)).ok(),
+            Some(0)
+        );
+        assert_eq!(
+            lot.park(&orders(), vec![1], 5, expectation(3)).ok(),
+            Some(3)
+        );
+        assert_eq!((lot.len(), lot.oldest_round()), (1, Some(6)));
+        // The usual order: round 7 parks over round 6, which it supersedes.
+        assert_eq!(
+            lot.park(&orders(), vec![1], 7, expectation(1)).ok(),
+            Some(2)
+        );
+        assert_eq!((lot.len(), lot.oldest_round()), (1, Some(7)));
+        // A retried round parks its row again: nothing superseded.
+        assert_eq!(
+            lot.park(&orders(), vec![1], 7, expectation(1)).ok(),
+            Some(0)
+        );
+        assert_eq!(lot.len(), 1);
     }
 
     #[test]
@@ -273,19 +309,20 @@ mod tests {
         let lot = Parked::new(10, Duration::from_secs(60));
         lot.park(&orders(), vec![1], 3, expectation(1)).unwrap();
         assert!(lot.take(false).is_empty(), "not parked long enough");
-        let taken = lot.take(true);
-        assert_eq!(taken.tables.len(), 1);
-        assert_eq!(lot.supersede(&orders(), &[1], 4), None, "being rechecked");
+        let mut taken = lot.take(true);
+        assert_eq!(taken.len(), 1, "one table");
+        let taken = taken.pop().unwrap();
+        assert_eq!(taken.tickets.len(), 1);
+        assert_eq!(lot.supersede(&orders(), &[1], 4), 0, "being rechecked");
         assert!(
             lot.park(&orders(), vec![1], 4, expectation(1)).is_err(),
             "rechecked at once"
         );
         assert!(lot.take(true).is_empty(), "taken once");
-        lot.done(taken, false);
+        lot.done(taken.tickets, false);
         assert_eq!(lot.oldest_round(), Some(3));
-        let again = lot.take(true);
-        assert!(!again.is_empty(), "back after the failure");
-        lot.done(again, true);
+        let again = lot.take(true).pop().expect("back after the failure");
+        lot.done(again.tickets, true);
         assert_eq!((lot.len(), lot.oldest_round()), (0, None));
     }
 
@@ -296,11 +333,11 @@ mod tests {
         assert!(lot.take(false).is_empty());
         std::thread::sleep(Duration::from_millis(50));
         lot.park(&orders(), vec![2], 2, expectation(1)).unwrap();
-        let taken = lot.take(false);
-        assert_eq!(taken.tickets.len(), 1, "only the row parked 50 ms ago");
-        lot.done(taken, true);
+        let taken = lot.take(false).pop().expect("the row parked 50 ms ago");
+        assert_eq!(taken.tickets.len(), 1, "only that one");
+        lot.done(taken.tickets, true);
         assert_eq!((lot.len(), lot.oldest_round()), (1, Some(2)));
-        assert_eq!(lot.supersede(&orders(), &[2], 3), Some(1));
+        assert_eq!(lot.supersede(&orders(), &[2], 3), 1);
         assert_eq!(lot.len(), 0);
     }
 }
