@@ -693,3 +693,82 @@ async fn rows_that_change_again_are_superseded_without_reading_the_source() {
         }
     }
 }
+
+/// A row parked by one of several rounds verified at once holds the saved position back:
+/// while the row waits for a later change, the verifier's saved position stays before the
+/// change that made it differ; once `park_for` has passed, the source recheck records the
+/// corruption and the position moves on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_parked_row_holds_the_saved_position_back_until_it_is_rechecked() {
+    let db = TestDb::new("verify_holdback").await;
+    db.both("CREATE TABLE `{db}`.counters (id INT PRIMARY KEY, v INT NOT NULL)")
+        .await;
+    db.both(&TABLE_DDL.replace("{t}", "load")).await;
+    let mut config = ConcordConfig::new(&db);
+    config.extra = "\n[verifier]\ndelay = \"2s\"\nsave_every = \"100ms\"\npark_for = \"6s\"\n\
+                    rounds_in_flight = 3\nbatch_rows = 100\n"
+        .to_owned();
+    let replicator = Concord::start_role(&config, "replicate").await;
+    let verifier = Concord::start_role(&config.sibling(), "verify").await;
+    db.source("INSERT INTO `{db}`.counters VALUES (1, 0), (2, 0)")
+        .await;
+    replicator
+        .wait_caught_up(&db.servers, Duration::from_secs(30))
+        .await;
+    // Rounds keep coming while the row is parked.
+    let writer = Writer::start(
+        mysql_async::Pool::new(db.servers.source_url.as_str()),
+        &db.name,
+        &["load"],
+        Duration::from_millis(5),
+    );
+    db.source("UPDATE `{db}`.counters SET v = 1 WHERE id = 1")
+        .await;
+    let after_change = db.servers.source_position().await;
+    replicator
+        .wait_caught_up(&db.servers, Duration::from_secs(30))
+        .await;
+    db.target("UPDATE `{db}`.counters SET v = 99 WHERE id = 1")
+        .await;
+
+    wait_for("the row to be parked", Duration::from_secs(30), || {
+        let v = &verifier;
+        async move { (v.metric("concord_verifier_parked_rows", &[]).await >= 1.0).then_some(()) }
+    })
+    .await;
+    let saved = || async {
+        verifier_positions(&config, "verifier")
+            .await
+            .into_iter()
+            .find(|(stream, ..)| stream == "binlog")
+            .map(|(_, _, file, pos)| concord_change::Position::new(file, pos as u64))
+    };
+    // Three seconds of rounds (of the writer's rows) while the row stays parked.
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if mismatches(&config).await.is_empty() {
+            let at = saved().await;
+            assert!(
+                at.as_ref().is_none_or(|p| *p < after_change),
+                "saved position {at:?} passed the parked change ending at {after_change}"
+            );
+        }
+    }
+
+    let found = wait_for("the mismatch record", Duration::from_secs(60), || {
+        let config = config.clone();
+        async move {
+            let m = mismatches(&config).await;
+            (!m.is_empty()).then_some(m)
+        }
+    })
+    .await;
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(
+        (found[0].kind.as_str(), found[0].columns.clone()),
+        ("differs", vec!["v".to_owned()])
+    );
+    writer.stop().await;
+    wait_verified_binlog(&db, &config, Duration::from_secs(60)).await;
+    assert!(saved().await.is_some_and(|p| p >= after_change));
+}
