@@ -14,6 +14,7 @@
 use crate::applier::{Applier, Outcome, Progress};
 use crate::checkpoint::Checkpoints;
 use crate::error::ReplicatorError;
+use crate::gap::{GapVerdict, GapWatch};
 use crate::metrics;
 use crate::offsets::{Offsets, PartitionProgress};
 use concord_change::envelope::Envelope;
@@ -27,7 +28,7 @@ use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, Stream
 use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -66,6 +67,7 @@ struct PartitionState {
     stored: Option<i64>,
     /// The next offset this replicator expects to read.
     next: i64,
+    gaps: GapWatch,
 }
 
 pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), ReplicatorError> {
@@ -166,6 +168,8 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), Replicat
         let mut txns: Vec<Transaction> = Vec::new();
         let mut touched: BTreeMap<PartitionKey, PartitionProgress> = BTreeMap::new();
         let mut poison: Vec<(OwnedMessage, FailedEvent)> = Vec::new();
+        let mut sought: HashSet<PartitionKey> = HashSet::new();
+        let mut stuck = false;
         for m in batch {
             let key = (m.topic().to_owned(), m.partition());
             if !parts.contains_key(&key) {
@@ -182,6 +186,7 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), Replicat
                     PartitionState {
                         stored,
                         next: stored.unwrap_or(m.offset()),
+                        gaps: GapWatch::default(),
                     },
                 );
             }
@@ -192,9 +197,26 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), Replicat
             if m.offset() > state.next {
                 // The broker's position is ahead of what the target holds (or messages
                 // fetched before a seek are still queued): read again from the target's.
+                // The rest of this batch of the partition is past it too.
+                if !sought.insert(key.clone()) {
+                    continue;
+                }
+                if let GapVerdict::Stuck { times, warn } = state.gaps.gap(state.next, m.offset()) {
+                    metrics::OFFSET_GAPS
+                        .with_label_values(&[&key.0, &key.1.to_string()])
+                        .inc();
+                    if warn {
+                        tracing::warn!(topic = %key.0, partition = key.1, expected = state.next,
+                            got = m.offset(), times,
+                            "the broker keeps answering past the offset the target expects next; \
+                             not skipping (that would lose changes), reading again more slowly");
+                    }
+                    stuck = true;
+                }
                 seek(&consumer, &key, state.next);
                 continue;
             }
+            state.gaps.progress();
             state.next = m.offset() + 1;
             let progress = touched
                 .entry(key.clone())
@@ -235,6 +257,10 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), Replicat
                     poison.push((m, f));
                 }
             }
+        }
+        if stuck {
+            // A broker that skips offsets: do not spin on seeks.
+            tokio::time::sleep(STUCK_PAUSE).await;
         }
         if touched.is_empty() {
             continue;
@@ -301,6 +327,8 @@ fn report_consumer_lag(
 }
 
 const LAG_EVERY: Duration = Duration::from_secs(5);
+/// Before fetching again when a partition's broker keeps answering past the expected offset.
+const STUCK_PAUSE: Duration = Duration::from_millis(500);
 
 /// Waits for one message, then takes what is already there, up to `max` messages or
 /// `max_time`.

@@ -8,6 +8,7 @@ pub mod batch;
 pub mod checkpoint;
 pub mod direct;
 pub mod error;
+pub mod gap;
 pub mod kafka;
 pub mod metrics;
 pub mod offsets;

@@ -82,3 +82,13 @@ pub static IN_FLIGHT: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
     )
     .expect("metric registers once")
 });
+
+pub static OFFSET_GAPS: LazyLock<prometheus::IntCounterVec> = LazyLock::new(|| {
+    prometheus::register_int_counter_vec!(
+        "concord_kafka_offset_gaps_total",
+        "Times a partition's broker answered again past the offset the target expects next, \
+         after the replicator had sought back to it (it keeps seeking; it never skips)",
+        &["topic", "partition"]
+    )
+    .expect("metric registers once")
+});
