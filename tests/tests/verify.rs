@@ -37,6 +37,16 @@ fn rows(f: fn(i64) -> String, ids: std::ops::RangeInclusive<i64>) -> String {
 }
 
 /// The key of a record as plain text: `5`, or `C007`.
+/// A background write load on `table` of the source: a small transaction every 5 ms.
+fn write_load(db: &TestDb, table: &str) -> Writer {
+    Writer::start(
+        mysql_async::Pool::new(db.servers.source_url.as_str()),
+        &db.name,
+        &[table],
+        Duration::from_millis(5),
+    )
+}
+
 fn key_text(r: &MismatchRecord) -> String {
     let key: serde_json::Value = serde_json::from_str(&r.key).expect("key JSON");
     key.as_array().expect("key list")[0][1]["value"]
@@ -248,12 +258,7 @@ async fn corruption_is_recorded_row_by_row_with_the_right_kind(mode: Mode) {
     pipeline
         .wait_applied(&db, &["accounts", "events", "codes"])
         .await;
-    let writer = Writer::start(
-        mysql_async::Pool::new(db.servers.source_url.as_str()),
-        &db.name,
-        &["load"],
-        Duration::from_millis(5),
-    );
+    let writer = write_load(&db, "load");
 
     // Source changes, replicated; then, inside the verifier's delay, the target is
     // changed behind concord's back.
@@ -536,12 +541,7 @@ async fn a_replicator_behind_by_more_than_the_delay_is_not_a_mismatch(mode: Mode
     let pipeline = Pipeline::start(&db, mode, "2s", true).await;
     let config = pipeline.config.clone();
     let (replicator, verifier) = (pipeline.replicator(), &pipeline.verifier);
-    let writer = Writer::start(
-        mysql_async::Pool::new(db.servers.source_url.as_str()),
-        &db.name,
-        &["items"],
-        Duration::from_millis(5),
-    );
+    let writer = write_load(&db, "items");
     tokio::time::sleep(Duration::from_secs(3)).await;
     replicator.pause().await;
     tokio::time::sleep(Duration::from_secs(8)).await;
@@ -716,12 +716,7 @@ async fn a_parked_row_holds_the_saved_position_back_until_it_is_rechecked() {
         .wait_caught_up(&db.servers, Duration::from_secs(30))
         .await;
     // Rounds keep coming while the row is parked.
-    let writer = Writer::start(
-        mysql_async::Pool::new(db.servers.source_url.as_str()),
-        &db.name,
-        &["load"],
-        Duration::from_millis(5),
-    );
+    let writer = write_load(&db, "load");
     db.source("UPDATE `{db}`.counters SET v = 1 WHERE id = 1")
         .await;
     let after_change = db.servers.source_position().await;
