@@ -20,6 +20,11 @@ url = "sqlite://concord.db"
 listen = "127.0.0.1:9187"
 "#;
 
+/// The issue's example with one more section, `[section]` and its `lines`.
+fn with_section(section: &str, lines: &str) -> Result<Config, ConfigError> {
+    Config::from_toml(&format!("{ISSUE_EXAMPLE}\n[{section}]\n{lines}"))
+}
+
 #[test]
 fn the_documented_example_loads_with_defaults() {
     let c = Config::from_toml(ISSUE_EXAMPLE).unwrap();
@@ -168,16 +173,11 @@ fn kafka_mode_needs_its_section_and_takes_the_issue_example() {
 fn verifier_rounds_in_flight_defaults_to_one_and_refuses_zero() {
     let c = Config::from_toml(ISSUE_EXAMPLE).unwrap();
     assert_eq!(c.verifier.rounds_in_flight, 1);
-    let c = Config::from_toml(&format!(
-        "{ISSUE_EXAMPLE}\n[verifier]\nrounds_in_flight = 3\n"
-    ))
-    .unwrap();
+    let c = with_section("verifier", "rounds_in_flight = 3\n").unwrap();
     assert_eq!(c.verifier.rounds_in_flight, 3);
-    let e = Config::from_toml(&format!(
-        "{ISSUE_EXAMPLE}\n[verifier]\nrounds_in_flight = 0\n"
-    ))
-    .unwrap_err()
-    .to_string();
+    let e = with_section("verifier", "rounds_in_flight = 0\n")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("verifier.rounds_in_flight"), "{e}");
 }
 
@@ -186,19 +186,14 @@ fn verifier_parking_has_defaults_and_can_be_turned_off() {
     let c = Config::from_toml(ISSUE_EXAMPLE).unwrap();
     assert_eq!(c.verifier.park_rows, 150_000);
     assert_eq!(c.verifier.park_for, Duration::from_secs(10));
-    let c = Config::from_toml(&format!(
-        "{ISSUE_EXAMPLE}\n[verifier]\npark_rows = 0\npark_for = \"0s\"\n"
-    ))
-    .unwrap();
+    let c = with_section("verifier", "park_rows = 0\npark_for = \"0s\"\n").unwrap();
     assert_eq!(
         (c.verifier.park_rows, c.verifier.park_for),
         (0, Duration::ZERO)
     );
-    let e = Config::from_toml(&format!(
-        "{ISSUE_EXAMPLE}\n[verifier]\npark_for = \"soon\"\n"
-    ))
-    .unwrap_err()
-    .to_string();
+    let e = with_section("verifier", "park_for = \"soon\"\n")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("park_for"), "{e}");
 }
 
@@ -210,25 +205,20 @@ fn verifier_section_defaults_and_the_issue_forms() {
     assert_eq!(c.verifier.server_id(c.source.server_id), 4243);
     assert_eq!(c.checksum.chunk_time, std::time::Duration::from_millis(500));
 
-    let c = Config::from_toml(&format!(
-        "{ISSUE_EXAMPLE}\n[verifier]\ndelay = \"5s\"\ngroup = \"v2\"\n"
-    ))
-    .unwrap();
+    let c = with_section("verifier", "delay = \"5s\"\ngroup = \"v2\"\n").unwrap();
     assert_eq!(c.verifier.delay, std::time::Duration::from_secs(5));
     assert_eq!(c.verifier.group, "v2");
 
-    let e = Config::from_toml(&format!("{ISSUE_EXAMPLE}\n[verifier]\nserver_id = 4242\n"))
+    let e = with_section("verifier", "server_id = 4242\n")
         .unwrap_err()
         .to_string();
     assert!(
         e.contains("verifier.server_id") && e.contains("4242"),
         "{e}"
     );
-    let e = Config::from_toml(&format!(
-        "{ISSUE_EXAMPLE}\n[checksum]\nchunk_time = \"2m\"\n"
-    ))
-    .unwrap_err()
-    .to_string();
+    let e = with_section("checksum", "chunk_time = \"2m\"\n")
+        .unwrap_err()
+        .to_string();
     assert!(
         e.contains("checksum.chunk_time") && e.contains("60s"),
         "{e}"

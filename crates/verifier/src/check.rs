@@ -293,10 +293,8 @@ impl Checker {
             let (quick, differing) = resolve_quickly(self, &target, differing, first_looks).await?;
             outcome.resolved += quick;
             if !differing.is_empty() {
-                let r = recheck(self, target_name, &target, differing, Detector::Verifier).await?;
-                outcome.resolved += r.resolved;
-                outcome.superseded += r.superseded;
-                outcome.confirmed += r.confirmed;
+                outcome +=
+                    recheck(self, target_name, &target, differing, Detector::Verifier).await?;
             }
         }
         count(&label, outcome);

@@ -39,6 +39,14 @@ pub struct Recheck {
     pub confirmed: usize,
 }
 
+impl std::ops::AddAssign for Recheck {
+    fn add_assign(&mut self, other: Recheck) {
+        self.resolved += other.resolved;
+        self.superseded += other.superseded;
+        self.confirmed += other.confirmed;
+    }
+}
+
 pub(crate) async fn recheck(
     checker: &Checker,
     target_name: &TableName,

@@ -76,20 +76,23 @@ impl<T> Rounds<T> {
     /// Waits for every running round; the tokens that can be saved, oldest first (rows
     /// still parked keep theirs back).
     pub async fn drain(&mut self) -> Result<Vec<T>, VerifierError> {
-        while !self.running.is_empty() {
-            self.finish_oldest().await?;
-        }
+        self.wait_all().await?;
         Ok(self.release())
     }
 
     /// Waits for every running round and rechecks every parked row: every token, oldest
     /// first. For when the verifier has caught up, or before a DDL changes the tables.
     pub async fn settle(&mut self) -> Result<Vec<T>, VerifierError> {
+        self.wait_all().await?;
+        recheck_parked_with_retry(&self.checker, self.max_backoff).await?;
+        Ok(self.release())
+    }
+
+    async fn wait_all(&mut self) -> Result<(), VerifierError> {
         while !self.running.is_empty() {
             self.finish_oldest().await?;
         }
-        recheck_parked_with_retry(&self.checker, self.max_backoff).await?;
-        Ok(self.release())
+        Ok(())
     }
 
     async fn finish_oldest(&mut self) -> Result<(), VerifierError> {
