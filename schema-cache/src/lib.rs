@@ -10,7 +10,7 @@ mod plan;
 
 pub use plan::{ColumnPlan, PlanError, PlannedColumn};
 
-use concord_change::TableName;
+use concord_change::{Charset, TableName};
 use moka::future::Cache;
 use mysql_async::prelude::Queryable;
 use mysql_async::Pool;
@@ -37,7 +37,16 @@ pub struct TargetColumn {
     pub nullable: bool,
     /// The character set of a character column (`utf8mb4`, `latin1`…); `None` for the
     /// other types.
-    pub charset: Option<String>,
+    pub charset: Option<Charset>,
+}
+
+impl TargetColumn {
+    /// The character set of a text column whose bytes are not UTF-8 (read such a column
+    /// as `CAST(col AS BINARY)` to get its stored bytes); `None` for other columns.
+    pub fn legacy_charset(&self) -> Option<Charset> {
+        self.charset
+            .filter(|c| !c.is_utf8() && *c != Charset::BINARY)
+    }
 }
 
 impl TargetTable {
@@ -163,7 +172,7 @@ async fn load(
                 name,
                 data_type: data_type.to_ascii_lowercase(),
                 nullable: nullable == "YES",
-                charset: charset.map(|c| c.to_ascii_lowercase()),
+                charset: charset.and_then(|c| Charset::from_name(&c)),
             })
             .collect(),
         primary_key,

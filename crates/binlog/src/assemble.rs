@@ -1,14 +1,25 @@
 //! Groups binlog events into transactions and tracks the position inside the stream.
 //!
-//! Invariant: `file` is always the binlog file the next event comes from — taken from a
-//! rotate event's *payload*, since a rotate's header position belongs to the old file —
-//! and `pos` is where the next event starts in it.
+//! Invariants:
+//! - `file` is always the binlog file the next event comes from — taken from a rotate
+//!   event's *payload*, since a rotate's header position belongs to the old file — and
+//!   `pos` is where the next event starts in it;
+//! - nothing that may carry row data is dropped: an event concord cannot decode stops the
+//!   stream with an error naming it ([`BinlogError::Unsupported`]), a row it cannot decode
+//!   is kept as [`Undecodable`], a data change logged as SQL as a [`LoggedStatement`];
+//! - an XA transaction's rows are handed on at its `XA COMMIT` (never at `XA PREPARE`, since
+//!   it may still be rolled back), and every transaction handed on meanwhile says where to
+//!   read again to see the prepared one (`resume_from`).
 
-use crate::ddl::touched_tables;
-use crate::decode::TableInfo;
-use crate::reader::{metrics, ReaderEvent, TablePredicate};
-use concord_change::{Ddl, Op, Position, RowChange, TableName, Transaction, Undecodable};
+use crate::decode::{Collations, TableInfo};
+use crate::error::BinlogError;
+use crate::reader::{metrics, ReaderEvent, Resume, TablePredicate};
+use crate::statement::{classify, QueryKind, XaVerb};
+use concord_change::{
+    Ddl, LoggedStatement, Op, Position, RowChange, TableName, Transaction, Undecodable, Value,
+};
 use mysql_async::binlog::events::{Event, EventData, RowsEventData, TableMapEvent};
+use mysql_async::binlog::EventFlags;
 use mysql_async::BinlogStream;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,25 +30,47 @@ pub(crate) struct Assembler {
     is_mariadb: bool,
     seen_format_description: bool,
     include: TablePredicate,
+    collations: Arc<Collations>,
     txn: Option<Transaction>,
+    /// Where the event group being read started (its GTID or BEGIN event).
+    group_start: Position,
+    /// The xid of the XA transaction being read (between `XA START` and its prepare).
+    xa: Option<String>,
+    /// XA transactions prepared and not yet committed or rolled back, by xid.
+    prepared: HashMap<String, Prepared>,
+    /// While re-reading from an earlier resume point: transactions ending at or before this
+    /// were handed on before, and only XA prepares are collected from them.
+    applied: Option<Position>,
     /// A GTID announced for the next statement or transaction, not yet opened.
     pending_gtid: Option<String>,
     tables: HashMap<u64, Known>,
 }
 
+/// A prepared XA transaction and where its event group starts.
+struct Prepared {
+    txn: Transaction,
+    start: Position,
+}
+
 /// What is known about a table id, valid while its table map stays the same: whether the
-/// table is replicated (asked once, not per event) and its decoders (built from its first
-/// row, which carries the column metadata).
+/// table is replicated (asked once, not per event) and its decoders.
 struct Known {
     tme: TableMapEvent<'static>,
     included: bool,
-    info: Option<Arc<TableInfo>>,
+    info: Result<Arc<TableInfo>, String>,
 }
 
 /// MariaDB's GTID event, which mysql_common does not parse.
 const MARIADB_GTID_EVENT: u8 = 162;
 /// Its flag for a statement outside any transaction (a DDL): no XID follows.
 const FL_STANDALONE: u8 = 1;
+
+/// MariaDB events mysql_common does not parse and that carry no row data: annotate rows
+/// (160), binlog checkpoint (161), GTID list (163), start encryption (164).
+const MARIADB_HARMLESS: [u8; 4] = [160, 161, 163, 164];
+
+/// Schemas whose statements are never recorded (the server's own bookkeeping).
+const SYSTEM_SCHEMAS: [&str; 4] = ["mysql", "information_schema", "performance_schema", "sys"];
 
 /// `domain-server-sequence` from a MariaDB GTID event's payload (sequence: 8 bytes, then
 /// domain: 4 bytes, then flags, all little-endian) and the event's server id; with the
@@ -49,30 +82,59 @@ fn mariadb_gtid(data: &[u8], server_id: u32) -> Option<(String, u8)> {
     Some((format!("{domain}-{server_id}-{seq}"), flags))
 }
 
+/// A MariaDB event type that may carry rows or statements concord cannot read.
+fn mariadb_unreadable(code: u8) -> Option<&'static str> {
+    match code {
+        165 => Some("QUERY_COMPRESSED_EVENT"),
+        166..=171 => Some("compressed ROWS_EVENT"),
+        _ => None,
+    }
+}
+
 impl Assembler {
-    pub fn new(from: Position, is_mariadb: bool, include: TablePredicate) -> Self {
+    pub fn new(
+        resume: &Resume,
+        is_mariadb: bool,
+        include: TablePredicate,
+        collations: Arc<Collations>,
+    ) -> Self {
         Self {
-            pos: from.pos,
-            file: from.file,
+            pos: resume.from.pos,
+            file: resume.from.file.clone(),
             is_mariadb,
             seen_format_description: false,
             include,
+            collations,
             txn: None,
+            group_start: resume.from.clone(),
+            xa: None,
+            prepared: HashMap::new(),
+            applied: (resume.applied > resume.from).then(|| resume.applied.clone()),
             pending_gtid: None,
             tables: HashMap::new(),
         }
     }
 
-    pub fn handle(&mut self, event: &Event, stream: &BinlogStream) -> Option<ReaderEvent> {
+    pub fn handle(
+        &mut self,
+        event: &Event,
+        stream: &BinlogStream,
+    ) -> Result<Option<ReaderEvent>, BinlogError> {
         let header = event.header();
         let end = Position::new(self.file.clone(), u64::from(header.log_pos()));
+        let start = Position::new(
+            self.file.clone(),
+            u64::from(header.log_pos()).saturating_sub(u64::from(header.event_size())),
+        );
         // Artificial events (the first rotate, heartbeats) carry no position of their own.
         let artificial = header.log_pos() == 0
             || header.event_type() == Ok(mysql_async::binlog::EventType::HEARTBEAT_EVENT);
         if !artificial {
             self.pos = u64::from(header.log_pos());
         }
-        if self.is_mariadb && event.header().event_type_raw() == MARIADB_GTID_EVENT {
+        let code = header.event_type_raw();
+        if self.is_mariadb && code == MARIADB_GTID_EVENT {
+            self.group_start = start;
             match mariadb_gtid(event.data(), header.server_id()) {
                 // A DDL follows, on its own.
                 Some((gtid, flags)) if flags & FL_STANDALONE != 0 => self.pending_gtid = Some(gtid),
@@ -85,22 +147,43 @@ impl Assembler {
                 }
                 None => tracing::warn!(position = %end, "short MariaDB GTID event ignored"),
             }
-            return None;
+            return Ok(None);
         }
+        let unsupported = |name: String, detail: String| BinlogError::Unsupported {
+            position: start.clone(),
+            code,
+            name,
+            detail,
+        };
+        if let Some(name) = mariadb_unreadable(code) {
+            return Err(unsupported(
+                name.into(),
+                "the source writes compressed binlog events (log_bin_compress=ON); concord \
+                 cannot decode them: SET GLOBAL log_bin_compress=OFF, then re-sync the tables \
+                 changed meanwhile"
+                    .into(),
+            ));
+        }
+        // The server marks events a replica may skip when it does not know them.
+        let ignorable = header.flags().contains(EventFlags::LOG_EVENT_IGNORABLE_F);
         let data = match event.read_data() {
             Ok(Some(d)) => d,
-            // MariaDB-only events (GTID, GTID list, annotate, checkpoint) are unknown to the
-            // parser; file+position tracking does not need them.
-            Ok(None) => return None,
-            Err(e) => {
-                tracing::warn!(position = %end, error = %e, "unparseable binlog event skipped");
-                return None;
+            Ok(None) if ignorable || (self.is_mariadb && MARIADB_HARMLESS.contains(&code)) => {
+                return Ok(None)
             }
+            Ok(None) => {
+                return Err(unsupported(
+                    format!("unknown event type {code}"),
+                    "it may carry row data".into(),
+                ))
+            }
+            Err(_) if ignorable => return Ok(None),
+            Err(e) => return Err(unsupported(format!("event type {code}"), e.to_string())),
         };
         match data {
             EventData::FormatDescriptionEvent(_) => {
                 self.seen_format_description = true;
-                None
+                Ok(None)
             }
             EventData::RotateEvent(r) => {
                 let mut name = r.name_raw().to_vec();
@@ -112,94 +195,234 @@ impl Assembler {
                 }
                 self.file = String::from_utf8_lossy(&name).into();
                 self.pos = r.position();
-                None
+                Ok(None)
             }
-            EventData::HeartbeatEvent => match self.txn {
-                None => Some(ReaderEvent::CaughtUp {
-                    position: Position::new(self.file.clone(), self.pos),
-                }),
-                Some(_) => None,
-            },
+            EventData::HeartbeatEvent => Ok(self.caught_up()),
             EventData::QueryEvent(q) => {
-                let query = q.query();
-                let trimmed = query.trim_start();
-                // MariaDB replaces events an old-style replica cannot parse (annotate rows,
-                // …) with a comment-only query; it is not a statement.
-                if trimmed.starts_with('#') {
-                    return None;
-                }
-                let mut words = trimmed.split_whitespace();
-                let verb = words.next().unwrap_or("");
-                if verb.eq_ignore_ascii_case("XA") {
-                    // XA START opens the rows; they are handed on at XA PREPARE (below),
-                    // when the source has made them durable. XA END carries nothing; XA
-                    // COMMIT/ROLLBACK close the (row-less) group a GTID event opened.
-                    let what = words.next().unwrap_or("");
-                    if what.eq_ignore_ascii_case("START") {
-                        let gtid = self.opened_gtid();
-                        self.txn = Some(Transaction {
-                            gtid,
-                            ..Transaction::default()
-                        });
-                        None
-                    } else if what.eq_ignore_ascii_case("END") {
-                        None
-                    } else if self.txn.as_ref().is_some_and(|t| !t.changes.is_empty()) {
-                        self.commit(end, header.timestamp())
-                    } else {
-                        self.txn = None;
-                        self.pending_gtid = None;
-                        None
-                    }
-                } else if self.txn.is_some()
-                    && (verb.eq_ignore_ascii_case("SAVEPOINT")
-                        || verb.eq_ignore_ascii_case("RELEASE")
-                        || (verb.eq_ignore_ascii_case("ROLLBACK")
-                            && words.next().is_some_and(|w| w.eq_ignore_ascii_case("TO"))))
-                {
-                    // Savepoints inside a transaction: the rows a ROLLBACK TO undid are not
-                    // in the binlog; the transaction goes on.
-                    None
-                } else if verb.eq_ignore_ascii_case("BEGIN") {
-                    let gtid = self.opened_gtid();
-                    self.txn = Some(Transaction {
-                        gtid,
-                        ..Transaction::default()
-                    });
-                    None
-                } else if verb.eq_ignore_ascii_case("COMMIT")
-                    || verb.eq_ignore_ascii_case("ROLLBACK")
-                {
-                    self.commit(end, header.timestamp())
-                } else {
-                    let gtid = self.opened_gtid();
-                    self.txn = None;
-                    Some(ReaderEvent::Transaction(Transaction {
-                        end,
-                        commit_ts: header.timestamp(),
-                        gtid,
-                        ddl: Some(Ddl {
-                            tables: touched_tables(&q.schema(), &query),
-                            schema: q.schema().into_owned(),
-                            statement: query.into_owned(),
-                        }),
-                        ..Transaction::default()
-                    }))
-                }
+                let schema = q.schema().into_owned();
+                let query = q.query().into_owned();
+                Ok(self.query(schema, query, start, end, header.timestamp()))
             }
-            EventData::XidEvent(_) | EventData::XaPrepareLogEvent(_) => {
-                self.commit(end, header.timestamp())
+            EventData::ExecuteLoadQueryEvent(q) => {
+                // LOAD DATA logged as a statement: its rows are in a file the binlog
+                // carries in pieces; concord does not rebuild them.
+                let (schema, query) = (q.schema().into_owned(), q.query().into_owned());
+                Ok(self.query(schema, query, start, end, header.timestamp()))
+            }
+            EventData::XidEvent(_) => Ok(self.commit(end, header.timestamp())),
+            EventData::XaPrepareLogEvent(payload) => {
+                // Its first byte says whether this is a one-phase commit.
+                if payload.first().is_some_and(|b| *b != 0) {
+                    self.xa = None;
+                    return Ok(self.commit(end, header.timestamp()));
+                }
+                Ok(self.prepare(end, header.timestamp()))
             }
             EventData::RowsEvent(rows) => {
-                let start = Position::new(
-                    self.file.clone(),
-                    u64::from(header.log_pos()).saturating_sub(u64::from(header.event_size())),
-                );
                 self.rows(&rows, start, stream);
+                Ok(None)
+            }
+            EventData::TransactionPayloadEvent(_) => Err(unsupported(
+                "TRANSACTION_PAYLOAD_EVENT".into(),
+                "the source compresses transactions (binlog_transaction_compression=ON); \
+                 concord cannot decode them: turn it off, then re-sync the tables changed \
+                 meanwhile"
+                    .into(),
+            )),
+            EventData::IncidentEvent(i) => Err(unsupported(
+                "INCIDENT_EVENT".into(),
+                format!(
+                    "the source logged an incident ({}): changes may be missing from its \
+                     binlog; re-sync the replicated tables",
+                    i.message()
+                ),
+            )),
+            EventData::PreGaWriteRowsEvent(_)
+            | EventData::PreGaUpdateRowsEvent(_)
+            | EventData::PreGaDeleteRowsEvent(_)
+            | EventData::LoadEvent(_)
+            | EventData::CreateFileEvent(_)
+            | EventData::ExecLoadEvent(_)
+            | EventData::NewLoadEvent(_) => Err(unsupported(
+                format!("event type {code}"),
+                "an old-format event that may carry row data".into(),
+            )),
+            _ => Ok(None),
+        }
+    }
+
+    /// A heartbeat: nothing newer on the source, unless a transaction is open.
+    fn caught_up(&self) -> Option<ReaderEvent> {
+        let position = Position::new(self.file.clone(), self.pos);
+        if self.txn.is_some() || self.applied.as_ref().is_some_and(|a| position < *a) {
+            return None;
+        }
+        Some(ReaderEvent::CaughtUp {
+            resume_from: self.oldest_prepared(),
+            position,
+        })
+    }
+
+    fn query(
+        &mut self,
+        schema: String,
+        query: String,
+        start: Position,
+        end: Position,
+        ts: u32,
+    ) -> Option<ReaderEvent> {
+        match classify(&schema, &query) {
+            QueryKind::Comment => None,
+            QueryKind::Begin => {
+                self.group_start = start;
+                let gtid = self.opened_gtid();
+                self.txn = Some(Transaction {
+                    gtid,
+                    ..Transaction::default()
+                });
                 None
             }
-            _ => None,
+            // Savepoints inside a transaction: the rows a ROLLBACK TO undid are not in the
+            // binlog; the transaction goes on.
+            QueryKind::Savepoint => None,
+            QueryKind::Commit => self.commit(end, ts),
+            QueryKind::Xa(verb, xid) => self.xa(verb, xid, end, ts),
+            QueryKind::Dml(tables) => {
+                let included: Vec<TableName> = tables
+                    .iter()
+                    .filter(|t| (self.include)(t))
+                    .cloned()
+                    .collect();
+                let record = if tables.is_empty() {
+                    !SYSTEM_SCHEMAS.contains(&schema.as_str())
+                } else {
+                    !included.is_empty()
+                };
+                let statement = LoggedStatement {
+                    position: start,
+                    schema,
+                    statement: query,
+                    tables: included,
+                };
+                match self.txn.as_mut() {
+                    Some(txn) => {
+                        if record {
+                            txn.statements.push(statement);
+                        }
+                        None
+                    }
+                    // Outside a transaction (a non-transactional table): a group of its own.
+                    None => {
+                        let gtid = self.opened_gtid();
+                        self.emit(Transaction {
+                            end,
+                            commit_ts: ts,
+                            gtid,
+                            statements: if record { vec![statement] } else { Vec::new() },
+                            ..Transaction::default()
+                        })
+                    }
+                }
+            }
+            QueryKind::Ddl(tables) => {
+                // A DDL commits implicitly: whatever was open goes with it, not dropped.
+                let mut txn = self.txn.take().unwrap_or_default();
+                if txn.gtid.is_none() {
+                    txn.gtid = self.opened_gtid();
+                }
+                txn.end = end;
+                txn.commit_ts = ts;
+                txn.ddl = Some(Ddl {
+                    tables,
+                    schema,
+                    statement: query,
+                });
+                self.emit(txn)
+            }
         }
+    }
+
+    fn xa(&mut self, verb: XaVerb, xid: String, end: Position, ts: u32) -> Option<ReaderEvent> {
+        match verb {
+            XaVerb::Start => {
+                let gtid = self.opened_gtid();
+                self.txn = Some(Transaction {
+                    gtid,
+                    ..Transaction::default()
+                });
+                self.xa = Some(xid);
+                None
+            }
+            XaVerb::End => None,
+            XaVerb::Prepare => self.prepare(end, ts),
+            XaVerb::CommitOnePhase => {
+                self.xa = None;
+                self.commit(end, ts)
+            }
+            XaVerb::Commit | XaVerb::Rollback => {
+                // Its own event group: what the GTID event opened carries nothing.
+                let opened = self.txn.take();
+                let mut txn = match (verb, self.prepared.remove(&xid)) {
+                    (XaVerb::Commit, Some(p)) => p.txn,
+                    (_, Some(_)) => Transaction::default(),
+                    (_, None) => self.unknown_xa(verb, &xid, &end),
+                };
+                let pending = self.pending_gtid.take();
+                txn.gtid = txn.gtid.or_else(|| opened.and_then(|t| t.gtid)).or(pending);
+                self.finish(txn, end, ts)
+            }
+        }
+    }
+
+    /// An XA transaction completed whose prepare was read before this reader's start (a
+    /// start at the source's current position while it was pending): its rows are not
+    /// known. Recorded, so an operator re-syncs; never passed over silently.
+    fn unknown_xa(&self, verb: XaVerb, xid: &str, end: &Position) -> Transaction {
+        let mut txn = Transaction::default();
+        if verb == XaVerb::Commit {
+            tracing::warn!(%xid, position = %end, "XA COMMIT of a transaction prepared before concord started reading; its rows are unknown and recorded as an undecodable event");
+            metrics::UNDECODABLE.inc();
+            txn.undecodable.push(Undecodable {
+                table: TableName::new("", format!("XA {xid}")),
+                position: end.clone(),
+                row_index: 0,
+                error: format!(
+                    "XA transaction {xid} was prepared before the position concord started \
+                     reading from and committed at {end}; its row changes are not known: \
+                     re-sync the tables it changed"
+                ),
+            });
+        }
+        txn
+    }
+
+    /// `XA PREPARE`: the transaction is durable on the source but may still be rolled
+    /// back, so its rows are kept until `XA COMMIT`; the position moves on meanwhile.
+    fn prepare(&mut self, end: Position, ts: u32) -> Option<ReaderEvent> {
+        let txn = self.txn.take().unwrap_or_default();
+        let gtid = txn.gtid.clone();
+        match self.xa.take() {
+            Some(xid) => {
+                self.prepared.insert(
+                    xid,
+                    Prepared {
+                        txn,
+                        start: self.group_start.clone(),
+                    },
+                );
+            }
+            None => {
+                tracing::warn!(position = %end, "XA PREPARE without XA START; its rows are handed on now")
+            }
+        }
+        self.finish(
+            Transaction {
+                gtid,
+                ..Transaction::default()
+            },
+            end,
+            ts,
+        )
     }
 
     /// The GTID of what opens now: announced standalone, or carried by the group a GTID
@@ -211,31 +434,70 @@ impl Assembler {
     }
 
     fn commit(&mut self, end: Position, ts: u32) -> Option<ReaderEvent> {
-        let mut txn = self.txn.take().unwrap_or_default();
+        let txn = self.txn.take().unwrap_or_default();
+        self.finish(txn, end, ts)
+    }
+
+    fn finish(&mut self, mut txn: Transaction, end: Position, ts: u32) -> Option<ReaderEvent> {
         txn.end = end;
         txn.commit_ts = ts;
         for c in &mut txn.changes {
             c.commit_ts = ts;
         }
+        self.emit(txn)
+    }
+
+    /// Hands a whole transaction on — unless it was handed on before this reader started
+    /// (re-reading from an XA transaction's prepare).
+    fn emit(&mut self, mut txn: Transaction) -> Option<ReaderEvent> {
+        txn.resume_from = self.oldest_prepared();
+        if let Some(applied) = &self.applied {
+            if txn.end <= *applied {
+                return None;
+            }
+            self.applied = None;
+        }
         Some(ReaderEvent::Transaction(txn))
+    }
+
+    /// Where reading must start to see every prepared XA transaction again.
+    fn oldest_prepared(&self) -> Option<Position> {
+        self.prepared.values().map(|p| p.start.clone()).min()
     }
 
     fn rows(&mut self, rows: &RowsEventData<'_>, position: Position, stream: &BinlogStream) {
         let table_id = rows.table_id();
         let Some(tme) = stream.get_tme(table_id) else {
-            tracing::warn!(%position, table_id, "rows event without a table map; skipped");
+            tracing::warn!(%position, table_id, "rows event without a table map; recorded as undecodable");
+            metrics::UNDECODABLE.inc();
+            self.txn
+                .get_or_insert_with(Transaction::default)
+                .undecodable
+                .push(Undecodable {
+                    table: TableName::new("", format!("table id {table_id}")),
+                    position,
+                    row_index: 0,
+                    error: "rows event without a table map".into(),
+                });
             return;
         };
         if !matches!(self.tables.get(&table_id), Some(k) if k.tme == *tme) {
             let included = (self.include)(&TableName::new(tme.database_name(), tme.table_name()));
+            let info = if included {
+                TableInfo::new(tme, &self.collations)
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string())
+            } else {
+                Err(String::new())
+            };
             let known = Known {
                 tme: tme.clone().into_owned(),
                 included,
-                info: None,
+                info,
             };
             self.tables.insert(table_id, known);
         }
-        let known = self.tables.get_mut(&table_id).expect("inserted above");
+        let known = self.tables.get(&table_id).expect("inserted above");
         if !known.included {
             return;
         }
@@ -246,53 +508,93 @@ impl Assembler {
         };
         let txn = self.txn.get_or_insert_with(Transaction::default);
         let name = || TableName::new(tme.database_name(), tme.table_name());
+        let undecodable = |txn: &mut Transaction, i: usize, error: String| {
+            metrics::UNDECODABLE.inc();
+            txn.undecodable.push(Undecodable {
+                table: name(),
+                position: position.clone(),
+                row_index: i as u32,
+                error,
+            });
+        };
+        let info = match &known.info {
+            Ok(info) => info.clone(),
+            Err(e) => {
+                undecodable(txn, 0, format!("table map could not be read: {e}"));
+                return;
+            }
+        };
+        // Which columns each image carries (all of them for FULL row images).
+        let before_cols: Vec<bool> = rows
+            .columns_before_image()
+            .map(|b| b.iter().by_vals().collect())
+            .unwrap_or_default();
+        let after_cols: Vec<bool> = rows
+            .columns_after_image()
+            .map(|b| b.iter().by_vals().collect())
+            .unwrap_or_default();
         for (i, row) in rows.rows(tme).enumerate() {
             let (before, after) = match row {
                 Ok(images) => images,
                 Err(e) => {
-                    metrics::UNDECODABLE.inc();
-                    txn.undecodable.push(Undecodable {
-                        table: name(),
-                        position: position.clone(),
-                        row_index: i as u32,
-                        error: format!("rows event could not be parsed: {e}"),
-                    });
+                    undecodable(txn, i, format!("rows event could not be parsed: {e}"));
                     break;
                 }
             };
-            let Some(first) = before.as_ref().or(after.as_ref()) else {
-                continue;
-            };
-            let info = known
-                .info
-                .get_or_insert_with(|| Arc::new(TableInfo::new(tme, first)))
-                .clone();
             let decoded = before
-                .map(|r| info.decode(r))
+                .map(|r| info.decode(r, &before_cols))
                 .transpose()
-                .and_then(|b| after.map(|r| info.decode(r)).transpose().map(|a| (b, a)));
+                .and_then(|b| {
+                    after
+                        .map(|r| info.decode(r, &after_cols))
+                        .transpose()
+                        .map(|a| (b, a))
+                });
             match decoded {
-                Ok((before, after)) => txn.changes.push(RowChange {
-                    table: info.source.clone(),
-                    op,
-                    before,
-                    after,
-                    position: position.clone(),
-                    row_index: i as u32,
-                    commit_ts: 0,
-                }),
-                Err(e) => {
-                    metrics::UNDECODABLE.inc();
-                    txn.undecodable.push(Undecodable {
-                        table: name(),
+                Ok((before, after)) => {
+                    let change = RowChange {
+                        table: info.source.clone(),
+                        op,
+                        before,
+                        after,
                         position: position.clone(),
                         row_index: i as u32,
-                        error: e.to_string(),
-                    });
+                        commit_ts: 0,
+                    };
+                    match key_problem(&change) {
+                        None => txn.changes.push(change),
+                        Some(problem) => undecodable(txn, i, problem),
+                    }
                 }
+                Err(e) => undecodable(txn, i, e.to_string()),
             }
         }
     }
+}
+
+/// Why a change cannot be applied without guessing: its images do not carry its primary
+/// key (a partial row image of a table with no primary key, say).
+fn key_problem(change: &RowChange) -> Option<String> {
+    let missing = |img: &Option<Vec<Value>>| {
+        img.as_ref()
+            .is_some_and(|img| change.table.primary_key.iter().any(|&i| img[i].is_absent()))
+    };
+    let lacks_key = match change.op {
+        Op::Insert => missing(&change.after),
+        Op::Update | Op::Delete => missing(&change.before),
+    };
+    lacks_key.then(|| {
+        format!(
+            "the {} row image (binlog_row_image MINIMAL or NOBLOB) lacks primary-key columns of \
+             {}; the row cannot be found on the target without guessing",
+            if change.op == Op::Insert {
+                "after"
+            } else {
+                "before"
+            },
+            change.table.name
+        )
+    })
 }
 
 #[cfg(test)]
@@ -310,5 +612,13 @@ mod tests {
             Some(("3-12-4711".to_owned(), FL_STANDALONE))
         );
         assert_eq!(mariadb_gtid(&data[..12], 12), None, "too short");
+    }
+
+    #[test]
+    fn compressed_events_are_named() {
+        assert!(mariadb_unreadable(166).is_some());
+        assert!(mariadb_unreadable(171).is_some());
+        assert!(mariadb_unreadable(165).is_some());
+        assert!(mariadb_unreadable(160).is_none());
     }
 }

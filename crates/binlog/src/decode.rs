@@ -1,19 +1,25 @@
 //! Turns binlog rows (as `mysql_common` parses them) into [`concord_change::Value`]s.
 //!
-//! Invariant: decoding is driven by the column's *binlog* type and metadata, never by
-//! guessing from the bytes — the same bytes are text in a utf8mb4 column and binary in a
-//! VARBINARY one.
+//! Invariants: decoding is driven by the column's *binlog* type and metadata, never by
+//! guessing from the bytes — the same bytes are text in a utf8mb4 column, latin1 text in a
+//! latin1 one and binary in a VARBINARY one; and text keeps the bytes the source stored,
+//! with the column's character set from the table map (never re-encoded here).
 
-use concord_change::{SourceTable, TableName, Value};
-use mysql_async::binlog::events::{OptionalMetadataField, TableMapEvent};
+use concord_change::{Charset, SourceTable, TableName, Value};
+use mysql_async::binlog::events::{OptionalMetaExtractor, OptionalMetadataField, TableMapEvent};
 use mysql_async::binlog::row::BinlogRow;
 use mysql_async::binlog::value::BinlogValue;
-use mysql_async::consts::{ColumnFlags, ColumnType};
+use mysql_async::consts::ColumnType;
 use mysql_async::Value as MyValue;
+use std::collections::HashMap;
 use std::sync::Arc;
 
-/// MySQL's id of the `binary` character set: such a column holds bytes, not text.
-const BINARY_CHARSET: u16 = 63;
+/// The source server's collation ids and the character set of each
+/// (`information_schema.COLLATIONS`): the table map names a column's collation by id.
+pub type Collations = HashMap<u16, Charset>;
+
+/// MySQL's id of the `binary` collation: such a column holds bytes, not text.
+const BINARY_COLLATION: u16 = 63;
 
 /// How to decode one column.
 #[derive(Clone, Debug, PartialEq)]
@@ -32,11 +38,16 @@ pub enum ColumnKind {
     Time,
     Timestamp,
     Bit,
-    Enum(Vec<String>),
-    Set(Vec<String>),
-    Text,
+    /// The labels, decoded from the column's character set; `None` for a label that has
+    /// no exact text (its values travel as their index).
+    Enum(Vec<Option<String>>),
+    Set(Vec<Option<String>>),
+    Text(Charset),
     Binary,
     Json,
+    /// A character column whose collation id the source did not list: its values cannot be
+    /// read without guessing, so they are refused (recorded), never altered.
+    UnknownCollation(u16),
 }
 
 /// A table as one TABLE_MAP event described it, with decoders for its columns.
@@ -56,94 +67,166 @@ pub enum DecodeError {
     },
     #[error("column `{column}`: {message}")]
     Invalid { column: String, message: String },
-    #[error("row has {got} columns, table map has {expected}: the source must use binlog_row_image=FULL")]
+    #[error("row image has {got} columns, its column bitmap names {expected}")]
     Partial { got: usize, expected: usize },
+    #[error("table map: {0}")]
+    TableMap(String),
 }
 
 impl TableInfo {
-    /// Builds the decoders from the table map and the columns of a parsed row (which carry
-    /// the names, primary-key flags, signedness and character sets from FULL metadata).
-    pub fn new(tme: &TableMapEvent<'_>, row: &BinlogRow) -> Self {
-        let (mut enums, mut sets) = (Vec::new(), Vec::new());
-        for field in tme.iter_optional_meta().flatten() {
-            match field {
-                OptionalMetadataField::EnumStrValue(v) => {
-                    for labels in v.iter_values().flatten() {
-                        enums.push(
-                            labels
-                                .values()
-                                .iter()
-                                .map(|l| l.value().into_owned())
-                                .collect(),
-                        );
-                    }
-                }
-                OptionalMetadataField::SetStrValue(v) => {
-                    for labels in v.iter_values().flatten() {
-                        sets.push(
-                            labels
-                                .values()
-                                .iter()
-                                .map(|l| l.value().into_owned())
-                                .collect(),
-                        );
-                    }
-                }
-                _ => {}
-            }
-        }
-        let (mut enums, mut sets) = (enums.into_iter(), sets.into_iter());
+    /// Builds the decoders from a table map and its optional metadata (FULL row metadata:
+    /// column names, primary key, signedness, character sets, ENUM/SET labels).
+    pub fn new(tme: &TableMapEvent<'_>, collations: &Collations) -> Result<Self, DecodeError> {
+        let bad = |e: std::io::Error| DecodeError::TableMap(e.to_string());
+        let meta = OptionalMetaExtractor::new(tme.iter_optional_meta()).map_err(bad)?;
+        let (mut enums, mut sets) = labels(tme, collations)?;
+        let mut signedness = meta.iter_signedness();
+        let mut charsets = meta.iter_charset();
+        let mut names = meta.iter_column_name();
+        let primary_key = meta
+            .iter_primary_key()
+            .map(|k| k.map(|i| i as usize))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(bad)?;
 
-        let mut columns = Vec::new();
-        let mut primary_key = Vec::new();
-        let mut kinds = Vec::new();
-        for (i, col) in row.columns_ref().iter().enumerate() {
-            columns.push(col.name_str().into_owned());
-            if col.flags().contains(ColumnFlags::PRI_KEY_FLAG) {
-                primary_key.push(i);
-            }
-            let unsigned = col.flags().contains(ColumnFlags::UNSIGNED_FLAG);
-            let binary = col.character_set() == BINARY_CHARSET;
+        let count = tme.columns_count() as usize;
+        let mut columns = Vec::with_capacity(count);
+        let mut kinds = Vec::with_capacity(count);
+        for i in 0..count {
+            let ty = tme
+                .get_column_type(i)
+                .map_err(|e| DecodeError::TableMap(format!("column {i}: {e}")))?
+                .ok_or_else(|| DecodeError::TableMap(format!("column {i} has no type")))?;
+            let name = match names.next() {
+                Some(n) => n.map_err(bad)?.name().into_owned(),
+                None => format!("@{}", i + 1),
+            };
+            let unsigned = ty.is_numeric_type() && signedness.next().unwrap_or(false);
+            let collation = if ty.is_character_type() {
+                charsets.next().transpose().map_err(bad)?
+            } else {
+                None
+            };
             kinds.push(kind_of(
-                col.column_type(),
-                unsigned,
-                binary,
-                &mut enums,
-                &mut sets,
+                ty, unsigned, collation, collations, &mut enums, &mut sets,
             ));
+            columns.push(name);
         }
-        TableInfo {
+        Ok(TableInfo {
             source: Arc::new(SourceTable {
                 name: TableName::new(tme.database_name(), tme.table_name()),
                 columns,
                 primary_key,
             }),
             kinds,
-        }
+        })
     }
 
-    /// Decodes one row image into values aligned with `source.columns`.
-    pub fn decode(&self, row: BinlogRow) -> Result<Vec<Value>, DecodeError> {
-        if row.len() != self.kinds.len() {
+    /// Decodes one row image into values aligned with `source.columns`. `present` says
+    /// which columns the image carries (the rows event's column bitmap); the others are
+    /// [`Value::Absent`].
+    pub fn decode(&self, row: BinlogRow, present: &[bool]) -> Result<Vec<Value>, DecodeError> {
+        let expected = present.iter().filter(|p| **p).count();
+        if row.len() != expected {
             return Err(DecodeError::Partial {
                 got: row.len(),
-                expected: self.kinds.len(),
+                expected,
             });
         }
-        row.unwrap()
-            .into_iter()
-            .enumerate()
-            .map(|(i, v)| decode_value(&self.source.columns[i], &self.kinds[i], v))
-            .collect()
+        let mut values = row.unwrap().into_iter();
+        let mut out = Vec::with_capacity(self.kinds.len());
+        for (i, kind) in self.kinds.iter().enumerate() {
+            if !present.get(i).copied().unwrap_or(false) {
+                out.push(Value::Absent);
+                continue;
+            }
+            let v = values.next().expect("counted above");
+            out.push(decode_value(&self.source.columns[i], kind, v)?);
+        }
+        Ok(out)
     }
+}
+
+/// The ENUM and SET labels of the table map, in column order, decoded in each column's
+/// character set.
+type Labels = std::vec::IntoIter<Vec<Option<String>>>;
+
+fn labels(
+    tme: &TableMapEvent<'_>,
+    collations: &Collations,
+) -> Result<(Labels, Labels), DecodeError> {
+    let bad = |e: std::io::Error| DecodeError::TableMap(e.to_string());
+    let meta = OptionalMetaExtractor::new(tme.iter_optional_meta()).map_err(bad)?;
+    // One character set per ENUM or SET column, in column order.
+    let mut charsets = meta.iter_enum_and_set_charset();
+    let mut enum_sets = Vec::new();
+    let mut set_sets = Vec::new();
+    for i in 0..tme.columns_count() as usize {
+        match tme.get_column_type(i) {
+            Ok(Some(ColumnType::MYSQL_TYPE_ENUM)) => {
+                enum_sets.push(next_charset(&mut charsets, collations)?)
+            }
+            Ok(Some(ColumnType::MYSQL_TYPE_SET)) => {
+                set_sets.push(next_charset(&mut charsets, collations)?)
+            }
+            _ => {}
+        }
+    }
+    let label = |cs: Option<Charset>, raw: &[u8]| cs.and_then(|cs| cs.decode(raw));
+    let (mut enums, mut sets) = (Vec::new(), Vec::new());
+    let (mut enum_cs, mut set_cs) = (enum_sets.into_iter(), set_sets.into_iter());
+    for field in tme.iter_optional_meta() {
+        match field.map_err(bad)? {
+            OptionalMetadataField::EnumStrValue(v) => {
+                for column in v.iter_values() {
+                    let column = column.map_err(bad)?;
+                    let cs = enum_cs.next().flatten();
+                    enums.push(
+                        column
+                            .values()
+                            .iter()
+                            .map(|l| label(cs, l.value_raw()))
+                            .collect(),
+                    );
+                }
+            }
+            OptionalMetadataField::SetStrValue(v) => {
+                for column in v.iter_values() {
+                    let column = column.map_err(bad)?;
+                    let cs = set_cs.next().flatten();
+                    sets.push(
+                        column
+                            .values()
+                            .iter()
+                            .map(|l| label(cs, l.value_raw()))
+                            .collect(),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok((enums.into_iter(), sets.into_iter()))
+}
+
+fn next_charset(
+    charsets: &mut impl Iterator<Item = std::io::Result<u16>>,
+    collations: &Collations,
+) -> Result<Option<Charset>, DecodeError> {
+    let id = charsets
+        .next()
+        .transpose()
+        .map_err(|e| DecodeError::TableMap(e.to_string()))?;
+    Ok(id.and_then(|id| collations.get(&id).copied()))
 }
 
 fn kind_of(
     ty: ColumnType,
     unsigned: bool,
-    binary: bool,
-    enums: &mut impl Iterator<Item = Vec<String>>,
-    sets: &mut impl Iterator<Item = Vec<String>>,
+    collation: Option<u16>,
+    collations: &Collations,
+    enums: &mut Labels,
+    sets: &mut Labels,
 ) -> ColumnKind {
     use ColumnType::*;
     match ty {
@@ -174,11 +257,14 @@ fn kind_of(
         | MYSQL_TYPE_BLOB
         | MYSQL_TYPE_TINY_BLOB
         | MYSQL_TYPE_MEDIUM_BLOB
-        | MYSQL_TYPE_LONG_BLOB
-            if !binary =>
-        {
-            ColumnKind::Text
-        }
+        | MYSQL_TYPE_LONG_BLOB => match collation {
+            None | Some(BINARY_COLLATION) => ColumnKind::Binary,
+            Some(id) => match collations.get(&id) {
+                Some(cs) if *cs == Charset::BINARY => ColumnKind::Binary,
+                Some(cs) => ColumnKind::Text(*cs),
+                None => ColumnKind::UnknownCollation(id),
+            },
+        },
         _ => ColumnKind::Binary,
     }
 }
@@ -257,13 +343,29 @@ fn decode_value(column: &str, kind: &ColumnKind, v: BinlogValue<'_>) -> Result<V
         (ColumnKind::Timestamp, MyValue::Bytes(b)) => parse_timestamp(column, &utf8(column, b)?)?,
         (ColumnKind::Timestamp, MyValue::Int(secs)) => Value::Timestamp { secs, micros: 0 },
         (ColumnKind::Bit, MyValue::Bytes(b)) => Value::Bit(b),
-        (ColumnKind::Enum(labels), MyValue::Int(i)) => Value::Enum(enum_label(column, labels, i)?),
-        (ColumnKind::Set(labels), MyValue::Bytes(b)) => Value::Set(set_labels(column, labels, &b)?),
+        (ColumnKind::Enum(labels), MyValue::Int(i)) => enum_value(labels, i),
+        (ColumnKind::Set(labels), MyValue::Bytes(b)) => set_value(labels, &b),
         (ColumnKind::Json, MyValue::Bytes(b)) => Value::Json(utf8(column, b)?),
-        (ColumnKind::Text, MyValue::Bytes(b)) => match String::from_utf8(b) {
+        (ColumnKind::Text(cs), MyValue::Bytes(b)) if cs.is_utf8() => match String::from_utf8(b) {
             Ok(s) => Value::Text(s),
-            Err(e) => Value::Bytes(e.into_bytes()),
+            // Not valid UTF-8 after all: keep the bytes, labelled, rather than alter them.
+            Err(e) => Value::Chars {
+                charset: *cs,
+                bytes: e.into_bytes(),
+            },
         },
+        (ColumnKind::Text(cs), MyValue::Bytes(b)) => Value::Chars {
+            charset: *cs,
+            bytes: b,
+        },
+        (ColumnKind::UnknownCollation(id), _) => {
+            return Err(DecodeError::Invalid {
+                column: column.into(),
+                message: format!(
+                    "collation id {id} is not in the source's information_schema.COLLATIONS"
+                ),
+            })
+        }
         (ColumnKind::Binary, MyValue::Bytes(b)) => Value::Bytes(b),
         (_, v) => return Err(unexpected(&v)),
     })
@@ -291,78 +393,80 @@ fn parse_timestamp(column: &str, s: &str) -> Result<Value, DecodeError> {
     })
 }
 
-/// ENUM values are 1-based indexes into the labels; 0 is the empty "error" value MySQL
-/// stores for an invalid string in non-strict mode.
-pub(crate) fn enum_label(
-    column: &str,
-    labels: &[String],
-    index: i64,
-) -> Result<String, DecodeError> {
-    if index == 0 {
-        return Ok(String::new());
+/// ENUM values are 1-based indexes into the labels. Index 0 — the "error value" a
+/// non-strict session stores for an invalid string — and an index without a readable label
+/// travel as the index itself, so the target stores the same value.
+pub(crate) fn enum_value(labels: &[Option<String>], index: i64) -> Value {
+    let label = usize::try_from(index)
+        .ok()
+        .and_then(|i| i.checked_sub(1))
+        .and_then(|i| labels.get(i))
+        .and_then(Option::as_ref);
+    match label {
+        Some(l) => Value::Enum(l.clone()),
+        None => Value::EnumIndex(index.clamp(0, i64::from(u16::MAX)) as u16),
     }
-    labels
-        .get((index - 1) as usize)
-        .cloned()
-        .ok_or_else(|| DecodeError::Invalid {
-            column: column.into(),
-            message: format!(
-                "ENUM index {index} but the table map lists {} labels (binlog_row_metadata=FULL needed)",
-                labels.len()
-            ),
-        })
 }
 
-/// SET values are a little-endian bitmask over the labels.
-pub(crate) fn set_labels(
-    column: &str,
-    labels: &[String],
-    mask: &[u8],
-) -> Result<Vec<String>, DecodeError> {
+/// SET values are a little-endian bitmask over the labels. A bit without a readable label
+/// makes the whole value travel as its bitmask.
+pub(crate) fn set_value(labels: &[Option<String>], mask: &[u8]) -> Value {
     let mut out = Vec::new();
     for (byte_idx, byte) in mask.iter().enumerate() {
         for bit in 0..8 {
             if byte & (1 << bit) != 0 {
-                let i = byte_idx * 8 + bit;
-                let label = labels.get(i).ok_or_else(|| DecodeError::Invalid {
-                    column: column.into(),
-                    message: format!(
-                        "SET bit {i} but the table map lists {} labels",
-                        labels.len()
-                    ),
-                })?;
-                out.push(label.clone());
+                match labels.get(byte_idx * 8 + bit).and_then(Option::as_ref) {
+                    Some(label) => out.push(label.clone()),
+                    None => return Value::SetBits(mask_bits(mask)),
+                }
             }
         }
     }
-    Ok(out)
+    Value::Set(out)
+}
+
+fn mask_bits(mask: &[u8]) -> u64 {
+    mask.iter()
+        .take(8)
+        .enumerate()
+        .fold(0, |acc, (i, b)| acc | (u64::from(*b) << (8 * i)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn labels(v: &[&str]) -> Vec<String> {
-        v.iter().map(|s| s.to_string()).collect()
+    fn labels(v: &[&str]) -> Vec<Option<String>> {
+        v.iter().map(|s| Some(s.to_string())).collect()
+    }
+
+    fn set(v: &[&str]) -> Value {
+        Value::Set(v.iter().map(|s| s.to_string()).collect())
     }
 
     #[test]
     fn set_bitmask_maps_to_labels_in_order() {
         let l = labels(&["a", "b", "c", "d", "e", "f", "g", "h", "i"]);
-        assert_eq!(
-            set_labels("s", &l, &[0b0000_0101, 0b1]).unwrap(),
-            labels(&["a", "c", "i"])
-        );
-        assert_eq!(set_labels("s", &l, &[0]).unwrap(), Vec::<String>::new());
-        assert!(set_labels("s", &l[..2], &[0b100]).is_err());
+        assert_eq!(set_value(&l, &[0b0000_0101, 0b1]), set(&["a", "c", "i"]));
+        assert_eq!(set_value(&l, &[0]), set(&[]));
+        // A bit the definition has no label for: the stored bitmask travels as it is.
+        assert_eq!(set_value(&l[..2], &[0b101]), Value::SetBits(5));
+        assert_eq!(set_value(&l, &[0, 0b10]), Value::SetBits(0x200));
     }
 
     #[test]
-    fn enum_index_is_one_based_and_zero_is_empty() {
-        let l = labels(&["small", "large"]);
-        assert_eq!(enum_label("e", &l, 2).unwrap(), "large");
-        assert_eq!(enum_label("e", &l, 0).unwrap(), "");
-        assert!(enum_label("e", &l, 3).is_err());
+    fn enum_index_is_one_based_and_zero_is_its_own_value() {
+        let l = labels(&["", "large"]);
+        assert_eq!(enum_value(&l, 2), Value::Enum("large".into()));
+        // Index 1 is the label '' — not the same stored value as index 0.
+        assert_eq!(enum_value(&l, 1), Value::Enum(String::new()));
+        assert_eq!(enum_value(&l, 0), Value::EnumIndex(0));
+        assert_eq!(enum_value(&l, 3), Value::EnumIndex(3));
+        assert_eq!(
+            enum_value(&[None], 1),
+            Value::EnumIndex(1),
+            "unreadable label"
+        );
     }
 
     #[test]
@@ -413,9 +517,23 @@ mod tests {
             Value::Year(2155)
         );
         assert_eq!(
-            d(ColumnKind::Text, MyValue::Bytes("😀".as_bytes().to_vec())).unwrap(),
+            d(
+                ColumnKind::Text(Charset::UTF8MB4),
+                MyValue::Bytes("😀".as_bytes().to_vec())
+            )
+            .unwrap(),
             Value::Text("😀".into())
         );
+        let latin1 = Charset::from_name("latin1").unwrap();
+        assert_eq!(
+            d(ColumnKind::Text(latin1), MyValue::Bytes(vec![0xC3, 0xA9])).unwrap(),
+            Value::Chars {
+                charset: latin1,
+                bytes: vec![0xC3, 0xA9]
+            },
+            "latin1 bytes stay latin1 bytes, even when they look like UTF-8"
+        );
+        assert!(d(ColumnKind::UnknownCollation(999), MyValue::Bytes(vec![1])).is_err());
         assert_eq!(
             d(ColumnKind::Binary, MyValue::Bytes(vec![0xff])).unwrap(),
             Value::Bytes(vec![0xff])

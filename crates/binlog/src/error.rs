@@ -29,6 +29,15 @@ pub enum BinlogError {
         .0.join(", ")
     )]
     KeylessTables(Vec<String>),
+    /// An event that may carry row data and that concord cannot decode: reading stops here
+    /// rather than pass over changes.
+    #[error("binlog event {name} (type {code}) at {position} cannot be read: {detail}")]
+    Unsupported {
+        position: Position,
+        code: u8,
+        name: String,
+        detail: String,
+    },
     /// The consumer of the reader's output went away; the reader stops.
     #[error("the reader's consumer stopped")]
     Closed,

@@ -7,16 +7,16 @@
 //! partial transactions.
 
 mod assemble;
-mod ddl;
 mod decode;
 mod error;
 mod preflight;
 mod reader;
 mod settings;
+mod statement;
 
-pub use ddl::touched_tables;
-pub use decode::{ColumnKind, DecodeError, TableInfo};
+pub use decode::{Collations, ColumnKind, DecodeError, TableInfo};
 pub use error::BinlogError;
 pub use preflight::{preflight, start_position};
-pub use reader::{BinlogReader, ReaderEvent, ReaderOptions};
+pub use reader::{BinlogReader, ReaderEvent, ReaderOptions, Resume};
 pub use settings::{check_settings, current_position, earliest_position, ServerInfo};
+pub use statement::{classify, report_statement, QueryKind};

@@ -1,8 +1,9 @@
 //! The replica connection: requests the binlog from a position, keeps it alive with
 //! heartbeats, reconnects with backoff, and hands whole transactions to a bounded channel.
 //!
-//! Invariant: after any reconnect, reading resumes at the `end` of the last transaction
-//! that was handed on, so the consumer never sees a gap or half a transaction twice.
+//! Invariant: after any reconnect, reading resumes where the last transaction handed on
+//! says (its `resume_from`, else its `end`) and nothing up to its `end` is handed on again,
+//! so the consumer never sees a gap or half a transaction twice.
 
 use crate::assemble::Assembler;
 use crate::settings::ServerInfo;
@@ -11,6 +12,7 @@ use concord_change::{Position, TableName, Transaction};
 use futures_util::StreamExt;
 use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStreamRequest, Conn, Opts};
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -22,7 +24,58 @@ pub enum ReaderEvent {
     /// The source had nothing newer than `position` when it sent a heartbeat.
     CaughtUp {
         position: Position,
+        /// As [`Transaction::resume_from`].
+        resume_from: Option<Position>,
     },
+}
+
+/// Where a reader starts: it reads from `from` and hands on only what ends after
+/// `applied` (`from` is earlier while an XA transaction prepared before `applied` has not
+/// been committed or rolled back: its rows come at its commit).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resume {
+    pub from: Position,
+    pub applied: Position,
+}
+
+impl Resume {
+    /// Start at `p`, with nothing before it pending.
+    pub fn at(p: Position) -> Self {
+        Self {
+            from: p.clone(),
+            applied: p,
+        }
+    }
+
+    /// Continue after a transaction handed on (or after a caught-up position).
+    pub fn after(end: &Position, resume_from: Option<&Position>) -> Self {
+        Self {
+            from: resume_from.unwrap_or(end).clone(),
+            applied: end.clone(),
+        }
+    }
+
+    /// What a consumer saved: its position and, if it saved one, the resume point.
+    pub fn saved(applied: Position, from: Option<Position>) -> Self {
+        match from {
+            Some(from) if from < applied => Self { from, applied },
+            _ => Self::at(applied),
+        }
+    }
+
+    /// The resume point to save beside the position, when it differs from it.
+    pub fn earlier_from(&self) -> Option<&Position> {
+        (self.from < self.applied).then_some(&self.from)
+    }
+}
+
+impl fmt::Display for Resume {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.earlier_from() {
+            Some(from) => write!(f, "{} (reading from {from})", self.applied),
+            None => write!(f, "{}", self.applied),
+        }
+    }
 }
 
 pub type TablePredicate = Arc<dyn Fn(&TableName) -> bool + Send + Sync>;
@@ -50,25 +103,34 @@ impl BinlogReader {
         Self { options, server }
     }
 
-    /// Streams from `from` until the receiver is dropped (`Ok`) or a definite error.
+    /// Streams from `resume` until the receiver is dropped (`Ok`) or a definite error.
     pub async fn run(
         &self,
-        mut from: Position,
+        mut resume: Resume,
         tx: mpsc::Sender<ReaderEvent>,
     ) -> Result<(), BinlogError> {
         let mut backoff = Duration::from_millis(100);
         loop {
-            let before = from.clone();
-            match self.stream_from(&mut from, &tx).await {
+            let before = resume.clone();
+            match self.stream_from(&mut resume, &tx).await {
                 Ok(()) | Err(BinlogError::Closed) => return Ok(()),
                 Err(e) if e.is_transient() => {
                     metrics::RECONNECTS.inc();
-                    if from != before {
+                    if resume != before {
                         backoff = Duration::from_millis(100);
                     }
                     tracing::warn!(error = %e, retry_in = ?backoff, "binlog stream interrupted; reconnecting");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(self.options.max_backoff);
+                }
+                // The file holding a pending XA transaction's prepare was purged: its
+                // rows cannot be read again. Go on from the applied position; its commit
+                // is then recorded as an undecodable event, not passed over.
+                Err(BinlogError::PositionGone { position, message })
+                    if resume.earlier_from() == Some(&position) =>
+                {
+                    tracing::error!(%position, %message, applied = %resume.applied, "the binlog holding a pending XA transaction's prepare is gone; reading on from the applied position");
+                    resume = Resume::at(resume.applied.clone());
                 }
                 Err(e) => return Err(e),
             }
@@ -77,9 +139,11 @@ impl BinlogReader {
 
     async fn stream_from(
         &self,
-        from: &mut Position,
+        resume: &mut Resume,
         tx: &mpsc::Sender<ReaderEvent>,
     ) -> Result<(), BinlogError> {
+        let from = &resume.from.clone();
+        // Errors after connecting name the last position handed on.
         let conn_err = |position: &Position| {
             let position = position.clone();
             move |source| BinlogError::Connection { position, source }
@@ -112,21 +176,22 @@ impl BinlogReader {
 
         let silence = self.options.heartbeat * 3 + Duration::from_secs(1);
         let mut assembler = Assembler::new(
-            from.clone(),
+            resume,
             self.server.is_mariadb,
             self.options.include.clone(),
+            self.server.collations.clone(),
         );
         loop {
             let event = match tokio::time::timeout(silence, stream.next()).await {
                 Err(_) => {
                     return Err(BinlogError::Silent {
-                        position: from.clone(),
+                        position: resume.applied.clone(),
                         seconds: silence.as_secs(),
                     })
                 }
                 Ok(None) => {
                     return Err(BinlogError::Connection {
-                        position: from.clone(),
+                        position: resume.applied.clone(),
                         source: mysql_async::Error::Other("source closed the binlog stream".into()),
                     })
                 }
@@ -134,17 +199,17 @@ impl BinlogReader {
                     if e.code == ER_MASTER_FATAL_ERROR_READING_BINLOG =>
                 {
                     return Err(BinlogError::PositionGone {
-                        position: from.clone(),
+                        position: resume.applied.clone(),
                         message: e.message,
                     })
                 }
-                Ok(Some(Err(e))) => return Err(conn_err(from)(e)),
+                Ok(Some(Err(e))) => return Err(conn_err(&resume.applied)(e)),
                 Ok(Some(Ok(event))) => event,
             };
-            if let Some(out) = assembler.handle(&event, &stream) {
+            if let Some(out) = assembler.handle(&event, &stream)? {
                 if let ReaderEvent::Transaction(t) = &out {
-                    *from = t.end.clone();
-                    metrics::POSITION.set(from.pos as i64);
+                    *resume = Resume::after(&t.end, t.resume_from.as_ref());
+                    metrics::POSITION.set(t.end.pos as i64);
                 }
                 tx.send(out).await.map_err(|_| BinlogError::Closed)?;
             }

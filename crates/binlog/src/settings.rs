@@ -1,16 +1,20 @@
 //! Start-up checks of the source's binlog settings, and where its binlog currently ends.
 
+use crate::decode::Collations;
 use crate::BinlogError;
-use concord_change::Position;
+use concord_change::{Charset, Position};
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// What the reader learned about the source while checking it.
 #[derive(Clone, Debug)]
 pub struct ServerInfo {
     pub version: String,
     pub is_mariadb: bool,
+    /// The character set of each collation id (table maps name collations by id).
+    pub collations: Arc<Collations>,
 }
 
 /// Refuses a source whose settings would make replication lossy: without ROW format and
@@ -29,7 +33,8 @@ pub async fn check_settings(conn: &mut Conn) -> Result<ServerInfo, BinlogError> 
     let rows: Vec<(String, String)> = conn
         .query(
             "SHOW GLOBAL VARIABLES WHERE Variable_name IN \
-             ('log_bin','binlog_format','binlog_row_image','binlog_row_metadata')",
+             ('log_bin','binlog_format','binlog_row_image','binlog_row_metadata', \
+              'log_bin_compress','binlog_transaction_compression')",
         )
         .await
         .map_err(conn_err)?;
@@ -75,10 +80,43 @@ pub async fn check_settings(conn: &mut Conn) -> Result<ServerInfo, BinlogError> 
         "FULL",
         "SET GLOBAL binlog_row_metadata='FULL' (MariaDB 10.5+, MySQL 8.0+) and set it in the server config",
     )?;
+    // Compressed events cannot be decoded; refused here rather than met mid-stream.
+    let off = |setting: &'static str, hint: &'static str| match vars.get(setting) {
+        Some(v) if v != "OFF" => Err(BinlogError::Setting {
+            setting,
+            actual: v.clone(),
+            required: "OFF",
+            hint,
+        }),
+        _ => Ok(()),
+    };
+    off(
+        "log_bin_compress",
+        "concord cannot decode MariaDB's compressed binlog events: SET GLOBAL log_bin_compress=OFF \
+         and set it in the server config",
+    )?;
+    off(
+        "binlog_transaction_compression",
+        "concord cannot decode MySQL's compressed transactions: SET GLOBAL \
+         binlog_transaction_compression=OFF and set it in the server config",
+    )?;
     Ok(ServerInfo {
         is_mariadb: version.contains("MariaDB"),
         version,
+        collations: Arc::new(collations(conn).await.map_err(conn_err)?),
     })
+}
+
+/// Every collation id the source knows, with its character set. Ids of sets concord does
+/// not know by name are left out (their columns are then refused, not guessed).
+async fn collations(conn: &mut Conn) -> Result<Collations, mysql_async::Error> {
+    let rows: Vec<(Option<u64>, String)> = conn
+        .query("SELECT ID, CHARACTER_SET_NAME FROM information_schema.COLLATIONS")
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(id, charset)| Some((u16::try_from(id?).ok()?, Charset::from_name(&charset)?)))
+        .collect())
 }
 
 /// The position the next write on the source will be logged at.

@@ -4,7 +4,7 @@ use crate::error::CaptureError;
 use crate::metrics;
 use crate::publish::{now_ms, MAX_BACKOFF};
 use concord_change::Position;
-use concord_control::{until_stored, ControlStore};
+use concord_control::{until_stored, ControlStore, SavedPosition};
 use rdkafka::producer::DeliveryFuture;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
@@ -12,6 +12,8 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit};
 /// One source transaction's messages, in publishing order.
 pub(crate) struct Pending {
     pub end: Position,
+    /// Where reading must start again, when before `end` (a pending XA transaction).
+    pub resume_from: Option<Position>,
     pub commit_ts: u32,
     pub deliveries: Vec<(String, Position, DeliveryFuture)>,
     /// Its share of `kafka.max_unacked`, given back once every message is acknowledged.
@@ -35,8 +37,8 @@ impl Acker {
     /// Awaits acknowledgements strictly in order; a refused message stops the capture
     /// before its position could be saved.
     pub async fn run(self, mut rx: mpsc::Receiver<Pending>) -> Result<(), CaptureError> {
-        let mut acked: Option<Position> = None;
-        let mut saved: Option<Position> = None;
+        let mut acked: Option<SavedPosition> = None;
+        let mut saved: Option<SavedPosition> = None;
         let mut last_save = Instant::now();
         loop {
             let next = tokio::select! {
@@ -72,7 +74,10 @@ impl Acker {
             metrics::ACKED_POSITION.set(p.end.pos as i64);
             let lag = (now_ms() as f64 / 1000.0 - f64::from(p.commit_ts)).max(0.0);
             metrics::LAG.set(lag);
-            acked = Some(p.end);
+            acked = Some(SavedPosition {
+                position: p.end,
+                resume_from: p.resume_from,
+            });
             if last_save.elapsed() >= SAVE_EVERY {
                 self.save(&acked, &mut saved).await;
                 last_save = Instant::now();
@@ -80,7 +85,7 @@ impl Acker {
         }
     }
 
-    async fn save(&self, acked: &Option<Position>, saved: &mut Option<Position>) {
+    async fn save(&self, acked: &Option<SavedPosition>, saved: &mut Option<SavedPosition>) {
         let Some(position) = acked else { return };
         if saved.as_ref() == Some(position) {
             return;

@@ -16,7 +16,7 @@ pub use error::CaptureError;
 pub use publish::producer_config;
 
 use acks::{Acker, Pending};
-use concord_binlog::{preflight, start_position, BinlogReader, ReaderEvent, ReaderOptions};
+use concord_binlog::{preflight, start_position, BinlogReader, ReaderEvent, ReaderOptions, Resume};
 use concord_change::TableName;
 use concord_config::Config;
 use concord_control::ControlStore;
@@ -48,14 +48,15 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), CaptureE
         ControlStore::connect(config.control.url.expose(), &config.control.url.redacted()).await?;
     let name = position_name(config);
     let start = match control.capture_position(&name).await? {
-        Some(p) => {
-            tracing::info!(position = %p, "resuming capture from its position");
-            p
+        Some(saved) => {
+            let r = Resume::saved(saved.position, saved.resume_from);
+            tracing::info!(position = %r, "resuming capture from its position");
+            r
         }
         None => {
             let p = start_position(&mut source, &config.source.start_from()).await?;
             tracing::info!(position = %p, start = %config.source.start, "no capture position; starting");
-            p
+            Resume::at(p)
         }
     };
     drop(source);

@@ -71,12 +71,16 @@ impl Publisher {
     /// Hands every change of `txn` to the producer (which sends in the background) and
     /// returns what must be acknowledged before `txn.end` may be saved.
     pub async fn publish(&self, txn: &Transaction) -> Result<Pending, CaptureError> {
-        for u in &txn.undecodable {
-            let f = FailedEvent::from(u);
+        let undecodable = txn.undecodable.iter().map(FailedEvent::from);
+        let statements = txn.statements.iter().map(FailedEvent::from);
+        for f in undecodable.chain(statements) {
             until_stored("failed event", MAX_BACKOFF, || {
                 self.control.record_failed(&f)
             })
             .await;
+        }
+        for s in &txn.statements {
+            concord_binlog::report_statement(s);
         }
         let changes: Vec<RowChange> = txn.changes.iter().flat_map(split_key_change).collect();
         let total = changes.len() as u32;
@@ -133,6 +137,7 @@ impl Publisher {
         }
         Ok(Pending {
             end: txn.end.clone(),
+            resume_from: txn.resume_from.clone(),
             commit_ts: txn.commit_ts,
             deliveries,
             _unacked: permit,

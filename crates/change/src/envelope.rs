@@ -6,7 +6,7 @@
 //! microseconds, binary as base64) and each message names its columns' types, so a reader
 //! needs no schema registry. `docs/FORMAT.md` is the reader's documentation of this file.
 
-use crate::{Op, Position, RowChange, SourceTable, TableName, Value};
+use crate::{Charset, Op, Position, RowChange, SourceTable, TableName, Value};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
@@ -60,6 +60,11 @@ struct Wire {
     after: Option<Map<String, Json>>,
     source: SourceInfo,
     schema: SchemaInfo,
+    /// The images may lack columns (the source logged a MINIMAL or NOBLOB row image): a
+    /// column missing from an image was not logged. Without it, every column must be
+    /// there.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    partial: bool,
 }
 
 /// A decoded envelope.
@@ -88,30 +93,35 @@ impl Envelope {
         let t = &change.table;
         let types: Vec<String> = (0..t.columns.len())
             .map(|i| {
-                let pick = |img: &Option<Vec<Value>>| img.as_ref().map(|v| type_name(&v[i]));
-                match (pick(&change.after), pick(&change.before)) {
-                    (Some(a), _) if a != "null" => a.to_owned(),
-                    (_, Some(b)) => b.to_owned(),
-                    (Some(a), None) => a.to_owned(),
-                    (None, None) => "null".to_owned(),
-                }
+                column_type(
+                    change.before.as_ref().map(|v| &v[i]),
+                    change.after.as_ref().map(|v| &v[i]),
+                )
             })
             .collect();
-        let image = |img: &Option<Vec<Value>>| {
+        let mut partial = false;
+        let mut image = |img: &Option<Vec<Value>>| {
             img.as_ref().map(|vals| {
                 t.columns
                     .iter()
                     .zip(vals)
-                    .map(|(c, v)| (c.clone(), to_json(v)))
+                    .zip(&types)
+                    .filter(|((_, v), _)| {
+                        partial |= v.is_absent();
+                        !v.is_absent()
+                    })
+                    .map(|((c, v), ty)| (c.clone(), to_json(v, ty)))
                     .collect::<Map<_, _>>()
             })
         };
+        let before = image(&change.before);
+        let after = image(&change.after);
         let wire = Wire {
             version: FORMAT_VERSION,
             op: change.op,
             ts_ms: now_ms,
-            before: image(&change.before),
-            after: image(&change.after),
+            before,
+            after,
             source: source.clone(),
             schema: SchemaInfo {
                 columns: t.columns.clone(),
@@ -122,6 +132,7 @@ impl Envelope {
                     .map(|&i| t.columns[i].clone())
                     .collect(),
             },
+            partial,
         };
         serde_json::to_vec(&wire).expect("envelopes always serialize")
     }
@@ -156,16 +167,23 @@ impl Envelope {
             columns: s.columns.clone(),
             primary_key,
         });
+        let partial = wire.partial;
         let image = |img: Option<Map<String, Json>>| -> Result<Option<Vec<Value>>, EnvelopeError> {
             let Some(mut img) = img else { return Ok(None) };
             s.columns
                 .iter()
                 .zip(&s.types)
                 .map(|(c, ty)| {
-                    let v = img.remove(c).ok_or_else(|| EnvelopeError::Value {
-                        column: c.clone(),
-                        message: "missing from the image".into(),
-                    })?;
+                    let Some(v) = img.remove(c) else {
+                        return if partial {
+                            Ok(Value::Absent)
+                        } else {
+                            Err(EnvelopeError::Value {
+                                column: c.clone(),
+                                message: "missing from the image".into(),
+                            })
+                        };
+                    };
                     from_json(ty, v).map_err(|message| EnvelopeError::Value {
                         column: c.clone(),
                         message,
@@ -215,7 +233,11 @@ pub fn message_key(change: &RowChange) -> Vec<u8> {
         .table
         .primary_key
         .iter()
-        .filter_map(|&i| image.get(i).map(to_json))
+        .filter_map(|&i| {
+            image
+                .get(i)
+                .map(|v| to_json(v, &column_type(None, Some(v))))
+        })
         .collect();
     let mut out = change.table.name.to_string().into_bytes();
     out.extend(serde_json::to_vec(&key).expect("keys serialize"));
@@ -261,13 +283,14 @@ impl Envelope {
 
 fn type_name(v: &Value) -> &'static str {
     match v {
-        Value::Null => "null",
+        Value::Null | Value::Absent => "null",
         Value::Int(_) => "int",
         Value::UInt(_) => "uint",
         Value::Float(_) => "float",
         Value::Double(_) => "double",
         Value::Decimal(_) => "decimal",
         Value::Text(_) => "text",
+        Value::Chars { .. } => "text:",
         Value::Bytes(_) => "bytes",
         Value::Date { .. } => "date",
         Value::DateTime { .. } => "datetime",
@@ -275,15 +298,41 @@ fn type_name(v: &Value) -> &'static str {
         Value::Timestamp { .. } => "timestamp",
         Value::Year(_) => "year",
         Value::Enum(_) => "enum",
+        Value::EnumIndex(_) => "enum_index",
         Value::Set(_) => "set",
+        Value::SetBits(_) => "set_bits",
         Value::Bit(_) => "bit",
         Value::Json(_) => "json",
     }
 }
 
-fn to_json(v: &Value) -> Json {
+/// A column's type in the message, from its values in both images (a NULL's type is taken
+/// from the other image, or `null` when unknown, which decodes to NULL either way).
+/// Text in a character set other than UTF-8 is `text:<charset>` and travels as text when
+/// both values decode exactly, else `bytes:<charset>` and travels as base64.
+fn column_type(before: Option<&Value>, after: Option<&Value>) -> String {
+    let known = [after, before]
+        .into_iter()
+        .flatten()
+        .find(|v| !v.is_null() && !v.is_absent());
+    let Some(v) = known else {
+        return "null".to_owned();
+    };
+    if let Value::Chars { charset, .. } = v {
+        let readable = [before, after].into_iter().flatten().all(|v| match v {
+            Value::Chars { charset: c, bytes } => c == charset && charset.decode(bytes).is_some(),
+            _ => true,
+        });
+        let kind = if readable { "text" } else { "bytes" };
+        return format!("{kind}:{charset}");
+    }
+    type_name(v).to_owned()
+}
+
+/// A value as JSON, for a column of message type `ty` (see [`column_type`]).
+fn to_json(v: &Value, ty: &str) -> Json {
     match v {
-        Value::Null => Json::Null,
+        Value::Null | Value::Absent => Json::Null,
         Value::Int(i) => Json::from(*i),
         Value::UInt(u) => Json::from(*u),
         Value::Float(f) => {
@@ -292,6 +341,12 @@ fn to_json(v: &Value) -> Json {
         Value::Double(f) => serde_json::Number::from_f64(*f).map_or(Json::Null, Json::Number),
         Value::Decimal(s) | Value::Text(s) | Value::Enum(s) => Json::String(s.clone()),
         Value::Bytes(b) | Value::Bit(b) => Json::String(B64.encode(b)),
+        Value::Chars { charset, bytes } => match charset.decode(bytes) {
+            Some(text) if ty.starts_with("text:") => Json::String(text),
+            _ => Json::String(B64.encode(bytes)),
+        },
+        Value::EnumIndex(i) => Json::from(*i),
+        Value::SetBits(b) => Json::from(*b),
         Value::Date { year, month, day } => Json::String(format!("{year:04}-{month:02}-{day:02}")),
         Value::DateTime {
             year,
@@ -341,6 +396,23 @@ fn from_json(ty: &str, v: Json) -> Result<Value, String> {
     if v.is_null() {
         return Ok(Value::Null);
     }
+    if let Some((kind, name)) = ty.split_once(':') {
+        let charset =
+            Charset::from_name(name).ok_or_else(|| format!("unknown character set `{name}`"))?;
+        let text = v
+            .as_str()
+            .ok_or_else(|| format!("expected a string for {ty}, got {v}"))?;
+        let bytes = match kind {
+            "text" => charset
+                .encode(text)
+                .ok_or_else(|| format!("text that has no encoding in {charset}"))?,
+            "bytes" => B64
+                .decode(text.as_bytes())
+                .map_err(|e| format!("base64: {e}"))?,
+            _ => return Err(format!("unknown type `{ty}`")),
+        };
+        return Ok(Value::Chars { charset, bytes });
+    }
     let s = |v: &Json| {
         v.as_str()
             .map(str::to_owned)
@@ -369,6 +441,15 @@ fn from_json(ty: &str, v: Json) -> Result<Value, String> {
         "decimal" => Value::Decimal(s(&v)?),
         "text" => Value::Text(s(&v)?),
         "enum" => Value::Enum(s(&v)?),
+        "enum_index" => Value::EnumIndex(
+            v.as_u64()
+                .and_then(|i| u16::try_from(i).ok())
+                .ok_or_else(|| format!("expected an ENUM index, got {v}"))?,
+        ),
+        "set_bits" => Value::SetBits(
+            v.as_u64()
+                .ok_or_else(|| format!("expected a SET bitmask, got {v}"))?,
+        ),
         "bytes" | "bit" => {
             let b = B64
                 .decode(s(&v)?.as_bytes())

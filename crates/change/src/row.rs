@@ -89,12 +89,49 @@ pub struct RowChange {
 }
 
 impl RowChange {
-    /// Whether an update moved the row to a different primary key.
+    /// Whether an update moved the row to a different primary key. (A partial after-image
+    /// without a key column did not change that column.)
     pub fn changes_key(&self) -> bool {
         match (&self.before, &self.after) {
-            (Some(b), Some(a)) => self.table.primary_key.iter().any(|&i| b[i] != a[i]),
+            (Some(b), Some(a)) => self
+                .table
+                .primary_key
+                .iter()
+                .any(|&i| !a[i].is_absent() && b[i] != a[i]),
             _ => false,
         }
+    }
+
+    /// Whether an image lacks columns (the source logged a MINIMAL or NOBLOB row image).
+    pub fn is_partial(&self) -> bool {
+        [&self.before, &self.after]
+            .into_iter()
+            .flatten()
+            .any(|img| img.iter().any(Value::is_absent))
+    }
+
+    /// The row's key after the change (insert, update) or before it (delete): key values
+    /// in primary-key order, from the after-image where it has them, else the before-image
+    /// (a partial update's after-image lacks unchanged key columns). `None` if a key
+    /// column is in neither.
+    pub fn key(&self) -> Option<Vec<Value>> {
+        let (first, second) = match self.op {
+            Op::Delete => (self.before.as_deref(), None),
+            Op::Insert => (self.after.as_deref(), None),
+            Op::Update => (self.after.as_deref(), self.before.as_deref()),
+        };
+        self.table
+            .primary_key
+            .iter()
+            .map(|&i| {
+                [first, second]
+                    .into_iter()
+                    .flatten()
+                    .map(|img| &img[i])
+                    .find(|v| !v.is_absent())
+                    .cloned()
+            })
+            .collect()
     }
 }
 
@@ -110,6 +147,15 @@ pub struct Transaction {
     pub ddl: Option<Ddl>,
     /// Rows of included tables that could not be decoded; kept so they can be recorded.
     pub undecodable: Vec<Undecodable>,
+    /// Data changes of included tables the source logged as SQL statements instead of row
+    /// images; kept so they can be recorded (concord cannot apply them exactly).
+    #[serde(default)]
+    pub statements: Vec<LoggedStatement>,
+    /// Where a reader must start again to continue after this transaction, when that is
+    /// before `end`: the start of the oldest XA transaction that was prepared but not yet
+    /// committed or rolled back (its rows are handed on only at its commit). `None`: `end`.
+    #[serde(default)]
+    pub resume_from: Option<Position>,
     /// The source's global transaction id, `domain-server-sequence` (MariaDB), when the
     /// binlog carries one.
     pub gtid: Option<String>,
@@ -123,6 +169,21 @@ pub struct Undecodable {
     pub position: Position,
     pub row_index: u32,
     pub error: String,
+}
+
+/// A data change the source logged as an SQL statement (a session with `binlog_format`
+/// STATEMENT or MIXED): its effect on rows is not in the binlog, so it is recorded for an
+/// operator (and a re-sync of its tables), never skipped silently.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LoggedStatement {
+    /// Start of the query event.
+    pub position: Position,
+    /// The default schema the statement ran in.
+    pub schema: String,
+    pub statement: String,
+    /// The included tables it may have changed; empty when the statement could not be
+    /// attributed to a table (it is then recorded against `schema`).
+    pub tables: Vec<TableName>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

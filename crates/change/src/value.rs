@@ -1,9 +1,11 @@
 //! Column values as concord carries them between the source and the target.
 //!
 //! Each variant keeps the source's own representation (DECIMAL as its exact text, TIMESTAMP
-//! as UTC epoch seconds + microseconds, ENUM/SET as labels) so that writing a value back, or
-//! comparing it later, never depends on a lossy conversion.
+//! as UTC epoch seconds + microseconds, ENUM/SET as labels, text in a character set other
+//! than UTF-8 as its stored bytes) so that writing a value back, or comparing it later,
+//! never depends on a lossy conversion.
 
+use crate::Charset;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use chrono::{DateTime, Datelike, Timelike};
@@ -21,9 +23,16 @@ pub enum Value {
     Double(f64),
     /// Exact decimal text as the server printed it, scale included (`"1.50"`).
     Decimal(String),
-    /// Character data from a column with a character set (valid UTF-8).
+    /// Character data from a utf8mb3/utf8mb4 column.
     Text(String),
-    /// Binary data, or character data that was not valid UTF-8.
+    /// Character data in any other character set: the bytes as the source stored them.
+    /// The target server converts them when its column has another set.
+    Chars {
+        charset: Charset,
+        #[serde(with = "b64")]
+        bytes: Vec<u8>,
+    },
+    /// Binary data (BINARY, VARBINARY, BLOB).
     Bytes(#[serde(with = "b64")] Vec<u8>),
     Date {
         year: u16,
@@ -54,11 +63,19 @@ pub enum Value {
     },
     Year(u16),
     Enum(String),
+    /// An ENUM value stored by index with no label: 0, the "error value" a non-strict
+    /// session stores for an invalid string (it reads as `''` but is not the label `''`).
+    EnumIndex(u16),
     Set(Vec<String>),
+    /// A SET value with bits the column's definition has no label for: the bitmask.
+    SetBits(u64),
     /// BIT(n), big-endian, `ceil(n/8)` bytes.
     Bit(#[serde(with = "b64")] Vec<u8>),
     /// JSON document text (MariaDB's JSON is LONGTEXT).
     Json(String),
+    /// Not in this row image: the source logged a partial image (`binlog_row_image` MINIMAL
+    /// or NOBLOB) without this column. Never written, never compared.
+    Absent,
 }
 
 impl Value {
@@ -66,11 +83,28 @@ impl Value {
         matches!(self, Value::Null)
     }
 
+    pub fn is_absent(&self) -> bool {
+        matches!(self, Value::Absent)
+    }
+
+    /// The character set of text that is not UTF-8; such a value is bound as its bytes and
+    /// the statement must say which set they are in.
+    pub fn charset(&self) -> Option<Charset> {
+        match self {
+            Value::Chars { charset, .. } => Some(*charset),
+            _ => None,
+        }
+    }
+
     /// The value to bind as a statement parameter on a MySQL-family target whose session
     /// time zone is UTC (`SET time_zone = '+00:00'`), which the applier guarantees.
+    /// [`Value::Chars`] binds its bytes: the placeholder must relabel them with their
+    /// character set (`CONVERT(CAST(? AS BINARY) USING latin1)`). ENUM and SET values
+    /// without labels bind as their stored number.
     pub fn to_mysql(&self) -> MyValue {
         match self {
-            Value::Null => MyValue::NULL,
+            // Absent values are never bound (writes name only the columns an image has).
+            Value::Null | Value::Absent => MyValue::NULL,
             Value::Int(v) => MyValue::Int(*v),
             Value::UInt(v) => MyValue::UInt(*v),
             Value::Float(v) => MyValue::Float(*v),
@@ -78,7 +112,11 @@ impl Value {
             Value::Decimal(s) | Value::Text(s) | Value::Enum(s) | Value::Json(s) => {
                 MyValue::Bytes(s.as_bytes().to_vec())
             }
-            Value::Bytes(b) | Value::Bit(b) => MyValue::Bytes(b.clone()),
+            Value::Bytes(b) | Value::Bit(b) | Value::Chars { bytes: b, .. } => {
+                MyValue::Bytes(b.clone())
+            }
+            Value::EnumIndex(i) => MyValue::UInt(u64::from(*i)),
+            Value::SetBits(b) => MyValue::UInt(*b),
             Value::Date { year, month, day } => MyValue::Date(*year, *month, *day, 0, 0, 0, 0),
             Value::DateTime {
                 year,
@@ -132,6 +170,13 @@ impl Value {
                 out.push(b'b');
                 out.extend_from_slice(&(b.len() as u64).to_be_bytes());
                 out.extend_from_slice(b);
+            }
+            Value::Chars { charset, bytes } => {
+                out.push(b'c');
+                out.extend_from_slice(charset.name().as_bytes());
+                out.push(0);
+                out.extend_from_slice(&(bytes.len() as u64).to_be_bytes());
+                out.extend_from_slice(bytes);
             }
             _ => serde_json::to_writer(&mut *out, self).expect("values always serialize"),
         }
@@ -219,6 +264,13 @@ mod tests {
             Value::Bytes(vec![0, 255, 10]),
             Value::Set(vec!["a".into(), "c".into()]),
             Value::Bit(vec![1, 0]),
+            Value::Chars {
+                charset: Charset::from_name("latin1").unwrap(),
+                bytes: vec![0xE9, 0],
+            },
+            Value::EnumIndex(0),
+            Value::SetBits(1 << 40),
+            Value::Absent,
             Value::Double(f64::MAX),
             Value::Float(-1.5),
         ];

@@ -1,7 +1,7 @@
 //! Failed events: rows that were read but could not be written, kept whole for replay.
 
 use crate::{now_ms, text, Backend, ControlError, ControlStore};
-use concord_change::{Position, TableName, Undecodable};
+use concord_change::{LoggedStatement, Position, TableName, Undecodable};
 use sqlx::Row;
 
 /// Why a row was recorded instead of applied.
@@ -17,6 +17,12 @@ pub enum FailureReason {
     NoPrimaryKey,
     /// A Kafka message that is not a readable change envelope (also dead-lettered).
     Malformed,
+    /// A data change the source logged as an SQL statement (binlog_format STATEMENT or
+    /// MIXED in its session): its rows are not in the binlog.
+    StatementFormat,
+    /// A partial row image (MINIMAL or NOBLOB) updated a row the target does not have: its
+    /// missing columns cannot be made up.
+    MissingRow,
 }
 
 impl FailureReason {
@@ -27,6 +33,8 @@ impl FailureReason {
             FailureReason::MissingTable => "missing_table",
             FailureReason::NoPrimaryKey => "no_primary_key",
             FailureReason::Malformed => "malformed",
+            FailureReason::StatementFormat => "statement_format",
+            FailureReason::MissingRow => "missing_row",
         }
     }
 }
@@ -55,6 +63,41 @@ impl From<&Undecodable> for FailedEvent {
             reason: FailureReason::Undecodable,
             error: u.error.clone(),
             event: serde_json::to_string(u).expect("undecodable rows serialize"),
+        }
+    }
+}
+
+impl From<&LoggedStatement> for FailedEvent {
+    /// A data change logged as SQL, recorded against its first included table (or, when
+    /// it could not be attributed, its default schema as `schema.*`), SQL and all.
+    fn from(s: &LoggedStatement) -> Self {
+        let table = s
+            .tables
+            .first()
+            .cloned()
+            .unwrap_or_else(|| TableName::new(s.schema.clone(), "*"));
+        let tables = if s.tables.is_empty() {
+            format!("the tables of schema `{}` it changed", s.schema)
+        } else {
+            s.tables
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        FailedEvent {
+            position: s.position.clone(),
+            row_index: 0,
+            table,
+            op: "statement".into(),
+            reason: FailureReason::StatementFormat,
+            error: format!(
+                "the source logged this change as an SQL statement, not as row images (its \
+                 session ran with binlog_format STATEMENT or MIXED), so concord cannot apply \
+                 it exactly; re-sync {tables}. Statement (default schema `{}`): {}",
+                s.schema, s.statement
+            ),
+            event: serde_json::to_string(s).expect("statements serialize"),
         }
     }
 }

@@ -16,7 +16,7 @@ mod positions;
 pub use checksum_runs::ChecksumRun;
 pub use failed::{FailedEvent, FailedEventRow, FailureReason};
 pub use mismatches::{ColumnDiff, Detector, Mismatch, MismatchKind, MismatchRow, DETECTED};
-pub use positions::VerifierPosition;
+pub use positions::{SavedPosition, VerifierPosition};
 
 use sqlx::any::AnyPoolOptions;
 use sqlx::AnyPool;

@@ -9,18 +9,35 @@ use crate::{now_ms, Backend, ControlError, ControlStore};
 use concord_change::Position;
 use sqlx::Row;
 
+/// A saved binlog position, and where reading must start again when that is earlier (an
+/// XA transaction prepared before the position is still pending).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SavedPosition {
+    pub position: Position,
+    pub resume_from: Option<Position>,
+}
+
+fn resume_point(file: Option<String>, pos: Option<i64>) -> Option<Position> {
+    Some(Position::new(file?, pos? as u64))
+}
+
 impl ControlStore {
-    pub async fn capture_position(&self, name: &str) -> Result<Option<Position>, ControlError> {
-        let row =
-            sqlx::query("SELECT binlog_file, binlog_pos FROM capture_positions WHERE name = ?")
-                .bind(name)
-                .fetch_optional(&self.pool)
-                .await?;
+    pub async fn capture_position(
+        &self,
+        name: &str,
+    ) -> Result<Option<SavedPosition>, ControlError> {
+        let row = sqlx::query(
+            "SELECT binlog_file, binlog_pos, resume_file, resume_pos FROM capture_positions \
+             WHERE name = ?",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
         row.map(|r| {
-            Ok(Position::new(
-                r.try_get::<String, _>(0)?,
-                r.try_get::<i64, _>(1)? as u64,
-            ))
+            Ok(SavedPosition {
+                position: Position::new(r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)? as u64),
+                resume_from: resume_point(r.try_get(2)?, r.try_get(3)?),
+            })
         })
         .transpose()
         .map_err(ControlError::Query)
@@ -29,25 +46,32 @@ impl ControlStore {
     pub async fn save_capture_position(
         &self,
         name: &str,
-        position: &Position,
+        saved: &SavedPosition,
     ) -> Result<(), ControlError> {
         let sql = match self.backend {
             Backend::Sqlite => {
-                "INSERT INTO capture_positions (name, binlog_file, binlog_pos, updated_ms) VALUES (?, ?, ?, ?) \
+                "INSERT INTO capture_positions (name, binlog_file, binlog_pos, updated_ms, \
+                 resume_file, resume_pos) VALUES (?, ?, ?, ?, ?, ?) \
                  ON CONFLICT (name) DO UPDATE SET binlog_file = excluded.binlog_file, \
-                 binlog_pos = excluded.binlog_pos, updated_ms = excluded.updated_ms"
+                 binlog_pos = excluded.binlog_pos, updated_ms = excluded.updated_ms, \
+                 resume_file = excluded.resume_file, resume_pos = excluded.resume_pos"
             }
             Backend::MySql => {
-                "INSERT INTO capture_positions (name, binlog_file, binlog_pos, updated_ms) VALUES (?, ?, ?, ?) \
+                "INSERT INTO capture_positions (name, binlog_file, binlog_pos, updated_ms, \
+                 resume_file, resume_pos) VALUES (?, ?, ?, ?, ?, ?) \
                  ON DUPLICATE KEY UPDATE binlog_file = VALUES(binlog_file), \
-                 binlog_pos = VALUES(binlog_pos), updated_ms = VALUES(updated_ms)"
+                 binlog_pos = VALUES(binlog_pos), updated_ms = VALUES(updated_ms), \
+                 resume_file = VALUES(resume_file), resume_pos = VALUES(resume_pos)"
             }
         };
+        let resume = saved.resume_from.as_ref();
         sqlx::query(sql)
             .bind(name)
-            .bind(&*position.file)
-            .bind(position.pos as i64)
+            .bind(&*saved.position.file)
+            .bind(saved.position.pos as i64)
             .bind(now_ms())
+            .bind(resume.map(|r| r.file.to_string()))
+            .bind(resume.map(|r| r.pos as i64))
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -64,6 +88,9 @@ pub struct VerifierPosition {
     pub file: String,
     /// The binlog position, or the next offset.
     pub position: u64,
+    /// Direct mode: where reading must start again, when before the position (see
+    /// [`SavedPosition`]).
+    pub resume_from: Option<Position>,
 }
 
 impl ControlStore {
@@ -72,7 +99,8 @@ impl ControlStore {
         name: &str,
     ) -> Result<Vec<VerifierPosition>, ControlError> {
         let rows = sqlx::query(
-            "SELECT stream, part, binlog_file, position FROM verifier_positions WHERE name = ?",
+            "SELECT stream, part, binlog_file, position, resume_file, resume_pos \
+             FROM verifier_positions WHERE name = ?",
         )
         .bind(name)
         .fetch_all(&self.pool)
@@ -84,6 +112,7 @@ impl ControlStore {
                     part: r.try_get::<i64, _>(1)? as i32,
                     file: r.try_get(2)?,
                     position: r.try_get::<i64, _>(3)? as u64,
+                    resume_from: resume_point(r.try_get(4)?, r.try_get(5)?),
                 })
             })
             .collect::<Result<_, sqlx::Error>>()
@@ -98,16 +127,19 @@ impl ControlStore {
     ) -> Result<(), ControlError> {
         let sql = match self.backend {
             Backend::Sqlite => {
-                "INSERT INTO verifier_positions (name, stream, part, binlog_file, position, updated_ms) \
-                 VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name, stream, part) DO UPDATE SET \
+                "INSERT INTO verifier_positions (name, stream, part, binlog_file, position, updated_ms, \
+                 resume_file, resume_pos) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (name, stream, part) DO UPDATE SET \
                  binlog_file = excluded.binlog_file, position = excluded.position, \
-                 updated_ms = excluded.updated_ms"
+                 updated_ms = excluded.updated_ms, resume_file = excluded.resume_file, \
+                 resume_pos = excluded.resume_pos"
             }
             Backend::MySql => {
-                "INSERT INTO verifier_positions (name, stream, part, binlog_file, position, updated_ms) \
-                 VALUES (?, ?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE \
+                "INSERT INTO verifier_positions (name, stream, part, binlog_file, position, updated_ms, \
+                 resume_file, resume_pos) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE \
                  binlog_file = VALUES(binlog_file), position = VALUES(position), \
-                 updated_ms = VALUES(updated_ms)"
+                 updated_ms = VALUES(updated_ms), resume_file = VALUES(resume_file), \
+                 resume_pos = VALUES(resume_pos)"
             }
         };
         let now = now_ms();
@@ -120,6 +152,8 @@ impl ControlStore {
                 .bind(&*p.file)
                 .bind(p.position as i64)
                 .bind(now)
+                .bind(p.resume_from.as_ref().map(|r| r.file.to_string()))
+                .bind(p.resume_from.as_ref().map(|r| r.pos as i64))
                 .execute(&mut *tx)
                 .await?;
         }
@@ -138,18 +172,24 @@ mod tests {
         let url = format!("sqlite://{}", dir.path().join("c.db").display());
         let store = ControlStore::connect(&url, &url).await.unwrap();
         assert_eq!(store.capture_position("main").await.unwrap(), None);
+        let pending_xa = SavedPosition {
+            position: Position::new("b.000001", 100),
+            resume_from: Some(Position::new("b.000001", 40)),
+        };
         store
-            .save_capture_position("main", &Position::new("b.000001", 100))
-            .await
-            .unwrap();
-        store
-            .save_capture_position("main", &Position::new("b.000002", 4))
+            .save_capture_position("main", &pending_xa)
             .await
             .unwrap();
         assert_eq!(
             store.capture_position("main").await.unwrap(),
-            Some(Position::new("b.000002", 4))
+            Some(pending_xa)
         );
+        let plain = SavedPosition {
+            position: Position::new("b.000002", 4),
+            resume_from: None,
+        };
+        store.save_capture_position("main", &plain).await.unwrap();
+        assert_eq!(store.capture_position("main").await.unwrap(), Some(plain));
     }
 
     #[tokio::test]
@@ -158,6 +198,7 @@ mod tests {
         let url = format!("sqlite://{}", dir.path().join("c.db").display());
         let store = ControlStore::connect(&url, &url).await.unwrap();
         let p = |part, position| VerifierPosition {
+            resume_from: None,
             stream: "changes".into(),
             part,
             file: String::new(),

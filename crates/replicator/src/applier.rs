@@ -26,6 +26,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
+/// The applier's session: strict, so bad content is an error (recorded), never silently
+/// truncated; NO_AUTO_VALUE_ON_ZERO so a source id of 0 stays 0.
+const STRICT_SQL_MODE: &str = "STRICT_ALL_TABLES,NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION";
+/// The same without strictness, for the one thing only it can store: ENUM index 0.
+const LENIENT_SQL_MODE: &str = "NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION";
+
 pub struct Applier {
     opts: Opts,
     conn: Option<Conn>,
@@ -105,7 +111,10 @@ impl Applier {
                 return Ok(());
             };
             let mut batch = match first {
-                ReaderEvent::CaughtUp { position } => {
+                ReaderEvent::CaughtUp {
+                    position,
+                    resume_from,
+                } => {
                     // Idle at the end of the binlog: move the checkpoint there too (past a
                     // rotation, say), so that "the replicator has applied everything up to
                     // the source's current position" can be seen from the target alone —
@@ -115,6 +124,7 @@ impl Applier {
                     if saved.as_ref().is_none_or(|s| *s < position) {
                         let idle = Transaction {
                             end: position.clone(),
+                            resume_from,
                             commit_ts: unix_now() as u32,
                             ..Transaction::default()
                         };
@@ -191,6 +201,9 @@ impl Applier {
                 }
             }
         };
+        for s in batch.iter().flat_map(|t| &t.statements) {
+            concord_binlog::report_statement(s);
+        }
         let rows: usize = batch.iter().map(|t| t.changes.len()).sum();
         if rows > 0 {
             metrics::BATCH_ROWS.observe(rows as f64);
@@ -218,15 +231,17 @@ impl Applier {
 
     async fn connection(&mut self) -> Attempt<&mut Conn> {
         if self.conn.is_none() {
-            let mut conn = Conn::new(self.opts.clone()).await.map_err(transient)?;
-            // UTC so TIMESTAMP values bind as the instants they are; strict so bad content
-            // is an error (recorded), never silently truncated; NO_AUTO_VALUE_ON_ZERO so a
-            // source id of 0 stays 0.
+            // Found rows, not changed rows: a partial update that finds its row but changes
+            // nothing must not look like one that found no row.
+            let opts =
+                mysql_async::OptsBuilder::from_opts(self.opts.clone()).client_found_rows(true);
+            let mut conn = Conn::new(opts).await.map_err(transient)?;
+            // UTC so TIMESTAMP values bind as the instants they are; strict (see
+            // STRICT_SQL_MODE).
             let fk = if self.config.foreign_key_checks { 1 } else { 0 };
             let lock_wait = self.config.lock_wait_timeout.as_secs().max(1);
             conn.query_drop(format!(
-                "SET SESSION time_zone = '+00:00', \
-                 sql_mode = 'STRICT_ALL_TABLES,NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION', \
+                "SET SESSION time_zone = '+00:00', sql_mode = '{STRICT_SQL_MODE}', \
                  foreign_key_checks = {fk}, innodb_lock_wait_timeout = {lock_wait}"
             ))
             .await
@@ -259,13 +274,19 @@ impl Applier {
                 .flat_map(|t| &t.undecodable)
                 .map(FailedEvent::from),
         );
+        failures.extend(
+            batch
+                .iter()
+                .flat_map(|t| &t.statements)
+                .map(FailedEvent::from),
+        );
         self.record_failures(&failures).await;
         let conn = self.conn.as_mut().expect("connected");
         let saved = match progress {
             Progress::Binlog => {
                 let last = batch.last().expect("batches are never empty");
                 self.checkpoints
-                    .save(conn, &last.end, last.commit_ts)
+                    .save(conn, &last.end, last.resume_from.as_ref(), last.commit_ts)
                     .await
                     .map(|()| true)
             }
@@ -372,8 +393,13 @@ impl Applier {
         failures: &mut Vec<FailedEvent>,
     ) -> Attempt<()> {
         let stmt = build(kind, &target.name, plan, chunk);
-        let Err(e) = self.exec(&stmt.sql, Params::Positional(stmt.params)).await else {
-            return Ok(());
+        let e = match self.exec(&stmt.sql, Params::Positional(stmt.params)).await {
+            Ok(()) => {
+                return self
+                    .after_write(kind, target, chunk, stmt.fixups, failures)
+                    .await
+            }
+            Err(e) => e,
         };
         match classify(&e) {
             ErrorClass::Transient => Err(transient(e)),
@@ -409,6 +435,57 @@ impl Applier {
                 Ok(())
             }
         }
+    }
+
+    /// After a statement succeeded: a partial update that found no row is recorded (its
+    /// missing columns cannot be made up), and ENUM index-0 values are set in a non-strict
+    /// session — the only statements that run in one, each setting only those columns.
+    async fn after_write(
+        &mut self,
+        kind: WriteKind,
+        target: &TargetTable,
+        chunk: &[Write<'_>],
+        fixups: Vec<(String, Vec<mysql_async::Value>)>,
+        failures: &mut Vec<FailedEvent>,
+    ) -> Attempt<()> {
+        let conn = self.conn.as_mut().expect("connected before exec");
+        if kind == WriteKind::Update && conn.affected_rows() == 0 {
+            let w = &chunk[0];
+            tracing::warn!(table = %target.name, position = %w.change.position, "a partial row image updates a row the target does not have; recorded as a failed event");
+            failures.push(failed(
+                w,
+                FailureReason::MissingRow,
+                format!(
+                    "{}: the source logged a partial row image (binlog_row_image MINIMAL or \
+                     NOBLOB) for an update of a row the target does not have; its other \
+                     columns are not known",
+                    target.name
+                ),
+            ));
+            return Ok(());
+        }
+        if fixups.is_empty() {
+            return Ok(());
+        }
+        self.exec(
+            &format!("SET SESSION sql_mode = '{LENIENT_SQL_MODE}'"),
+            Params::Empty,
+        )
+        .await
+        .map_err(transient)?;
+        for (sql, params) in fixups {
+            if let Err(e) = self.exec(&sql, Params::Positional(params)).await {
+                // A fresh connection is strict again.
+                self.conn = None;
+                return Err(transient(e));
+            }
+        }
+        self.exec(
+            &format!("SET SESSION sql_mode = '{STRICT_SQL_MODE}'"),
+            Params::Empty,
+        )
+        .await
+        .map_err(transient)
     }
 
     async fn exec(&mut self, sql: &str, params: Params) -> Result<(), mysql_async::Error> {

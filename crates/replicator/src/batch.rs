@@ -3,7 +3,9 @@
 //! Invariant: applying the planned writes in order leaves every row in the state of the
 //! *last* source change to it within the batch. Rows of different tables are independent
 //! (the batch commits as one target transaction, foreign keys checked by the source), so
-//! tables may be written one after another; within a table, source order is kept.
+//! tables may be written one after another; within a table, source order is kept. A
+//! partial row image (MINIMAL, NOBLOB) changes only the columns it carries, so a table
+//! with one in the batch is not coalesced: every write of it is kept, in order.
 
 use concord_change::{Op, RowChange, SourceTable, TableName, Transaction, Value};
 use std::collections::HashMap;
@@ -11,10 +13,14 @@ use std::sync::Arc;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WriteKind {
-    /// Insert the after-image, or overwrite the row with that key.
+    /// Insert the after-image, or overwrite the row with that key (only the columns the
+    /// image carries, when it is partial).
     Upsert,
     /// Delete the row with the before-image's key.
     Delete,
+    /// Set the columns a partial after-image carries on the row with the before-image's
+    /// key (the key may be among them: the row moves).
+    Update,
 }
 
 /// One key-level write, pointing at the change it came from.
@@ -25,18 +31,34 @@ pub struct Write<'a> {
 }
 
 impl<'a> Write<'a> {
+    /// The image whose values are written: the after-image for upserts and updates.
     pub fn image(&self) -> &'a [Value] {
         let img = match self.kind {
-            WriteKind::Upsert => self.change.after.as_deref(),
+            WriteKind::Upsert | WriteKind::Update => self.change.after.as_deref(),
             WriteKind::Delete => self.change.before.as_deref(),
         };
         img.unwrap_or(&[])
     }
 
+    /// The image that finds the row on the target: the before-image for deletes and
+    /// updates.
+    pub fn key_image(&self) -> &'a [Value] {
+        let img = match self.kind {
+            WriteKind::Upsert => self.change.after.as_deref(),
+            WriteKind::Update | WriteKind::Delete => self.change.before.as_deref(),
+        };
+        img.unwrap_or(&[])
+    }
+
+    /// Whether the image written lacks columns (a partial row image).
+    pub fn is_partial(&self) -> bool {
+        self.kind != WriteKind::Delete && self.image().iter().any(Value::is_absent)
+    }
+
     fn key_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(16);
         for &i in &self.change.table.primary_key {
-            self.image()[i].key_bytes(&mut out);
+            self.key_image()[i].key_bytes(&mut out);
         }
         out
     }
@@ -71,6 +93,11 @@ pub fn group_by_table(txns: &[Transaction]) -> Vec<TableWrites<'_>> {
                 kind: WriteKind::Delete,
                 change,
             }),
+            // A partial image writes only its columns, by the key the row had.
+            Op::Update if change.is_partial() => writes.push(Write {
+                kind: WriteKind::Update,
+                change,
+            }),
             Op::Update => {
                 if change.changes_key() {
                     writes.push(Write {
@@ -90,8 +117,12 @@ pub fn group_by_table(txns: &[Transaction]) -> Vec<TableWrites<'_>> {
 
 /// Keeps only the last write of each exact key, at that last write's place. Any other
 /// write that touches the same row (a collation-equal spelling of its key) comes before
-/// it and is overridden by it, so the final state is unchanged.
+/// it and is overridden by it, so the final state is unchanged. Writes of partial images
+/// override nothing but their own columns: with one among them, all are kept.
 pub fn coalesce(writes: Vec<Write<'_>>) -> Vec<Write<'_>> {
+    if writes.iter().any(Write::is_partial) {
+        return writes;
+    }
     let mut last: HashMap<Vec<u8>, usize> = HashMap::with_capacity(writes.len());
     let keys: Vec<Vec<u8>> = writes.iter().map(Write::key_bytes).collect();
     for (i, k) in keys.iter().enumerate() {
@@ -114,12 +145,18 @@ pub struct Run<'a> {
     pub writes: Vec<Write<'a>>,
 }
 
+/// A partial write is a run of its own: its statement names the columns it carries.
 pub fn runs<'a>(writes: &[Write<'a>]) -> Vec<Run<'a>> {
     let mut out: Vec<Run<'a>> = Vec::new();
+    let mut alone = false;
     for w in writes {
+        let partial = w.is_partial();
+        let joins = !alone && !partial;
+        alone = partial;
         match out.last_mut() {
             Some(r)
-                if r.kind == w.kind
+                if joins
+                    && r.kind == w.kind
                     && (Arc::ptr_eq(&r.source, &w.change.table)
                         || *r.source == *w.change.table) =>
             {

@@ -4,7 +4,7 @@
 use crate::applier::Applier;
 use crate::checkpoint::Checkpoints;
 use crate::error::ReplicatorError;
-use concord_binlog::{preflight, start_position, BinlogReader, ReaderOptions};
+use concord_binlog::{preflight, start_position, BinlogReader, ReaderOptions, Resume};
 use concord_change::{Position, TableName};
 use concord_config::Config;
 use concord_control::ControlStore;
@@ -36,15 +36,15 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), Replicat
         message: e.to_string(),
     };
     checkpoints.ensure(&mut target).await.map_err(target_err)?;
-    let start = match checkpoints.load(&mut target).await.map_err(target_err)? {
-        Some(p) => {
-            tracing::info!(position = %p, "resuming from checkpoint");
-            p
+    let start = match checkpoints.resume(&mut target).await.map_err(target_err)? {
+        Some(r) => {
+            tracing::info!(position = %r, "resuming from checkpoint");
+            r
         }
         None => {
             let p = start_position(&mut source, &config.source.start_from()).await?;
             tracing::info!(position = %p, start = %config.source.start, "no checkpoint; starting");
-            p
+            Resume::at(p)
         }
     };
     drop(target);

@@ -1,12 +1,15 @@
 //! The statements the applier sends to the target.
 //!
-//! Invariant: identifiers come only from a [`ColumnPlan`] (target-schema names, quoted);
+//! Invariants: identifiers come only from a [`ColumnPlan`] (target-schema names, quoted);
 //! every value is a bound parameter. Multi-row statements come in power-of-two sizes so
-//! each table needs only a handful of prepared statement shapes.
+//! each table needs only a handful of prepared statement shapes. Text in a character set
+//! other than UTF-8 is bound as its bytes and relabelled with that set in the statement
+//! (`CONVERT(CAST(? AS BINARY) USING latin1)`), so the target stores the same bytes — or,
+//! when its column has another set, converts them with the server's own tables.
 
 use crate::batch::{Write, WriteKind};
-use concord_change::{utc_datetime, TableName};
-use concord_schema_cache::{quote_ident, quote_table, ColumnPlan};
+use concord_change::{utc_datetime, Charset, TableName, Value};
+use concord_schema_cache::{quote_ident, quote_table, ColumnPlan, PlannedColumn};
 use mysql_async::Value as MyValue;
 
 /// Most rows in one statement; fewer when the table is wide (65,535 placeholders at most).
@@ -17,6 +20,9 @@ const MAX_PLACEHOLDERS: usize = 60_000;
 pub struct Statement {
     pub sql: String,
     pub params: Vec<MyValue>,
+    /// Run after the statement, in a non-strict session: ENUM columns set to index 0 (the
+    /// "error value" a strict session refuses to store), row by row.
+    pub fixups: Vec<(String, Vec<MyValue>)>,
 }
 
 /// Splits `n` rows into statement sizes: full chunks of the largest power of two that fits,
@@ -41,6 +47,8 @@ pub fn columns_per_row(kind: WriteKind, plan: &ColumnPlan) -> usize {
                 + usize::from(plan.audit_flag.is_some())
                 + usize::from(plan.audit_ts.is_some())
         }
+        // Partial updates go one row per statement anyway.
+        WriteKind::Update => MAX_PLACEHOLDERS,
         WriteKind::Delete => plan.key.len(),
     }
 }
@@ -54,62 +62,186 @@ pub fn build(
     match kind {
         WriteKind::Upsert => upsert(target, plan, writes),
         WriteKind::Delete => delete(target, plan, writes),
+        WriteKind::Update => update(target, plan, &writes[0]),
     }
 }
 
-fn upsert(target: &TableName, plan: &ColumnPlan, writes: &[Write<'_>]) -> Statement {
-    let mut names: Vec<&str> = plan
-        .columns
+/// The placeholder of a column whose values in `writes` may be text of another character
+/// set than UTF-8 (all values of one column of one table map share its set).
+fn placeholder(column: &PlannedColumn, images: &[&[Value]]) -> String {
+    let charset = images
         .iter()
+        .find_map(|img| img.get(column.source_index).and_then(Value::charset));
+    relabel(charset)
+}
+
+fn relabel(charset: Option<Charset>) -> String {
+    match charset {
+        Some(cs) => format!("CONVERT(CAST(? AS BINARY) USING {})", cs.name()),
+        None => "?".to_owned(),
+    }
+}
+
+/// A value as a parameter of a strict statement: ENUM index 0 is written as index 1 and
+/// corrected by a fix-up (see [`Statement::fixups`]).
+fn param(v: &Value) -> MyValue {
+    match v {
+        Value::EnumIndex(0) => MyValue::UInt(1),
+        v => v.to_mysql(),
+    }
+}
+
+/// The ENUM index-0 fix-up of one written row, if it needs one.
+fn fixup(
+    target: &TableName,
+    plan: &ColumnPlan,
+    columns: &[&PlannedColumn],
+    image: &[Value],
+) -> Option<(String, Vec<MyValue>)> {
+    let zeroed: Vec<&str> = columns
+        .iter()
+        .filter(|c| image[c.source_index] == Value::EnumIndex(0))
         .map(|c| c.target_name.as_str())
         .collect();
-    names.extend(plan.audit_flag.as_deref());
-    names.extend(plan.audit_ts.as_deref());
-    let quoted: Vec<String> = names.iter().map(|n| quote_ident(n)).collect();
-    let row = format!("({})", vec!["?"; names.len()].join(","));
+    if zeroed.is_empty() {
+        return None;
+    }
+    let set = zeroed
+        .iter()
+        .map(|n| format!("{} = 0", quote_ident(n)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let (condition, params) = key_condition(plan, &[image]);
+    Some((
+        format!("UPDATE {} SET {set} WHERE {condition}", quote_table(target)),
+        params,
+    ))
+}
+
+fn upsert(target: &TableName, plan: &ColumnPlan, writes: &[Write<'_>]) -> Statement {
+    // A partial image (always alone in its statement) names only the columns it carries.
+    let columns: Vec<&PlannedColumn> = plan
+        .columns
+        .iter()
+        .filter(|c| !writes[0].image()[c.source_index].is_absent())
+        .collect();
+    let mut names: Vec<String> = columns
+        .iter()
+        .map(|c| quote_ident(&c.target_name))
+        .collect();
+    let images: Vec<&[Value]> = writes.iter().map(Write::image).collect();
+    let mut marks: Vec<String> = columns.iter().map(|c| placeholder(c, &images)).collect();
+    for audit in [&plan.audit_flag, &plan.audit_ts].into_iter().flatten() {
+        names.push(quote_ident(audit));
+        marks.push("?".into());
+    }
+    let row = format!("({})", marks.join(","));
     let mut sql = format!(
         "INSERT INTO {} ({}) VALUES {}",
         quote_table(target),
-        quoted.join(","),
+        names.join(","),
         vec![row.as_str(); writes.len()].join(",")
     );
     sql.push_str(" ON DUPLICATE KEY UPDATE ");
     sql.push_str(
-        &quoted
+        &names
             .iter()
             .map(|q| format!("{q}=VALUES({q})"))
             .collect::<Vec<_>>()
             .join(","),
     );
     let mut params = Vec::with_capacity(names.len() * writes.len());
+    let mut fixups = Vec::new();
     for w in writes {
         let image = w.image();
-        params.extend(
-            plan.columns
-                .iter()
-                .map(|c| image[c.source_index].to_mysql()),
-        );
+        params.extend(columns.iter().map(|c| param(&image[c.source_index])));
         if plan.audit_flag.is_some() {
             params.push(MyValue::Int(1));
         }
         if plan.audit_ts.is_some() {
             params.push(commit_time(w.change.commit_ts));
         }
+        fixups.extend(fixup(target, plan, &columns, image));
     }
-    Statement { sql, params }
+    Statement {
+        sql,
+        params,
+        fixups,
+    }
+}
+
+/// `UPDATE … SET <the columns the partial image carries> WHERE <key of the before-image>`.
+fn update(target: &TableName, plan: &ColumnPlan, w: &Write<'_>) -> Statement {
+    let image = w.image();
+    let columns: Vec<&PlannedColumn> = plan
+        .columns
+        .iter()
+        .filter(|c| !image[c.source_index].is_absent())
+        .collect();
+    let mut set: Vec<String> = columns
+        .iter()
+        .map(|c| {
+            let mark = relabel(image[c.source_index].charset());
+            format!("{}={mark}", quote_ident(&c.target_name))
+        })
+        .collect();
+    let mut params: Vec<MyValue> = columns
+        .iter()
+        .map(|c| param(&image[c.source_index]))
+        .collect();
+    if let Some(flag) = &plan.audit_flag {
+        set.push(format!("{}=?", quote_ident(flag)));
+        params.push(MyValue::Int(1));
+    }
+    if let Some(ts) = &plan.audit_ts {
+        set.push(format!("{}=?", quote_ident(ts)));
+        params.push(commit_time(w.change.commit_ts));
+    }
+    let (condition, key_params) = key_condition(plan, &[w.key_image()]);
+    params.extend(key_params);
+    // The fix-up finds the row by its key after the update: the after-image's where it
+    // has the column, else the before-image's.
+    let keyed: Vec<Value> = (0..image.len())
+        .map(|i| match &image[i] {
+            Value::Absent => w.key_image()[i].clone(),
+            v => v.clone(),
+        })
+        .collect();
+    Statement {
+        sql: format!(
+            "UPDATE {} SET {} WHERE {condition}",
+            quote_table(target),
+            set.join(",")
+        ),
+        params,
+        fixups: fixup(target, plan, &columns, &keyed).into_iter().collect(),
+    }
 }
 
 fn delete(target: &TableName, plan: &ColumnPlan, writes: &[Write<'_>]) -> Statement {
-    let mut params = Vec::with_capacity(plan.key.len() * writes.len());
-    for w in writes {
-        let image = w.image();
+    let images: Vec<&[Value]> = writes.iter().map(Write::key_image).collect();
+    let (condition, params) = key_condition(plan, &images);
+    Statement {
+        sql: format!("DELETE FROM {} WHERE {condition}", quote_table(target)),
+        params,
+        fixups: Vec::new(),
+    }
+}
+
+/// The condition that matches the rows with the keys of `images` (one row each).
+fn key_condition(plan: &ColumnPlan, images: &[&[Value]]) -> (String, Vec<MyValue>) {
+    let mut params = Vec::with_capacity(plan.key.len() * images.len());
+    for image in images {
         params.extend(plan.key.iter().map(|k| image[k.source_index].to_mysql()));
     }
+    let items = images;
+    let mark = |k: &PlannedColumn| placeholder(k, images);
     let condition = if let [only] = plan.key.as_slice() {
+        let m = mark(only);
         format!(
             "{} IN ({})",
             quote_ident(&only.target_name),
-            vec!["?"; writes.len()].join(",")
+            vec![m.as_str(); items.len()].join(",")
         )
     } else {
         // A plain OR of equalities is range-optimised on every MariaDB/MySQL version,
@@ -118,16 +250,13 @@ fn delete(target: &TableName, plan: &ColumnPlan, writes: &[Write<'_>]) -> Statem
             "({})",
             plan.key
                 .iter()
-                .map(|k| format!("{}=?", quote_ident(&k.target_name)))
+                .map(|k| format!("{}={}", quote_ident(&k.target_name), mark(k)))
                 .collect::<Vec<_>>()
                 .join(" AND ")
         );
-        vec![one.as_str(); writes.len()].join(" OR ")
+        vec![one.as_str(); items.len()].join(" OR ")
     };
-    Statement {
-        sql: format!("DELETE FROM {} WHERE {condition}", quote_table(target)),
-        params,
-    }
+    (condition, params)
 }
 
 /// Source commit time as a UTC DATETIME parameter (the applier's session is in UTC).

@@ -419,15 +419,19 @@ fn table_id(t: &Arc<SourceTable>) -> TableId {
 }
 
 /// The round's changes as one expectation per row: the latest change of each row wins; an
-/// update that moves a row to a new key also says the old key must be gone.
+/// update that moves a row to a new key also says the old key must be gone. A partial
+/// after-image (MINIMAL, NOBLOB) only says what it carries: laid over the row's earlier
+/// image of the round, if there is one; its other columns are not compared.
 pub(crate) fn coalesce(items: &[Item], filter: &TableFilter) -> Vec<Expectation> {
     /// The winning change of a row so far: the item, whether the row must be absent, and
-    /// how many changes it stands for. Images are cloned once, for the winners only.
+    /// how many changes it stands for. Images are cloned once, for the winners only —
+    /// except a partial image laid over an earlier one (`merged`).
     struct Latest<'a> {
         item: &'a Item,
         key: Vec<Value>,
         gone: bool,
         changes: usize,
+        merged: Option<Vec<Value>>,
     }
     let mut latest: HashMap<(&TableName, Vec<u8>), Latest> = HashMap::new();
     // Asked once per table description, not once per change.
@@ -455,23 +459,46 @@ pub(crate) fn coalesce(items: &[Item], filter: &TableFilter) -> Vec<Expectation>
                 v.key_bytes(&mut bytes);
             }
             let slot = (&c.table.name, bytes);
-            let earlier = latest.get(&slot).map_or(0, |e| e.changes);
+            let earlier = latest.get(&slot);
+            let merged = match (&c.after, earlier) {
+                (Some(after), Some(e))
+                    if !gone && !e.gone && after.iter().any(Value::is_absent) =>
+                {
+                    let base = e.merged.as_ref().or(e.item.change.after.as_ref());
+                    base.filter(|b| b.len() == after.len()).map(|b| {
+                        b.iter()
+                            .zip(after)
+                            .map(|(old, new)| {
+                                if new.is_absent() {
+                                    old.clone()
+                                } else {
+                                    new.clone()
+                                }
+                            })
+                            .collect()
+                    })
+                }
+                _ => None,
+            };
+            let changes = earlier.map_or(0, |e| e.changes) + usize::from(counted);
             latest.insert(
                 slot,
                 Latest {
                     item,
                     key,
                     gone,
-                    changes: earlier + usize::from(counted),
+                    changes,
+                    merged,
                 },
             );
         };
         match (c.op, &c.before, &c.after) {
             (Op::Delete, Some(before), _) => put(key_of_image(before), true, true),
             (Op::Insert, _, Some(after)) => put(key_of_image(after), false, true),
-            (Op::Update, Some(before), Some(after)) => {
+            (Op::Update, Some(before), Some(_)) => {
                 let old = key_of_image(before);
-                let new = key_of_image(after);
+                // A partial after-image lacks the key columns it did not change.
+                let Some(new) = c.key() else { continue };
                 if old != new {
                     put(old, true, false);
                 }
@@ -485,10 +512,10 @@ pub(crate) fn coalesce(items: &[Item], filter: &TableFilter) -> Vec<Expectation>
         .map(|l| Expectation {
             source: l.item.change.table.clone(),
             key: l.key,
-            after: if l.gone {
-                None
-            } else {
-                l.item.change.after.clone()
+            after: match (l.gone, l.merged) {
+                (true, _) => None,
+                (false, Some(merged)) => Some(merged),
+                (false, None) => l.item.change.after.clone(),
             },
             stream: l.item.stream.clone(),
             origin: l.item.origin.clone(),

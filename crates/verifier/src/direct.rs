@@ -14,7 +14,7 @@ use crate::metrics;
 use crate::progress::{Mark, Replica, Stream};
 use crate::rounds::Rounds;
 use crate::setup::{self, Setup};
-use concord_binlog::{preflight, start_position, BinlogReader, ReaderEvent, ReaderOptions};
+use concord_binlog::{preflight, start_position, BinlogReader, ReaderEvent, ReaderOptions, Resume};
 use concord_change::{Position, TableName, Transaction};
 use concord_config::Config;
 use concord_control::{until_stored, VerifierPosition};
@@ -45,11 +45,11 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), Verifier
         .await?
         .into_iter()
         .find(|p| p.stream == STREAM)
-        .map(|p| Position::new(p.file, p.position));
+        .map(|p| Resume::saved(Position::new(p.file, p.position), p.resume_from));
     let start = match saved {
-        Some(p) => {
-            tracing::info!(position = %p, "verifier resuming from its saved position");
-            p
+        Some(r) => {
+            tracing::info!(position = %r, "verifier resuming from its saved position");
+            r
         }
         None => {
             // Nothing verified yet: begin where the replicator is, or where it would start.
@@ -59,9 +59,9 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), Verifier
             checkpoints.ensure(&mut target).await.map_err(|e| {
                 VerifierError::Preflight(format!("target {}: {e}", config.target.url.redacted()))
             })?;
-            match checkpoints.load(&mut target).await.ok().flatten() {
-                Some(p) => p,
-                None => start_position(&mut source, &config.source.start_from()).await?,
+            match checkpoints.resume(&mut target).await.ok().flatten() {
+                Some(r) => r,
+                None => Resume::at(start_position(&mut source, &config.source.start_from()).await?),
             }
         }
     };
@@ -114,7 +114,7 @@ async fn verify_loop(
 ) -> Result<(), VerifierError> {
     let delay = config.verifier.delay;
     let filter = checker.filter.clone();
-    let mut rounds: Rounds<(Position, u32)> = Rounds::new(
+    let mut rounds: Rounds<Token> = Rounds::new(
         checker,
         config.verifier.rounds_in_flight,
         config.replicator.max_backoff,
@@ -129,10 +129,14 @@ async fn verify_loop(
                     drain(&mut rounds, config, setup, &mut saved_at, true).await?;
                     return Ok(());
                 }
-                Some(ReaderEvent::CaughtUp { position }) => {
+                Some(ReaderEvent::CaughtUp {
+                    position,
+                    resume_from,
+                }) => {
                     drain(&mut rounds, config, setup, &mut saved_at, true).await?;
                     metrics::LAG.set(0.0);
-                    save(config, setup, &position, &mut saved_at).await;
+                    let at = Resume::after(&position, resume_from.as_ref());
+                    save(config, setup, &at, &mut saved_at).await;
                     continue;
                 }
                 Some(ReaderEvent::Transaction(t)) => t,
@@ -182,7 +186,10 @@ async fn verify_loop(
             }
         }
         let last = round.last().expect("rounds are never empty");
-        let token = (last.end.clone(), last.commit_ts);
+        let token = (
+            Resume::after(&last.end, last.resume_from.as_ref()),
+            last.commit_ts,
+        );
         let items: Vec<Item> = round
             .into_iter()
             .flat_map(|t| {
@@ -203,8 +210,12 @@ async fn verify_loop(
 /// Waits for every round in flight, then records them as [`finished`]. `settle`: every
 /// parked row is rechecked too, so everything read so far is verified; otherwise parked
 /// rows keep their rounds from being recorded.
+/// What a finished round lets the verifier save: where to resume, and the commit time of
+/// its last transaction.
+type Token = (Resume, u32);
+
 async fn drain(
-    rounds: &mut Rounds<(Position, u32)>,
+    rounds: &mut Rounds<Token>,
     config: &Config,
     setup: &Setup,
     saved_at: &mut Instant,
@@ -223,7 +234,7 @@ async fn drain(
 async fn finished(
     config: &Config,
     setup: &Setup,
-    done: Vec<(Position, u32)>,
+    done: Vec<Token>,
     delay: Duration,
     saved_at: &mut Instant,
 ) {
@@ -233,15 +244,16 @@ async fn finished(
     }
 }
 
-async fn save(config: &Config, setup: &Setup, p: &Position, saved_at: &mut Instant) {
+async fn save(config: &Config, setup: &Setup, r: &Resume, saved_at: &mut Instant) {
     if saved_at.elapsed() < config.verifier.save_every {
         return;
     }
     let entry = [VerifierPosition {
         stream: STREAM.into(),
         part: 0,
-        file: p.file.to_string(),
-        position: p.pos,
+        file: r.applied.file.to_string(),
+        position: r.applied.pos,
+        resume_from: r.earlier_from().cloned(),
     }];
     until_stored("verifier position", config.replicator.max_backoff, || {
         setup

@@ -6,18 +6,21 @@
 //! a CHAR column's padding are representation; a changed digit, a case change in a string
 //! or a different instant are not. Collations are deliberately not applied: an exact copy
 //! has the same characters, so `'Ä'` vs `'A'` is a difference even where the target's
-//! collation would call them equal.
+//! collation would call them equal. Text of different character sets is equal when it is
+//! the same characters; of one character set, when it is the same bytes.
 
-use concord_change::{utc_datetime, Value};
+use concord_change::{utc_datetime, Charset, Value};
 use mysql_async::Value as MyValue;
 use std::borrow::Cow;
 
 /// Whether `source` and `target` hold the same data for a target column of type
-/// `target_type` (`information_schema.COLUMNS.DATA_TYPE`).
+/// `target_type` (`information_schema.COLUMNS.DATA_TYPE`). A source value the change did
+/// not carry ([`Value::Absent`], a partial row image) is not compared.
 pub fn same(source: &Value, target: &Value, target_type: &str) -> bool {
     // The common cases first, without building canonical forms: integers compare by value,
     // and byte-identical strings are equal under every rule below.
     match (source, target) {
+        (Value::Absent, _) => return true,
         (Value::Null, Value::Null) => return true,
         (Value::Null, _) | (_, Value::Null) => return false,
         (Value::Int(a), Value::Int(b)) => return a == b,
@@ -27,6 +30,23 @@ pub fn same(source: &Value, target: &Value, target_type: &str) -> bool {
         }
         (Value::Text(a), Value::Text(b)) if a == b => return true,
         (Value::Bytes(a), Value::Bytes(b)) if a == b => return true,
+        (
+            Value::Chars {
+                charset: ca,
+                bytes: a,
+            },
+            Value::Chars {
+                charset: cb,
+                bytes: b,
+            },
+        ) if ca == cb => {
+            return match target_type {
+                "char" => ca.trim_end_spaces(a) == ca.trim_end_spaces(b),
+                _ => a == b,
+            }
+        }
+        (Value::EnumIndex(a), Value::EnumIndex(b)) => return a == b,
+        (Value::SetBits(a), Value::SetBits(b)) => return a == b,
         _ => {}
     }
     let single = target_type == "float"
@@ -71,6 +91,9 @@ pub fn same(source: &Value, target: &Value, target_type: &str) -> bool {
         }
         (Canon::Moment(a), Canon::Moment(b)) => a == b,
         (Canon::Time(a), Canon::Time(b)) => a == b,
+        (Canon::EnumIndex(a), Canon::EnumIndex(b)) => a == b,
+        // Bytes no codec could read: equal only as the same bytes of the same set.
+        (Canon::Stored(ca, a), Canon::Stored(cb, b)) => ca == cb && a == b,
         _ => false,
     }
 }
@@ -110,7 +133,8 @@ pub fn key_form(v: &Value, ty: &str, out: &mut Vec<u8>) {
         }
         Canon::Moment(m) => out.extend_from_slice(format!("m{m:?}").as_bytes()),
         Canon::Time(t) => out.extend_from_slice(format!("t{t}").as_bytes()),
-        Canon::Other => v.key_bytes(out),
+        Canon::EnumIndex(i) => out.extend_from_slice(format!("e{i}").as_bytes()),
+        Canon::Stored(..) | Canon::Other => v.key_bytes(out),
     }
     out.push(0);
 }
@@ -125,6 +149,10 @@ enum Canon<'a> {
     Moment((u16, u8, u8, u8, u8, u8, u32)),
     /// A TIME as signed microseconds.
     Time(i64),
+    /// An ENUM value stored by index without a label (index 0: not the label `''`).
+    EnumIndex(u16),
+    /// Text of a character set whose bytes concord cannot read as characters.
+    Stored(Charset, &'a [u8]),
     Other,
 }
 
@@ -145,6 +173,12 @@ fn canon(v: &Value) -> Canon<'_> {
             Canon::Bytes(Cow::Borrowed(s.as_bytes()))
         }
         Value::Bytes(b) => Canon::Bytes(Cow::Borrowed(b)),
+        // The same characters in another set are the same text.
+        Value::Chars { charset, bytes } => match charset.decode(bytes) {
+            Some(text) => Canon::Bytes(Cow::Owned(text.into_bytes())),
+            None => Canon::Stored(*charset, bytes),
+        },
+        Value::EnumIndex(i) => Canon::EnumIndex(*i),
         Value::Set(labels) => Canon::Bytes(Cow::Owned(labels.join(",").into_bytes())),
         Value::Date { year, month, day } => Canon::Moment((*year, *month, *day, 0, 0, 0, 0)),
         Value::DateTime {
@@ -179,7 +213,9 @@ fn canon(v: &Value) -> Canon<'_> {
                 + i64::from(*micros);
             Canon::Time(if *negative { -m } else { m })
         }
-        Value::Null | Value::Float(_) | Value::Double(_) => Canon::Other,
+        Value::Null | Value::Absent | Value::SetBits(_) | Value::Float(_) | Value::Double(_) => {
+            Canon::Other
+        }
     }
 }
 

@@ -232,6 +232,7 @@ async fn save(
     let entries: Vec<VerifierPosition> = verified
         .iter()
         .map(|((topic, part), next)| VerifierPosition {
+            resume_from: None,
             stream: topic.clone(),
             part: *part,
             file: String::new(),

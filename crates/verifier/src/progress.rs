@@ -121,7 +121,7 @@ impl Replica {
                 // Everything the capture published up to `p` is below the high watermark
                 // read after the capture's saved position passed `p`.
                 let published = control.capture_position(capture).await?;
-                if published.is_none_or(|c| c < *p) {
+                if published.is_none_or(|c| c.position < *p) {
                     return Ok(None);
                 }
                 let client = client.clone();

@@ -12,7 +12,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Params, Row};
 use std::collections::HashMap;
 
-use crate::sql_value::from_sql;
+use crate::sql_value::{from_sql, from_sql_in};
 
 /// Rows of one table, keyed by the canonical form of their primary key
 /// ([`key_form`]); values in the table's column order.
@@ -29,6 +29,50 @@ pub fn values(row: Row, columns: &[TargetColumn]) -> Vec<Value> {
         .zip(columns)
         .map(|(v, c)| from_sql(v, &c.data_type))
         .collect()
+}
+
+/// The columns of `table` as [`fetch`] reads them, exactly as stored: text of a character
+/// set other than UTF-8 as its bytes (the server would convert it to utf8mb4), and after
+/// them each ENUM column's index (index 0 reads as `''`, like a label `''` would).
+fn select_list(table: &TargetTable) -> String {
+    let mut list: Vec<String> = table
+        .columns
+        .iter()
+        .map(|c| match c.legacy_charset() {
+            Some(_) => format!("CAST({} AS BINARY)", quote_ident(&c.name)),
+            None => quote_ident(&c.name),
+        })
+        .collect();
+    list.extend(
+        table
+            .columns
+            .iter()
+            .filter(|c| c.data_type == "enum")
+            .map(|c| format!("({}+0)", quote_ident(&c.name))),
+    );
+    list.join(", ")
+}
+
+/// A row read with [`select_list`], as values in `table`'s column order.
+fn stored_values(row: Row, table: &TargetTable) -> Vec<Value> {
+    let mut raw = row.unwrap().into_iter();
+    let mut out: Vec<Value> = table
+        .columns
+        .iter()
+        .zip(raw.by_ref())
+        .map(|(c, v)| from_sql_in(v, &c.data_type, c.legacy_charset()))
+        .collect();
+    let enums = table
+        .columns
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.data_type == "enum");
+    for ((i, _), index) in enums.zip(raw) {
+        if !out[i].is_null() && from_sql(index, "bigint") == Value::Int(0) {
+            out[i] = Value::EnumIndex(0);
+        }
+    }
+    out
 }
 
 /// The canonical key of a row given in `table`'s column order.
@@ -69,12 +113,7 @@ pub async fn fetch(
     if keys.is_empty() || table.primary_key.is_empty() {
         return Ok(out);
     }
-    let columns = table
-        .columns
-        .iter()
-        .map(|c| quote_ident(&c.name))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let columns = select_list(table);
     let key_cols = table
         .primary_key
         .iter()
@@ -86,24 +125,37 @@ pub async fn fetch(
     } else {
         format!("({})", key_cols.join(", "))
     };
-    let one = if width == 1 {
-        "?".to_owned()
-    } else {
-        format!("({})", vec!["?"; width].join(", "))
+    // Key text of another character set than UTF-8 is bound as its bytes, relabelled.
+    let one = |key: &[Value]| {
+        let marks: Vec<String> = key
+            .iter()
+            .map(|v| match v.charset() {
+                Some(cs) => format!("CONVERT(CAST(? AS BINARY) USING {})", cs.name()),
+                None => "?".to_owned(),
+            })
+            .collect();
+        if width == 1 {
+            marks.join("")
+        } else {
+            format!("({})", marks.join(", "))
+        }
     };
     for chunk in keys.chunks(MAX_KEYS) {
         let size = chunk.len().next_power_of_two();
+        let list: Vec<String> = (0..size)
+            .map(|i| one(&chunk[i.min(chunk.len() - 1)]))
+            .collect();
         let sql = format!(
             "SELECT {columns} FROM {} WHERE {lhs} IN ({})",
             quote_table(&table.name),
-            vec![one.as_str(); size].join(", ")
+            list.join(", ")
         );
         let params: Vec<mysql_async::Value> = (0..size)
             .flat_map(|i| chunk[i.min(chunk.len() - 1)].iter().map(Value::to_mysql))
             .collect();
         let rows: Vec<Row> = conn.exec(sql, Params::Positional(params)).await?;
         for row in rows {
-            let values = values(row, &table.columns);
+            let values = stored_values(row, table);
             out.insert(row_key(table, &values), values);
         }
     }

@@ -2,16 +2,23 @@
 //! source) can be compared with a binlog after-image, and shown in a mismatch record in the
 //! same form as the change that led to it.
 //!
-//! Invariant: the connection that read the value had `time_zone = '+00:00'`, so a
-//! TIMESTAMP arrives as its UTC wall time and becomes the instant it is.
+//! Invariants: the connection that read the value had `time_zone = '+00:00'`, so a
+//! TIMESTAMP arrives as its UTC wall time and becomes the instant it is; text arrives as
+//! utf8mb4 (the server converts), unless it was read as its stored bytes
+//! (`CAST(col AS BINARY)`) and the caller says in which character set they are.
 
 use chrono::NaiveDate;
-use concord_change::Value;
+use concord_change::{Charset, Value};
 use mysql_async::Value as MyValue;
 
 /// Converts one value read with the binary protocol from a column whose
-/// `information_schema.COLUMNS.DATA_TYPE` is `data_type`.
+/// `information_schema.COLUMNS.DATA_TYPE` is `data_type`, as utf8mb4 text.
 pub fn from_sql(v: MyValue, data_type: &str) -> Value {
+    from_sql_in(v, data_type, None)
+}
+
+/// As [`from_sql`]; `stored`: text was read as its stored bytes, in this character set.
+pub fn from_sql_in(v: MyValue, data_type: &str, stored: Option<Charset>) -> Value {
     match v {
         MyValue::NULL => Value::Null,
         MyValue::Int(i) => match data_type {
@@ -27,7 +34,10 @@ pub fn from_sql(v: MyValue, data_type: &str) -> Value {
             "float" => Value::Float(d as f32),
             _ => Value::Double(d),
         },
-        MyValue::Bytes(b) => bytes(b, data_type),
+        MyValue::Bytes(b) => match stored {
+            Some(cs) => stored_text(b, data_type, cs),
+            None => bytes(b, data_type),
+        },
         MyValue::Date(y, mo, d, h, mi, s, us) => {
             let wall = Value::DateTime {
                 year: y,
@@ -87,6 +97,26 @@ fn bytes(b: Vec<u8>, data_type: &str) -> Value {
         // Integers, floats and the like arrive as text only through the text protocol;
         // keep the text, which the comparison reads as a number.
         _ => text(b),
+    }
+}
+
+/// Character data read as its stored bytes in `cs` (not UTF-8).
+fn stored_text(b: Vec<u8>, data_type: &str, cs: Charset) -> Value {
+    let labels = |b: Vec<u8>| cs.decode(&b).ok_or(b);
+    match data_type {
+        "enum" => match labels(b) {
+            Ok(s) => Value::Enum(s),
+            Err(bytes) => Value::Chars { charset: cs, bytes },
+        },
+        "set" => match labels(b) {
+            Ok(s) if s.is_empty() => Value::Set(Vec::new()),
+            Ok(s) => Value::Set(s.split(',').map(str::to_owned).collect()),
+            Err(bytes) => Value::Chars { charset: cs, bytes },
+        },
+        _ => Value::Chars {
+            charset: cs,
+            bytes: b,
+        },
     }
 }
 

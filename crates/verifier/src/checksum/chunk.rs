@@ -67,7 +67,10 @@ impl ChunkSql {
         // "illegal mix" for CONCAT_WS (the collation does not change the bytes hashed).
         let value = |c: &HashedColumn| {
             let q = quote_ident(&c.name);
-            let charset = table.column(&c.name).and_then(|t| t.charset.as_deref());
+            let charset = table
+                .column(&c.name)
+                .and_then(|t| t.charset)
+                .map(|cs| cs.name());
             match (is_text(&c.data_type), charset) {
                 (false, _) => q,
                 (true, Some("utf8mb4")) => format!("{q} COLLATE utf8mb4_bin"),
@@ -238,7 +241,8 @@ mod tests {
                     name: n.to_string(),
                     data_type: if *n == "note" { "varchar" } else { "int" }.into(),
                     nullable: *n == "note",
-                    charset: (*n == "note").then(|| charset.to_owned()),
+                    charset: (*n == "note")
+                        .then(|| concord_change::Charset::from_name(charset).unwrap()),
                 })
                 .collect(),
             primary_key: key.iter().map(|k| k.to_string()).collect(),
