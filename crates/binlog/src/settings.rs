@@ -110,12 +110,17 @@ pub async fn check_settings(conn: &mut Conn) -> Result<ServerInfo, BinlogError> 
 /// Every collation id the source knows, with its character set. Ids of sets concord does
 /// not know by name are left out (their columns are then refused, not guessed).
 async fn collations(conn: &mut Conn) -> Result<Collations, mysql_async::Error> {
-    let rows: Vec<(Option<u64>, String)> = conn
-        .query("SELECT ID, CHARACTER_SET_NAME FROM information_schema.COLLATIONS")
+    // MariaDB 10.10+ also lists collations without an id of their own (the UCA 14.0.0
+    // ones, which apply to several character sets): those never appear in a table map.
+    let rows: Vec<(u64, String)> = conn
+        .query(
+            "SELECT ID, CHARACTER_SET_NAME FROM information_schema.COLLATIONS \
+             WHERE ID IS NOT NULL AND CHARACTER_SET_NAME IS NOT NULL",
+        )
         .await?;
     Ok(rows
         .into_iter()
-        .filter_map(|(id, charset)| Some((u16::try_from(id?).ok()?, Charset::from_name(&charset)?)))
+        .filter_map(|(id, charset)| Some((u16::try_from(id).ok()?, Charset::from_name(&charset)?)))
         .collect())
 }
 
