@@ -8,6 +8,7 @@
 pub mod broker;
 pub mod concord;
 pub mod db;
+pub mod pipeline;
 pub mod proxy;
 pub mod writer;
 

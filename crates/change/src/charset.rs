@@ -136,6 +136,14 @@ impl Charset {
         }
     }
 
+    /// The placeholder for a value of this character set bound with
+    /// [`crate::Value::to_mysql`]: its bytes travel base64-encoded (a server validates a
+    /// string parameter as text of the connection's character set, which these bytes are
+    /// not) and are relabelled with this set on the server.
+    pub fn placeholder(self) -> String {
+        format!("CONVERT(FROM_BASE64(?) USING {})", self.name())
+    }
+
     /// The space character in this character set: what CHAR columns are padded with.
     pub fn space(self) -> &'static [u8] {
         match self.codec() {

@@ -98,9 +98,9 @@ impl Value {
 
     /// The value to bind as a statement parameter on a MySQL-family target whose session
     /// time zone is UTC (`SET time_zone = '+00:00'`), which the applier guarantees.
-    /// [`Value::Chars`] binds its bytes: the placeholder must relabel them with their
-    /// character set (`CONVERT(CAST(? AS BINARY) USING latin1)`). ENUM and SET values
-    /// without labels bind as their stored number.
+    /// [`Value::Chars`] binds its bytes base64-encoded: the placeholder must be its
+    /// character set's [`Charset::placeholder`]. ENUM and SET values without labels bind
+    /// as their stored number.
     pub fn to_mysql(&self) -> MyValue {
         match self {
             // Absent values are never bound (writes name only the columns an image has).
@@ -112,9 +112,8 @@ impl Value {
             Value::Decimal(s) | Value::Text(s) | Value::Enum(s) | Value::Json(s) => {
                 MyValue::Bytes(s.as_bytes().to_vec())
             }
-            Value::Bytes(b) | Value::Bit(b) | Value::Chars { bytes: b, .. } => {
-                MyValue::Bytes(b.clone())
-            }
+            Value::Bytes(b) | Value::Bit(b) => MyValue::Bytes(b.clone()),
+            Value::Chars { bytes, .. } => MyValue::Bytes(B64.encode(bytes).into_bytes()),
             Value::EnumIndex(i) => MyValue::UInt(u64::from(*i)),
             Value::SetBits(b) => MyValue::UInt(*b),
             Value::Date { year, month, day } => MyValue::Date(*year, *month, *day, 0, 0, 0, 0),

@@ -4,8 +4,8 @@
 //! every value is a bound parameter. Multi-row statements come in power-of-two sizes so
 //! each table needs only a handful of prepared statement shapes. Text in a character set
 //! other than UTF-8 is bound as its bytes and relabelled with that set in the statement
-//! (`CONVERT(CAST(? AS BINARY) USING latin1)`), so the target stores the same bytes — or,
-//! when its column has another set, converts them with the server's own tables.
+//! ([`Charset::placeholder`]), so the target stores the same bytes — or, when its column
+//! has another set, converts them with the server's own tables.
 
 use crate::batch::{Write, WriteKind};
 use concord_change::{utc_datetime, Charset, TableName, Value};
@@ -77,7 +77,7 @@ fn placeholder(column: &PlannedColumn, images: &[&[Value]]) -> String {
 
 fn relabel(charset: Option<Charset>) -> String {
     match charset {
-        Some(cs) => format!("CONVERT(CAST(? AS BINARY) USING {})", cs.name()),
+        Some(cs) => cs.placeholder(),
         None => "?".to_owned(),
     }
 }

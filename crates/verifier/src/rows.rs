@@ -130,7 +130,7 @@ pub async fn fetch(
         let marks: Vec<String> = key
             .iter()
             .map(|v| match v.charset() {
-                Some(cs) => format!("CONVERT(CAST(? AS BINARY) USING {})", cs.name()),
+                Some(cs) => cs.placeholder(),
                 None => "?".to_owned(),
             })
             .collect();
