@@ -216,6 +216,10 @@ impl Assembler {
                     self.xa = None;
                     return Ok(self.commit(end, header.timestamp()));
                 }
+                // MariaDB has no XA START event: its GTID event opened the transaction.
+                if let Some(xid) = prepared_xid(&payload) {
+                    self.xa = Some(xid);
+                }
                 Ok(self.prepare(end, header.timestamp()))
             }
             EventData::RowsEvent(rows) => {
@@ -350,7 +354,7 @@ impl Assembler {
                     gtid,
                     ..Transaction::default()
                 });
-                self.xa = Some(xid);
+                self.xa = Some(canonical_xid(&xid));
                 None
             }
             XaVerb::End => None,
@@ -362,7 +366,7 @@ impl Assembler {
             XaVerb::Commit | XaVerb::Rollback => {
                 // Its own event group: what the GTID event opened carries nothing.
                 let opened = self.txn.take();
-                let mut txn = match (verb, self.prepared.remove(&xid)) {
+                let mut txn = match (verb, self.prepared.remove(&canonical_xid(&xid))) {
                     (XaVerb::Commit, Some(p)) => p.txn,
                     (_, Some(_)) => Transaction::default(),
                     (_, None) => self.unknown_xa(verb, &xid, &end),
@@ -572,6 +576,31 @@ impl Assembler {
     }
 }
 
+/// An xid as `XA COMMIT` spells it in the binlog (`X'6162',X'',1`), normalized: upper case,
+/// no spaces.
+fn canonical_xid(xid: &str) -> String {
+    xid.chars()
+        .filter(|c| !c.is_whitespace())
+        .collect::<String>()
+        .to_ascii_uppercase()
+}
+
+/// The xid of an XA_PREPARE_LOG_EVENT (one-phase flag: 1 byte, format id, gtrid length,
+/// bqual length: 4 bytes each, little-endian, then gtrid and bqual), spelled as the
+/// binlog's `XA COMMIT` spells it.
+fn prepared_xid(payload: &[u8]) -> Option<String> {
+    let int = |at: usize| Some(u32::from_le_bytes(payload.get(at..at + 4)?.try_into().ok()?));
+    let (format, gtrid_len, bqual_len) = (int(1)?, int(5)? as usize, int(9)? as usize);
+    let gtrid = payload.get(13..13 + gtrid_len)?;
+    let bqual = payload.get(13 + gtrid_len..13 + gtrid_len + bqual_len)?;
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02X}")).collect::<String>();
+    Some(canonical_xid(&format!(
+        "X'{}',X'{}',{format}",
+        hex(gtrid),
+        hex(bqual)
+    )))
+}
+
 /// Why a change cannot be applied without guessing: its images do not carry its primary
 /// key (a partial row image of a table with no primary key, say).
 fn key_problem(change: &RowChange) -> Option<String> {
@@ -612,6 +641,18 @@ mod tests {
             Some(("3-12-4711".to_owned(), FL_STANDALONE))
         );
         assert_eq!(mariadb_gtid(&data[..12], 12), None, "too short");
+    }
+
+    #[test]
+    fn a_prepare_event_names_its_xid_as_xa_commit_spells_it() {
+        let mut payload = vec![0];
+        payload.extend_from_slice(&1u32.to_le_bytes());
+        payload.extend_from_slice(&2u32.to_le_bytes());
+        payload.extend_from_slice(&1u32.to_le_bytes());
+        payload.extend_from_slice(b"x2q");
+        assert_eq!(prepared_xid(&payload).as_deref(), Some("X'7832',X'71',1"));
+        assert_eq!(canonical_xid(" X'7832', X'71', 1"), "X'7832',X'71',1");
+        assert_eq!(prepared_xid(&payload[..14]), None, "truncated");
     }
 
     #[test]
