@@ -20,7 +20,7 @@ pub struct Pipeline {
     pub mode: Mode,
     pub config: ConcordConfig,
     _broker: Option<Broker>,
-    _capture: Option<Concord>,
+    pub capture: Option<Concord>,
     pub replicator: Option<Concord>,
     /// The verifier (in direct mode without `apart`, the `run` process).
     pub verifier: Concord,
@@ -63,7 +63,7 @@ impl Pipeline {
                 verifier: Concord::start(&config).await,
                 config,
                 _broker: None,
-                _capture: None,
+                capture: None,
                 replicator: None,
             },
             Mode::Direct => Pipeline {
@@ -72,7 +72,7 @@ impl Pipeline {
                 verifier: Concord::start_role(&config.sibling(), "verify").await,
                 config,
                 _broker: None,
-                _capture: None,
+                capture: None,
             },
             Mode::Kafka => {
                 let broker = Broker::start_kind(kind).await;
@@ -86,7 +86,7 @@ impl Pipeline {
                 ));
                 Pipeline {
                     mode,
-                    _capture: Some(Concord::start_role(&config.sibling(), "capture").await),
+                    capture: Some(Concord::start_role(&config.sibling(), "capture").await),
                     replicator: Some(Concord::start_role(&config.sibling(), "replicate").await),
                     verifier: Concord::start_role(&config.sibling(), "verify").await,
                     config,
@@ -94,6 +94,12 @@ impl Pipeline {
                 }
             }
         }
+    }
+
+    /// The process that reads the binlog for the target: `run`, `replicate`, or (kafka
+    /// mode) the capture.
+    pub fn reader(&self) -> &Concord {
+        self.capture.as_ref().unwrap_or_else(|| self.replicator())
     }
 
     pub fn replicator(&self) -> &Concord {

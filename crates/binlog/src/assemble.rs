@@ -589,7 +589,11 @@ fn canonical_xid(xid: &str) -> String {
 /// bqual length: 4 bytes each, little-endian, then gtrid and bqual), spelled as the
 /// binlog's `XA COMMIT` spells it.
 fn prepared_xid(payload: &[u8]) -> Option<String> {
-    let int = |at: usize| Some(u32::from_le_bytes(payload.get(at..at + 4)?.try_into().ok()?));
+    let int = |at: usize| {
+        Some(u32::from_le_bytes(
+            payload.get(at..at + 4)?.try_into().ok()?,
+        ))
+    };
     let (format, gtrid_len, bqual_len) = (int(1)?, int(5)? as usize, int(9)? as usize);
     let gtrid = payload.get(13..13 + gtrid_len)?;
     let bqual = payload.get(13 + gtrid_len..13 + gtrid_len + bqual_len)?;

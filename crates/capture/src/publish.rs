@@ -3,9 +3,9 @@
 use crate::acks::Pending;
 use crate::error::CaptureError;
 use concord_change::envelope::{message_key, split_key_change, Envelope, SourceInfo, TxnInfo};
-use concord_change::{RowChange, Transaction};
+use concord_change::{Op, RowChange, Transaction};
 use concord_config::KafkaConfig;
-use concord_control::{until_stored, ControlStore, FailedEvent};
+use concord_control::{until_stored, ControlStore, FailedEvent, FailureReason};
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -82,7 +82,14 @@ impl Publisher {
         for s in &txn.statements {
             concord_binlog::report_statement(s);
         }
-        let changes: Vec<RowChange> = txn.changes.iter().flat_map(split_key_change).collect();
+        let mut changes: Vec<RowChange> = Vec::with_capacity(txn.changes.len());
+        for c in &txn.changes {
+            if c.op == Op::Update && c.is_partial() && c.changes_key() {
+                self.partial_key_move(c, &mut changes).await;
+            } else {
+                changes.extend(split_key_change(c));
+            }
+        }
         let total = changes.len() as u32;
         // A transaction larger than the limit takes all of it, and goes alone.
         let wanted = changes.len().min(self.kafka.max_unacked) as u32;
@@ -142,6 +149,38 @@ impl Publisher {
             deliveries,
             _unacked: permit,
         })
+    }
+}
+
+impl Publisher {
+    /// A partial row image that moved its row to a new key: the old key's delete is
+    /// published; the new row cannot be (its other columns are not in the image), so it is
+    /// recorded for an operator's re-sync.
+    async fn partial_key_move(&self, c: &RowChange, out: &mut Vec<RowChange>) {
+        tracing::warn!(table = %c.table.name, position = %c.position, "a partial row image (binlog_row_image MINIMAL or NOBLOB) changed a primary key; the row at its new key is recorded as a failed event (partial_image)");
+        let f = FailedEvent {
+            position: c.position.clone(),
+            row_index: c.row_index,
+            table: c.table.name.clone(),
+            op: c.op.as_str().into(),
+            reason: FailureReason::PartialImage,
+            error: format!(
+                "{}: a partial row image (binlog_row_image MINIMAL or NOBLOB) moved a row to a \
+                 new primary key; in kafka mode the row at its new key needs a whole image, so \
+                 it was not written: re-sync the row",
+                c.table.name
+            ),
+            event: serde_json::to_string(c).expect("changes serialize"),
+        };
+        until_stored("failed event", MAX_BACKOFF, || {
+            self.control.record_failed(&f)
+        })
+        .await;
+        out.push(RowChange {
+            op: Op::Delete,
+            after: None,
+            ..c.clone()
+        });
     }
 }
 

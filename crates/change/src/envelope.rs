@@ -220,24 +220,15 @@ impl Envelope {
     }
 }
 
-/// The message key: `db.table` followed by the JSON array of the primary-key values of
-/// the image that identifies the row (after-image for inserts and updates, before-image
-/// for deletes), e.g. `shop.orders[42]`.
+/// The message key: `db.table` followed by the JSON array of the row's primary-key values
+/// (after-image for inserts and updates — where a partial image lacks a key column, the
+/// before-image's — before-image for deletes), e.g. `shop.orders[42]`.
 pub fn message_key(change: &RowChange) -> Vec<u8> {
-    let image = match change.op {
-        Op::Delete => change.before.as_deref(),
-        Op::Insert | Op::Update => change.after.as_deref(),
-    }
-    .unwrap_or(&[]);
     let key: Vec<Json> = change
-        .table
-        .primary_key
+        .key()
+        .unwrap_or_default()
         .iter()
-        .filter_map(|&i| {
-            image
-                .get(i)
-                .map(|v| to_json(v, &column_type(None, Some(v))))
-        })
+        .map(|v| to_json(v, &column_type(None, Some(v))))
         .collect();
     let mut out = change.table.name.to_string().into_bytes();
     out.extend(serde_json::to_vec(&key).expect("keys serialize"));
@@ -246,7 +237,9 @@ pub fn message_key(change: &RowChange) -> Vec<u8> {
 
 /// Splits an update that moved a row to a new primary key into a delete of the old key
 /// and an insert of the new one, so each key's changes stay on that key's partition (as
-/// Debezium does). Other changes pass through.
+/// Debezium does). Other changes pass through. A key move with a partial after-image
+/// cannot be split — the insert would lack the columns the image does not carry — so the
+/// caller must check [`RowChange::is_partial`] first.
 pub fn split_key_change(change: &RowChange) -> Vec<RowChange> {
     if change.op != Op::Update || !change.changes_key() {
         return vec![change.clone()];
@@ -298,9 +291,11 @@ fn type_name(v: &Value) -> &'static str {
         Value::Timestamp { .. } => "timestamp",
         Value::Year(_) => "year",
         Value::Enum(_) => "enum",
-        Value::EnumIndex(_) => "enum_index",
+        // Without a label, the stored number: a JSON number under the same type, so the
+        // two images of a column share a type.
+        Value::EnumIndex(_) => "enum",
         Value::Set(_) => "set",
-        Value::SetBits(_) => "set_bits",
+        Value::SetBits(_) => "set",
         Value::Bit(_) => "bit",
         Value::Json(_) => "json",
     }
@@ -440,13 +435,13 @@ fn from_json(ty: &str, v: Json) -> Result<Value, String> {
         ),
         "decimal" => Value::Decimal(s(&v)?),
         "text" => Value::Text(s(&v)?),
-        "enum" => Value::Enum(s(&v)?),
-        "enum_index" => Value::EnumIndex(
+        "enum" if v.is_number() => Value::EnumIndex(
             v.as_u64()
                 .and_then(|i| u16::try_from(i).ok())
                 .ok_or_else(|| format!("expected an ENUM index, got {v}"))?,
         ),
-        "set_bits" => Value::SetBits(
+        "enum" => Value::Enum(s(&v)?),
+        "set" if v.is_number() => Value::SetBits(
             v.as_u64()
                 .ok_or_else(|| format!("expected a SET bitmask, got {v}"))?,
         ),

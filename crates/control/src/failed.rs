@@ -23,6 +23,9 @@ pub enum FailureReason {
     /// A partial row image (MINIMAL or NOBLOB) updated a row the target does not have: its
     /// missing columns cannot be made up.
     MissingRow,
+    /// A partial row image that cannot be applied without guessing (in kafka mode, a
+    /// primary-key change: the row's new key needs a whole image on its own partition).
+    PartialImage,
 }
 
 impl FailureReason {
@@ -35,6 +38,7 @@ impl FailureReason {
             FailureReason::Malformed => "malformed",
             FailureReason::StatementFormat => "statement_format",
             FailureReason::MissingRow => "missing_row",
+            FailureReason::PartialImage => "partial_image",
         }
     }
 }

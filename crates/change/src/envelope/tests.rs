@@ -199,3 +199,86 @@ fn keys_name_table_and_primary_key_and_key_changes_split() {
     };
     assert_eq!(split_key_change(&same_key).len(), 1);
 }
+
+fn latin1() -> Charset {
+    Charset::from_name("latin1").unwrap()
+}
+
+/// A two-column table, `id` and `v`, for the cases below (as [`source`] describes it).
+fn pair(before: Option<Vec<Value>>, after: Option<Vec<Value>>, op: Op) -> RowChange {
+    RowChange {
+        table: Arc::new(SourceTable {
+            name: TableName::new("shop", "orders"),
+            columns: vec!["id".into(), "v".into()],
+            primary_key: vec![0],
+        }),
+        op,
+        before,
+        after,
+        position: Position::new("mysql-bin.000003", 4711),
+        row_index: 2,
+        commit_ts: 1_717_243_200,
+    }
+}
+
+#[test]
+fn text_of_other_character_sets_travels_readable_when_it_can_and_always_exactly() {
+    let readable = Value::Chars {
+        charset: latin1(),
+        bytes: vec![0xC3, 0xA9],
+    };
+    let utf16 = Charset::from_name("utf16").unwrap();
+    let lone_surrogate = Value::Chars {
+        charset: utf16,
+        bytes: vec![0xD8, 0x00],
+    };
+    let change = pair(
+        None,
+        Some(vec![readable.clone(), lone_surrogate.clone()]),
+        Op::Insert,
+    );
+    let bytes = Envelope::encode(&change, &source(), 1);
+    let v: Json = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(v["after"]["id"], "Ã©", "latin1 C3 A9 is two characters");
+    assert_eq!(v["schema"]["types"][0], "text:latin1");
+    assert_eq!(v["schema"]["types"][1], "bytes:utf16");
+    assert_eq!(v["after"]["v"], "2AA=");
+    assert_eq!(Envelope::decode(&bytes).unwrap().change, change);
+    // The key of such a row is stable and readable too.
+    assert_eq!(message_key(&change), "shop.orders[\"Ã©\"]".as_bytes());
+}
+
+#[test]
+fn partial_images_leave_columns_out_and_come_back_absent() {
+    let change = pair(
+        Some(vec![Value::Int(7), Value::Absent]),
+        Some(vec![Value::Absent, Value::EnumIndex(0)]),
+        Op::Update,
+    );
+    let bytes = Envelope::encode(&change, &source(), 1);
+    let v: Json = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(v["partial"], true);
+    assert!(v["after"].get("id").is_none() && v["before"].get("v").is_none());
+    assert_eq!(v["schema"]["types"][1], "enum");
+    assert_eq!(
+        v["after"]["v"], 0,
+        "an ENUM value without a label travels as its index"
+    );
+    assert_eq!(Envelope::decode(&bytes).unwrap().change, change);
+    // Keyed by the key the row has: the before-image's, since the after-image lacks it.
+    assert_eq!(message_key(&change), b"shop.orders[7]".to_vec());
+    // Without the flag a missing column is an error, as before.
+    let mut v = v;
+    v.as_object_mut().unwrap().remove("partial");
+    assert!(matches!(
+        Envelope::decode(&serde_json::to_vec(&v).unwrap()),
+        Err(EnvelopeError::Value { .. })
+    ));
+    let set = pair(
+        None,
+        Some(vec![Value::Int(1), Value::SetBits(1 << 40)]),
+        Op::Insert,
+    );
+    let bytes = Envelope::encode(&set, &source(), 1);
+    assert_eq!(Envelope::decode(&bytes).unwrap().change, set);
+}
