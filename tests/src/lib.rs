@@ -10,6 +10,7 @@ pub mod concord;
 pub mod db;
 pub mod pipeline;
 pub mod proxy;
+pub mod server;
 pub mod writer;
 
 pub use concord::{Concord, ConcordConfig};

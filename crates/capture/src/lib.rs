@@ -105,15 +105,18 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), CaptureE
     };
     tokio::pin!(publishing);
     tokio::select! {
-        r = &mut publishing => r,
+        r = &mut publishing => {
+            r?;
+            // Publishing ends when the reader does: its end says why.
+            match reading.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(e.into()),
+                Err(join) => Err(CaptureError::Connect(format!("binlog reader crashed: {join}"))),
+            }
+        }
         r = acking => match r {
             Ok(r) => r,
             Err(join) => Err(CaptureError::Connect(format!("acknowledgement task crashed: {join}"))),
-        },
-        r = reading => match r {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(e.into()),
-            Err(join) => Err(CaptureError::Connect(format!("binlog reader crashed: {join}"))),
         },
     }
 }

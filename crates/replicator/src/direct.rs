@@ -78,14 +78,14 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), Replicat
     );
     let (tx, rx) = mpsc::channel(config.replicator.queue_transactions);
     let reading = tokio::spawn(async move { reader.run(start, tx).await });
-    let applying = applier.run(rx, ready);
-    tokio::pin!(applying);
-    tokio::select! {
-        r = &mut applying => r,
-        r = reading => match r {
-            Ok(Ok(())) => applying.await,
-            Ok(Err(e)) => Err(e.into()),
-            Err(join) => Err(ReplicatorError::Preflight(format!("binlog reader crashed: {join}"))),
-        },
+    // The applier ends when the reader does (its channel closes) or on an error of its
+    // own; the reader's end says why it ended (a definite error must not pass for Ok).
+    applier.run(rx, ready).await?;
+    match reading.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.into()),
+        Err(join) => Err(ReplicatorError::Preflight(format!(
+            "binlog reader crashed: {join}"
+        ))),
     }
 }

@@ -94,15 +94,15 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), Verifier
     let (tx, rx) = mpsc::channel(config.replicator.queue_transactions);
     let reading = tokio::spawn(async move { reader.run(start, tx).await });
     ready.store(true, Ordering::Relaxed);
-    let verifying = verify_loop(config, &setup, checker, rx);
-    tokio::pin!(verifying);
-    tokio::select! {
-        r = &mut verifying => r,
-        r = reading => match r {
-            Ok(Ok(())) => verifying.await,
-            Ok(Err(e)) => Err(e.into()),
-            Err(join) => Err(VerifierError::Crashed(format!("binlog reader crashed: {join}"))),
-        },
+    // The loop ends when the reader does (its channel closes) or on an error of its own;
+    // the reader's end says why it ended (a definite error must not pass for Ok).
+    verify_loop(config, &setup, checker, rx).await?;
+    match reading.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.into()),
+        Err(join) => Err(VerifierError::Crashed(format!(
+            "binlog reader crashed: {join}"
+        ))),
     }
 }
 
