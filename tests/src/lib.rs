@@ -6,6 +6,7 @@
 //! server id, so tests run in parallel against the same two servers without interfering.
 
 pub mod broker;
+pub mod charsets;
 pub mod concord;
 pub mod db;
 pub mod pipeline;

@@ -385,3 +385,30 @@ async fn names_that_need_quoting_and_non_ascii_names_keep_working() {
     assert_eq!(db.count(true, name).await, 2);
     assert!(concord.failed_events().await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_row_the_binlog_parser_cannot_decode_is_recorded_and_replication_goes_on() {
+    let db = TestDb::new("time_frac").await;
+    db.both("CREATE TABLE `{db}`.t (id INT PRIMARY KEY, t TIME(2))")
+        .await;
+    let concord = Concord::start(&ConcordConfig::new(&db)).await;
+    db.source("INSERT INTO `{db}`.t VALUES (1, '-01:02:03.45')")
+        .await;
+    db.source("INSERT INTO `{db}`.t VALUES (2, '01:02:03.45'), (3, '-01:02:03')")
+        .await;
+    concord
+        .wait_caught_up(&db.servers, Duration::from_secs(30))
+        .await;
+    assert_eq!(db.ids(true, "t").await, [2, 3], "the rest arrives");
+    let failed = concord.failed_events().await;
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].1, "undecodable");
+    assert!(failed[0].2.contains("TIME(1) or TIME(2)"), "{failed:?}");
+    // (Counted by each reader of the process: `concord run` has two.)
+    assert!(
+        concord
+            .metric("concord_binlog_undecodable_rows_total", &[])
+            .await
+            >= 1.0
+    );
+}

@@ -16,7 +16,7 @@ use crate::error::BinlogError;
 use crate::reader::{metrics, ReaderEvent, Resume, TablePredicate};
 use crate::statement::{classify, QueryKind, XaVerb};
 use concord_change::{
-    Ddl, LoggedStatement, Op, Position, RowChange, TableName, Transaction, Undecodable, Value,
+    Ddl, LoggedStatement, Op, Position, RowChange, TableName, Transaction, Undecodable,
 };
 use mysql_async::binlog::events::{Event, EventData, RowsEventData, TableMapEvent};
 use mysql_async::binlog::EventFlags;
@@ -537,7 +537,23 @@ impl Assembler {
             .columns_after_image()
             .map(|b| b.iter().by_vals().collect())
             .unwrap_or_default();
-        for (i, row) in rows.rows(tme).enumerate() {
+        // mysql_common 0.37 overflows on a negative TIME(1) or TIME(2) with a fraction
+        // (overflow checks are on for it in every profile, so it panics rather than
+        // return a time 625 hours off): such an event is recorded, never altered.
+        let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            rows.rows(tme).collect::<Vec<_>>()
+        }));
+        let Ok(parsed) = parsed else {
+            undecodable(
+                txn,
+                0,
+                "the binlog parser failed on this rows event (mysql_common 0.37 cannot decode \
+                 a negative TIME(1) or TIME(2) value with a fraction); re-sync its rows"
+                    .into(),
+            );
+            return;
+        };
+        for (i, row) in parsed.into_iter().enumerate() {
             let (before, after) = match row {
                 Ok(images) => images,
                 Err(e) => {
@@ -605,26 +621,20 @@ fn prepared_xid(payload: &[u8]) -> Option<String> {
     )))
 }
 
-/// Why a change cannot be applied without guessing: its images do not carry its primary
-/// key (a partial row image of a table with no primary key, say).
+/// Why a change cannot be applied without guessing: an update or a delete whose before
+/// image does not carry the primary key (a partial row image of a table with no primary
+/// key, say). A minimal insert may lack key columns the statement left to their defaults:
+/// it writes what it has, and the target fills in its defaults too.
 fn key_problem(change: &RowChange) -> Option<String> {
-    let missing = |img: &Option<Vec<Value>>| {
-        img.as_ref()
-            .is_some_and(|img| change.table.primary_key.iter().any(|&i| img[i].is_absent()))
-    };
-    let lacks_key = match change.op {
-        Op::Insert => missing(&change.after),
-        Op::Update | Op::Delete => missing(&change.before),
-    };
+    let lacks_key = change.op != Op::Insert
+        && change
+            .before
+            .as_ref()
+            .is_some_and(|img| change.table.primary_key.iter().any(|&i| img[i].is_absent()));
     lacks_key.then(|| {
         format!(
-            "the {} row image (binlog_row_image MINIMAL or NOBLOB) lacks primary-key columns of \
-             {}; the row cannot be found on the target without guessing",
-            if change.op == Op::Insert {
-                "after"
-            } else {
-                "before"
-            },
+            "the before row image (binlog_row_image MINIMAL or NOBLOB) lacks primary-key \
+             columns of {}; the row cannot be found on the target without guessing",
             change.table.name
         )
     })

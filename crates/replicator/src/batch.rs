@@ -50,9 +50,14 @@ impl<'a> Write<'a> {
         img.unwrap_or(&[])
     }
 
-    /// Whether the image written lacks columns (a partial row image).
+    /// Whether the image written lacks columns (a partial row image): such a write sets
+    /// only some columns, so it neither overrides nor is overridden by other writes.
     pub fn is_partial(&self) -> bool {
-        self.kind != WriteKind::Delete && self.image().iter().any(Value::is_absent)
+        match self.kind {
+            WriteKind::Update => true,
+            WriteKind::Upsert => self.image().iter().any(Value::is_absent),
+            WriteKind::Delete => false,
+        }
     }
 
     fn key_bytes(&self) -> Vec<u8> {
@@ -93,11 +98,15 @@ pub fn group_by_table(txns: &[Transaction]) -> Vec<TableWrites<'_>> {
                 kind: WriteKind::Delete,
                 change,
             }),
-            // A partial image writes only its columns, by the key the row had.
-            Op::Update if change.is_partial() => writes.push(Write {
-                kind: WriteKind::Update,
-                change,
-            }),
+            // A partial after-image writes only its columns, by the key the row had. (A
+            // partial before-image alone — NOBLOB with the blob changed — does not matter:
+            // the after-image is whole.)
+            Op::Update if change.after.iter().flatten().any(Value::is_absent) => {
+                writes.push(Write {
+                    kind: WriteKind::Update,
+                    change,
+                })
+            }
             Op::Update => {
                 if change.changes_key() {
                     writes.push(Write {
@@ -269,6 +278,33 @@ mod tests {
                 (WriteKind::Upsert, 2, "new".into())
             ]
         );
+    }
+
+    #[test]
+    fn a_partial_image_keeps_every_write_of_its_table_in_order() {
+        let a = table("a");
+        let mut partial = change(&a, Op::Update, Some((1, "v1")), Some((1, "v2")));
+        partial.after.as_mut().unwrap()[1] = Value::Absent;
+        let txns = vec![txn(vec![
+            change(&a, Op::Insert, None, Some((1, "v1"))),
+            partial,
+            change(&a, Op::Delete, Some((2, "x")), None),
+        ])];
+        let g = group_by_table(&txns);
+        let kinds: Vec<WriteKind> = coalesce(g.into_iter().next().unwrap().writes)
+            .iter()
+            .map(|w| w.kind)
+            .collect();
+        assert_eq!(
+            kinds,
+            [WriteKind::Upsert, WriteKind::Update, WriteKind::Delete],
+            "the insert before the partial update is not coalesced away"
+        );
+        // A partial before-image with a whole after-image is an ordinary upsert.
+        let mut noblob = change(&a, Op::Update, Some((1, "v1")), Some((1, "v2")));
+        noblob.before.as_mut().unwrap()[1] = Value::Absent;
+        let txns = vec![txn(vec![noblob])];
+        assert_eq!(group_by_table(&txns)[0].writes[0].kind, WriteKind::Upsert);
     }
 
     #[test]

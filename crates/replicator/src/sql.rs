@@ -111,7 +111,23 @@ fn fixup(
         .map(|n| format!("{} = 0", quote_ident(n)))
         .collect::<Vec<_>>()
         .join(", ");
-    let (condition, params) = key_condition(plan, &[image]);
+    // The row's key as written: a key column a minimal insert left out took its default.
+    let mut params = Vec::new();
+    let condition = plan
+        .key
+        .iter()
+        .map(|k| {
+            let q = quote_ident(&k.target_name);
+            match &image[k.source_index] {
+                Value::Absent => format!("{q} = DEFAULT({q})"),
+                v => {
+                    params.push(v.to_mysql());
+                    format!("{q} = {}", relabel(v.charset()))
+                }
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" AND ");
     Some((
         format!("UPDATE {} SET {set} WHERE {condition}", quote_table(target)),
         params,

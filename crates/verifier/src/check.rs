@@ -60,17 +60,19 @@ impl Expectation {
     }
 
     /// The key's values in the order of `pk` (column names); `None` if a column of `pk`
-    /// is not part of the change.
+    /// is not part of the change (or not in its partial row image: a minimal insert that
+    /// left a key column to its default).
     pub fn key_in(&self, pk: &[String]) -> Option<Vec<Value>> {
         pk.iter()
             .map(|name| {
                 let i = self.source.column_index(name)?;
                 let at = self.source.primary_key.iter().position(|&k| k == i);
-                match at {
+                let v = match at {
                     Some(at) => Some(self.key[at].clone()),
                     // Not a source key column: take it from the image if there is one.
                     None => self.after.as_ref().map(|a| a[i].clone()),
-                }
+                };
+                v.filter(|v| !v.is_absent())
             })
             .collect()
     }
