@@ -86,6 +86,8 @@ impl Publisher {
         for c in &txn.changes {
             if c.op == Op::Update && c.is_partial() && c.changes_key() {
                 self.partial_key_move(c, &mut changes).await;
+            } else if c.op == Op::Insert && c.key().is_none() {
+                self.unkeyed_insert(c).await;
             } else {
                 changes.extend(split_key_change(c));
             }
@@ -153,29 +155,48 @@ impl Publisher {
 }
 
 impl Publisher {
-    /// A partial row image that moved its row to a new key: the old key's delete is
-    /// published; the new row cannot be (its other columns are not in the image), so it is
-    /// recorded for an operator's re-sync.
-    async fn partial_key_move(&self, c: &RowChange, out: &mut Vec<RowChange>) {
-        tracing::warn!(table = %c.table.name, position = %c.position, "a partial row image (binlog_row_image MINIMAL or NOBLOB) changed a primary key; the row at its new key is recorded as a failed event (partial_image)");
+    /// A minimal insert that left a key column to its default: the message key cannot be
+    /// told (it decides the partition, and so the order against the row's later changes),
+    /// so the row is recorded instead of published out of order.
+    async fn unkeyed_insert(&self, c: &RowChange) {
+        tracing::warn!(table = %c.table.name, position = %c.position, "a minimal insert left a primary-key column to its default, so its message key is unknown; recorded as a failed event (partial_image)");
+        let error = format!(
+            "{}: a partial row image (binlog_row_image MINIMAL) of an insert lacks primary-key \
+             columns the statement left to their defaults; in kafka mode its partition cannot \
+             be told, so it was not published: re-sync the row",
+            c.table.name
+        );
+        self.record_partial(c, error).await;
+    }
+
+    async fn record_partial(&self, c: &RowChange, error: String) {
         let f = FailedEvent {
             position: c.position.clone(),
             row_index: c.row_index,
             table: c.table.name.clone(),
             op: c.op.as_str().into(),
             reason: FailureReason::PartialImage,
-            error: format!(
-                "{}: a partial row image (binlog_row_image MINIMAL or NOBLOB) moved a row to a \
-                 new primary key; in kafka mode the row at its new key needs a whole image, so \
-                 it was not written: re-sync the row",
-                c.table.name
-            ),
+            error,
             event: serde_json::to_string(c).expect("changes serialize"),
         };
         until_stored("failed event", MAX_BACKOFF, || {
             self.control.record_failed(&f)
         })
         .await;
+    }
+
+    /// A partial row image that moved its row to a new key: the old key's delete is
+    /// published; the new row cannot be (its other columns are not in the image), so it is
+    /// recorded for an operator's re-sync.
+    async fn partial_key_move(&self, c: &RowChange, out: &mut Vec<RowChange>) {
+        tracing::warn!(table = %c.table.name, position = %c.position, "a partial row image (binlog_row_image MINIMAL or NOBLOB) changed a primary key; the row at its new key is recorded as a failed event (partial_image)");
+        let error = format!(
+            "{}: a partial row image (binlog_row_image MINIMAL or NOBLOB) moved a row to a new \
+             primary key; in kafka mode the row at its new key needs a whole image, so it was \
+             not written: re-sync the row",
+            c.table.name
+        );
+        self.record_partial(c, error).await;
         out.push(RowChange {
             op: Op::Delete,
             after: None,
