@@ -69,7 +69,7 @@ async fn hex_rows(db: &TestDb, target: bool, sql: &str) -> Vec<Vec<Option<String
         .map(|r| {
             r.unwrap()
                 .into_iter()
-                .map(|v| mysql_async::from_value::<Option<String>>(v))
+                .map(mysql_async::from_value::<Option<String>>)
                 .collect()
         })
         .collect()

@@ -442,13 +442,13 @@ async fn generate(mode: Mode, default_cases: u32) {
     );
     let counter = AtomicUsize::new(0);
     // The runner takes a `Fn`: the two sessions are borrowed case by case.
-    let sessions = std::cell::RefCell::new((source, target));
+    let sessions = tokio::sync::Mutex::new((source, target));
     let ddls = std::cell::RefCell::new(Vec::new());
     let handle = tokio::runtime::Handle::current();
     let result = runner.run(&case(), |case| {
         tokio::task::block_in_place(|| {
             handle.block_on(async {
-                let mut guard = sessions.borrow_mut();
+                let mut guard = sessions.lock().await;
                 let (source, target) = &mut *guard;
                 let n = counter.fetch_add(1, Ordering::Relaxed);
                 let failed_before = failed_events(&config).await.len();

@@ -583,7 +583,10 @@ impl Assembler {
                     };
                     match key_problem(&change) {
                         None => txn.changes.push(change),
-                        Some(problem) => undecodable(txn, i, problem),
+                        Some(problem) => {
+                            tracing::warn!(table = %change.table.name, %position, "{problem}; recorded as undecodable");
+                            undecodable(txn, i, problem)
+                        }
                     }
                 }
                 Err(e) => undecodable(txn, i, e.to_string()),
