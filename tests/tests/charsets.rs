@@ -239,8 +239,7 @@ async fn a_target_row_mangled_in_any_character_set_is_flagged() {
     // The mangling must land inside the delay.
     let pipeline = Pipeline::start(&db, Mode::Direct, "15s", false).await;
     let config = pipeline.config.clone();
-    // A verifier that starts without a saved position begins where the replicator is at
-    // that moment: let it get going before the changes it must see.
+    // Let the verifier get going: the mangling below must land inside its delay.
     pipeline.wait_verified(&db, Duration::from_secs(30)).await;
     let started = std::time::Instant::now();
     for c in &cases {

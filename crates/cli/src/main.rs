@@ -198,16 +198,21 @@ async fn run_all(config: Config) -> anyhow::Result<()> {
     let ready = Arc::new(AtomicBool::new(false));
     concord_telemetry::serve(config.metrics.listen_addr(), ready.clone()).await?;
     let verifier_ready = Arc::new(AtomicBool::new(false));
-    // The verifier starts once the replicator is up, so a refusal at start (settings,
-    // keyless tables) is reported once, by the replicator.
+    // The verifier starts where the replicator starts, once the replicator has checked
+    // the source (so a refusal at start — settings, keyless tables — is reported once, by
+    // the replicator), and so it sees every change the replicator applies.
+    let (started, start) = tokio::sync::oneshot::channel();
     let verifying = async {
-        while !ready.load(std::sync::atomic::Ordering::Relaxed) {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        match start.await {
+            Ok(start) => {
+                concord_verifier::direct::run_from(&config, verifier_ready, Some(start)).await
+            }
+            // The replicator stopped before it started: its error is the one reported.
+            Err(_) => std::future::pending().await,
         }
-        concord_verifier::direct::run(&config, verifier_ready).await
     };
     tokio::select! {
-        r = concord_replicator::direct::run(&config, ready.clone()) => r.context("replication stopped"),
+        r = concord_replicator::direct::run_telling_start(&config, ready.clone(), Some(started)) => r.context("replication stopped"),
         r = verifying => r.context("verifier stopped"),
         _ = shutdown_signal() => {
             tracing::info!("shutting down");

@@ -16,6 +16,16 @@ use tokio::sync::mpsc;
 
 /// Checks the source, then replicates until an unrecoverable error.
 pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), ReplicatorError> {
+    run_telling_start(config, ready, None).await
+}
+
+/// As [`run`]; `started` is told where reading starts, once the source has been checked
+/// (`concord run` starts its verifier there, so the two see the same changes).
+pub async fn run_telling_start(
+    config: &Config,
+    ready: Arc<AtomicBool>,
+    started: Option<tokio::sync::oneshot::Sender<Resume>>,
+) -> Result<(), ReplicatorError> {
     let filter = config.tables.filter();
     let source_opts = config.source.opts();
     let mut source = Conn::new(source_opts.clone()).await.map_err(|e| {
@@ -52,6 +62,11 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), Replicat
 
     let control =
         ControlStore::connect(config.control.url.expose(), &config.control.url.redacted()).await?;
+    // Told only now: the control store is migrated, so the verifier connecting next does
+    // not run the migrations at the same time.
+    if let Some(started) = started {
+        let _ = started.send(start.clone());
+    }
     let schema = SchemaCache::new(Pool::new(config.target.opts()), config.target.schema_ttl);
 
     let checkpoint_schema = config.target.checkpoint_schema.clone();

@@ -31,6 +31,17 @@ const STREAM: &str = "binlog";
 const FILL_WAIT: Duration = Duration::from_millis(10);
 
 pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), VerifierError> {
+    run_from(config, ready, None).await
+}
+
+/// As [`run`]; without a saved position the verifier begins at `replicator_start` — where
+/// the replicator of the same process began — if given, else at the replicator's
+/// checkpoint (which may have moved past changes it applied meanwhile).
+pub async fn run_from(
+    config: &Config,
+    ready: Arc<AtomicBool>,
+    replicator_start: Option<Resume>,
+) -> Result<(), VerifierError> {
     let filter = config.tables.filter();
     let setup = Setup::connect(config).await?;
     let mut source = Conn::new(setup.source_opts.clone()).await.map_err(|e| {
@@ -46,12 +57,13 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), Verifier
         .into_iter()
         .find(|p| p.stream == STREAM)
         .map(|p| Resume::saved(Position::new(p.file, p.position), p.resume_from));
-    let start = match saved {
-        Some(r) => {
+    let start = match (saved, replicator_start) {
+        (Some(r), _) => {
             tracing::info!(position = %r, "verifier resuming from its saved position");
             r
         }
-        None => {
+        (None, Some(r)) => r,
+        (None, None) => {
             // Nothing verified yet: begin where the replicator is, or where it would start.
             let mut target = setup.target.get_conn().await.map_err(|e| {
                 VerifierError::Preflight(format!("target {}: {e}", config.target.url.redacted()))
