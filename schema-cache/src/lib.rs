@@ -38,6 +38,8 @@ pub struct TargetColumn {
     /// The character set of a character column (`utf8mb4`, `latin1`…); `None` for the
     /// other types.
     pub charset: Option<Charset>,
+    /// The collation of a character column (`latin1_swedish_ci`…).
+    pub collation: Option<String>,
 }
 
 impl TargetColumn {
@@ -46,6 +48,25 @@ impl TargetColumn {
     pub fn legacy_charset(&self) -> Option<Charset> {
         self.charset
             .filter(|c| !c.is_utf8() && *c != Charset::BINARY)
+    }
+
+    /// The placeholder of a value compared with this column (`col = …`) whose text is in
+    /// `value` ([`Charset::placeholder`], bound as its bytes): converted into the column's
+    /// character set and collation, since two character sets or collations of equal
+    /// standing cannot be compared ("illegal mix of collations"). Plain `?` for other
+    /// values (they are coercible).
+    pub fn compare_placeholder(&self, value: Option<Charset>) -> String {
+        let Some(value) = value else {
+            return "?".to_owned();
+        };
+        let bytes = value.placeholder();
+        match (&self.charset, &self.collation) {
+            (Some(cs), Some(collation)) if *cs == value => format!("{bytes} COLLATE {collation}"),
+            (Some(cs), Some(collation)) => {
+                format!("CONVERT({bytes} USING {}) COLLATE {collation}", cs.name())
+            }
+            _ => bytes,
+        }
     }
 }
 
@@ -133,14 +154,18 @@ impl SchemaCache {
     }
 }
 
+/// One row of `information_schema.COLUMNS`: name, data type, nullable, character set,
+/// collation.
+type ColumnRow = (String, String, String, Option<String>, Option<String>);
+
 async fn load(
     pool: &Pool,
     table: &TableName,
 ) -> Result<Option<Arc<TargetTable>>, mysql_async::Error> {
     let mut conn = pool.get_conn().await?;
-    let columns: Vec<(String, String, String, Option<String>)> = conn
+    let columns: Vec<ColumnRow> = conn
         .exec(
-            "SELECT COLUMN_NAME, DATA_TYPE, IS_NULLABLE, CHARACTER_SET_NAME \
+            "SELECT COLUMN_NAME, DATA_TYPE, IS_NULLABLE, CHARACTER_SET_NAME, COLLATION_NAME \
              FROM information_schema.COLUMNS \
              WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
             (&table.db, &table.table),
@@ -168,12 +193,17 @@ async fn load(
         name: table.clone(),
         columns: columns
             .into_iter()
-            .map(|(name, data_type, nullable, charset)| TargetColumn {
-                name,
-                data_type: data_type.to_ascii_lowercase(),
-                nullable: nullable == "YES",
-                charset: charset.and_then(|c| Charset::from_name(&c)),
-            })
+            .map(
+                |(name, data_type, nullable, charset, collation)| TargetColumn {
+                    name,
+                    data_type: data_type.to_ascii_lowercase(),
+                    nullable: nullable == "YES",
+                    charset: charset.and_then(|c| Charset::from_name(&c)),
+                    // Only ever written into SQL as a collation name: refused unless it is one.
+                    collation: collation
+                        .filter(|c| c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')),
+                },
+            )
             .collect(),
         primary_key,
         has_unique_secondary,
@@ -215,6 +245,27 @@ pub(crate) mod metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn compared_text_takes_the_columns_set_and_collation() {
+        let latin1 = Charset::from_name("latin1");
+        let col = |cs: &str, coll: &str| TargetColumn {
+            name: "k".into(),
+            data_type: "varchar".into(),
+            nullable: false,
+            charset: Charset::from_name(cs),
+            collation: Some(coll.into()),
+        };
+        assert_eq!(col("latin1", "latin1_bin").compare_placeholder(None), "?");
+        assert_eq!(
+            col("latin1", "latin1_german1_ci").compare_placeholder(latin1),
+            "CONVERT(FROM_BASE64(?) USING latin1) COLLATE latin1_german1_ci"
+        );
+        assert_eq!(
+            col("latin2", "latin2_czech_cs").compare_placeholder(latin1),
+            "CONVERT(CONVERT(FROM_BASE64(?) USING latin1) USING latin2) COLLATE latin2_czech_cs"
+        );
+    }
 
     #[test]
     fn quoting_doubles_backticks() {

@@ -2,7 +2,7 @@
 //! have. Source-only columns are skipped (counted, warned once per table+column);
 //! target-only columns are left alone, except concord's own audit columns.
 
-use crate::{metrics, TargetTable};
+use crate::{metrics, TargetColumn, TargetTable};
 use concord_change::SourceTable;
 use std::collections::HashSet;
 use std::sync::{LazyLock, Mutex};
@@ -11,8 +11,9 @@ use std::sync::{LazyLock, Mutex};
 pub struct PlannedColumn {
     /// Index into the source images.
     pub source_index: usize,
-    /// The column's name as the target spells it.
-    pub target_name: String,
+    /// The target's column (its name as the target spells it, type, character set and
+    /// collation).
+    pub target: TargetColumn,
 }
 
 /// How one source table's rows are written to one target table.
@@ -52,7 +53,7 @@ impl ColumnPlan {
             match target.column(name) {
                 Some(t) => columns.push(PlannedColumn {
                     source_index: i,
-                    target_name: t.name.clone(),
+                    target: t.clone(),
                 }),
                 None => skipped.push(name.clone()),
             }
@@ -132,6 +133,7 @@ mod tests {
                     data_type: "int".into(),
                     nullable: false,
                     charset: None,
+                    collation: None,
                 })
                 .collect(),
             primary_key: pk.iter().map(|s| s.to_string()).collect(),
@@ -165,10 +167,10 @@ mod tests {
             "concord_source_ts",
         )
         .unwrap();
-        let names: Vec<_> = p.columns.iter().map(|c| c.target_name.as_str()).collect();
+        let names: Vec<_> = p.columns.iter().map(|c| c.target.name.as_str()).collect();
         assert_eq!(names, ["ID", "a"]);
         assert_eq!(p.skipped, ["new_col"]);
-        assert_eq!(p.key[0].target_name, "ID");
+        assert_eq!(p.key[0].target.name, "ID");
         assert_eq!(p.audit_flag.as_deref(), Some("concord_replicated"));
         assert_eq!(p.audit_ts.as_deref(), Some("concord_source_ts"));
     }

@@ -295,3 +295,47 @@ async fn a_target_row_mangled_in_any_character_set_is_flagged() {
         assert_eq!(m[0].columns, ["v"], "{}", c.charset);
     }
 }
+
+/// A key of another set and collation on the target: updates and deletes find their rows by
+/// the target's comparison (a latin1 key in a `utf8mb4_german2_ci` column, a UCA 14.0.0
+/// collation beside it), and the verifier finds nothing to report.
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_compare_in_the_targets_character_set_and_collation() {
+    let db = TestDb::new("charset_collations").await;
+    db.source(
+        "CREATE TABLE `{db}`.c (k VARCHAR(20) CHARACTER SET latin1 COLLATE latin1_bin \
+         PRIMARY KEY, u VARCHAR(20) CHARACTER SET latin1, n INT)",
+    )
+    .await;
+    db.target(
+        "CREATE TABLE `{db}`.c (k VARCHAR(20) CHARACTER SET utf8mb4 COLLATE \
+         utf8mb4_german2_ci PRIMARY KEY, u VARCHAR(20) CHARACTER SET utf8mb4 COLLATE \
+         utf8mb4_uca1400_ai_ci, n INT)",
+    )
+    .await;
+    let pipeline = Pipeline::start(&db, Mode::Direct, "2s", false).await;
+    pipeline.wait_verified(&db, Duration::from_secs(30)).await;
+    for (i, k) in ["Müller", "Straße", "Ärger", "Œuvre"].iter().enumerate() {
+        db.source(&format!(
+            "INSERT INTO `{{db}}`.c VALUES (CONVERT(_utf8mb4'{k}' USING latin1), \
+             CONVERT(_utf8mb4'{k}' USING latin1), {i})"
+        ))
+        .await;
+    }
+    db.source("UPDATE `{db}`.c SET n = n + 10 WHERE k = CONVERT(_utf8mb4'Straße' USING latin1)")
+        .await;
+    db.source("UPDATE `{db}`.c SET k = CONVERT(_utf8mb4'Müllerin' USING latin1) WHERE n = 0")
+        .await;
+    db.source("DELETE FROM `{db}`.c WHERE k = CONVERT(_utf8mb4'Ärger' USING latin1)")
+        .await;
+    let sql = "SELECT HEX(CONVERT(k USING utf8mb4)), HEX(CONVERT(u USING utf8mb4)), \
+               CAST(n AS CHAR) FROM `{db}`.c ORDER BY n";
+    wait_for("the target to match", Duration::from_secs(30), || async {
+        (hex_rows(&db, true, sql).await == hex_rows(&db, false, sql).await).then_some(())
+    })
+    .await;
+    assert_eq!(hex_rows(&db, true, sql).await.len(), 3);
+    pipeline.wait_verified(&db, Duration::from_secs(60)).await;
+    let found = mismatches(&pipeline.config).await;
+    assert!(found.is_empty(), "{found:?}");
+}

@@ -11,14 +11,13 @@
 //!   it may still be rolled back), and every transaction handed on meanwhile says where to
 //!   read again to see the prepared one (`resume_from`).
 
-use crate::decode::{Collations, TableInfo};
+use crate::decode::Collations;
 use crate::error::BinlogError;
 use crate::reader::{metrics, ReaderEvent, Resume, TablePredicate};
+use crate::rows::Tables;
 use crate::statement::{classify, QueryKind, XaVerb};
-use concord_change::{
-    Ddl, LoggedStatement, Op, Position, RowChange, TableName, Transaction, Undecodable,
-};
-use mysql_async::binlog::events::{Event, EventData, RowsEventData, TableMapEvent};
+use concord_change::{Ddl, LoggedStatement, Position, TableName, Transaction, Undecodable};
+use mysql_async::binlog::events::{Event, EventData};
 use mysql_async::binlog::EventFlags;
 use mysql_async::BinlogStream;
 use std::collections::HashMap;
@@ -29,8 +28,6 @@ pub(crate) struct Assembler {
     pos: u64,
     is_mariadb: bool,
     seen_format_description: bool,
-    include: TablePredicate,
-    collations: Arc<Collations>,
     txn: Option<Transaction>,
     /// Where the event group being read started (its GTID or BEGIN event).
     group_start: Position,
@@ -43,21 +40,13 @@ pub(crate) struct Assembler {
     applied: Option<Position>,
     /// A GTID announced for the next statement or transaction, not yet opened.
     pending_gtid: Option<String>,
-    tables: HashMap<u64, Known>,
+    tables: Tables,
 }
 
 /// A prepared XA transaction and where its event group starts.
 struct Prepared {
     txn: Transaction,
     start: Position,
-}
-
-/// What is known about a table id, valid while its table map stays the same: whether the
-/// table is replicated (asked once, not per event) and its decoders.
-struct Known {
-    tme: TableMapEvent<'static>,
-    included: bool,
-    info: Result<Arc<TableInfo>, String>,
 }
 
 /// MariaDB's GTID event, which mysql_common does not parse.
@@ -103,15 +92,13 @@ impl Assembler {
             file: resume.from.file.clone(),
             is_mariadb,
             seen_format_description: false,
-            include,
-            collations,
             txn: None,
             group_start: resume.from.clone(),
             xa: None,
             prepared: HashMap::new(),
             applied: (resume.applied > resume.from).then(|| resume.applied.clone()),
             pending_gtid: None,
-            tables: HashMap::new(),
+            tables: Tables::new(include, collations),
         }
     }
 
@@ -134,19 +121,7 @@ impl Assembler {
         }
         let code = header.event_type_raw();
         if self.is_mariadb && code == MARIADB_GTID_EVENT {
-            self.group_start = start;
-            match mariadb_gtid(event.data(), header.server_id()) {
-                // A DDL follows, on its own.
-                Some((gtid, flags)) if flags & FL_STANDALONE != 0 => self.pending_gtid = Some(gtid),
-                // A transaction opens here; there is no BEGIN in MariaDB's binlog.
-                Some((gtid, _)) => {
-                    self.txn = Some(Transaction {
-                        gtid: Some(gtid),
-                        ..Transaction::default()
-                    })
-                }
-                None => tracing::warn!(position = %end, "short MariaDB GTID event ignored"),
-            }
+            self.gtid_event(event, start);
             return Ok(None);
         }
         let unsupported = |name: String, detail: String| BinlogError::Unsupported {
@@ -155,30 +130,8 @@ impl Assembler {
             name,
             detail,
         };
-        if let Some(name) = mariadb_unreadable(code) {
-            return Err(unsupported(
-                name.into(),
-                "the source writes compressed binlog events (log_bin_compress=ON); concord \
-                 cannot decode them: SET GLOBAL log_bin_compress=OFF, then re-sync the tables \
-                 changed meanwhile"
-                    .into(),
-            ));
-        }
-        // The server marks events a replica may skip when it does not know them.
-        let ignorable = header.flags().contains(EventFlags::LOG_EVENT_IGNORABLE_F);
-        let data = match event.read_data() {
-            Ok(Some(d)) => d,
-            Ok(None) if ignorable || (self.is_mariadb && MARIADB_HARMLESS.contains(&code)) => {
-                return Ok(None)
-            }
-            Ok(None) => {
-                return Err(unsupported(
-                    format!("unknown event type {code}"),
-                    "it may carry row data".into(),
-                ))
-            }
-            Err(_) if ignorable => return Ok(None),
-            Err(e) => return Err(unsupported(format!("event type {code}"), e.to_string())),
+        let Some(data) = self.read(event, &unsupported)? else {
+            return Ok(None);
         };
         match data {
             EventData::FormatDescriptionEvent(_) => {
@@ -223,7 +176,15 @@ impl Assembler {
                 Ok(self.prepare(end, header.timestamp()))
             }
             EventData::RowsEvent(rows) => {
-                self.rows(&rows, start, stream);
+                let Some(tme) = stream.get_tme(rows.table_id()) else {
+                    let txn = self.txn.get_or_insert_with(Transaction::default);
+                    crate::rows::no_table_map(&rows, start, txn);
+                    return Ok(None);
+                };
+                if let Some(table) = self.tables.included(rows.table_id(), tme) {
+                    let txn = self.txn.get_or_insert_with(Transaction::default);
+                    table.decode(&rows, tme, start, txn);
+                }
                 Ok(None)
             }
             EventData::TransactionPayloadEvent(_) => Err(unsupported(
@@ -255,6 +216,57 @@ impl Assembler {
         }
     }
 
+    /// MariaDB's GTID event, which opens an event group: a transaction (there is no BEGIN
+    /// in MariaDB's binlog), or announces a statement on its own (a DDL).
+    fn gtid_event(&mut self, event: &Event, start: Position) {
+        let header = event.header();
+        match mariadb_gtid(event.data(), header.server_id()) {
+            Some((gtid, flags)) if flags & FL_STANDALONE != 0 => self.pending_gtid = Some(gtid),
+            Some((gtid, _)) => {
+                self.txn = Some(Transaction {
+                    gtid: Some(gtid),
+                    ..Transaction::default()
+                })
+            }
+            None => tracing::warn!(position = %start, "short MariaDB GTID event ignored"),
+        }
+        self.group_start = start;
+    }
+
+    /// The event's data, or `None` for an event that carries nothing concord needs; an
+    /// error for one that may carry rows concord cannot decode.
+    fn read<'e>(
+        &self,
+        event: &'e Event,
+        unsupported: &dyn Fn(String, String) -> BinlogError,
+    ) -> Result<Option<EventData<'e>>, BinlogError> {
+        let header = event.header();
+        let code = header.event_type_raw();
+        if let Some(name) = mariadb_unreadable(code) {
+            return Err(unsupported(
+                name.into(),
+                "the source writes compressed binlog events (log_bin_compress=ON); concord \
+                 cannot decode them: SET GLOBAL log_bin_compress=OFF, then re-sync the tables \
+                 changed meanwhile"
+                    .into(),
+            ));
+        }
+        // The server marks events a replica may skip when it does not know them.
+        let ignorable = header.flags().contains(EventFlags::LOG_EVENT_IGNORABLE_F);
+        match event.read_data() {
+            Ok(Some(d)) => Ok(Some(d)),
+            Ok(None) if ignorable || (self.is_mariadb && MARIADB_HARMLESS.contains(&code)) => {
+                Ok(None)
+            }
+            Ok(None) => Err(unsupported(
+                format!("unknown event type {code}"),
+                "it may carry row data".into(),
+            )),
+            Err(_) if ignorable => Ok(None),
+            Err(e) => Err(unsupported(format!("event type {code}"), e.to_string())),
+        }
+    }
+
     /// A heartbeat: nothing newer on the source, unless a transaction is open.
     fn caught_up(&self) -> Option<ReaderEvent> {
         let position = Position::new(self.file.clone(), self.pos);
@@ -275,7 +287,13 @@ impl Assembler {
         end: Position,
         ts: u32,
     ) -> Option<ReaderEvent> {
-        match classify(&schema, &query) {
+        let kind = classify(&schema, &query);
+        // MySQL writes XA START as a statement of its own: where its group starts, unless a
+        // (MariaDB) GTID event opened the group already.
+        if matches!(kind, QueryKind::Xa(XaVerb::Start, _)) && self.txn.is_none() {
+            self.group_start = start.clone();
+        }
+        match kind {
             QueryKind::Comment => None,
             QueryKind::Begin => {
                 self.group_start = start;
@@ -294,7 +312,7 @@ impl Assembler {
             QueryKind::Dml(tables) => {
                 let included: Vec<TableName> = tables
                     .iter()
-                    .filter(|t| (self.include)(t))
+                    .filter(|t| self.tables.includes(t))
                     .cloned()
                     .collect();
                 let record = if tables.is_empty() {
@@ -468,131 +486,6 @@ impl Assembler {
     fn oldest_prepared(&self) -> Option<Position> {
         self.prepared.values().map(|p| p.start.clone()).min()
     }
-
-    fn rows(&mut self, rows: &RowsEventData<'_>, position: Position, stream: &BinlogStream) {
-        let table_id = rows.table_id();
-        let Some(tme) = stream.get_tme(table_id) else {
-            tracing::warn!(%position, table_id, "rows event without a table map; recorded as undecodable");
-            metrics::UNDECODABLE.inc();
-            self.txn
-                .get_or_insert_with(Transaction::default)
-                .undecodable
-                .push(Undecodable {
-                    table: TableName::new("", format!("table id {table_id}")),
-                    position,
-                    row_index: 0,
-                    error: "rows event without a table map".into(),
-                });
-            return;
-        };
-        if !matches!(self.tables.get(&table_id), Some(k) if k.tme == *tme) {
-            let included = (self.include)(&TableName::new(tme.database_name(), tme.table_name()));
-            let info = if included {
-                TableInfo::new(tme, &self.collations)
-                    .map(Arc::new)
-                    .map_err(|e| e.to_string())
-            } else {
-                Err(String::new())
-            };
-            let known = Known {
-                tme: tme.clone().into_owned(),
-                included,
-                info,
-            };
-            self.tables.insert(table_id, known);
-        }
-        let known = self.tables.get(&table_id).expect("inserted above");
-        if !known.included {
-            return;
-        }
-        let op = match rows {
-            RowsEventData::WriteRowsEvent(_) | RowsEventData::WriteRowsEventV1(_) => Op::Insert,
-            RowsEventData::DeleteRowsEvent(_) | RowsEventData::DeleteRowsEventV1(_) => Op::Delete,
-            _ => Op::Update,
-        };
-        let txn = self.txn.get_or_insert_with(Transaction::default);
-        let name = || TableName::new(tme.database_name(), tme.table_name());
-        let undecodable = |txn: &mut Transaction, i: usize, error: String| {
-            metrics::UNDECODABLE.inc();
-            txn.undecodable.push(Undecodable {
-                table: name(),
-                position: position.clone(),
-                row_index: i as u32,
-                error,
-            });
-        };
-        let info = match &known.info {
-            Ok(info) => info.clone(),
-            Err(e) => {
-                undecodable(txn, 0, format!("table map could not be read: {e}"));
-                return;
-            }
-        };
-        // Which columns each image carries (all of them for FULL row images).
-        let before_cols: Vec<bool> = rows
-            .columns_before_image()
-            .map(|b| b.iter().by_vals().collect())
-            .unwrap_or_default();
-        let after_cols: Vec<bool> = rows
-            .columns_after_image()
-            .map(|b| b.iter().by_vals().collect())
-            .unwrap_or_default();
-        // mysql_common 0.37 overflows on a negative TIME(1) or TIME(2) with a fraction
-        // (overflow checks are on for it in every profile, so it panics rather than
-        // return a time 625 hours off): such an event is recorded, never altered.
-        let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            rows.rows(tme).collect::<Vec<_>>()
-        }));
-        let Ok(parsed) = parsed else {
-            undecodable(
-                txn,
-                0,
-                "the binlog parser failed on this rows event (mysql_common 0.37 cannot decode \
-                 a negative TIME(1) or TIME(2) value with a fraction); re-sync its rows"
-                    .into(),
-            );
-            return;
-        };
-        for (i, row) in parsed.into_iter().enumerate() {
-            let (before, after) = match row {
-                Ok(images) => images,
-                Err(e) => {
-                    undecodable(txn, i, format!("rows event could not be parsed: {e}"));
-                    break;
-                }
-            };
-            let decoded = before
-                .map(|r| info.decode(r, &before_cols))
-                .transpose()
-                .and_then(|b| {
-                    after
-                        .map(|r| info.decode(r, &after_cols))
-                        .transpose()
-                        .map(|a| (b, a))
-                });
-            match decoded {
-                Ok((before, after)) => {
-                    let change = RowChange {
-                        table: info.source.clone(),
-                        op,
-                        before,
-                        after,
-                        position: position.clone(),
-                        row_index: i as u32,
-                        commit_ts: 0,
-                    };
-                    match key_problem(&change) {
-                        None => txn.changes.push(change),
-                        Some(problem) => {
-                            tracing::warn!(table = %change.table.name, %position, "{problem}; recorded as undecodable");
-                            undecodable(txn, i, problem)
-                        }
-                    }
-                }
-                Err(e) => undecodable(txn, i, e.to_string()),
-            }
-        }
-    }
 }
 
 /// An xid as `XA COMMIT` spells it in the binlog (`X'6162',X'',1`), normalized: upper case,
@@ -622,25 +515,6 @@ fn prepared_xid(payload: &[u8]) -> Option<String> {
         hex(gtrid),
         hex(bqual)
     )))
-}
-
-/// Why a change cannot be applied without guessing: an update or a delete whose before
-/// image does not carry the primary key (a partial row image of a table with no primary
-/// key, say). A minimal insert may lack key columns the statement left to their defaults:
-/// it writes what it has, and the target fills in its defaults too.
-fn key_problem(change: &RowChange) -> Option<String> {
-    let lacks_key = change.op != Op::Insert
-        && change
-            .before
-            .as_ref()
-            .is_some_and(|img| change.table.primary_key.iter().any(|&i| img[i].is_absent()));
-    lacks_key.then(|| {
-        format!(
-            "the before row image (binlog_row_image MINIMAL or NOBLOB) lacks primary-key \
-             columns of {}; the row cannot be found on the target without guessing",
-            change.table.name
-        )
-    })
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ mod decode;
 mod error;
 mod preflight;
 mod reader;
+mod rows;
 mod settings;
 mod statement;
 

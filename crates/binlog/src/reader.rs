@@ -198,10 +198,12 @@ impl BinlogReader {
                 Ok(Some(Err(mysql_async::Error::Server(e))))
                     if e.code == ER_MASTER_FATAL_ERROR_READING_BINLOG =>
                 {
+                    // The position the server cannot serve: where this stream was asked to
+                    // start.
                     return Err(BinlogError::PositionGone {
-                        position: resume.applied.clone(),
+                        position: from.clone(),
                         message: e.message,
-                    })
+                    });
                 }
                 Ok(Some(Err(e))) => return Err(conn_err(&resume.applied)(e)),
                 Ok(Some(Ok(event))) => event,

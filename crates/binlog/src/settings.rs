@@ -110,18 +110,32 @@ pub async fn check_settings(conn: &mut Conn) -> Result<ServerInfo, BinlogError> 
 /// Every collation id the source knows, with its character set. Ids of sets concord does
 /// not know by name are left out (their columns are then refused, not guessed).
 async fn collations(conn: &mut Conn) -> Result<Collations, mysql_async::Error> {
-    // MariaDB 10.10+ also lists collations without an id of their own (the UCA 14.0.0
-    // ones, which apply to several character sets): those never appear in a table map.
+    // MariaDB 10.10+ also lists collations without an id of their own here (the UCA 14.0.0
+    // ones, which apply to several character sets).
     let rows: Vec<(u64, String)> = conn
         .query(
             "SELECT ID, CHARACTER_SET_NAME FROM information_schema.COLLATIONS \
              WHERE ID IS NOT NULL AND CHARACTER_SET_NAME IS NOT NULL",
         )
         .await?;
-    Ok(rows
+    let mut all: Collations = rows
         .into_iter()
         .filter_map(|(id, charset)| Some((u16::try_from(id).ok()?, Charset::from_name(&charset)?)))
-        .collect())
+        .collect();
+    // MariaDB 10.10+ lists those per character set, with their ids, here (MySQL has no
+    // such column: then there is nothing to add).
+    let applicable: Result<Vec<(u64, String)>, _> = conn
+        .query(
+            "SELECT ID, CHARACTER_SET_NAME FROM information_schema.COLLATION_CHARACTER_SET_APPLICABILITY \
+             WHERE ID IS NOT NULL",
+        )
+        .await;
+    for (id, charset) in applicable.unwrap_or_default() {
+        if let (Ok(id), Some(cs)) = (u16::try_from(id), Charset::from_name(&charset)) {
+            all.entry(id).or_insert(cs);
+        }
+    }
+    Ok(all)
 }
 
 /// The position the next write on the source will be logged at.

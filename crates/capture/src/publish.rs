@@ -3,7 +3,7 @@
 use crate::acks::Pending;
 use crate::error::CaptureError;
 use concord_change::envelope::{message_key, split_key_change, Envelope, SourceInfo, TxnInfo};
-use concord_change::{Op, RowChange, Transaction};
+use concord_change::{Op, RowChange, Transaction, Value};
 use concord_config::KafkaConfig;
 use concord_control::{until_stored, ControlStore, FailedEvent, FailureReason};
 use rdkafka::config::ClientConfig;
@@ -84,7 +84,10 @@ impl Publisher {
         }
         let mut changes: Vec<RowChange> = Vec::with_capacity(txn.changes.len());
         for c in &txn.changes {
-            if c.op == Op::Update && c.is_partial() && c.changes_key() {
+            // Only a partial *after*-image matters: with a whole one (NOBLOB's before-image
+            // lacks the blob) the new key's insert is whole.
+            let partial_after = c.after.iter().flatten().any(Value::is_absent);
+            if c.op == Op::Update && partial_after && c.changes_key() {
                 self.partial_key_move(c, &mut changes).await;
             } else if c.op == Op::Insert && c.key().is_none() {
                 self.unkeyed_insert(c).await;

@@ -306,16 +306,24 @@ fn type_name(v: &Value) -> &'static str {
 /// Text in a character set other than UTF-8 is `text:<charset>` and travels as text when
 /// both values decode exactly, else `bytes:<charset>` and travels as base64.
 fn column_type(before: Option<&Value>, after: Option<&Value>) -> String {
-    let known = [after, before]
-        .into_iter()
-        .flatten()
-        .find(|v| !v.is_null() && !v.is_absent());
+    let present = || {
+        [after, before]
+            .into_iter()
+            .flatten()
+            .filter(|v| !v.is_null() && !v.is_absent())
+    };
+    // Text of another set wins over UTF-8 text in the other image (a utf8 column with
+    // bytes that are not UTF-8): both then travel under the set's type.
+    let known = present()
+        .find(|v| matches!(v, Value::Chars { .. }))
+        .or_else(|| present().next());
     let Some(v) = known else {
         return "null".to_owned();
     };
     if let Value::Chars { charset, .. } = v {
         let readable = [before, after].into_iter().flatten().all(|v| match v {
             Value::Chars { charset: c, bytes } => c == charset && charset.decode(bytes).is_some(),
+            Value::Text(s) => charset.encode(s).is_some(),
             _ => true,
         });
         let kind = if readable { "text" } else { "bytes" };
@@ -334,6 +342,8 @@ fn to_json(v: &Value, ty: &str) -> Json {
             serde_json::Number::from_f64(f64::from(*f)).map_or(Json::Null, Json::Number)
         }
         Value::Double(f) => serde_json::Number::from_f64(*f).map_or(Json::Null, Json::Number),
+        // Under another set's type UTF-8 text travels as that set's text or bytes.
+        Value::Text(s) if ty.starts_with("bytes:") => Json::String(B64.encode(s.as_bytes())),
         Value::Decimal(s) | Value::Text(s) | Value::Enum(s) => Json::String(s.clone()),
         Value::Bytes(b) | Value::Bit(b) => Json::String(B64.encode(b)),
         Value::Chars { charset, bytes } => match charset.decode(bytes) {

@@ -154,6 +154,8 @@ pub struct Transaction {
     /// Where a reader must start again to continue after this transaction, when that is
     /// before `end`: the start of the oldest XA transaction that was prepared but not yet
     /// committed or rolled back (its rows are handed on only at its commit). `None`: `end`.
+    /// At an `XA PREPARE` the reader hands on an empty transaction carrying only this, so
+    /// the checkpoint moves on without forgetting the pending one.
     #[serde(default)]
     pub resume_from: Option<Position>,
     /// The source's global transaction id, `domain-server-sequence` (MariaDB), when the

@@ -12,7 +12,7 @@ use crate::checkpoint::Checkpoints;
 use crate::error::{classify, ErrorClass, ReplicatorError};
 use crate::metrics;
 use crate::offsets::{Offsets, PartitionProgress};
-use crate::sql::{build, chunk_sizes, columns_per_row};
+use crate::sql::{build, chunk_sizes, columns_per_row, Fixup};
 use concord_binlog::ReaderEvent;
 use concord_change::{Position, TableName, Transaction};
 use concord_config::{ReplicatorConfig, TableFilter};
@@ -393,6 +393,9 @@ impl Applier {
         failures: &mut Vec<FailedEvent>,
     ) -> Attempt<()> {
         let stmt = build(kind, &target.name, plan, chunk);
+        if stmt.sql.is_empty() {
+            return Ok(());
+        }
         let e = match self.exec(&stmt.sql, Params::Positional(stmt.params)).await {
             Ok(()) => {
                 return self
@@ -445,7 +448,7 @@ impl Applier {
         kind: WriteKind,
         target: &TargetTable,
         chunk: &[Write<'_>],
-        fixups: Vec<(String, Vec<mysql_async::Value>)>,
+        fixups: Vec<Fixup>,
         failures: &mut Vec<FailedEvent>,
     ) -> Attempt<()> {
         let conn = self.conn.as_mut().expect("connected before exec");
@@ -473,11 +476,26 @@ impl Applier {
         )
         .await
         .map_err(transient)?;
-        for (sql, params) in fixups {
-            if let Err(e) = self.exec(&sql, Params::Positional(params)).await {
+        for f in fixups {
+            if let Err(e) = self.exec(&f.sql, Params::Positional(f.params)).await {
                 // A fresh connection is strict again.
                 self.conn = None;
                 return Err(transient(e));
+            }
+            let conn = self.conn.as_mut().expect("connected before exec");
+            if conn.affected_rows() == 0 {
+                let w = &chunk[f.write];
+                tracing::warn!(table = %target.name, position = %w.change.position, "an ENUM index 0 could not be set on the row written; recorded as a failed event");
+                failures.push(failed(
+                    w,
+                    FailureReason::Rejected,
+                    format!(
+                        "{}: the row was written with ENUM index 1 where the source holds \
+                         index 0 (the empty error value), and the fix-up found no row to set \
+                         it on",
+                        target.name
+                    ),
+                ));
             }
         }
         self.exec(

@@ -50,6 +50,14 @@ impl<'a> Write<'a> {
         img.unwrap_or(&[])
     }
 
+    /// Whether the write needs a statement of its own: a partial image names only its
+    /// columns, and an ENUM index 0 is set by a fix-up after the statement, which must not
+    /// run after a later write of the same row in the same statement.
+    pub fn alone(&self) -> bool {
+        self.is_partial()
+            || (self.kind != WriteKind::Delete && self.image().contains(&Value::EnumIndex(0)))
+    }
+
     /// Whether the image written lacks columns (a partial row image): such a write sets
     /// only some columns, so it neither overrides nor is overridden by other writes.
     pub fn is_partial(&self) -> bool {
@@ -154,14 +162,14 @@ pub struct Run<'a> {
     pub writes: Vec<Write<'a>>,
 }
 
-/// A partial write is a run of its own: its statement names the columns it carries.
+/// A write that goes [`Write::alone`] is a run of its own.
 pub fn runs<'a>(writes: &[Write<'a>]) -> Vec<Run<'a>> {
     let mut out: Vec<Run<'a>> = Vec::new();
     let mut alone = false;
     for w in writes {
-        let partial = w.is_partial();
-        let joins = !alone && !partial;
-        alone = partial;
+        let this = w.alone();
+        let joins = !alone && !this;
+        alone = this;
         match out.last_mut() {
             Some(r)
                 if joins

@@ -8,6 +8,8 @@
 //! has another set, converts them with the server's own tables.
 
 use crate::batch::{Write, WriteKind};
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
 use concord_change::{utc_datetime, Charset, TableName, Value};
 use concord_schema_cache::{quote_ident, quote_table, ColumnPlan, PlannedColumn};
 use mysql_async::Value as MyValue;
@@ -18,11 +20,21 @@ const MAX_PLACEHOLDERS: usize = 60_000;
 
 #[derive(Debug, PartialEq)]
 pub struct Statement {
+    /// Empty when there is nothing to write (a partial image of columns the target lacks).
     pub sql: String,
     pub params: Vec<MyValue>,
     /// Run after the statement, in a non-strict session: ENUM columns set to index 0 (the
-    /// "error value" a strict session refuses to store), row by row.
-    pub fixups: Vec<(String, Vec<MyValue>)>,
+    /// "error value" a strict session refuses to store).
+    pub fixups: Vec<Fixup>,
+}
+
+/// An ENUM index-0 fix-up of one written row.
+#[derive(Debug, PartialEq)]
+pub struct Fixup {
+    /// The row's place among the statement's writes.
+    pub write: usize,
+    pub sql: String,
+    pub params: Vec<MyValue>,
 }
 
 /// Splits `n` rows into statement sizes: full chunks of the largest power of two that fits,
@@ -66,13 +78,12 @@ pub fn build(
     }
 }
 
-/// The placeholder of a column whose values in `writes` may be text of another character
-/// set than UTF-8 (all values of one column of one table map share its set).
-fn placeholder(column: &PlannedColumn, images: &[&[Value]]) -> String {
-    let charset = images
+/// The character set of a column's text in `images`, when it is not UTF-8 (all values of
+/// one column of one table map share it).
+fn column_charset(column: &PlannedColumn, images: &[&[Value]]) -> Option<Charset> {
+    images
         .iter()
-        .find_map(|img| img.get(column.source_index).and_then(Value::charset));
-    relabel(charset)
+        .find_map(|img| img.get(column.source_index).and_then(Value::charset))
 }
 
 fn relabel(charset: Option<Charset>) -> String {
@@ -82,26 +93,103 @@ fn relabel(charset: Option<Charset>) -> String {
     }
 }
 
-/// A value as a parameter of a strict statement: ENUM index 0 is written as index 1 and
-/// corrected by a fix-up (see [`Statement::fixups`]).
-fn param(v: &Value) -> MyValue {
+/// A value as a parameter of a strict statement, for a placeholder that relabels bytes
+/// (`relabelled`) or not. ENUM index 0 is written as index 1 and corrected by a fix-up.
+fn bind(v: &Value, relabelled: bool) -> MyValue {
     match v {
+        // UTF-8 text beside other bytes of the same column: bound as bytes too.
+        Value::Text(s) if relabelled => MyValue::Bytes(B64.encode(s.as_bytes()).into_bytes()),
         Value::EnumIndex(0) => MyValue::UInt(1),
         v => v.to_mysql(),
     }
 }
 
-/// The ENUM index-0 fix-up of one written row, if it needs one.
+/// A key value in a condition on a stored row: as [`bind`], but ENUM index 0 as itself,
+/// unless the row was `just_written` (before its fix-up, it holds index 1).
+fn bind_key(v: &Value, relabelled: bool, just_written: bool) -> MyValue {
+    match v {
+        Value::EnumIndex(0) if !just_written => MyValue::UInt(0),
+        v => bind(v, relabelled),
+    }
+}
+
+/// The condition that matches the rows with the keys of `images` (one row each). A key
+/// column a minimal insert left to its default matches its default.
+fn key_condition(
+    plan: &ColumnPlan,
+    images: &[&[Value]],
+    just_written: bool,
+) -> (String, Vec<MyValue>) {
+    let mut params = Vec::with_capacity(plan.key.len() * images.len());
+    let charsets: Vec<Option<Charset>> =
+        plan.key.iter().map(|k| column_charset(k, images)).collect();
+    let mark = |k: &PlannedColumn, cs: Option<Charset>, v: &Value| match v {
+        Value::Absent => {
+            let q = quote_ident(&k.target.name);
+            format!("DEFAULT({q})")
+        }
+        _ => k.target.compare_placeholder(cs),
+    };
+    let single = match plan.key.as_slice() {
+        [only] if images.iter().all(|i| !i[only.source_index].is_absent()) => Some(only),
+        _ => None,
+    };
+    if let Some(only) = single {
+        let marks: Vec<String> = images
+            .iter()
+            .map(|img| {
+                params.push(bind_key(
+                    &img[only.source_index],
+                    charsets[0].is_some(),
+                    just_written,
+                ));
+                mark(only, charsets[0], &img[only.source_index])
+            })
+            .collect();
+        let condition = format!(
+            "{} IN ({})",
+            quote_ident(&only.target.name),
+            marks.join(",")
+        );
+        return (condition, params);
+    }
+    // A plain OR of equalities is range-optimised on every MariaDB/MySQL version, unlike
+    // row constructors in IN.
+    let rows: Vec<String> = images
+        .iter()
+        .map(|img| {
+            let parts: Vec<String> = plan
+                .key
+                .iter()
+                .zip(&charsets)
+                .map(|(k, cs)| {
+                    let v = &img[k.source_index];
+                    if !v.is_absent() {
+                        params.push(bind_key(v, cs.is_some(), just_written));
+                    }
+                    format!("{}={}", quote_ident(&k.target.name), mark(k, *cs, v))
+                })
+                .collect();
+            format!("({})", parts.join(" AND "))
+        })
+        .collect();
+    (rows.join(" OR "), params)
+}
+
+/// The ENUM index-0 fix-up of the row written from `image`, if it needs one: the columns
+/// of the target's ENUMs that the source holds as index 0 are set to it, on the row as it
+/// was written.
 fn fixup(
     target: &TableName,
     plan: &ColumnPlan,
     columns: &[&PlannedColumn],
     image: &[Value],
-) -> Option<(String, Vec<MyValue>)> {
+    write: usize,
+) -> Option<Fixup> {
     let zeroed: Vec<&str> = columns
         .iter()
-        .filter(|c| image[c.source_index] == Value::EnumIndex(0))
-        .map(|c| c.target_name.as_str())
+        .filter(|c| c.target.data_type == "enum" && image[c.source_index] == Value::EnumIndex(0))
+        .map(|c| c.target.name.as_str())
         .collect();
     if zeroed.is_empty() {
         return None;
@@ -111,27 +199,12 @@ fn fixup(
         .map(|n| format!("{} = 0", quote_ident(n)))
         .collect::<Vec<_>>()
         .join(", ");
-    // The row's key as written: a key column a minimal insert left out took its default.
-    let mut params = Vec::new();
-    let condition = plan
-        .key
-        .iter()
-        .map(|k| {
-            let q = quote_ident(&k.target_name);
-            match &image[k.source_index] {
-                Value::Absent => format!("{q} = DEFAULT({q})"),
-                v => {
-                    params.push(v.to_mysql());
-                    format!("{q} = {}", relabel(v.charset()))
-                }
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" AND ");
-    Some((
-        format!("UPDATE {} SET {set} WHERE {condition}", quote_table(target)),
+    let (condition, params) = key_condition(plan, &[image], true);
+    Some(Fixup {
+        write,
+        sql: format!("UPDATE {} SET {set} WHERE {condition}", quote_table(target)),
         params,
-    ))
+    })
 }
 
 fn upsert(target: &TableName, plan: &ColumnPlan, writes: &[Write<'_>]) -> Statement {
@@ -141,12 +214,14 @@ fn upsert(target: &TableName, plan: &ColumnPlan, writes: &[Write<'_>]) -> Statem
         .iter()
         .filter(|c| !writes[0].image()[c.source_index].is_absent())
         .collect();
+    let images: Vec<&[Value]> = writes.iter().map(Write::image).collect();
+    let charsets: Vec<Option<Charset>> =
+        columns.iter().map(|c| column_charset(c, &images)).collect();
     let mut names: Vec<String> = columns
         .iter()
-        .map(|c| quote_ident(&c.target_name))
+        .map(|c| quote_ident(&c.target.name))
         .collect();
-    let images: Vec<&[Value]> = writes.iter().map(Write::image).collect();
-    let mut marks: Vec<String> = columns.iter().map(|c| placeholder(c, &images)).collect();
+    let mut marks: Vec<String> = charsets.iter().map(|cs| relabel(*cs)).collect();
     for audit in [&plan.audit_flag, &plan.audit_ts].into_iter().flatten() {
         names.push(quote_ident(audit));
         marks.push("?".into());
@@ -168,16 +243,21 @@ fn upsert(target: &TableName, plan: &ColumnPlan, writes: &[Write<'_>]) -> Statem
     );
     let mut params = Vec::with_capacity(names.len() * writes.len());
     let mut fixups = Vec::new();
-    for w in writes {
+    for (i, w) in writes.iter().enumerate() {
         let image = w.image();
-        params.extend(columns.iter().map(|c| param(&image[c.source_index])));
+        params.extend(
+            columns
+                .iter()
+                .zip(&charsets)
+                .map(|(c, cs)| bind(&image[c.source_index], cs.is_some())),
+        );
         if plan.audit_flag.is_some() {
             params.push(MyValue::Int(1));
         }
         if plan.audit_ts.is_some() {
             params.push(commit_time(w.change.commit_ts));
         }
-        fixups.extend(fixup(target, plan, &columns, image));
+        fixups.extend(fixup(target, plan, &columns, image, i));
     }
     Statement {
         sql,
@@ -194,17 +274,25 @@ fn update(target: &TableName, plan: &ColumnPlan, w: &Write<'_>) -> Statement {
         .iter()
         .filter(|c| !image[c.source_index].is_absent())
         .collect();
-    let mut set: Vec<String> = columns
-        .iter()
-        .map(|c| {
-            let mark = relabel(image[c.source_index].charset());
-            format!("{}={mark}", quote_ident(&c.target_name))
-        })
-        .collect();
-    let mut params: Vec<MyValue> = columns
-        .iter()
-        .map(|c| param(&image[c.source_index]))
-        .collect();
+    if columns.is_empty() {
+        // Only columns the target lacks changed: nothing to write.
+        return Statement {
+            sql: String::new(),
+            params: Vec::new(),
+            fixups: Vec::new(),
+        };
+    }
+    let mut set: Vec<String> = Vec::new();
+    let mut params: Vec<MyValue> = Vec::new();
+    for c in &columns {
+        let v = &image[c.source_index];
+        set.push(format!(
+            "{}={}",
+            quote_ident(&c.target.name),
+            relabel(v.charset())
+        ));
+        params.push(bind(v, v.charset().is_some()));
+    }
     if let Some(flag) = &plan.audit_flag {
         set.push(format!("{}=?", quote_ident(flag)));
         params.push(MyValue::Int(1));
@@ -213,7 +301,7 @@ fn update(target: &TableName, plan: &ColumnPlan, w: &Write<'_>) -> Statement {
         set.push(format!("{}=?", quote_ident(ts)));
         params.push(commit_time(w.change.commit_ts));
     }
-    let (condition, key_params) = key_condition(plan, &[w.key_image()]);
+    let (condition, key_params) = key_condition(plan, &[w.key_image()], false);
     params.extend(key_params);
     // The fix-up finds the row by its key after the update: the after-image's where it
     // has the column, else the before-image's.
@@ -230,49 +318,20 @@ fn update(target: &TableName, plan: &ColumnPlan, w: &Write<'_>) -> Statement {
             set.join(",")
         ),
         params,
-        fixups: fixup(target, plan, &columns, &keyed).into_iter().collect(),
+        fixups: fixup(target, plan, &columns, &keyed, 0)
+            .into_iter()
+            .collect(),
     }
 }
 
 fn delete(target: &TableName, plan: &ColumnPlan, writes: &[Write<'_>]) -> Statement {
     let images: Vec<&[Value]> = writes.iter().map(Write::key_image).collect();
-    let (condition, params) = key_condition(plan, &images);
+    let (condition, params) = key_condition(plan, &images, false);
     Statement {
         sql: format!("DELETE FROM {} WHERE {condition}", quote_table(target)),
         params,
         fixups: Vec::new(),
     }
-}
-
-/// The condition that matches the rows with the keys of `images` (one row each).
-fn key_condition(plan: &ColumnPlan, images: &[&[Value]]) -> (String, Vec<MyValue>) {
-    let mut params = Vec::with_capacity(plan.key.len() * images.len());
-    for image in images {
-        params.extend(plan.key.iter().map(|k| image[k.source_index].to_mysql()));
-    }
-    let items = images;
-    let mark = |k: &PlannedColumn| placeholder(k, images);
-    let condition = if let [only] = plan.key.as_slice() {
-        let m = mark(only);
-        format!(
-            "{} IN ({})",
-            quote_ident(&only.target_name),
-            vec![m.as_str(); items.len()].join(",")
-        )
-    } else {
-        // A plain OR of equalities is range-optimised on every MariaDB/MySQL version,
-        // unlike row constructors in IN.
-        let one = format!(
-            "({})",
-            plan.key
-                .iter()
-                .map(|k| format!("{}={}", quote_ident(&k.target_name), mark(k)))
-                .collect::<Vec<_>>()
-                .join(" AND ")
-        );
-        vec![one.as_str(); items.len()].join(" OR ")
-    };
-    (condition, params)
 }
 
 /// Source commit time as a UTC DATETIME parameter (the applier's session is in UTC).
@@ -284,7 +343,7 @@ fn commit_time(ts: u32) -> MyValue {
 mod tests {
     use super::*;
     use concord_change::{Op, Position, RowChange, SourceTable, Value};
-    use concord_schema_cache::PlannedColumn;
+    use concord_schema_cache::{PlannedColumn, TargetColumn};
     use std::sync::Arc;
 
     #[test]
@@ -297,29 +356,23 @@ mod tests {
         assert_eq!(chunk_sizes(600, 4).iter().sum::<usize>(), 600);
     }
 
+    fn column(source_index: usize, name: &str) -> PlannedColumn {
+        PlannedColumn {
+            source_index,
+            target: TargetColumn {
+                name: name.into(),
+                data_type: "int".into(),
+                nullable: false,
+                charset: None,
+                collation: None,
+            },
+        }
+    }
+
     fn plan(key: &[usize], audit: bool) -> ColumnPlan {
         ColumnPlan {
-            columns: vec![
-                PlannedColumn {
-                    source_index: 0,
-                    target_name: "id".into(),
-                },
-                PlannedColumn {
-                    source_index: 1,
-                    target_name: "k2".into(),
-                },
-                PlannedColumn {
-                    source_index: 2,
-                    target_name: "na`me".into(),
-                },
-            ],
-            key: key
-                .iter()
-                .map(|&i| PlannedColumn {
-                    source_index: i,
-                    target_name: ["id", "k2"][i].into(),
-                })
-                .collect(),
+            columns: vec![column(0, "id"), column(1, "k2"), column(2, "na`me")],
+            key: key.iter().map(|&i| column(i, ["id", "k2"][i])).collect(),
             skipped: vec![],
             audit_flag: audit.then(|| "concord_replicated".into()),
             audit_ts: audit.then(|| "concord_source_ts".into()),

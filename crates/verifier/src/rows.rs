@@ -31,9 +31,14 @@ pub fn values(row: Row, columns: &[TargetColumn]) -> Vec<Value> {
         .collect()
 }
 
+/// ENUM and SET columns: read by number too, for the values a label cannot stand for.
+fn numbered(c: &TargetColumn) -> bool {
+    matches!(c.data_type.as_str(), "enum" | "set")
+}
+
 /// The columns of `table` as [`fetch`] reads them, exactly as stored: text of a character
 /// set other than UTF-8 as its bytes (the server would convert it to utf8mb4), and after
-/// them each ENUM column's index (index 0 reads as `''`, like a label `''` would).
+/// them each ENUM's and SET's number (ENUM index 0 reads as `''`, like a label `''` would).
 fn select_list(table: &TargetTable) -> String {
     let mut list: Vec<String> = table
         .columns
@@ -47,13 +52,15 @@ fn select_list(table: &TargetTable) -> String {
         table
             .columns
             .iter()
-            .filter(|c| c.data_type == "enum")
+            .filter(|c| numbered(c))
             .map(|c| format!("({}+0)", quote_ident(&c.name))),
     );
     list.join(", ")
 }
 
-/// A row read with [`select_list`], as values in `table`'s column order.
+/// A row read with [`select_list`], as values in `table`'s column order. An ENUM at index
+/// 0, or one whose label is not text concord can read, becomes its index; a SET whose
+/// labels are not, its bitmask — as the binlog decoder represents such values.
 fn stored_values(row: Row, table: &TargetTable) -> Vec<Value> {
     let mut raw = row.unwrap().into_iter();
     let mut out: Vec<Value> = table
@@ -62,15 +69,24 @@ fn stored_values(row: Row, table: &TargetTable) -> Vec<Value> {
         .zip(raw.by_ref())
         .map(|(c, v)| from_sql_in(v, &c.data_type, c.legacy_charset()))
         .collect();
-    let enums = table
+    let numbered = table
         .columns
         .iter()
         .enumerate()
-        .filter(|(_, c)| c.data_type == "enum");
-    for ((i, _), index) in enums.zip(raw) {
-        if !out[i].is_null() && from_sql(index, "bigint") == Value::Int(0) {
-            out[i] = Value::EnumIndex(0);
-        }
+        .filter(|(_, c)| numbered(c));
+    for ((i, c), number) in numbered.zip(raw) {
+        let number = match from_sql(number, "bigint") {
+            Value::Int(n) => n as u64,
+            Value::UInt(n) => n,
+            _ => continue,
+        };
+        let unreadable = matches!(out[i], Value::Chars { .. });
+        out[i] = match (c.data_type.as_str(), &out[i]) {
+            (_, Value::Null) => continue,
+            ("enum", _) if number == 0 || unreadable => Value::EnumIndex(number as u16),
+            ("set", _) if unreadable => Value::SetBits(number),
+            _ => continue,
+        };
     }
     out
 }
@@ -125,12 +141,16 @@ pub async fn fetch(
     } else {
         format!("({})", key_cols.join(", "))
     };
-    // Key text of another character set than UTF-8 is bound as its bytes, relabelled.
+    // Key text of another character set than UTF-8 is bound as its bytes, relabelled and
+    // put into the key column's set and collation.
+    let key_columns: Vec<Option<&TargetColumn>> =
+        table.primary_key.iter().map(|k| table.column(k)).collect();
     let one = |key: &[Value]| {
         let marks: Vec<String> = key
             .iter()
-            .map(|v| match v.charset() {
-                Some(cs) => cs.placeholder(),
+            .zip(&key_columns)
+            .map(|(v, c)| match c {
+                Some(c) => c.compare_placeholder(v.charset()),
                 None => "?".to_owned(),
             })
             .collect();

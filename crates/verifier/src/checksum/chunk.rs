@@ -243,6 +243,7 @@ mod tests {
                     nullable: *n == "note",
                     charset: (*n == "note")
                         .then(|| concord_change::Charset::from_name(charset).unwrap()),
+                    collation: None,
                 })
                 .collect(),
             primary_key: key.iter().map(|k| k.to_string()).collect(),
