@@ -104,6 +104,23 @@ impl RefreshReason {
     }
 }
 
+impl RefreshReason {
+    /// Whether `e` is the server saying the table's column set moved under the statement
+    /// (an unknown column, a table or schema that is not there): the cached entry is stale,
+    /// and the statement is worth running again once it is read afresh.
+    pub fn of_error(e: &mysql_async::Error) -> Option<RefreshReason> {
+        // ER_BAD_FIELD_ERROR; ER_NO_SUCH_TABLE, ER_BAD_DB_ERROR, ER_BAD_TABLE_ERROR.
+        match e {
+            mysql_async::Error::Server(s) => match s.code {
+                1054 => Some(RefreshReason::UnknownColumn),
+                1146 | 1049 | 1051 => Some(RefreshReason::MissingTable),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
+
 /// Cached column sets of target tables. `None` means "the target has no such table".
 #[derive(Clone)]
 pub struct SchemaCache {

@@ -49,6 +49,8 @@ pub struct ConcordConfig {
     /// Kafka mode: (brokers, topic, group) and extra keys of the `[kafka]` section.
     pub kafka: Option<(String, String, String, String)>,
     pub include: Vec<String>,
+    /// `target.schema_ttl`: short in tests, so DDL is seen quickly.
+    pub schema_ttl: String,
 }
 
 impl ConcordConfig {
@@ -71,6 +73,7 @@ impl ConcordConfig {
             replicator: String::new(),
             kafka: None,
             include: vec![format!("{}.*", db.name)],
+            schema_ttl: "1s".into(),
         }
     }
 
@@ -104,7 +107,7 @@ heartbeat = "500ms"
 
 [target]
 url = "{target}"
-schema_ttl = "1s"
+schema_ttl = "{schema_ttl}"
 
 [tables]
 include = [{include}]
@@ -124,6 +127,7 @@ listen = "127.0.0.1:{port}"
             source = self.source_url,
             target = self.target_url,
             server_id = self.server_id,
+            schema_ttl = self.schema_ttl,
             include = include.join(", "),
             name = self.name,
             control = self.control_db().display(),
@@ -253,6 +257,11 @@ impl Concord {
             .expect("concord did not exit in time")
             .expect("wait")
             .code()
+    }
+
+    /// Whether the process is still running (it has not exited on its own).
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// SIGKILL: no shutdown path runs at all.

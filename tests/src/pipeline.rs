@@ -39,7 +39,20 @@ impl Pipeline {
         delay: &str,
         apart: bool,
     ) -> Pipeline {
+        Self::start_edited(kind, db, mode, delay, apart, |_| {}).await
+    }
+
+    /// As [`Pipeline::start_on`], with the config changed by `edit` first.
+    pub async fn start_edited(
+        kind: Kind,
+        db: &TestDb,
+        mode: Mode,
+        delay: &str,
+        apart: bool,
+        edit: impl FnOnce(&mut ConcordConfig),
+    ) -> Pipeline {
         let mut config = ConcordConfig::new(db);
+        edit(&mut config);
         // Rows parked for a later change wait 3 s, not 10, before the source is asked: the
         // corrupted rows see no later change.
         config.extra = format!(

@@ -15,7 +15,7 @@ use crate::rows::{self, key_of};
 use concord_change::{Op, Position, RowChange, SourceTable, TableName, Value};
 use concord_config::TableFilter;
 use concord_control::{ControlStore, Detector};
-use concord_schema_cache::{SchemaCache, TargetTable};
+use concord_schema_cache::{RefreshReason, SchemaCache, TargetTable};
 use mysql_async::Pool;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -84,6 +84,18 @@ pub enum CheckError {
     Sql {
         side: &'static str,
         table: TableName,
+        #[source]
+        source: mysql_async::Error,
+    },
+    /// The server no longer has a column or table the statement named: a DDL reached it
+    /// since the column set was read. Transient: that side's entry is read again (see
+    /// [`Checker::refresh_after`]) and the work is retried with the columns both sides
+    /// have then.
+    #[error("{side} {table}: schema changed under the statement: {source}")]
+    SchemaMoved {
+        side: Side,
+        table: TableName,
+        reason: RefreshReason,
         #[source]
         source: mysql_async::Error,
     },
@@ -333,10 +345,25 @@ fn count(label: &str, outcome: Recheck) {
 }
 
 /// Which server a read goes to.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Side {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
     Source,
     Target,
+}
+
+impl Side {
+    fn as_str(self) -> &'static str {
+        match self {
+            Side::Source => "source",
+            Side::Target => "target",
+        }
+    }
+}
+
+impl std::fmt::Display for Side {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl Checker {
@@ -373,14 +400,44 @@ impl Checker {
     }
 }
 
+/// A server's error on a statement about `table`: [`CheckError::SchemaMoved`] when the
+/// server says the table's columns moved, else [`CheckError::Sql`].
 pub(crate) fn sql(side: Side, table: &TableName, source: mysql_async::Error) -> CheckError {
-    CheckError::Sql {
-        side: match side {
-            Side::Source => "source",
-            Side::Target => "target",
+    match RefreshReason::of_error(&source) {
+        Some(reason) => CheckError::SchemaMoved {
+            side,
+            table: table.clone(),
+            reason,
+            source,
         },
-        table: table.clone(),
-        source,
+        None => CheckError::Sql {
+            side: side.as_str(),
+            table: table.clone(),
+            source,
+        },
+    }
+}
+
+impl Checker {
+    /// Before work that failed with `e` is retried: if a side's schema moved under it,
+    /// that side's cached column set of the table is dropped, so the retry reads it again.
+    pub(crate) async fn refresh_after(&self, e: &CheckError) {
+        if let CheckError::SchemaMoved {
+            side,
+            table,
+            reason,
+            ..
+        } = e
+        {
+            metrics::SCHEMA_RETRIES
+                .with_label_values(&[&table.to_string(), side.as_str()])
+                .inc();
+            let cache = match side {
+                Side::Source => &self.source_schema,
+                Side::Target => &self.target_schema,
+            };
+            cache.refresh(table, *reason).await;
+        }
     }
 }
 

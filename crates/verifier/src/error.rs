@@ -39,6 +39,7 @@ impl CheckError {
                 concord_replicator::classify(&e.source),
                 concord_replicator::ErrorClass::Transient
             ),
+            CheckError::SchemaMoved { .. } => true,
             CheckError::Progress(_) => true,
             CheckError::Control(e) => e.is_transient(),
         }

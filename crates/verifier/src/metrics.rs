@@ -29,6 +29,16 @@ pub static MISMATCHES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+pub static SCHEMA_RETRIES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "concord_verifier_schema_retries_total",
+        "Verifier and checksum work retried because a server no longer had a column or table \
+         it named (a DDL reached that side); the side's column set was read again",
+        &["table", "side"]
+    )
+    .expect("metric registers once")
+});
+
 pub static OPEN_MISMATCHES: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     register_int_gauge_vec!(
         "concord_open_mismatches",

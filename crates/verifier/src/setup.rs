@@ -156,7 +156,7 @@ pub(crate) async fn verify_with_retry(
     round: u64,
     max_backoff: Duration,
 ) -> Result<(), VerifierError> {
-    retrying("verification round", max_backoff, || {
+    retrying(checker, "verification round", max_backoff, || {
         checker.verify(items, round)
     })
     .await
@@ -167,13 +167,14 @@ pub(crate) async fn recheck_parked_with_retry(
     checker: &Checker,
     max_backoff: Duration,
 ) -> Result<(), VerifierError> {
-    retrying("recheck of parked rows", max_backoff, || {
+    retrying(checker, "recheck of parked rows", max_backoff, || {
         checker.recheck_parked(true)
     })
     .await
 }
 
 async fn retrying<F, Fut>(
+    checker: &Checker,
     what: &str,
     max_backoff: Duration,
     mut attempt: F,
@@ -188,6 +189,7 @@ where
             Ok(()) => return Ok(()),
             Err(e) if e.is_transient() => {
                 tracing::warn!(error = %e, retry_in = ?backoff, "{what} failed; retrying");
+                checker.refresh_after(&e).await;
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(max_backoff);
             }

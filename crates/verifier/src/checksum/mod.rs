@@ -56,40 +56,44 @@ pub async fn run(
     for name in tables {
         let started = Instant::now();
         let mut report = TableReport::new(name.clone());
-        match describe(&setup, &checker.filter, &name).await {
-            Err(problem) => report.problem = Some(problem),
-            Ok(sides) => {
-                let stream = match (&config.transport.kind, &config.kafka) {
-                    (TransportKind::Kafka, Some(k)) => {
-                        Stream::Topic(k.topic_for(&name.db, &name.table))
-                    }
-                    _ => Stream::Binlog,
-                };
-                let mut backoff = Duration::from_millis(200);
-                let mut first = true;
-                loop {
-                    let r = checksum_table(
-                        &checker,
-                        &config.checksum,
-                        &sides,
-                        &stream,
-                        restart && first,
-                        &mut report,
-                    )
-                    .await;
-                    first = false;
-                    match r {
-                        Ok(()) => break,
-                        Err(e) if e.is_transient() => {
-                            tracing::warn!(table = %name, error = %e, retry_in = ?backoff, "checksum interrupted; resuming the table");
-                            tokio::time::sleep(backoff).await;
-                            backoff = (backoff * 2).min(config.replicator.max_backoff);
-                        }
-                        Err(e) => {
-                            report.problem = Some(e.to_string());
-                            break;
-                        }
-                    }
+        let stream = match (&config.transport.kind, &config.kafka) {
+            (TransportKind::Kafka, Some(k)) => Stream::Topic(k.topic_for(&name.db, &name.table)),
+            _ => Stream::Binlog,
+        };
+        let mut backoff = Duration::from_millis(200);
+        let mut first = true;
+        // Each attempt describes the table afresh: a DDL that interrupted the last one
+        // (a column gone on one side, the table dropped and created again) is seen, and
+        // the run resumes from its last chunk over the columns both sides have now.
+        loop {
+            let sides = match describe(&setup, &checker.filter, &name).await {
+                Ok(sides) => sides,
+                Err(problem) => {
+                    report.problem = Some(problem);
+                    break;
+                }
+            };
+            let r = checksum_table(
+                &checker,
+                &config.checksum,
+                &sides,
+                &stream,
+                restart && first,
+                &mut report,
+            )
+            .await;
+            first = false;
+            match r {
+                Ok(()) => break,
+                Err(e) if e.is_transient() => {
+                    tracing::warn!(table = %name, error = %e, retry_in = ?backoff, "checksum interrupted; resuming the table");
+                    checker.refresh_after(&e).await;
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(config.replicator.max_backoff);
+                }
+                Err(e) => {
+                    report.problem = Some(e.to_string());
+                    break;
                 }
             }
         }
