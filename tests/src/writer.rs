@@ -24,6 +24,9 @@ pub struct WriterShared {
     pub extra_column: Mutex<Option<String>>,
     /// Highest id inserted so far, per table index.
     pub max_ids: Mutex<Vec<i64>>,
+    /// Asked to hold between transactions, and whether it does.
+    held: AtomicBool,
+    idle: AtomicBool,
 }
 
 pub struct Writer {
@@ -44,6 +47,12 @@ impl Writer {
         let handle = tokio::spawn(async move {
             let mut next_id = vec![1i64; tables.len()];
             while !s.stop.load(Ordering::Relaxed) {
+                if s.held.load(Ordering::SeqCst) {
+                    s.idle.store(true, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+                s.idle.store(false, Ordering::SeqCst);
                 let Ok(mut conn) = pool.get_conn().await else {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
@@ -62,6 +71,20 @@ impl Writer {
             }
         });
         Writer { shared, handle }
+    }
+
+    /// Holds the writer between transactions; returns once no transaction is open.
+    pub async fn hold(&self) {
+        self.shared.idle.store(false, Ordering::SeqCst);
+        self.shared.held.store(true, Ordering::SeqCst);
+        while !self.shared.idle.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Lets a held writer go on.
+    pub fn go(&self) {
+        self.shared.held.store(false, Ordering::SeqCst);
     }
 
     pub fn set_extra_column(&self, column: Option<&str>) {
