@@ -1,13 +1,13 @@
 //! Schema changes in every order, under a write load, with the verifier close behind the
-//! replicator (direct and kafka mode): no process stops, an untampered table records no
-//! mismatch, the shared columns converge — and a row tampered after the DDL is still
-//! flagged.
+//! replicator and a checksum running through the DDL (direct and kafka mode): no process
+//! stops, an untampered table records no mismatch, the shared columns converge — and a row
+//! tampered after the DDL is still flagged.
 
 use concord_e2e::broker::Kind;
 use concord_e2e::concord::mismatches;
 use concord_e2e::pipeline::{Mode, Pipeline};
 use concord_e2e::writer::{Writer, TABLE_DDL};
-use concord_e2e::{wait_for, TestDb};
+use concord_e2e::{wait_for, Concord, TestDb};
 use mysql_async::prelude::Queryable;
 use std::time::Duration;
 
@@ -121,6 +121,30 @@ async fn ddl_under_load(mode: Mode, order: Order) {
         writer.hold().await;
         pipeline.wait_applied(&db, &["t"]).await;
     }
+    // A checksum holds mid-table while the source is busy (six sleeping sessions, above
+    // its `max_threads_running`); the DDL lands meanwhile, and the rest of the table is
+    // checked over the columns as they are then.
+    let mut checksum_config = pipeline.config.sibling();
+    checksum_config.extra.push_str(
+        "\n[checksum]\nchunk_time = \"10ms\"\nfirst_chunk_rows = 20\nmax_threads_running = 4\n",
+    );
+    let table = format!("{}.t", db.name);
+    let busy: Vec<_> = (0..6)
+        .map(|_| {
+            let pool = db.servers.source.clone();
+            tokio::spawn(async move {
+                let mut c = pool.get_conn().await.unwrap();
+                c.query_drop("SELECT SLEEP(7)").await.unwrap();
+            })
+        })
+        .collect();
+    let mut checksum =
+        Concord::spawn(&checksum_config, &["checksum", "--table", table.as_str()]).await;
+    wait_for("the checksum to hold", Duration::from_secs(10), || {
+        let log = checksum.log();
+        async move { log.contains("source busy; checksum waiting").then_some(()) }
+    })
+    .await;
     let columns = apply(&db, &writer, order).await;
     // Long enough for the verifier to compare rows changed across the DDL.
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -128,9 +152,42 @@ async fn ddl_under_load(mode: Mode, order: Order) {
     assert!(committed > 50, "the writer kept writing ({committed})");
     pipeline.wait_applied(&db, &[]).await;
     db.wait_same("t", &columns, Duration::from_secs(60)).await;
+    for b in busy {
+        b.await.expect("busy session");
+    }
+    let code = checksum.wait_exit(Duration::from_secs(120)).await;
+    let log = checksum.log();
+    match order {
+        // The table may be missing on the target when the checksum goes on: reported,
+        // naming it.
+        Order::TableRecreatedOnTarget if code == Some(1) => {
+            assert!(log.contains("does not exist on the target"), "{log}")
+        }
+        _ => assert_eq!(
+            code,
+            Some(0),
+            "{order:?}: the checksum went through the DDL: {log}"
+        ),
+    }
+    if drops {
+        // Its statements named the dropped column: the server's error made it read the
+        // columns again and resume the table.
+        assert!(
+            log.contains("checksum interrupted; resuming the table"),
+            "{log}"
+        );
+    }
     pipeline.wait_verified(&db, Duration::from_secs(90)).await;
     let found = mismatches(&pipeline.config).await;
     assert!(found.is_empty(), "{order:?}: no mismatch: {found:?}");
+    // Checked again once all is quiet: every row equal.
+    let mut again = Concord::spawn(
+        &checksum_config.sibling(),
+        &["checksum", "--table", table.as_str(), "--restart"],
+    )
+    .await;
+    let code = again.wait_exit(Duration::from_secs(120)).await;
+    assert_eq!(code, Some(0), "{order:?}: {}", again.log());
 
     // A row changed on the source and then, inside the delay, behind concord's back on
     // the target: still flagged.

@@ -346,22 +346,63 @@ impl Assembler {
                     }
                 }
             }
-            QueryKind::Ddl(tables) => {
-                // A DDL commits implicitly: whatever was open goes with it, not dropped.
-                let mut txn = self.txn.take().unwrap_or_default();
-                if txn.gtid.is_none() {
-                    txn.gtid = self.opened_gtid();
+            QueryKind::Ddl(tables) => self.ddl(tables, schema, query, end, ts, Vec::new()),
+            QueryKind::Truncate(tables) => {
+                let truncated: Vec<TableName> = tables
+                    .iter()
+                    .filter(|t| self.tables.includes(t))
+                    .cloned()
+                    .collect();
+                let ddl_tables = tables.clone();
+                let unknown = tables.is_empty() && !SYSTEM_SCHEMAS.contains(&schema.as_str());
+                let mut txn = self.ddl(
+                    ddl_tables,
+                    schema.clone(),
+                    query.clone(),
+                    end,
+                    ts,
+                    truncated,
+                )?;
+                if unknown {
+                    // Which table it emptied is not known: recorded for a re-sync, as a
+                    // data change logged as SQL is.
+                    if let ReaderEvent::Transaction(t) = &mut txn {
+                        t.statements.push(LoggedStatement {
+                            position: start,
+                            schema,
+                            statement: query,
+                            tables: Vec::new(),
+                        });
+                    }
                 }
-                txn.end = end;
-                txn.commit_ts = ts;
-                txn.ddl = Some(Ddl {
-                    tables,
-                    schema,
-                    statement: query,
-                });
-                self.emit(txn)
+                Some(txn)
             }
         }
+    }
+
+    /// A DDL commits implicitly: whatever was open goes with it, not dropped.
+    fn ddl(
+        &mut self,
+        tables: Vec<TableName>,
+        schema: String,
+        statement: String,
+        end: Position,
+        ts: u32,
+        truncated: Vec<TableName>,
+    ) -> Option<ReaderEvent> {
+        let mut txn = self.txn.take().unwrap_or_default();
+        if txn.gtid.is_none() {
+            txn.gtid = self.opened_gtid();
+        }
+        txn.end = end;
+        txn.commit_ts = ts;
+        txn.ddl = Some(Ddl {
+            tables,
+            schema,
+            statement,
+        });
+        txn.truncated = truncated;
+        self.emit(txn)
     }
 
     fn xa(&mut self, verb: XaVerb, xid: String, end: Position, ts: u32) -> Option<ReaderEvent> {

@@ -44,6 +44,17 @@ pub enum BinlogError {
 }
 
 impl BinlogError {
+    /// Errors a restart meets again: the source's settings or the table selection must
+    /// change first, or the binlog holds an event this version cannot read.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            BinlogError::Setting { .. }
+                | BinlogError::KeylessTables(_)
+                | BinlogError::Unsupported { .. }
+        )
+    }
+
     pub fn is_transient(&self) -> bool {
         matches!(
             self,

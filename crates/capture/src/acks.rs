@@ -59,15 +59,16 @@ impl Acker {
                         return Err(CaptureError::Delivery {
                             position,
                             topic,
-                            error: e.to_string(),
+                            source: e,
                         })
                     }
                     Err(_) => {
                         return Err(CaptureError::Delivery {
                             position,
                             topic,
-                            error: "the producer dropped the message".into(),
-                        })
+                            // The producer went away before the broker answered.
+                            source: rdkafka::error::KafkaError::Canceled,
+                        });
                     }
                 }
             }

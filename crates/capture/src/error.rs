@@ -4,20 +4,45 @@ use concord_change::Position;
 pub enum CaptureError {
     #[error("capture needs transport.kind = \"kafka\" and a [kafka] section")]
     NotKafka,
-    #[error("{0}")]
-    Connect(String),
+    #[error("cannot connect to the {server}")]
+    Connect {
+        /// Which server, with its address (password hidden).
+        server: String,
+        #[source]
+        source: mysql_async::Error,
+    },
+    #[error("the capture's {task} task crashed")]
+    Crashed {
+        task: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
     #[error(transparent)]
     Binlog(#[from] concord_binlog::BinlogError),
     #[error(transparent)]
     Control(#[from] concord_control::ControlError),
-    #[error("kafka: {0}")]
+    #[error("kafka: creating the producer")]
     Kafka(#[source] rdkafka::error::KafkaError),
     /// The broker refused a message for good (after the producer's own retries); the
     /// capture stops so that its position never passes an unpublished change.
-    #[error("publishing the change at {position} to {topic}: {error}")]
+    #[error("publishing the change at {position} to {topic}")]
     Delivery {
         position: Position,
         topic: String,
-        error: String,
+        #[source]
+        source: rdkafka::error::KafkaError,
     },
+}
+
+impl CaptureError {
+    /// Errors no restart can get past (see `ReplicatorError::is_fatal`): the process exits
+    /// with them rather than retry forever.
+    pub fn is_fatal(&self) -> bool {
+        match self {
+            CaptureError::NotKafka => true,
+            CaptureError::Binlog(e) => e.is_fatal(),
+            CaptureError::Control(e) => !e.is_transient(),
+            _ => false,
+        }
+    }
 }

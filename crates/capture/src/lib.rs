@@ -25,6 +25,7 @@ use rdkafka::producer::FutureProducer;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc;
+use tokio_util::task::AbortOnDropHandle;
 
 /// The control-store name of this capture's position.
 pub fn position_name(config: &Config) -> String {
@@ -40,9 +41,13 @@ pub fn position_name(config: &Config) -> String {
 pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), CaptureError> {
     let kafka = config.kafka.as_ref().ok_or(CaptureError::NotKafka)?;
     let filter = config.tables.filter();
-    let mut source = Conn::new(config.source.opts()).await.map_err(|e| {
-        CaptureError::Connect(format!("source {}: {e}", config.source.url.redacted()))
-    })?;
+    let mut source =
+        Conn::new(config.source.opts())
+            .await
+            .map_err(|source| CaptureError::Connect {
+                server: format!("source {}", config.source.url.redacted()),
+                source,
+            })?;
     let server = preflight(&mut source, &filter, "").await?;
     let control =
         ControlStore::connect(config.control.url.expose(), &config.control.url.redacted()).await?;
@@ -78,10 +83,11 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), CaptureE
         server,
     );
     let (tx, mut rx) = mpsc::channel(config.replicator.queue_transactions);
-    let reading = tokio::spawn(async move { reader.run(start, tx).await });
+    // Aborted with this run: a restarted role must not leave its old reader behind.
+    let reading = AbortOnDropHandle::new(tokio::spawn(async move { reader.run(start, tx).await }));
     let (pending_tx, pending_rx) = mpsc::channel::<Pending>(config.replicator.queue_transactions);
     let acker = Acker::new(control.clone(), name);
-    let acking = tokio::spawn(acker.run(pending_rx));
+    let acking = AbortOnDropHandle::new(tokio::spawn(acker.run(pending_rx)));
     let publisher =
         publish::Publisher::new(producer, kafka.clone(), config.source.server_id, control);
 
@@ -111,12 +117,12 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), CaptureE
             match reading.await {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => Err(e.into()),
-                Err(join) => Err(CaptureError::Connect(format!("binlog reader crashed: {join}"))),
+                Err(source) => Err(CaptureError::Crashed { task: "binlog reader", source }),
             }
         }
         r = acking => match r {
             Ok(r) => r,
-            Err(join) => Err(CaptureError::Connect(format!("acknowledgement task crashed: {join}"))),
+            Err(source) => Err(CaptureError::Crashed { task: "acknowledgement", source }),
         },
     }
 }

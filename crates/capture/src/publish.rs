@@ -68,6 +68,33 @@ impl Publisher {
         }
     }
 
+    /// Kafka mode carries no TRUNCATE yet (a table's rows are spread over partitions, so
+    /// emptying it in order needs every partition's replicator): each one is recorded for
+    /// an operator, warned about and counted — never dropped silently.
+    async fn truncates(&self, txn: &Transaction) {
+        for (index, table) in txn.truncated.iter().enumerate() {
+            tracing::warn!(%table, position = %txn.end,
+                "source TRUNCATE in kafka mode: not published; recorded as a failed event (truncate)");
+            let f = FailedEvent {
+                position: txn.end.clone(),
+                row_index: index as u32,
+                table: table.clone(),
+                op: "truncate".into(),
+                reason: FailureReason::Truncate,
+                error: format!(
+                    "the source emptied {table} (TRUNCATE); kafka mode does not carry a \
+                     TRUNCATE to the replicators, so the target still has its rows: empty \
+                     the target table, then re-sync it"
+                ),
+                event: serde_json::to_string(&txn.ddl).expect("statements serialize"),
+            };
+            until_stored("failed event", MAX_BACKOFF, || {
+                self.control.record_failed(&f)
+            })
+            .await;
+        }
+    }
+
     /// Hands every change of `txn` to the producer (which sends in the background) and
     /// returns what must be acknowledged before `txn.end` may be saved.
     pub async fn publish(&self, txn: &Transaction) -> Result<Pending, CaptureError> {
@@ -82,6 +109,7 @@ impl Publisher {
         for s in &txn.statements {
             concord_binlog::report_statement(s);
         }
+        self.truncates(txn).await;
         let mut changes: Vec<RowChange> = Vec::with_capacity(txn.changes.len());
         for c in &txn.changes {
             // Only a partial *after*-image matters: with a whole one (NOBLOB's before-image
@@ -140,7 +168,7 @@ impl Publisher {
                         return Err(CaptureError::Delivery {
                             position: change.position.clone(),
                             topic,
-                            error: e.to_string(),
+                            source: e,
                         })
                     }
                 }

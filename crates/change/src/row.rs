@@ -145,6 +145,11 @@ pub struct Transaction {
     pub commit_ts: u32,
     /// A DDL statement, with the default schema it ran in.
     pub ddl: Option<Ddl>,
+    /// Included tables a `TRUNCATE` emptied (the statement is also `ddl`): after this
+    /// transaction's changes, none of their rows is left. A DDL ends a batch, so nothing
+    /// after it is applied before it.
+    #[serde(default)]
+    pub truncated: Vec<TableName>,
     /// Rows of included tables that could not be decoded; kept so they can be recorded.
     pub undecodable: Vec<Undecodable>,
     /// Data changes of included tables the source logged as SQL statements instead of row

@@ -1,22 +1,24 @@
 //! `concord`: one binary, a subcommand per role. This is the only place that turns errors
 //! into exit codes and messages for a person.
 
-use anyhow::Context;
-
 /// Every role moves row images through many small allocations (decoded binlog values,
 /// rows read back for verification); glibc's allocator spent about a third of the
 /// verifier's CPU time in a profile of the verification benchmark.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use concord_change::TableName;
 use concord_config::{Config, TransportKind};
 use concord_telemetry::LogFormat;
+use concord_telemetry::Readiness;
 use concord_verifier::checksum::Selection;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use supervise::supervise;
+
+mod supervise;
 
 #[derive(Parser)]
 #[command(
@@ -153,16 +155,22 @@ fn load(a: &ConfigArg) -> anyhow::Result<Config> {
 }
 
 async fn replicate(config: Config) -> anyhow::Result<()> {
-    let ready = Arc::new(AtomicBool::new(false));
-    concord_telemetry::serve(config.metrics.listen_addr(), ready.clone()).await?;
-    let replicating = async {
-        match config.transport.kind {
-            TransportKind::Direct => concord_replicator::direct::run(&config, ready).await,
-            TransportKind::Kafka => concord_replicator::kafka::run(&config, ready).await,
-        }
-    };
+    let readiness = Readiness::new();
+    let health = readiness.role("replicator");
+    concord_telemetry::serve(config.metrics.listen_addr(), readiness).await?;
+    let config = &config;
+    let replicating = supervise(
+        health,
+        config.replicator.max_backoff,
+        move |ready| async move {
+            match config.transport.kind {
+                TransportKind::Direct => concord_replicator::direct::run(config, ready).await,
+                TransportKind::Kafka => concord_replicator::kafka::run(config, ready).await,
+            }
+        },
+    );
     tokio::select! {
-        r = replicating => r.context("replication stopped"),
+        e = replicating => Err(anyhow::Error::new(e).context("replication stopped")),
         _ = shutdown_signal() => {
             // Nothing to flush: an uncommitted batch is rolled back by the target and
             // re-read from the checkpoint on the next start.
@@ -173,16 +181,22 @@ async fn replicate(config: Config) -> anyhow::Result<()> {
 }
 
 async fn verify(config: Config) -> anyhow::Result<()> {
-    let ready = Arc::new(AtomicBool::new(false));
-    concord_telemetry::serve(config.metrics.listen_addr(), ready.clone()).await?;
-    let verifying = async {
-        match config.transport.kind {
-            TransportKind::Direct => concord_verifier::direct::run(&config, ready).await,
-            TransportKind::Kafka => concord_verifier::kafka::run(&config, ready).await,
-        }
-    };
+    let readiness = Readiness::new();
+    let health = readiness.role("verifier");
+    concord_telemetry::serve(config.metrics.listen_addr(), readiness).await?;
+    let config = &config;
+    let verifying = supervise(
+        health,
+        config.replicator.max_backoff,
+        move |ready| async move {
+            match config.transport.kind {
+                TransportKind::Direct => concord_verifier::direct::run(config, ready).await,
+                TransportKind::Kafka => concord_verifier::kafka::run(config, ready).await,
+            }
+        },
+    );
     tokio::select! {
-        r = verifying => r.context("verifier stopped"),
+        e = verifying => Err(anyhow::Error::new(e).context("verifier stopped")),
         _ = shutdown_signal() => {
             // The saved position is the end of a fully verified round; the rest is
             // verified again after the restart.
@@ -192,28 +206,37 @@ async fn verify(config: Config) -> anyhow::Result<()> {
     }
 }
 
-/// Direct mode, all in one process: replicator and verifier side by side; either one
-/// stopping stops the process.
+/// Direct mode, all in one process: replicator and verifier side by side, each restarted
+/// on its own when it fails; only an error no restart can get past (or a signal) ends the
+/// process.
 async fn run_all(config: Config) -> anyhow::Result<()> {
-    let ready = Arc::new(AtomicBool::new(false));
-    concord_telemetry::serve(config.metrics.listen_addr(), ready.clone()).await?;
-    let verifier_ready = Arc::new(AtomicBool::new(false));
-    // The verifier starts where the replicator starts, once the replicator has checked
-    // the source (so a refusal at start — settings, keyless tables — is reported once, by
-    // the replicator), and so it sees every change the replicator applies.
-    let (started, start) = tokio::sync::oneshot::channel();
+    let readiness = Readiness::new();
+    let replicator = readiness.role("replicator");
+    let verifier = readiness.role("verifier");
+    concord_telemetry::serve(config.metrics.listen_addr(), readiness).await?;
+    // The verifier starts where the replicator first started in this process, once the
+    // replicator has checked the source (so a refusal at start — settings, keyless tables
+    // — is reported once, by the replicator), and so it sees every change the replicator
+    // applies. A verifier that saved a position resumes from that instead.
+    let (started, mut start) = tokio::sync::watch::channel(None);
+    let (config, started) = (&config, &started);
+    let replicating = supervise(replicator, config.replicator.max_backoff, move |ready| {
+        concord_replicator::direct::run_telling_start(config, ready, Some(started))
+    });
     let verifying = async {
-        match start.await {
-            Ok(start) => {
-                concord_verifier::direct::run_from(&config, verifier_ready, Some(start)).await
-            }
-            // The replicator stopped before it started: its error is the one reported.
-            Err(_) => std::future::pending().await,
-        }
+        let first = match start.wait_for(Option::is_some).await {
+            Ok(first) => first.clone(),
+            // The replicator stopped for good: its error is the one reported.
+            Err(_) => return std::future::pending().await,
+        };
+        supervise(verifier, config.replicator.max_backoff, move |ready| {
+            concord_verifier::direct::run_from(config, ready, first.clone())
+        })
+        .await
     };
     tokio::select! {
-        r = concord_replicator::direct::run_telling_start(&config, ready.clone(), Some(started)) => r.context("replication stopped"),
-        r = verifying => r.context("verifier stopped"),
+        e = replicating => Err(anyhow::Error::new(e).context("replication stopped")),
+        e = verifying => Err(anyhow::Error::new(e).context("verifier stopped")),
         _ = shutdown_signal() => {
             tracing::info!("shutting down");
             Ok(())
@@ -222,10 +245,15 @@ async fn run_all(config: Config) -> anyhow::Result<()> {
 }
 
 async fn capture(config: Config) -> anyhow::Result<()> {
-    let ready = Arc::new(AtomicBool::new(false));
-    concord_telemetry::serve(config.metrics.listen_addr(), ready.clone()).await?;
+    let readiness = Readiness::new();
+    let health = readiness.role("capture");
+    concord_telemetry::serve(config.metrics.listen_addr(), readiness).await?;
+    let config = &config;
+    let capturing = supervise(health, config.replicator.max_backoff, move |ready| {
+        concord_capture::run(config, ready)
+    });
     tokio::select! {
-        r = concord_capture::run(&config, ready) => r.context("capture stopped"),
+        e = capturing => Err(anyhow::Error::new(e).context("capture stopped")),
         _ = shutdown_signal() => {
             // Unacknowledged messages are published again from the saved position.
             tracing::info!("shutting down");
@@ -236,8 +264,12 @@ async fn capture(config: Config) -> anyhow::Result<()> {
 
 async fn checksum(config: Config, a: ChecksumArgs) -> anyhow::Result<ExitCode> {
     if a.serve_metrics {
-        let ready = Arc::new(AtomicBool::new(true));
-        concord_telemetry::serve(config.metrics.listen_addr(), ready).await?;
+        let readiness = Readiness::new();
+        readiness
+            .role("checksum")
+            .flag()
+            .store(true, Ordering::Relaxed);
+        concord_telemetry::serve(config.metrics.listen_addr(), readiness).await?;
     }
     let selection = if a.all {
         Selection::All

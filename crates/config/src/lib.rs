@@ -11,7 +11,7 @@ mod verifier;
 
 pub use error::ConfigError;
 pub use sections::*;
-pub use tables::TableFilter;
+pub use tables::{osc_helper, OscTool, TableFilter};
 pub use verifier::{ChecksumConfig, VerifierConfig};
 
 use figment::providers::{Env, Format, Toml};

@@ -135,6 +135,28 @@ impl TargetConfig {
     }
 }
 
+impl Config {
+    /// How the verifier and the checksum connect to the target: as `verifier.target_user`
+    /// when one is set, else as the replicator does.
+    pub fn verifier_target_opts(&self) -> mysql_async::Opts {
+        let opts = self.target.opts();
+        let Some(user) = &self.verifier.target_user else {
+            return opts;
+        };
+        let password = self
+            .verifier
+            .target_password
+            .as_ref()
+            .or(self.target.password.as_ref())
+            .map(|p| p.expose().to_owned())
+            .or_else(|| opts.pass().map(str::to_owned));
+        mysql_async::OptsBuilder::from_opts(opts)
+            .user(Some(user.clone()))
+            .pass(password)
+            .into()
+    }
+}
+
 impl SourceConfig {
     pub fn opts(&self) -> mysql_async::Opts {
         mysql_opts(&self.url, &self.password)
@@ -255,6 +277,20 @@ pub struct TablesConfig {
     /// `"db.table" = "db2.table2"` or a whole schema `"db" = "db2"`.
     #[serde(default)]
     pub rename: BTreeMap<String, String>,
+    /// The helper tables of online schema change tools (pt-online-schema-change's
+    /// `_t_new`/`_t_old`, gh-ost's `_t_gho`/`_t_ghc`/`_t_del`): `skip` never replicates them,
+    /// whatever `include` says; `off` treats them as ordinary tables.
+    #[serde(default)]
+    pub online_schema_change: OnlineSchemaChange,
+}
+
+/// `tables.online_schema_change`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OnlineSchemaChange {
+    #[default]
+    Skip,
+    Off,
 }
 
 impl TablesConfig {
@@ -295,6 +331,20 @@ pub struct ReplicatorConfig {
     /// target session holds before retrying the batch (whole seconds, at least 1s).
     #[serde(default = "default_lock_wait", with = "humantime_serde")]
     pub lock_wait_timeout: Duration,
+    /// What a source `TRUNCATE` of a replicated table does to the target.
+    #[serde(default)]
+    pub truncate: TruncateMode,
+}
+
+/// `replicator.truncate`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TruncateMode {
+    /// Empty the target table too, in order with the changes around it.
+    #[default]
+    Apply,
+    /// Leave the target table alone; record the TRUNCATE as a failed event (`truncate`).
+    Record,
 }
 
 impl Default for ReplicatorConfig {
@@ -305,6 +355,7 @@ impl Default for ReplicatorConfig {
             batch_time: default_batch_time(),
             queue_transactions: default_queue(),
             foreign_key_checks: false,
+            truncate: TruncateMode::Apply,
             audit_flag_column: default_audit_flag(),
             audit_ts_column: default_audit_ts(),
             max_backoff: default_max_backoff(),
@@ -418,6 +469,11 @@ impl Config {
                 "target.password_file",
                 &self.target.password_file,
                 &mut self.target.password,
+            ),
+            (
+                "verifier.target_password_file",
+                &self.verifier.target_password_file,
+                &mut self.verifier.target_password,
             ),
         ] {
             if let Some(path) = file {

@@ -1,10 +1,11 @@
 //! Which source tables are replicated, and under which name they land on the target.
 //!
 //! Invariant: system schemas (`mysql`, `information_schema`, `performance_schema`, `sys`)
-//! never match, whatever the patterns say.
+//! never match, whatever the patterns say; nor do the helper tables of online schema change
+//! tools unless `tables.online_schema_change = "off"`.
 
 use crate::error::ConfigError;
-use crate::sections::{is_identifier, TablesConfig};
+use crate::sections::{is_identifier, OnlineSchemaChange, TablesConfig};
 use concord_change::TableName;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use std::collections::HashMap;
@@ -17,6 +18,44 @@ pub struct TableFilter {
     exclude: GlobSet,
     table_renames: HashMap<(String, String), TableName>,
     schema_renames: HashMap<String, String>,
+    skip_osc_helpers: bool,
+}
+
+/// An online schema change tool whose helper tables are recognised by name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OscTool {
+    PtOnlineSchemaChange,
+    GhOst,
+}
+
+impl OscTool {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OscTool::PtOnlineSchemaChange => "pt-online-schema-change",
+            OscTool::GhOst => "gh-ost",
+        }
+    }
+}
+
+/// The tool and the table it is changing when `name` is one of its helper tables:
+/// `_t_new`/`_t_old` (pt-online-schema-change, which adds more leading underscores when
+/// the name is taken) or `_t_gho`/`_t_ghc`/`_t_del` (gh-ost).
+pub fn osc_helper(name: &TableName) -> Option<(OscTool, TableName)> {
+    let rest = name.table.strip_prefix('_')?;
+    let (tool, original) = [
+        ("_new", OscTool::PtOnlineSchemaChange),
+        ("_old", OscTool::PtOnlineSchemaChange),
+        ("_gho", OscTool::GhOst),
+        ("_ghc", OscTool::GhOst),
+        ("_del", OscTool::GhOst),
+    ]
+    .into_iter()
+    .find_map(|(suffix, tool)| Some((tool, rest.strip_suffix(suffix)?)))?;
+    let original = match tool {
+        OscTool::PtOnlineSchemaChange => original.trim_start_matches('_'),
+        OscTool::GhOst => original,
+    };
+    (!original.is_empty()).then(|| (tool, TableName::new(name.db.clone(), original)))
 }
 
 impl TableFilter {
@@ -54,11 +93,15 @@ impl TableFilter {
             exclude,
             table_renames,
             schema_renames,
+            skip_osc_helpers: config.online_schema_change == OnlineSchemaChange::Skip,
         })
     }
 
     pub fn matches(&self, name: &TableName) -> bool {
         if SYSTEM_SCHEMAS.contains(&name.db.as_str()) {
+            return false;
+        }
+        if self.skip_osc_helpers && osc_helper(name).is_some() {
             return false;
         }
         let full = name.to_string();

@@ -224,3 +224,65 @@ fn verifier_section_defaults_and_the_issue_forms() {
         "{e}"
     );
 }
+
+#[test]
+fn the_verifier_may_read_the_target_as_its_own_user() {
+    let c = Config::from_toml(ISSUE_EXAMPLE).unwrap();
+    assert_eq!(c.verifier_target_opts().user(), Some("root"));
+
+    let c = with_section(
+        "verifier",
+        "target_user = \"checker\"\ntarget_password = \"s3cret\"",
+    )
+    .unwrap();
+    let opts = c.verifier_target_opts();
+    assert_eq!(opts.user(), Some("checker"));
+    assert_eq!(opts.pass(), Some("s3cret"));
+    assert_eq!(opts.tcp_port(), 3308, "same server as the replicator's");
+    assert_eq!(
+        c.target.opts().user(),
+        Some("root"),
+        "the replicator's is kept"
+    );
+    assert!(
+        !format!("{c:?}").contains("s3cret"),
+        "the password is never printed"
+    );
+}
+
+#[test]
+fn online_schema_change_helper_tables_are_skipped_unless_turned_off() {
+    let c = Config::from_toml(ISSUE_EXAMPLE).unwrap();
+    let f = c.tables.filter();
+    for helper in [
+        "_orders_new",
+        "__orders_new",
+        "_orders_old",
+        "_orders_gho",
+        "_orders_ghc",
+        "_orders_del",
+    ] {
+        assert!(!f.matches(&TableName::new("shop", helper)), "{helper}");
+        let (_, original) = osc_helper(&TableName::new("shop", helper)).unwrap();
+        assert_eq!(original, TableName::new("shop", "orders"), "{helper}");
+    }
+    assert_eq!(
+        osc_helper(&TableName::new("shop", "_orders_gho")).map(|(t, _)| t),
+        Some(OscTool::GhOst)
+    );
+    for ordinary in [
+        "orders",
+        "orders_new",
+        "_new",
+        "_orders_newer",
+        "new_orders",
+    ] {
+        assert!(f.matches(&TableName::new("shop", ordinary)), "{ordinary}");
+    }
+    let text = ISSUE_EXAMPLE.replace(
+        "include = [\"shop.*\"]",
+        "include = [\"shop.*\"]\nonline_schema_change = \"off\"",
+    );
+    let f = Config::from_toml(&text).unwrap().tables.filter();
+    assert!(f.matches(&TableName::new("shop", "_orders_new")));
+}

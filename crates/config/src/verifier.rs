@@ -2,7 +2,9 @@
 //! and how the whole-table checksum paces itself.
 
 use crate::error::ConfigError;
+use crate::sections::Secret;
 use serde::Deserialize;
+use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Clone, Debug, Deserialize)]
@@ -44,6 +46,15 @@ pub struct VerifierConfig {
     /// and target rows stayed the same across both (see docs/VERIFY.md).
     #[serde(default = "default_retry_after", with = "humantime_serde")]
     pub retry_after: Duration,
+    /// The user the verifier (and the checksum) reads the target as — SELECT is all they
+    /// need; by default `target.url`'s user. Its password comes from `target_password` or
+    /// `target_password_file`, else the target's.
+    #[serde(default)]
+    pub target_user: Option<String>,
+    #[serde(default)]
+    pub target_password: Option<Secret>,
+    #[serde(default)]
+    pub target_password_file: Option<PathBuf>,
 }
 
 impl Default for VerifierConfig {
@@ -59,6 +70,9 @@ impl Default for VerifierConfig {
             park_rows: default_park_rows(),
             park_for: default_park_for(),
             retry_after: default_retry_after(),
+            target_user: None,
+            target_password: None,
+            target_password_file: None,
         }
     }
 }

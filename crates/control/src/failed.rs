@@ -26,6 +26,9 @@ pub enum FailureReason {
     /// A partial row image that cannot be applied without guessing (in kafka mode, a
     /// primary-key change: the row's new key needs a whole image on its own partition).
     PartialImage,
+    /// A source `TRUNCATE` left undone on the target (`replicator.truncate = "record"`, or
+    /// the statement did not say which table).
+    Truncate,
 }
 
 impl FailureReason {
@@ -39,6 +42,7 @@ impl FailureReason {
             FailureReason::StatementFormat => "statement_format",
             FailureReason::MissingRow => "missing_row",
             FailureReason::PartialImage => "partial_image",
+            FailureReason::Truncate => "truncate",
         }
     }
 }

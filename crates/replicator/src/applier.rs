@@ -7,6 +7,8 @@
 //!   that moves past it commits, so it is never lost;
 //! - a transient error retries the whole batch, forever, with capped backoff.
 
+mod truncate;
+
 use crate::batch::{coalesce, group_by_table, runs, Write, WriteKind};
 use crate::checkpoint::Checkpoints;
 use crate::error::{classify, ErrorClass, ReplicatorError};
@@ -204,6 +206,7 @@ impl Applier {
         for s in batch.iter().flat_map(|t| &t.statements) {
             concord_binlog::report_statement(s);
         }
+        truncate::report(batch, self.config.truncate);
         let rows: usize = batch.iter().map(|t| t.changes.len()).sum();
         if rows > 0 {
             metrics::BATCH_ROWS.observe(rows as f64);
@@ -321,6 +324,7 @@ impl Applier {
                 self.schema.refresh_schema(&mapped.db);
             }
             for table in &ddl.tables {
+                report_online_schema_change(table, &ddl.statement);
                 let target = self.filter.target_name(table);
                 self.schema.refresh(&target, RefreshReason::SourceDdl).await;
             }
@@ -378,6 +382,11 @@ impl Applier {
                         .await?;
                 }
             }
+        }
+        // A truncating transaction ends its batch (it is a DDL): every row above came
+        // before it.
+        for txn in batch.iter().filter(|t| !t.truncated.is_empty()) {
+            self.truncate(txn, failures).await?;
         }
         Ok(())
     }
@@ -531,6 +540,27 @@ impl Applier {
                 .inc();
         }
     }
+}
+
+/// Says at INFO what an online schema change tool is doing, from its DDL on a helper table:
+/// created (its run started), renamed (the swap), dropped (it finished or cleaned up).
+fn report_online_schema_change(table: &TableName, statement: &str) {
+    let Some((tool, original)) = concord_config::osc_helper(table) else {
+        return;
+    };
+    let verb = statement
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_ascii_uppercase();
+    let what = match verb.as_str() {
+        "CREATE" => "started: helper table created",
+        "RENAME" => "swapped the tables",
+        "DROP" => "finished: helper table dropped",
+        _ => "changed its helper table",
+    };
+    tracing::info!(tool = tool.as_str(), table = %original, helper = %table,
+        "online schema change {what}; its helper tables are not replicated");
 }
 
 fn failed(w: &Write<'_>, reason: FailureReason, error: String) -> FailedEvent {

@@ -5,7 +5,7 @@ use crate::applier::Applier;
 use crate::checkpoint::Checkpoints;
 use crate::error::ReplicatorError;
 use concord_binlog::{preflight, start_position, BinlogReader, ReaderOptions, Resume};
-use concord_change::{Position, TableName};
+use concord_change::TableName;
 use concord_config::Config;
 use concord_control::ControlStore;
 use concord_schema_cache::SchemaCache;
@@ -13,40 +13,60 @@ use mysql_async::{Conn, OptsBuilder, Pool};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use tokio::sync::mpsc;
+use tokio_util::task::AbortOnDropHandle;
 
 /// Checks the source, then replicates until an unrecoverable error.
 pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), ReplicatorError> {
     run_telling_start(config, ready, None).await
 }
 
-/// As [`run`]; `started` is told where reading starts, once the source has been checked
-/// (`concord run` starts its verifier there, so the two see the same changes).
+/// As [`run`]; `started` is told where reading starts, once the source has been checked,
+/// unless it already holds a start from an earlier run of this process (`concord run`
+/// starts its verifier there, so the two see the same changes).
 pub async fn run_telling_start(
     config: &Config,
     ready: Arc<AtomicBool>,
-    started: Option<tokio::sync::oneshot::Sender<Resume>>,
+    started: Option<&tokio::sync::watch::Sender<Option<Resume>>>,
 ) -> Result<(), ReplicatorError> {
     let filter = config.tables.filter();
     let source_opts = config.source.opts();
-    let mut source = Conn::new(source_opts.clone()).await.map_err(|e| {
-        ReplicatorError::Connect(format!("source {}: {e}", config.source.url.redacted()))
-    })?;
+    let mut source =
+        Conn::new(source_opts.clone())
+            .await
+            .map_err(|source| ReplicatorError::Connect {
+                server: format!("source {}", config.source.url.redacted()),
+                source,
+            })?;
     let server = preflight(&mut source, &filter, &config.target.checkpoint_schema).await?;
     tracing::info!(version = %server.version, "source checked");
 
     let target_opts: mysql_async::Opts = OptsBuilder::from_opts(config.target.opts())
         .stmt_cache_size(1024)
         .into();
-    let mut target = Conn::new(target_opts.clone()).await.map_err(|e| {
-        ReplicatorError::Connect(format!("target {}: {e}", config.target.url.redacted()))
-    })?;
+    let mut target =
+        Conn::new(target_opts.clone())
+            .await
+            .map_err(|source| ReplicatorError::Connect {
+                server: format!("target {}", config.target.url.redacted()),
+                source,
+            })?;
     let checkpoints = Checkpoints::new(&config.target.checkpoint_schema, &config.replicator.name);
-    let target_err = |e: mysql_async::Error| ReplicatorError::Target {
-        position: Position::default(),
-        message: e.to_string(),
-    };
-    checkpoints.ensure(&mut target).await.map_err(target_err)?;
-    let start = match checkpoints.resume(&mut target).await.map_err(target_err)? {
+    checkpoints
+        .ensure(&mut target)
+        .await
+        .map_err(|source| ReplicatorError::Target {
+            what: "creating the checkpoint table",
+            source,
+        })?;
+    let resume =
+        checkpoints
+            .resume(&mut target)
+            .await
+            .map_err(|source| ReplicatorError::Target {
+                what: "reading the checkpoint",
+                source,
+            })?;
+    let start = match resume {
         Some(r) => {
             tracing::info!(position = %r, "resuming from checkpoint");
             r
@@ -65,7 +85,13 @@ pub async fn run_telling_start(
     // Told only now: the control store is migrated, so the verifier connecting next does
     // not run the migrations at the same time.
     if let Some(started) = started {
-        let _ = started.send(start.clone());
+        started.send_if_modified(|first| {
+            let unset = first.is_none();
+            if unset {
+                *first = Some(start.clone());
+            }
+            unset
+        });
     }
     let schema = SchemaCache::new(Pool::new(config.target.opts()), config.target.schema_ttl);
 
@@ -92,15 +118,17 @@ pub async fn run_telling_start(
         config.replicator.clone(),
     );
     let (tx, rx) = mpsc::channel(config.replicator.queue_transactions);
-    let reading = tokio::spawn(async move { reader.run(start, tx).await });
+    // Aborted with this run: a restarted role must not leave its old reader behind.
+    let reading = AbortOnDropHandle::new(tokio::spawn(async move { reader.run(start, tx).await }));
     // The applier ends when the reader does (its channel closes) or on an error of its
     // own; the reader's end says why it ended (a definite error must not pass for Ok).
     applier.run(rx, ready).await?;
     match reading.await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(e.into()),
-        Err(join) => Err(ReplicatorError::Preflight(format!(
-            "binlog reader crashed: {join}"
-        ))),
+        Err(source) => Err(ReplicatorError::Crashed {
+            task: "binlog reader",
+            source,
+        }),
     }
 }

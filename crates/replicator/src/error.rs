@@ -1,6 +1,5 @@
 //! How the applier reacts to a target error: retry, refresh the schema, or record the row.
 
-use concord_change::Position;
 use mysql_async::Error as MyError;
 
 /// What a target error means for the change that caused it.
@@ -75,19 +74,60 @@ pub fn classify(e: &MyError) -> ErrorClass {
     }
 }
 
-/// Errors that stop the replicator (everything else is retried or recorded).
+/// Errors that stop the replicator (everything else is retried or recorded). The process
+/// restarts a stopped replicator with backoff unless [`ReplicatorError::is_fatal`]: the
+/// cause is kept as the error's source, so the log names the server's own words.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplicatorError {
     #[error(transparent)]
     Binlog(#[from] concord_binlog::BinlogError),
-    #[error("target at {position}: {message}")]
-    Target { position: Position, message: String },
-    #[error("source preflight: {0}")]
-    Preflight(String),
+    /// A statement of the replicator's own bookkeeping (checkpoints, offsets) failed.
+    #[error("target: {what}")]
+    Target {
+        what: &'static str,
+        #[source]
+        source: mysql_async::Error,
+    },
+    #[error("cannot connect to the {server}")]
+    Connect {
+        /// Which server, with its address (password hidden).
+        server: String,
+        #[source]
+        source: mysql_async::Error,
+    },
+    #[error(transparent)]
+    Schema(#[from] concord_schema_cache::SchemaError),
+    #[error("kafka: {what}")]
+    Kafka {
+        what: &'static str,
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    /// The config lacks what this mode needs.
+    #[error("{0}")]
+    NotConfigured(&'static str),
     #[error(transparent)]
     Control(#[from] concord_control::ControlError),
-    #[error("{0}")]
-    Connect(String),
+    #[error("the replicator's {task} task crashed")]
+    Crashed {
+        task: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+}
+
+impl ReplicatorError {
+    /// Errors no restart can get past — the config or the source's setup must change
+    /// first, or the binlog holds an event this version cannot read: the process exits
+    /// with them rather than retry forever.
+    pub fn is_fatal(&self) -> bool {
+        match self {
+            ReplicatorError::Binlog(e) => e.is_fatal(),
+            ReplicatorError::NotConfigured(_) => true,
+            ReplicatorError::Control(e) => !e.is_transient(),
+            _ => false,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -71,10 +71,9 @@ struct PartitionState {
 }
 
 pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), ReplicatorError> {
-    let kafka = config
-        .kafka
-        .as_ref()
-        .ok_or_else(|| ReplicatorError::Preflight("kafka mode needs a [kafka] section".into()))?;
+    let kafka = config.kafka.as_ref().ok_or(ReplicatorError::NotConfigured(
+        "kafka mode needs a [kafka] section",
+    ))?;
     let filter = config.tables.filter();
     let target_opts: mysql_async::Opts = OptsBuilder::from_opts(config.target.opts())
         .stmt_cache_size(1024)
@@ -82,15 +81,19 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), Replicat
     let pool = Pool::new(config.target.opts());
     let offsets = Offsets::new(&config.target.checkpoint_schema, &kafka.group);
     {
-        let mut conn = Conn::new(target_opts.clone()).await.map_err(|e| {
-            ReplicatorError::Connect(format!("target {}: {e}", config.target.url.redacted()))
-        })?;
+        let mut conn =
+            Conn::new(target_opts.clone())
+                .await
+                .map_err(|source| ReplicatorError::Connect {
+                    server: format!("target {}", config.target.url.redacted()),
+                    source,
+                })?;
         offsets
             .ensure(&mut conn)
             .await
-            .map_err(|e| ReplicatorError::Target {
-                position: Position::default(),
-                message: e.to_string(),
+            .map_err(|source| ReplicatorError::Target {
+                what: "creating the kafka offset table",
+                source,
             })?;
     }
     let control =
@@ -108,17 +111,27 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), Replicat
     let context = GroupContext::default();
     let consumer: StreamConsumer<GroupContext> = consumer_config(kafka)
         .create_with_context(context)
-        .map_err(|e| ReplicatorError::Connect(format!("kafka consumer: {e}")))?;
+        .map_err(|source| ReplicatorError::Kafka {
+            what: "creating the consumer",
+            source,
+        })?;
     match kafka.topic_mode {
         TopicMode::Single => consumer.subscribe(&[&kafka.topic]),
         TopicMode::PerTable => {
             consumer.subscribe(&[&format!("^{}\\..*", regex_escape(&kafka.topic))])
         }
     }
-    .map_err(|e| ReplicatorError::Connect(format!("kafka subscribe: {e}")))?;
-    let dead_letters: FutureProducer = dead_letter_config(kafka)
-        .create()
-        .map_err(|e| ReplicatorError::Connect(format!("kafka producer: {e}")))?;
+    .map_err(|source| ReplicatorError::Kafka {
+        what: "subscribing",
+        source,
+    })?;
+    let dead_letters: FutureProducer =
+        dead_letter_config(kafka)
+            .create()
+            .map_err(|source| ReplicatorError::Kafka {
+                what: "creating the dead-letter producer",
+                source,
+            })?;
     let dlq = kafka.dead_letter_topic();
     tracing::info!(group = %kafka.group, topic = %kafka.topic, "consuming");
 
@@ -173,14 +186,20 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), Replicat
         for m in batch {
             let key = (m.topic().to_owned(), m.partition());
             if !parts.contains_key(&key) {
-                let mut conn = pool
-                    .get_conn()
-                    .await
-                    .map_err(|e| ReplicatorError::Connect(e.to_string()))?;
+                let mut conn =
+                    pool.get_conn()
+                        .await
+                        .map_err(|source| ReplicatorError::Connect {
+                            server: format!("target {}", config.target.url.redacted()),
+                            source,
+                        })?;
                 let stored = offsets
                     .load(&mut conn, &key.0, key.1)
                     .await
-                    .map_err(|e| ReplicatorError::Connect(e.to_string()))?;
+                    .map_err(|source| ReplicatorError::Target {
+                        what: "reading a partition's stored offset",
+                        source,
+                    })?;
                 parts.insert(
                     key.clone(),
                     PartitionState {
@@ -249,7 +268,7 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), Replicat
                             );
                             poison.push((m, f));
                         }
-                        Err(e) => return Err(ReplicatorError::Connect(e.to_string())),
+                        Err(e) => return Err(e.into()),
                     }
                 }
                 Err(e) => {

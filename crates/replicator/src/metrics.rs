@@ -92,3 +92,12 @@ pub static OFFSET_GAPS: LazyLock<prometheus::IntCounterVec> = LazyLock::new(|| {
     )
     .expect("metric registers once")
 });
+
+pub static TRUNCATES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "concord_truncates_total",
+        "Source TRUNCATEs of replicated tables: applied to the target, or recorded (replicator.truncate = \"record\")",
+        &["table", "action"]
+    )
+    .expect("metric registers once")
+});

@@ -1,6 +1,11 @@
 //! What every concord process exposes about itself: logs (human or JSON) and an HTTP
 //! endpoint with `/metrics` (Prometheus text), `/healthz` (the process runs) and `/readyz`
-//! (the role is connected and doing its work).
+//! (every role of the process is connected and doing its work; when one is not, the
+//! answer names it and says why).
+
+mod readiness;
+
+pub use readiness::{Readiness, RoleHealth};
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -10,8 +15,6 @@ use axum::Router;
 use prometheus::{Encoder, TextEncoder};
 use std::io::IsTerminal;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -42,8 +45,9 @@ pub struct ServeError {
     pub source: std::io::Error,
 }
 
-/// Binds `addr` and serves the endpoints in the background.
-pub async fn serve(addr: SocketAddr, ready: Arc<AtomicBool>) -> Result<SocketAddr, ServeError> {
+/// Binds `addr` and serves the endpoints in the background; `/readyz` answers for the
+/// roles registered in `ready`.
+pub async fn serve(addr: SocketAddr, ready: Readiness) -> Result<SocketAddr, ServeError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| ServeError { addr, source })?;
@@ -81,10 +85,9 @@ async fn metrics() -> impl IntoResponse {
     }
 }
 
-async fn readyz(State(ready): State<Arc<AtomicBool>>) -> impl IntoResponse {
-    if ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+async fn readyz(State(ready): State<Readiness>) -> impl IntoResponse {
+    match ready.report() {
+        None => (StatusCode::OK, "ready\n".to_owned()),
+        Some(report) => (StatusCode::SERVICE_UNAVAILABLE, report),
     }
 }

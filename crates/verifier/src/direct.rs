@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::{self, error::TryRecvError};
+use tokio_util::task::AbortOnDropHandle;
 
 const STREAM: &str = "binlog";
 
@@ -44,9 +45,12 @@ pub async fn run_from(
 ) -> Result<(), VerifierError> {
     let filter = config.tables.filter();
     let setup = Setup::connect(config).await?;
-    let mut source = Conn::new(setup.source_opts.clone()).await.map_err(|e| {
-        VerifierError::Preflight(format!("source {}: {e}", config.source.url.redacted()))
-    })?;
+    let mut source = Conn::new(setup.source_opts.clone())
+        .await
+        .map_err(|source| VerifierError::Connect {
+            server: format!("source {}", config.source.url.redacted()),
+            source,
+        })?;
     let server = preflight(&mut source, &filter, &config.target.checkpoint_schema).await?;
     let checkpoints = Checkpoints::new(&config.target.checkpoint_schema, &config.replicator.name);
     let name = &config.verifier.name;
@@ -65,12 +69,23 @@ pub async fn run_from(
         (None, Some(r)) => r,
         (None, None) => {
             // Nothing verified yet: begin where the replicator is, or where it would start.
-            let mut target = setup.target.get_conn().await.map_err(|e| {
-                VerifierError::Preflight(format!("target {}: {e}", config.target.url.redacted()))
-            })?;
-            checkpoints.ensure(&mut target).await.map_err(|e| {
-                VerifierError::Preflight(format!("target {}: {e}", config.target.url.redacted()))
-            })?;
+            let mut target =
+                setup
+                    .target
+                    .get_conn()
+                    .await
+                    .map_err(|source| VerifierError::Connect {
+                        server: format!("target {}", config.target.url.redacted()),
+                        source,
+                    })?;
+            checkpoints
+                .ensure(&mut target)
+                .await
+                .map_err(|source| VerifierError::Setup {
+                    side: "target",
+                    what: "creating the checkpoint table",
+                    source,
+                })?;
             match checkpoints.resume(&mut target).await.ok().flatten() {
                 Some(r) => r,
                 None => Resume::at(start_position(&mut source, &config.source.start_from()).await?),
@@ -99,12 +114,13 @@ pub async fn run_from(
             checkpoints,
         },
     ));
-    tokio::spawn(metrics::report_open_mismatches(
+    let _counting = AbortOnDropHandle::new(tokio::spawn(metrics::report_open_mismatches(
         setup.control.clone(),
         Duration::from_secs(5),
-    ));
+    )));
     let (tx, rx) = mpsc::channel(config.replicator.queue_transactions);
-    let reading = tokio::spawn(async move { reader.run(start, tx).await });
+    // Aborted with this run: a restarted role must not leave its old reader behind.
+    let reading = AbortOnDropHandle::new(tokio::spawn(async move { reader.run(start, tx).await }));
     ready.store(true, Ordering::Relaxed);
     // The loop ends when the reader does (its channel closes) or on an error of its own;
     // the reader's end says why it ended (a definite error must not pass for Ok).
@@ -112,9 +128,10 @@ pub async fn run_from(
     match reading.await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(e.into()),
-        Err(join) => Err(VerifierError::Crashed(format!(
-            "binlog reader crashed: {join}"
-        ))),
+        Err(source) => Err(VerifierError::Crashed {
+            task: "binlog reader",
+            source,
+        }),
     }
 }
 

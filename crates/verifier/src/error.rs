@@ -4,12 +4,43 @@ use crate::check::CheckError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VerifierError {
-    /// Could not start: bad settings, unreachable server at start, missing section.
+    /// The config lacks what this mode needs.
     #[error("{0}")]
-    Preflight(String),
+    NotConfigured(&'static str),
+    #[error("cannot connect to the {server}")]
+    Connect {
+        /// Which server, with its address (password hidden).
+        server: String,
+        #[source]
+        source: mysql_async::Error,
+    },
+    /// A statement of the verifier's own setup failed on the source or the target.
+    #[error("{side}: {what}")]
+    Setup {
+        side: &'static str,
+        what: &'static str,
+        #[source]
+        source: mysql_async::Error,
+    },
+    #[error("kafka: {what}")]
+    Kafka {
+        what: &'static str,
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    /// The checksum compares the target with what the replicator applied: it needs one.
+    #[error(
+        "no checkpoint of replicator `{replicator}` in {schema}: the checksum compares the \
+         target with what the replicator applied, so the replicator must run (or have run)"
+    )]
+    NoReplicator { replicator: String, schema: String },
     /// One of the verifier's tasks panicked or was cancelled.
-    #[error("{0}")]
-    Crashed(String),
+    #[error("the verifier's {task} task crashed")]
+    Crashed {
+        task: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
     #[error(transparent)]
     Binlog(#[from] concord_binlog::BinlogError),
     #[error(transparent)]
@@ -18,6 +49,19 @@ pub enum VerifierError {
     /// returned on every path.
     #[error(transparent)]
     Check(Box<CheckError>),
+}
+
+impl VerifierError {
+    /// Errors no restart can get past (see `ReplicatorError::is_fatal`): the process exits
+    /// with them rather than retry forever.
+    pub fn is_fatal(&self) -> bool {
+        match self {
+            VerifierError::NotConfigured(_) => true,
+            VerifierError::Binlog(e) => e.is_fatal(),
+            VerifierError::Control(e) => !e.is_transient(),
+            _ => false,
+        }
+    }
 }
 
 impl From<CheckError> for VerifierError {

@@ -28,6 +28,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio_util::task::AbortOnDropHandle;
 
 type PartitionKey = (String, i32);
 
@@ -38,14 +39,17 @@ struct Waiting {
 }
 
 pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), VerifierError> {
-    let kafka = config
-        .kafka
-        .as_ref()
-        .ok_or_else(|| VerifierError::Preflight("kafka mode needs a [kafka] section".into()))?;
+    let kafka = config.kafka.as_ref().ok_or(VerifierError::NotConfigured(
+        "kafka mode needs a [kafka] section",
+    ))?;
     let setup = Setup::connect(config).await?;
-    let consumer: StreamConsumer = consumer_config(kafka, config)
-        .create()
-        .map_err(|e| VerifierError::Preflight(format!("kafka consumer: {e}")))?;
+    let consumer: StreamConsumer =
+        consumer_config(kafka, config)
+            .create()
+            .map_err(|source| VerifierError::Kafka {
+                what: "creating the consumer",
+                source,
+            })?;
     match kafka.topic_mode {
         TopicMode::Single => consumer.subscribe(&[&kafka.topic]),
         TopicMode::PerTable => consumer.subscribe(&[&format!(
@@ -53,17 +57,20 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), Verifier
             concord_replicator::kafka::regex_escape(&kafka.topic)
         )]),
     }
-    .map_err(|e| VerifierError::Preflight(format!("kafka subscribe: {e}")))?;
+    .map_err(|source| VerifierError::Kafka {
+        what: "subscribing",
+        source,
+    })?;
     let checker = Arc::new(setup.checker(config, setup.replica(config)?));
     let mut rounds: Rounds<(BTreeMap<PartitionKey, i64>, u32)> = Rounds::new(
         checker,
         config.verifier.rounds_in_flight,
         config.replicator.max_backoff,
     );
-    tokio::spawn(metrics::report_open_mismatches(
+    let _counting = AbortOnDropHandle::new(tokio::spawn(metrics::report_open_mismatches(
         setup.control.clone(),
         Duration::from_secs(5),
-    ));
+    )));
     let name = config.verifier.group.as_str();
     let mut next: HashMap<PartitionKey, i64> = setup
         .control

@@ -13,9 +13,10 @@ use crate::setup::{recheck_parked_with_retry, verify_with_retry};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::task::JoinHandle;
+use tokio_util::task::AbortOnDropHandle;
 
-type Round = JoinHandle<Result<(), VerifierError>>;
+/// Aborted when dropped: rounds of a verifier run that stopped end with it.
+type Round = AbortOnDropHandle<Result<(), VerifierError>>;
 
 pub(crate) struct Rounds<T> {
     checker: Arc<Checker>,
@@ -57,10 +58,9 @@ impl<T> Rounds<T> {
         }
         let checker = self.checker.clone();
         let max_backoff = self.max_backoff;
-        let task =
-            tokio::spawn(
-                async move { verify_with_retry(&checker, &items, round, max_backoff).await },
-            );
+        let task = AbortOnDropHandle::new(tokio::spawn(async move {
+            verify_with_retry(&checker, &items, round, max_backoff).await
+        }));
         self.running.push_back((task, round, token));
         while self.running.front().is_some_and(|(t, ..)| t.is_finished()) {
             self.finish_oldest().await?;
@@ -97,8 +97,10 @@ impl<T> Rounds<T> {
 
     async fn finish_oldest(&mut self) -> Result<(), VerifierError> {
         let (task, round, token) = self.running.pop_front().expect("a round is running");
-        task.await
-            .map_err(|e| VerifierError::Crashed(format!("a verification round crashed: {e}")))??;
+        task.await.map_err(|source| VerifierError::Crashed {
+            task: "verification round",
+            source,
+        })??;
         self.held.push_back((round, token));
         Ok(())
     }

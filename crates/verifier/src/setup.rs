@@ -51,7 +51,7 @@ impl Setup {
     pub async fn connect(config: &Config) -> Result<Self, VerifierError> {
         let source_opts = verifier_opts(config.source.opts());
         let source = Pool::new(source_opts.clone());
-        let target = Pool::new(verifier_opts(config.target.opts()));
+        let target = Pool::new(verifier_opts(config.verifier_target_opts()));
         let control =
             ControlStore::connect(config.control.url.expose(), &config.control.url.redacted())
                 .await?;
@@ -77,12 +77,16 @@ impl Setup {
                 ),
             },
             TransportKind::Kafka => {
-                let kafka = config.kafka.as_ref().ok_or_else(|| {
-                    VerifierError::Preflight("kafka mode needs a [kafka] section".into())
-                })?;
-                let client: BaseConsumer = crate::kafka::base_config(kafka)
-                    .create()
-                    .map_err(|e| VerifierError::Preflight(format!("kafka client: {e}")))?;
+                let kafka = config.kafka.as_ref().ok_or(VerifierError::NotConfigured(
+                    "kafka mode needs a [kafka] section",
+                ))?;
+                let client: BaseConsumer =
+                    crate::kafka::base_config(kafka)
+                        .create()
+                        .map_err(|source| VerifierError::Kafka {
+                            what: "creating the offsets client",
+                            source,
+                        })?;
                 Replica::Kafka {
                     target: self.target.clone(),
                     offsets: Offsets::new(&config.target.checkpoint_schema, &kafka.group),
@@ -173,6 +177,12 @@ pub(crate) async fn recheck_parked_with_retry(
     .await
 }
 
+/// Failed attempts in a row after which a round's error stops the verifier: with the
+/// default `replicator.max_backoff` of 30 s, about a minute and a half of retrying.
+const GIVE_UP_AFTER: u32 = 10;
+
+/// Runs `attempt` until it succeeds, retrying transient errors with backoff — up to
+/// [`GIVE_UP_AFTER`] times.
 async fn retrying<F, Fut>(
     checker: &Checker,
     what: &str,
@@ -184,10 +194,15 @@ where
     Fut: std::future::Future<Output = Result<(), CheckError>>,
 {
     let mut backoff = Duration::from_millis(100);
+    let mut failed = 0;
     loop {
         match attempt().await {
             Ok(()) => return Ok(()),
+            // Still failing after the backoff has long reached its cap: the verifier stops,
+            // so that it is restarted and shows as down meanwhile rather than retry quietly.
+            Err(e) if failed >= GIVE_UP_AFTER => return Err(e.into()),
             Err(e) if e.is_transient() => {
+                failed += 1;
                 tracing::warn!(error = %e, retry_in = ?backoff, "{what} failed; retrying");
                 checker.refresh_after(&e).await;
                 tokio::time::sleep(backoff).await;

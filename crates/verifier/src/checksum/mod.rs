@@ -141,11 +141,10 @@ async fn require_replicator(config: &Config, replica: &Replica) -> Result<(), Ve
         match found {
             Ok(Some(_)) => {}
             Ok(None) | Err(_) => {
-                return Err(VerifierError::Preflight(format!(
-                    "no checkpoint of replicator `{}` in {}: the checksum compares the target \
-                     with what the replicator applied, so the replicator must run (or have run)",
-                    config.replicator.name, config.target.checkpoint_schema
-                )))
+                return Err(VerifierError::NoReplicator {
+                    replicator: config.replicator.name.clone(),
+                    schema: config.target.checkpoint_schema.clone(),
+                })
             }
         }
     }
@@ -161,7 +160,10 @@ async fn replicated_tables(
     let mut conn = source
         .get_conn()
         .await
-        .map_err(|e| VerifierError::Preflight(format!("source: {e}")))?;
+        .map_err(|source| VerifierError::Connect {
+            server: format!("source {}", config.source.url.redacted()),
+            source,
+        })?;
     let rows: Vec<(String, String)> = conn
         .query(
             "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES \
@@ -170,7 +172,11 @@ async fn replicated_tables(
              ORDER BY TABLE_SCHEMA, TABLE_NAME",
         )
         .await
-        .map_err(|e| VerifierError::Preflight(format!("source: listing tables: {e}")))?;
+        .map_err(|source| VerifierError::Setup {
+            side: "source",
+            what: "listing tables",
+            source,
+        })?;
     Ok(rows
         .into_iter()
         .map(|(db, t)| TableName::new(db, t))

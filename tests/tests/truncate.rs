@@ -1,0 +1,109 @@
+//! A source `TRUNCATE` of a replicated table empties the target's table in order with the
+//! changes around it (direct mode), or is recorded with `replicator.truncate = "record"` —
+//! never lost silently. Another table takes a write load throughout.
+
+use concord_e2e::concord::mismatches;
+use concord_e2e::pipeline::wait_verified_binlog;
+use concord_e2e::writer::{Writer, TABLE_DDL};
+use concord_e2e::{Concord, ConcordConfig, TestDb};
+use std::time::Duration;
+
+const T: &str = "CREATE TABLE `{db}`.t (id INT PRIMARY KEY, v INT NOT NULL, note VARCHAR(20))";
+const WAIT: Duration = Duration::from_secs(60);
+
+async fn setup(name: &str, replicator: &str) -> (TestDb, ConcordConfig, Writer) {
+    let db = TestDb::new(name).await;
+    db.both(T).await;
+    db.both(&TABLE_DDL.replace("{t}", "w")).await;
+    let mut config = ConcordConfig::new(&db);
+    config.replicator = replicator.into();
+    config.extra = "\n[verifier]\ndelay = \"1s\"\nsave_every = \"100ms\"\n".into();
+    let writer = Writer::start(
+        db.servers.source.clone(),
+        &db.name,
+        &["w"],
+        Duration::from_millis(5),
+    );
+    (db, config, writer)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn truncate_is_applied_in_order_with_the_changes_around_it() {
+    let (db, config, writer) = setup("truncate_apply", "").await;
+    let concord = Concord::start(&config).await;
+    let fill = "INSERT INTO `{db}`.t SELECT seq, seq, 'first' FROM `{db}`.seq_1_to_500";
+    db.source(fill).await;
+    db.source("UPDATE `{db}`.t SET v = v + 1 WHERE id <= 100")
+        .await;
+    db.wait_same("t", "*", WAIT).await;
+
+    // Inserts and updates just before, the TRUNCATE, and new rows right after — in one
+    // go, so they land in the same read-ahead and batches.
+    db.source(
+        "INSERT INTO `{db}`.t VALUES (1001, 1, 'before'); \
+         UPDATE `{db}`.t SET note = 'touched' WHERE id = 7; \
+         TRUNCATE TABLE `{db}`.t; \
+         INSERT INTO `{db}`.t VALUES (7, 70, 'after'), (2001, 2, 'after'); \
+         UPDATE `{db}`.t SET v = 71 WHERE id = 7",
+    )
+    .await;
+    db.wait_same("t", "*", WAIT).await;
+    assert_eq!(db.ids(true, "t").await, vec![7, 2001]);
+
+    // Twice in a row, and once on an empty table.
+    db.source("TRUNCATE TABLE `{db}`.t").await;
+    db.source("TRUNCATE `{db}`.t").await;
+    db.source("INSERT INTO `{db}`.t VALUES (3, 3, 'last')")
+        .await;
+    db.wait_same("t", "*", WAIT).await;
+    assert_eq!(db.ids(true, "t").await, vec![3]);
+
+    writer.stop().await;
+    db.wait_same("w", "*", WAIT).await;
+    assert!(concord.failed_events().await.is_empty());
+    assert_eq!(
+        concord
+            .metric("concord_truncates_total", &[("action", "applied")])
+            .await,
+        3.0
+    );
+    wait_verified_binlog(&db, &config, WAIT).await;
+    assert_eq!(mismatches(&config).await, vec![], "nothing differs");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn truncate_can_be_recorded_instead() {
+    let (db, config, writer) = setup("truncate_record", "truncate = \"record\"").await;
+    let concord = Concord::start(&config).await;
+    db.source("INSERT INTO `{db}`.t VALUES (1, 1, 'a'), (2, 2, 'b')")
+        .await;
+    db.source("TRUNCATE TABLE `{db}`.t").await;
+    db.source("INSERT INTO `{db}`.t VALUES (3, 3, 'c')").await;
+    // The rows around it are applied; the target keeps the rows the source emptied.
+    let want = vec![1, 2, 3];
+    concord_e2e::wait_for("rows after the TRUNCATE", WAIT, || async {
+        (db.ids(true, "t").await == want).then_some(())
+    })
+    .await;
+    writer.stop().await;
+    db.wait_same("w", "*", WAIT).await;
+    let failed = concord.failed_events().await;
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    let (table, reason, error, event) = &failed[0];
+    assert_eq!(table, &format!("{}.t", db.name));
+    assert_eq!(reason, "truncate");
+    assert!(error.contains("replicator.truncate"), "{error}");
+    assert!(
+        event.contains("TRUNCATE TABLE"),
+        "the statement is kept: {event}"
+    );
+    assert_eq!(
+        concord
+            .metric("concord_truncates_total", &[("action", "recorded")])
+            .await,
+        1.0
+    );
+    assert!(concord
+        .log()
+        .contains("source TRUNCATE recorded as a failed event"));
+}
