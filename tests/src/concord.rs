@@ -393,6 +393,21 @@ pub async fn failed_events(config: &ConcordConfig) -> Vec<(String, String, Strin
         .collect()
 }
 
+/// Missing-table records: (`db.table`, rows, first position, last position, status).
+pub async fn missing_tables(config: &ConcordConfig) -> Vec<(String, i64, String, String, String)> {
+    use sqlx::Row;
+    let rows = control_rows(
+        config,
+        "SELECT db || '.' || tbl, row_count, first_file || ':' || first_pos, \
+         last_file || ':' || last_pos, status FROM missing_tables ORDER BY db, tbl",
+        &[],
+    )
+    .await;
+    rows.iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+        .collect()
+}
+
 /// A minimal HTTP/1.0 GET against the metrics endpoint: (status, body).
 pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))

@@ -11,26 +11,28 @@ use std::time::Duration;
 const T: &str = "CREATE TABLE `{db}`.t (id INT PRIMARY KEY, v INT NOT NULL, note VARCHAR(20))";
 const WAIT: Duration = Duration::from_secs(60);
 
-async fn setup(name: &str, replicator: &str) -> (TestDb, ConcordConfig, Writer) {
+/// The tables, and `concord run` started; then a writer on the other table (started after
+/// concord, which begins at the source's current position).
+async fn setup(name: &str, replicator: &str) -> (TestDb, ConcordConfig, Concord, Writer) {
     let db = TestDb::new(name).await;
     db.both(T).await;
     db.both(&TABLE_DDL.replace("{t}", "w")).await;
     let mut config = ConcordConfig::new(&db);
     config.replicator = replicator.into();
     config.extra = "\n[verifier]\ndelay = \"1s\"\nsave_every = \"100ms\"\n".into();
+    let concord = Concord::start(&config).await;
     let writer = Writer::start(
         db.servers.source.clone(),
         &db.name,
         &["w"],
         Duration::from_millis(5),
     );
-    (db, config, writer)
+    (db, config, concord, writer)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn truncate_is_applied_in_order_with_the_changes_around_it() {
-    let (db, config, writer) = setup("truncate_apply", "").await;
-    let concord = Concord::start(&config).await;
+    let (db, config, concord, writer) = setup("truncate_apply", "").await;
     let fill = "INSERT INTO `{db}`.t SELECT seq, seq, 'first' FROM `{db}`.seq_1_to_500";
     db.source(fill).await;
     db.source("UPDATE `{db}`.t SET v = v + 1 WHERE id <= 100")
@@ -73,8 +75,7 @@ async fn truncate_is_applied_in_order_with_the_changes_around_it() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn truncate_can_be_recorded_instead() {
-    let (db, config, writer) = setup("truncate_record", "truncate = \"record\"").await;
-    let concord = Concord::start(&config).await;
+    let (db, _config, concord, writer) = setup("truncate_record", "truncate = \"record\"").await;
     db.source("INSERT INTO `{db}`.t VALUES (1, 1, 'a'), (2, 2, 'b')")
         .await;
     db.source("TRUNCATE TABLE `{db}`.t").await;

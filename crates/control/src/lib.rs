@@ -11,11 +11,13 @@
 mod checksum_runs;
 mod failed;
 mod mismatches;
+mod missing;
 mod positions;
 
 pub use checksum_runs::ChecksumRun;
 pub use failed::{FailedEvent, FailedEventRow, FailureReason};
 pub use mismatches::{ColumnDiff, Detector, Mismatch, MismatchKind, MismatchRow, DETECTED};
+pub use missing::{MissingRows, MissingTable};
 pub use positions::{SavedPosition, VerifierPosition};
 
 use sqlx::any::AnyPoolOptions;

@@ -2,7 +2,7 @@
 //! `scripts/services.sh`), as deployments with several pods use it.
 
 use concord_change::{Position, TableName};
-use concord_control::{ControlStore, FailedEvent, FailureReason};
+use concord_control::{ControlStore, FailedEvent, FailureReason, MissingRows};
 use sqlx::Connection;
 
 #[tokio::test]
@@ -49,6 +49,52 @@ async fn mariadb_store_migrates_records_and_dedups() {
         .await
         .unwrap()
         .is_empty());
+
+    // Missing tables: one record, a replayed range not counted twice, then a new episode
+    // after it was resolved (MySQL applies the upsert's assignments in order).
+    let missing = |first: u64, last: u64, rows: u64| MissingRows {
+        table: TableName::new("shop", "_orders_new"),
+        target: TableName::new("shop", "_orders_new"),
+        first: Position::new("mysql-bin.000002", first),
+        last: Position::new("mysql-bin.000002", last),
+        rows,
+    };
+    store
+        .record_missing(&missing(100, 900, 50), true)
+        .await
+        .unwrap();
+    store
+        .record_missing(&missing(1000, 99_000, 70), true)
+        .await
+        .unwrap();
+    store
+        .record_missing(&missing(1000, 99_000, 70), true)
+        .await
+        .unwrap();
+    let got = store.missing_tables().await.unwrap();
+    assert_eq!(
+        (got.len(), got[0].rows, got[0].first.pos, got[0].last.pos),
+        (1, 120, 100, 99_000)
+    );
+    assert!(store.resolve_missing(&got[0].table).await.unwrap());
+    store
+        .record_missing(&missing(200_000, 200_500, 3), true)
+        .await
+        .unwrap();
+    let got = store.missing_tables().await.unwrap();
+    assert_eq!(
+        (got[0].rows, got[0].first.pos, got[0].status.as_str()),
+        (3, 200_000, "open")
+    );
+    store
+        .record_missing(&missing(150_000, 150_100, 4), false)
+        .await
+        .unwrap();
+    let got = store.missing_tables().await.unwrap();
+    assert_eq!(
+        (got[0].rows, got[0].first.pos, got[0].last.pos),
+        (7, 150_000, 200_500)
+    );
 
     // A second process connecting to the same store finds the schema in place.
     let again = ControlStore::connect(&url, &url).await.unwrap();

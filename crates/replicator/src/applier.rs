@@ -7,6 +7,7 @@
 //!   that moves past it commits, so it is never lost;
 //! - a transient error retries the whole batch, forever, with capped backoff.
 
+mod missing;
 mod truncate;
 
 use crate::batch::{coalesce, group_by_table, runs, Write, WriteKind};
@@ -18,7 +19,7 @@ use crate::sql::{build, chunk_sizes, columns_per_row, Fixup};
 use concord_binlog::ReaderEvent;
 use concord_change::{Position, TableName, Transaction};
 use concord_config::{ReplicatorConfig, TableFilter};
-use concord_control::{until_stored, ControlStore, FailedEvent, FailureReason};
+use concord_control::{until_stored, ControlStore, FailedEvent, FailureReason, MissingRows};
 use concord_schema_cache::{ColumnPlan, PlanError, RefreshReason, SchemaCache, TargetTable};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, Params};
@@ -42,6 +43,8 @@ pub struct Applier {
     filter: TableFilter,
     checkpoints: Checkpoints,
     config: ReplicatorConfig,
+    /// Rows of the batch being written whose target table is missing (see [`missing`]).
+    missing: Vec<MissingRows>,
 }
 
 /// What a batch records as its position, in its own transaction.
@@ -97,6 +100,7 @@ impl Applier {
             filter,
             checkpoints,
             config,
+            missing: Vec::new(),
         }
     }
 
@@ -207,6 +211,7 @@ impl Applier {
             concord_binlog::report_statement(s);
         }
         truncate::report(batch, self.config.truncate);
+        missing::report(&std::mem::take(&mut self.missing));
         let rows: usize = batch.iter().map(|t| t.changes.len()).sum();
         if rows > 0 {
             metrics::BATCH_ROWS.observe(rows as f64);
@@ -260,6 +265,7 @@ impl Applier {
         progress: &Progress<'_>,
     ) -> Attempt<Vec<FailedEvent>> {
         let mut failures: Vec<FailedEvent> = Vec::new();
+        self.missing.clear();
         self.connection().await?;
         self.exec("START TRANSACTION", Params::Empty)
             .await
@@ -284,6 +290,8 @@ impl Applier {
                 .map(FailedEvent::from),
         );
         self.record_failures(&failures).await;
+        let ordered = matches!(progress, Progress::Binlog);
+        self.record_missing(&self.missing, ordered).await;
         let conn = self.conn.as_mut().expect("connected");
         let saved = match progress {
             Progress::Binlog => {
@@ -340,13 +348,8 @@ impl Applier {
             let target_name = self.filter.target_name(&group.table);
             let target = self.schema.get(&target_name).await.map_err(transient)?;
             let Some(target) = target else {
-                for w in &group.writes {
-                    failures.push(failed(
-                        w,
-                        FailureReason::MissingTable,
-                        format!("target table {target_name} does not exist"),
-                    ));
-                }
+                let m = missing::missing_rows(&group.table, &target_name, &group.writes);
+                self.missing.push(m);
                 continue;
             };
             let writes = if target.has_unique_secondary {

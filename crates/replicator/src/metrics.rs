@@ -101,3 +101,12 @@ pub static TRUNCATES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
     .expect("metric registers once")
 });
+
+pub static MISSING_TABLE_ROWS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "concord_missing_table_rows_total",
+        "Source rows not written because the target has no table for them (one record per table in the control store)",
+        &["table"]
+    )
+    .expect("metric registers once")
+});
