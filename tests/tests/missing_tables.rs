@@ -5,7 +5,8 @@
 use concord_e2e::broker::Kind;
 use concord_e2e::concord::{failed_events, missing_tables};
 use concord_e2e::pipeline::{Mode, Pipeline};
-use concord_e2e::{wait_for, TestDb};
+use concord_e2e::{wait_for, Concord, TestDb};
+use mysql_async::prelude::Queryable;
 use std::time::Duration;
 
 async fn many_rows_of_a_missing_table(mode: Mode, name: &str) {
@@ -59,6 +60,48 @@ async fn many_rows_of_a_missing_table(mode: Mode, name: &str) {
             .count(),
         1,
         "warned once a minute at most"
+    );
+
+    // What an operator sees, then the documented re-sync: create the table, copy it from
+    // the source (rows written meanwhile replicate on top), resolve the record.
+    let mut list = Concord::spawn(&config.sibling(), &["missing-tables"]).await;
+    assert_eq!(list.wait_exit(Duration::from_secs(30)).await, Some(0));
+    let out = list.log();
+    assert!(
+        out.contains(&table) && out.contains("2000") && out.contains("open"),
+        "{out}"
+    );
+    db.target("CREATE TABLE `{db}`.gone (id INT PRIMARY KEY, v INT NOT NULL)")
+        .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await; // the replicator's schema TTL
+    db.source("INSERT INTO `{db}`.gone VALUES (99999, 1)").await;
+    let rows: Vec<(i64, i64)> = db
+        .servers
+        .source_conn()
+        .await
+        .query(format!("SELECT id, v FROM `{}`.gone", db.name))
+        .await
+        .unwrap();
+    db.servers
+        .target_conn()
+        .await
+        .exec_batch(
+            format!("INSERT IGNORE INTO `{}`.gone VALUES (?, ?)", db.name),
+            rows,
+        )
+        .await
+        .unwrap();
+    db.wait_same("gone", "*", Duration::from_secs(60)).await;
+    let args = ["missing-tables", "--resolve", table.as_str()];
+    let mut resolve = Concord::spawn(&config.sibling(), &args).await;
+    assert_eq!(resolve.wait_exit(Duration::from_secs(30)).await, Some(0));
+    assert_eq!(missing_tables(&config).await[0].4, "resolved");
+    let mut again = Concord::spawn(&config.sibling(), &args).await;
+    assert_eq!(again.wait_exit(Duration::from_secs(30)).await, Some(1));
+    assert!(
+        again.log().contains("no open missing-table record"),
+        "{}",
+        again.log()
     );
 }
 

@@ -55,8 +55,21 @@ enum Command {
     /// rows the source confirms differ. Exit 0: all equal; 3: mismatches recorded; 1: a
     /// table could not be checked, or an error; 2: bad arguments.
     Checksum(ChecksumArgs),
+    /// List the replicated tables the target lacked while rows arrived for them (one record
+    /// per table: row count and binlog range); `--resolve db.table` once it was re-synced.
+    MissingTables(MissingArgs),
     /// Load and validate the config, print it with secrets hidden, and exit.
     CheckConfig(ConfigArg),
+}
+
+#[derive(clap::Args)]
+struct MissingArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Mark this source table's open record resolved (the table exists now and was
+    /// re-synced from the source); its next missing rows open a new record.
+    #[arg(long, value_parser = parse_table)]
+    resolve: Option<TableName>,
 }
 
 #[derive(clap::Args)]
@@ -116,6 +129,10 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         let config = load(&a.config)?;
         return checksum(config, a).await;
     }
+    if let Command::MissingTables(a) = command {
+        let config = load(&a.config)?;
+        return missing_tables(config, a.resolve).await;
+    }
     match command {
         Command::CheckConfig(a) => {
             let config = load(&a)?;
@@ -145,7 +162,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let config = load(&a)?;
             capture(config).await
         }
-        Command::Checksum(_) => unreachable!("handled above"),
+        Command::Checksum(_) | Command::MissingTables(_) => unreachable!("handled above"),
     }
     .map(|()| ExitCode::SUCCESS)
 }
@@ -292,6 +309,38 @@ async fn checksum(config: Config, a: ChecksumArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+async fn missing_tables(config: Config, resolve: Option<TableName>) -> anyhow::Result<ExitCode> {
+    let store = concord_control::ControlStore::connect(
+        config.control.url.expose(),
+        &config.control.url.redacted(),
+    )
+    .await?;
+    if let Some(table) = resolve {
+        if !store.resolve_missing(&table).await? {
+            eprintln!("concord: no open missing-table record for {table}");
+            return Ok(ExitCode::FAILURE);
+        }
+        println!("{table}: resolved");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<40} {:<40} {:>10} {:<28} {:<28}  status",
+        "table", "target", "rows", "first", "last"
+    );
+    for m in store.missing_tables().await? {
+        println!(
+            "{:<40} {:<40} {:>10} {:<28} {:<28}  {}",
+            m.table.to_string(),
+            m.target.to_string(),
+            m.rows,
+            m.first.to_string(),
+            m.last.to_string(),
+            m.status
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn print_reports(reports: &[concord_verifier::checksum::TableReport]) {
