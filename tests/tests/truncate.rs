@@ -108,3 +108,38 @@ async fn truncate_can_be_recorded_instead() {
         .log()
         .contains("source TRUNCATE recorded as a failed event"));
 }
+
+/// Kafka mode does not carry TRUNCATE yet: the capture records it, never drops it silently.
+#[tokio::test(flavor = "multi_thread")]
+async fn kafka_mode_records_a_truncate_it_cannot_carry() {
+    use concord_e2e::broker::Kind;
+    use concord_e2e::pipeline::{Mode, Pipeline};
+    let db = TestDb::new("truncate_kafka").await;
+    db.both(T).await;
+    let pipeline = Pipeline::start_edited(Kind::Tansu, &db, Mode::Kafka, "2s", false, |_| {}).await;
+    db.source("INSERT INTO `{db}`.t VALUES (1, 1, 'a'), (2, 2, 'b')")
+        .await;
+    db.source("TRUNCATE TABLE `{db}`.t").await;
+    db.source("INSERT INTO `{db}`.t VALUES (3, 3, 'c')").await;
+    let config = pipeline.config.clone();
+    let failed =
+        concord_e2e::wait_for("the TRUNCATE recorded", WAIT, || {
+            let config = config.clone();
+            async move {
+                Some(concord_e2e::concord::failed_events(&config).await).filter(|f| !f.is_empty())
+            }
+        })
+        .await;
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].1, "truncate");
+    assert!(
+        failed[0].2.contains("kafka mode does not carry"),
+        "{}",
+        failed[0].2
+    );
+    let want = vec![1, 2, 3];
+    concord_e2e::wait_for("the rows around it", WAIT, || async {
+        (db.ids(true, "t").await == want).then_some(())
+    })
+    .await;
+}
