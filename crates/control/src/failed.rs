@@ -26,8 +26,9 @@ pub enum FailureReason {
     /// A partial row image that cannot be applied without guessing (in kafka mode, a
     /// primary-key change: the row's new key needs a whole image on its own partition).
     PartialImage,
-    /// A source `TRUNCATE` left undone on the target (`replicator.truncate = "record"`, or
-    /// the statement did not say which table).
+    /// A source `TRUNCATE` left undone on the target (`replicator.truncate = "record"`, kafka
+    /// mode, or the target refused to empty the table). One that does not say which table
+    /// is recorded as a statement (`StatementFormat`).
     Truncate,
 }
 

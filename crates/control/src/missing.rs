@@ -3,9 +3,10 @@
 //! the source first): instead each table has one record per episode — the rows' count and
 //! the source position range — which is what a re-sync of the table needs once it exists.
 //!
-//! Invariant: in one ordered stream (direct mode) a batch retried after a crash or an
-//! error is not counted twice — rows count only when their first position is past the
-//! last one recorded. The position range always covers every row recorded.
+//! Invariant: the position range always covers every row recorded, and the count is never
+//! below the true one. In one ordered stream (direct mode) a batch retried whole is not
+//! counted again (it does not reach past the recorded last position); a retry that reaches
+//! further counts all its rows, so overlaps may be counted twice.
 
 use crate::{now_ms, text, Backend, ControlError, ControlStore};
 use concord_change::{Position, TableName};
@@ -42,10 +43,10 @@ fn key(p: &Position) -> String {
 
 impl ControlStore {
     /// Adds `m` to its table's open record, or opens one; the record's range grows to
-    /// cover `m`'s. With `ordered` (one binlog stream, read in order), a range not after the
-    /// recorded one is a replay and not counted again. Without (kafka mode: partitions
-    /// interleave their positions), every call counts, so a replayed batch is counted
-    /// twice — the count is then at least the true one.
+    /// cover `m`'s. With `ordered` (one binlog stream, read in order), a range that ends
+    /// no later than the recorded one is a replay and not counted again. Without (kafka
+    /// mode: partitions interleave their positions), every call counts. Either way the
+    /// count is at least the true one.
     pub async fn record_missing(&self, m: &MissingRows, ordered: bool) -> Result<(), ControlError> {
         // MySQL applies the assignments in order, each seeing the ones before: every
         // column is set before the keys and the status that the others test.
@@ -56,7 +57,7 @@ impl ControlStore {
                  first_seen_ms, last_seen_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
                  ON CONFLICT (db, tbl) DO UPDATE SET \
                  row_count = CASE WHEN status <> 'open' THEN excluded.row_count \
-                   WHEN ? OR excluded.first_key > last_key THEN row_count + excluded.row_count \
+                   WHEN ? OR excluded.last_key > last_key THEN row_count + excluded.row_count \
                    ELSE row_count END, \
                  first_file = CASE WHEN status <> 'open' OR excluded.first_key < first_key \
                    THEN excluded.first_file ELSE first_file END, \
@@ -78,7 +79,7 @@ impl ControlStore {
                  first_seen_ms, last_seen_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
                  ON DUPLICATE KEY UPDATE \
                  row_count = CASE WHEN status <> 'open' THEN VALUES(row_count) \
-                   WHEN ? OR VALUES(first_key) > last_key THEN row_count + VALUES(row_count) \
+                   WHEN ? OR VALUES(last_key) > last_key THEN row_count + VALUES(row_count) \
                    ELSE row_count END, \
                  first_file = IF(status <> 'open' OR VALUES(first_key) < first_key, \
                    VALUES(first_file), first_file), \
