@@ -353,29 +353,19 @@ impl Assembler {
                     .filter(|t| self.tables.includes(t))
                     .cloned()
                     .collect();
-                let ddl_tables = tables.clone();
-                let unknown = tables.is_empty() && !SYSTEM_SCHEMAS.contains(&schema.as_str());
-                let mut txn = self.ddl(
-                    ddl_tables,
-                    schema.clone(),
-                    query.clone(),
-                    end,
-                    ts,
-                    truncated,
-                )?;
-                if unknown {
+                if tables.is_empty() && !SYSTEM_SCHEMAS.contains(&schema.as_str()) {
                     // Which table it emptied is not known: recorded for a re-sync, as a
-                    // data change logged as SQL is.
-                    if let ReaderEvent::Transaction(t) = &mut txn {
-                        t.statements.push(LoggedStatement {
-                            position: start,
-                            schema,
-                            statement: query,
-                            tables: Vec::new(),
-                        });
-                    }
+                    // data change logged as SQL is. It goes with the transaction the
+                    // TRUNCATE commits.
+                    let txn = self.txn.get_or_insert_with(Transaction::default);
+                    txn.statements.push(LoggedStatement {
+                        position: start,
+                        schema: schema.clone(),
+                        statement: query.clone(),
+                        tables: Vec::new(),
+                    });
                 }
-                Some(txn)
+                self.ddl(tables, schema, query, end, ts, truncated)
             }
         }
     }

@@ -75,19 +75,12 @@ impl Publisher {
         for (index, table) in txn.truncated.iter().enumerate() {
             tracing::warn!(%table, position = %txn.end,
                 "source TRUNCATE in kafka mode: not published; recorded as a failed event (truncate)");
-            let f = FailedEvent {
-                position: txn.end.clone(),
-                row_index: index as u32,
-                table: table.clone(),
-                op: "truncate".into(),
-                reason: FailureReason::Truncate,
-                error: format!(
-                    "the source emptied {table} (TRUNCATE); kafka mode does not carry a \
-                     TRUNCATE to the replicators, so the target still has its rows: empty \
-                     the target table, then re-sync it"
-                ),
-                event: serde_json::to_string(&txn.ddl).expect("statements serialize"),
-            };
+            let why = format!(
+                "the source emptied {table} (TRUNCATE); kafka mode does not carry a TRUNCATE \
+                 to the replicators, so the target still has its rows: empty the target \
+                 table, then re-sync it"
+            );
+            let f = FailedEvent::truncate(txn, index, table, why);
             until_stored("failed event", MAX_BACKOFF, || {
                 self.control.record_failed(&f)
             })

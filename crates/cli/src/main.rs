@@ -6,6 +6,7 @@
 /// verifier's CPU time in a profile of the verification benchmark.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use concord_change::TableName;
@@ -171,56 +172,51 @@ fn load(a: &ConfigArg) -> anyhow::Result<Config> {
     Config::load(Some(&a.config)).with_context(|| format!("invalid config {}", a.config.display()))
 }
 
-async fn replicate(config: Config) -> anyhow::Result<()> {
+/// Runs one role under the supervisor, with `/readyz` for it, until a signal or an error
+/// no restart can get past. On a signal nothing needs flushing: an uncommitted batch is
+/// rolled back by the target, a verifier's saved position is the end of a fully verified
+/// round, unacknowledged messages are published again — each resumes from its saved
+/// position.
+async fn one_role<E, F, Fut>(config: &Config, role: &'static str, attempt: F) -> anyhow::Result<()>
+where
+    E: supervise::RoleError + Send + Sync,
+    F: FnMut(std::sync::Arc<std::sync::atomic::AtomicBool>) -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+{
     let readiness = Readiness::new();
-    let health = readiness.role("replicator");
+    let health = readiness.role(role);
     concord_telemetry::serve(config.metrics.listen_addr(), readiness).await?;
-    let config = &config;
-    let replicating = supervise(
-        health,
-        config.replicator.max_backoff,
-        move |ready| async move {
-            match config.transport.kind {
-                TransportKind::Direct => concord_replicator::direct::run(config, ready).await,
-                TransportKind::Kafka => concord_replicator::kafka::run(config, ready).await,
-            }
-        },
-    );
     tokio::select! {
-        e = replicating => Err(anyhow::Error::new(e).context("replication stopped")),
+        e = supervise(health, config.replicator.max_backoff, attempt) => {
+            Err(anyhow::Error::new(e).context(format!("{role} stopped")))
+        }
         _ = shutdown_signal() => {
-            // Nothing to flush: an uncommitted batch is rolled back by the target and
-            // re-read from the checkpoint on the next start.
             tracing::info!("shutting down");
             Ok(())
         }
     }
 }
 
-async fn verify(config: Config) -> anyhow::Result<()> {
-    let readiness = Readiness::new();
-    let health = readiness.role("verifier");
-    concord_telemetry::serve(config.metrics.listen_addr(), readiness).await?;
+async fn replicate(config: Config) -> anyhow::Result<()> {
     let config = &config;
-    let verifying = supervise(
-        health,
-        config.replicator.max_backoff,
-        move |ready| async move {
-            match config.transport.kind {
-                TransportKind::Direct => concord_verifier::direct::run(config, ready).await,
-                TransportKind::Kafka => concord_verifier::kafka::run(config, ready).await,
-            }
-        },
-    );
-    tokio::select! {
-        e = verifying => Err(anyhow::Error::new(e).context("verifier stopped")),
-        _ = shutdown_signal() => {
-            // The saved position is the end of a fully verified round; the rest is
-            // verified again after the restart.
-            tracing::info!("shutting down");
-            Ok(())
+    one_role(config, "replicator", move |ready| async move {
+        match config.transport.kind {
+            TransportKind::Direct => concord_replicator::direct::run(config, ready).await,
+            TransportKind::Kafka => concord_replicator::kafka::run(config, ready).await,
         }
-    }
+    })
+    .await
+}
+
+async fn verify(config: Config) -> anyhow::Result<()> {
+    let config = &config;
+    one_role(config, "verifier", move |ready| async move {
+        match config.transport.kind {
+            TransportKind::Direct => concord_verifier::direct::run(config, ready).await,
+            TransportKind::Kafka => concord_verifier::kafka::run(config, ready).await,
+        }
+    })
+    .await
 }
 
 /// Direct mode, all in one process: replicator and verifier side by side, each restarted
@@ -252,7 +248,7 @@ async fn run_all(config: Config) -> anyhow::Result<()> {
         .await
     };
     tokio::select! {
-        e = replicating => Err(anyhow::Error::new(e).context("replication stopped")),
+        e = replicating => Err(anyhow::Error::new(e).context("replicator stopped")),
         e = verifying => Err(anyhow::Error::new(e).context("verifier stopped")),
         _ = shutdown_signal() => {
             tracing::info!("shutting down");
@@ -262,21 +258,11 @@ async fn run_all(config: Config) -> anyhow::Result<()> {
 }
 
 async fn capture(config: Config) -> anyhow::Result<()> {
-    let readiness = Readiness::new();
-    let health = readiness.role("capture");
-    concord_telemetry::serve(config.metrics.listen_addr(), readiness).await?;
     let config = &config;
-    let capturing = supervise(health, config.replicator.max_backoff, move |ready| {
+    one_role(config, "capture", move |ready| {
         concord_capture::run(config, ready)
-    });
-    tokio::select! {
-        e = capturing => Err(anyhow::Error::new(e).context("capture stopped")),
-        _ = shutdown_signal() => {
-            // Unacknowledged messages are published again from the saved position.
-            tracing::info!("shutting down");
-            Ok(())
-        }
-    }
+    })
+    .await
 }
 
 async fn checksum(config: Config, a: ChecksumArgs) -> anyhow::Result<ExitCode> {

@@ -1,7 +1,7 @@
 //! Failed events: rows that were read but could not be written, kept whole for replay.
 
 use crate::{now_ms, text, Backend, ControlError, ControlStore};
-use concord_change::{LoggedStatement, Position, TableName, Undecodable};
+use concord_change::{LoggedStatement, Position, TableName, Transaction, Undecodable};
 use sqlx::Row;
 
 /// Why a row was recorded instead of applied.
@@ -72,6 +72,22 @@ impl From<&Undecodable> for FailedEvent {
             reason: FailureReason::Undecodable,
             error: u.error.clone(),
             event: serde_json::to_string(u).expect("undecodable rows serialize"),
+        }
+    }
+}
+
+impl FailedEvent {
+    /// A source `TRUNCATE` of `table` (the `index`-th table the statement of `txn` names)
+    /// left undone on the target, with `error` saying why.
+    pub fn truncate(txn: &Transaction, index: usize, table: &TableName, error: String) -> Self {
+        FailedEvent {
+            position: txn.end.clone(),
+            row_index: index as u32,
+            table: table.clone(),
+            op: "truncate".into(),
+            reason: FailureReason::Truncate,
+            error,
+            event: serde_json::to_string(&txn.ddl).expect("statements serialize"),
         }
     }
 }

@@ -30,26 +30,18 @@ pub async fn run_telling_start(
 ) -> Result<(), ReplicatorError> {
     let filter = config.tables.filter();
     let source_opts = config.source.opts();
-    let mut source =
-        Conn::new(source_opts.clone())
-            .await
-            .map_err(|source| ReplicatorError::Connect {
-                server: format!("source {}", config.source.url.redacted()),
-                source,
-            })?;
+    let mut source = Conn::new(source_opts.clone())
+        .await
+        .map_err(ReplicatorError::connecting("source", &config.source.url))?;
     let server = preflight(&mut source, &filter, &config.target.checkpoint_schema).await?;
     tracing::info!(version = %server.version, "source checked");
 
     let target_opts: mysql_async::Opts = OptsBuilder::from_opts(config.target.opts())
         .stmt_cache_size(1024)
         .into();
-    let mut target =
-        Conn::new(target_opts.clone())
-            .await
-            .map_err(|source| ReplicatorError::Connect {
-                server: format!("target {}", config.target.url.redacted()),
-                source,
-            })?;
+    let mut target = Conn::new(target_opts.clone())
+        .await
+        .map_err(ReplicatorError::connecting("target", &config.target.url))?;
     let checkpoints = Checkpoints::new(&config.target.checkpoint_schema, &config.replicator.name);
     checkpoints
         .ensure(&mut target)

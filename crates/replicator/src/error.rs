@@ -117,6 +117,15 @@ pub enum ReplicatorError {
 }
 
 impl ReplicatorError {
+    /// For `map_err` on a connection to `side` ("source" or "target") at `url`.
+    pub fn connecting(
+        side: &str,
+        url: &concord_config::DbUrl,
+    ) -> impl FnOnce(mysql_async::Error) -> Self {
+        let server = format!("{side} {}", url.redacted());
+        move |source| ReplicatorError::Connect { server, source }
+    }
+
     /// Errors no restart can get past — the config or the source's setup must change
     /// first, or the binlog holds an event this version cannot read: the process exits
     /// with them rather than retry forever.

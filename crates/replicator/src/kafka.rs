@@ -81,13 +81,9 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), Replicat
     let pool = Pool::new(config.target.opts());
     let offsets = Offsets::new(&config.target.checkpoint_schema, &kafka.group);
     {
-        let mut conn =
-            Conn::new(target_opts.clone())
-                .await
-                .map_err(|source| ReplicatorError::Connect {
-                    server: format!("target {}", config.target.url.redacted()),
-                    source,
-                })?;
+        let mut conn = Conn::new(target_opts.clone())
+            .await
+            .map_err(ReplicatorError::connecting("target", &config.target.url))?;
         offsets
             .ensure(&mut conn)
             .await
@@ -186,13 +182,10 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), Replicat
         for m in batch {
             let key = (m.topic().to_owned(), m.partition());
             if !parts.contains_key(&key) {
-                let mut conn =
-                    pool.get_conn()
-                        .await
-                        .map_err(|source| ReplicatorError::Connect {
-                            server: format!("target {}", config.target.url.redacted()),
-                            source,
-                        })?;
+                let mut conn = pool
+                    .get_conn()
+                    .await
+                    .map_err(ReplicatorError::connecting("target", &config.target.url))?;
                 let stored = offsets
                     .load(&mut conn, &key.0, key.1)
                     .await

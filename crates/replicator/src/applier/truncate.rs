@@ -7,9 +7,9 @@
 use super::{transient, Abort, Applier, Attempt};
 use crate::error::{classify, ErrorClass};
 use crate::metrics;
-use concord_change::{TableName, Transaction};
+use concord_change::Transaction;
 use concord_config::TruncateMode;
-use concord_control::{FailedEvent, FailureReason};
+use concord_control::FailedEvent;
 use concord_schema_cache::{quote_table, RefreshReason};
 use mysql_async::Params;
 
@@ -29,7 +29,7 @@ impl Applier {
                      \"record\" the target's {target_name} was left as it was: empty it or \
                      re-sync it"
                 );
-                failures.push(failure(txn, index, table, why));
+                failures.push(FailedEvent::truncate(txn, index, table, why));
                 continue;
             }
             let Some(target) = self.schema.get(&target_name).await.map_err(transient)? else {
@@ -52,7 +52,7 @@ impl Applier {
                 // E.g. a foreign key of another table with checks on: kept for an operator.
                 ErrorClass::Rejected => {
                     let why = format!("the target refused to empty {target_name}: {e}");
-                    failures.push(failure(txn, index, table, why));
+                    failures.push(FailedEvent::truncate(txn, index, table, why));
                 }
             }
         }
@@ -76,17 +76,5 @@ pub(super) fn report(batch: &[Transaction], mode: TruncateMode) {
                 .with_label_values(&[&table.to_string(), action])
                 .inc();
         }
-    }
-}
-
-fn failure(txn: &Transaction, index: usize, table: &TableName, error: String) -> FailedEvent {
-    FailedEvent {
-        position: txn.end.clone(),
-        row_index: index as u32,
-        table: table.clone(),
-        op: "truncate".into(),
-        reason: FailureReason::Truncate,
-        error,
-        event: serde_json::to_string(&txn.ddl).expect("statements serialize"),
     }
 }
