@@ -6,14 +6,15 @@
 #      loaded into the target from one dump;
 #   2. `concord run` started at that position and ready;
 #   3. on the source, one transaction: UPDATE sbtest1 SET k = k + 1 over every row; then a
-#      second: INSERT INTO a copy of the table SELECT every row (the copy is created on both
-#      sides first);
+#      second: INSERT INTO a copy of the table SELECT the first INSERT_ROWS rows (the copy
+#      is created on both sides first);
 #   4. wait until concord's checkpoint reaches the source's end and both tables agree
 #      (CHECKSUM TABLE), sampling concord's VmHWM; print the figures with the binlog bytes
 #      of the two transactions, for the ratio memory / transaction size.
 #
 # Usage: bench/bigtxn.sh
-# Environment: ROWS (500000) CONCORD_BIN, and the knobs in bench/lib.sh.
+# Environment: ROWS (5000000), INSERT_ROWS (2000000), CONCORD_BIN, and the knobs in
+# bench/lib.sh.
 
 set -euo pipefail
 
@@ -21,11 +22,12 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 TABLES=1
-ROWS="${ROWS:-500000}"
+ROWS="${ROWS:-5000000}"
+INSERT_ROWS="${INSERT_ROWS:-2000000}"
 SOURCE_PORT="${SOURCE_PORT:-3311}"
 TARGET_PORT="${TARGET_PORT:-3312}"
 APPLY_TIMEOUT="${APPLY_TIMEOUT:-3600}"
-COMMAND="ROWS=$ROWS CONCORD_BIN=$CONCORD_BIN bench/bigtxn.sh"
+COMMAND="ROWS=$ROWS INSERT_ROWS=$INSERT_ROWS CONCORD_BIN=$CONCORD_BIN bench/bigtxn.sh"
 SUMMARY="$BENCH_LOGS/bigtxn-summary.txt"
 STARTED_AT=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 
@@ -42,11 +44,11 @@ concord_start "$CONFIG" "$BENCH_LOGS/concord-bigtxn.log" run
 concord_wait_ready 120
 BASE_RSS=$(concord_mem VmRSS)
 
-log "one transaction: UPDATE of $ROWS rows; then one INSERT ... SELECT of $ROWS rows"
+log "one transaction: UPDATE of $ROWS rows; then one INSERT ... SELECT of $INSERT_ROWS rows"
 T0=$(now)
 sql "$SOURCE_PORT" "UPDATE sbtest.sbtest1 SET k = k + 1"
 read -r MID_FILE MID_POS < <(master_pos "$SOURCE_PORT")
-sql "$SOURCE_PORT" "INSERT INTO sbtest.copy SELECT * FROM sbtest.sbtest1"
+sql "$SOURCE_PORT" "INSERT INTO sbtest.copy SELECT * FROM sbtest.sbtest1 WHERE id <= $INSERT_ROWS"
 read -r END_FILE END_POS < <(master_pos "$SOURCE_PORT")
 UPDATE_BYTES=$(awk -v a="$START_POS" -v b="$MID_POS" 'BEGIN { print b - a }')
 INSERT_BYTES=$(awk -v a="$MID_POS" -v b="$END_POS" 'BEGIN { print b - a }')
@@ -69,10 +71,10 @@ verified() {
   { curl -fsS "http://$BENCH_HOST:$METRICS_PORT/metrics" 2>/dev/null || true; } |
     awk '/^concord_verified_total[{ ]/ { s += $NF } END { printf "%d\n", s }'
 }
-until [ "$(verified)" -ge $((2 * ROWS)) ]; do
+until [ "$(verified)" -ge $((ROWS + INSERT_ROWS)) ]; do
   concord_check_alive
   HWM=$(concord_mem VmHWM)
-  [ "$(date +%s)" -lt "$deadline" ] || die "the verifier did not verify $((2 * ROWS)) changes in time"
+  [ "$(date +%s)" -lt "$deadline" ] || die "the verifier did not verify $((ROWS + INSERT_ROWS)) changes in time"
   sleep 0.2
 done
 VERIFIED_AT=$(now)
@@ -87,7 +89,7 @@ MET=$(awk -v v="$HWM" 'BEGIN { print (v + 0 <= 150 ? "met" : "NOT met") }')
   machine_summary
   versions_summary
   echo "command:  $COMMAND"
-  echo "load:     one UPDATE of $ROWS rows ($UPDATE_BYTES binlog bytes), one INSERT ... SELECT of $ROWS rows ($INSERT_BYTES bytes)"
+  echo "load:     one UPDATE of $ROWS rows ($UPDATE_BYTES binlog bytes), one INSERT ... SELECT of $INSERT_ROWS rows ($INSERT_BYTES bytes)"
   echo "apply:    both applied $(elapsed "$T0" "$APPLIED_AT") s after the UPDATE began, verified after $(elapsed "$T0" "$VERIFIED_AT") s; target equals source: $SAME"
   echo "memory:   concord run peak RSS (VmHWM) $HWM MiB (idle before: $BASE_RSS MiB; target <= 150 MiB: $MET)"
   echo "=================================================="

@@ -44,6 +44,8 @@ pub struct ConcordConfig {
     pub extra: String,
     /// Extra keys of the `[replicator]` section.
     pub replicator: String,
+    /// Extra keys of the `[source]` section.
+    pub source: String,
     /// The SQLite control store file (shared by a test's processes).
     pub control: PathBuf,
     /// Kafka mode: (brokers, topic, group) and extra keys of the `[kafka]` section.
@@ -71,6 +73,7 @@ impl ConcordConfig {
             target_url: db.servers.target_url.clone(),
             extra: String::new(),
             replicator: String::new(),
+            source: String::new(),
             kafka: None,
             include: vec![format!("{}.*", db.name)],
             schema_ttl: "1s".into(),
@@ -104,6 +107,7 @@ impl ConcordConfig {
 url = "{source}"
 server_id = {server_id}
 heartbeat = "500ms"
+{source_extra}
 
 [target]
 url = "{target}"
@@ -134,6 +138,7 @@ listen = "127.0.0.1:{port}"
             port = self.metrics_port,
             extra = self.extra,
             replicator = self.replicator,
+            source_extra = self.source,
         ) + &match &self.kafka {
             Some((brokers, topic, group, more)) => format!(
                 "\n[transport]\nkind = \"kafka\"\n\n[kafka]\nbrokers = \"{brokers}\"\ntopic = \"{topic}\"\ngroup = \"{group}\"\n{more}\n"
@@ -297,6 +302,18 @@ impl Concord {
             .await
             .is_ok_and(|s| s.success());
         assert!(ok, "kill {sig} {pid}");
+    }
+
+    /// The peak resident set size of the process so far (`VmHWM`), in bytes.
+    pub fn peak_rss(&self) -> u64 {
+        let pid = self.child.id().expect("running");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc");
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/PID/status");
+        kib * 1024
     }
 
     pub fn log(&self) -> String {

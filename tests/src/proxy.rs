@@ -75,3 +75,12 @@ impl Proxy {
         format!("mysql://root@127.0.0.1:{}?prefer_socket=false", self.port)
     }
 }
+
+/// `host:port` of a `mysql://user@host:port` URL, for [`Proxy::start`].
+pub fn host_port(url: &str) -> String {
+    url.rsplit('@')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .to_owned()
+}

@@ -2,18 +2,10 @@
 //! replication back; it never skips or records a change. When the server is back,
 //! replication resumes and converges.
 
-use concord_e2e::proxy::Proxy;
+use concord_e2e::proxy::{host_port, Proxy};
 use concord_e2e::writer::{Writer, TABLE_DDL};
 use concord_e2e::{Concord, ConcordConfig, TestDb};
 use std::time::Duration;
-
-fn host_port(url: &str) -> String {
-    url.rsplit('@')
-        .next()
-        .unwrap()
-        .trim_end_matches('/')
-        .to_owned()
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn source_and_target_outages_are_waited_out() {

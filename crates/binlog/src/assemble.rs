@@ -9,11 +9,14 @@
 //!   is kept as [`Undecodable`], a data change logged as SQL as a [`LoggedStatement`];
 //! - an XA transaction's rows are handed on at its `XA COMMIT` (never at `XA PREPARE`, since
 //!   it may still be rolled back), and every transaction handed on meanwhile says where to
-//!   read again to see the prepared one (`resume_from`).
+//!   read again to see the prepared one (`resume_from`);
+//! - a transaction that outgrows the [`FragmentBound`] is handed on in fragments as it is
+//!   read (never an XA one, which may still be rolled back), and after a reconnect the rows
+//!   events of it already handed on ([`Sent`]) are skipped, so no row is handed on twice.
 
 use crate::decode::Collations;
 use crate::error::BinlogError;
-use crate::reader::{metrics, ReaderEvent, Resume, TablePredicate};
+use crate::reader::{metrics, FragmentBound, ReaderEvent, Resume, TablePredicate};
 use crate::rows::Tables;
 use crate::statement::{classify, QueryKind, XaVerb};
 use concord_change::{Ddl, LoggedStatement, Position, TableName, Transaction, Undecodable};
@@ -41,6 +44,23 @@ pub(crate) struct Assembler {
     /// A GTID announced for the next statement or transaction, not yet opened.
     pending_gtid: Option<String>,
     tables: Tables,
+    bound: FragmentBound,
+    /// Bytes of the included rows events read into the open transaction since it (or its
+    /// last fragment) was handed on.
+    open_bytes: u64,
+    /// The open event group is an XA transaction (MariaDB says so in its GTID event).
+    xa_group: bool,
+    /// Fragments of the open transaction handed on, by this assembler or by the one before
+    /// a reconnect.
+    sent: Option<Sent>,
+}
+
+/// How far a transaction handed on in fragments has been handed on: the rows events of the
+/// event group starting at `group` that end at or before `through`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Sent {
+    group: Position,
+    through: Position,
 }
 
 /// A prepared XA transaction and where its event group starts.
@@ -53,6 +73,10 @@ struct Prepared {
 const MARIADB_GTID_EVENT: u8 = 162;
 /// Its flag for a statement outside any transaction (a DDL): no XID follows.
 const FL_STANDALONE: u8 = 1;
+/// Its flags for the two parts of an XA transaction: the group ending in `XA PREPARE`, and
+/// the `XA COMMIT`/`XA ROLLBACK`.
+const FL_PREPARED_XA: u8 = 64;
+const FL_COMPLETED_XA: u8 = 128;
 
 /// MariaDB events mysql_common does not parse and that carry no row data: annotate rows
 /// (160), binlog checkpoint (161), GTID list (163), start encryption (164).
@@ -83,9 +107,11 @@ fn mariadb_unreadable(code: u8) -> Option<&'static str> {
 impl Assembler {
     pub fn new(
         resume: &Resume,
+        sent: Option<Sent>,
         is_mariadb: bool,
         include: TablePredicate,
         collations: Arc<Collations>,
+        bound: FragmentBound,
     ) -> Self {
         Self {
             pos: resume.from.pos,
@@ -99,10 +125,30 @@ impl Assembler {
             applied: (resume.applied > resume.from).then(|| resume.applied.clone()),
             pending_gtid: None,
             tables: Tables::new(include, collations),
+            bound,
+            open_bytes: 0,
+            xa_group: false,
+            sent,
         }
     }
 
+    /// The fragments of the open transaction handed on so far (`None` between
+    /// transactions).
+    pub fn sent(&self) -> Option<&Sent> {
+        self.sent.as_ref()
+    }
+
+    /// What `event` completes, if anything, with the bytes of binlog it was read from.
     pub fn handle(
+        &mut self,
+        event: &Event,
+        stream: &BinlogStream,
+    ) -> Result<Option<(ReaderEvent, u64)>, BinlogError> {
+        let out = self.handle_event(event, stream)?;
+        Ok(out.map(|e| (e, std::mem::take(&mut self.open_bytes))))
+    }
+
+    fn handle_event(
         &mut self,
         event: &Event,
         stream: &BinlogStream,
@@ -154,13 +200,13 @@ impl Assembler {
             EventData::QueryEvent(q) => {
                 let schema = q.schema().into_owned();
                 let query = q.query().into_owned();
-                Ok(self.query(schema, query, start, end, header.timestamp()))
+                self.query(schema, query, start, end, header.timestamp())
             }
             EventData::ExecuteLoadQueryEvent(q) => {
                 // LOAD DATA logged as a statement: its rows are in a file the binlog
                 // carries in pieces; concord does not rebuild them.
                 let (schema, query) = (q.schema().into_owned(), q.query().into_owned());
-                Ok(self.query(schema, query, start, end, header.timestamp()))
+                self.query(schema, query, start, end, header.timestamp())
             }
             EventData::XidEvent(_) => Ok(self.commit(end, header.timestamp())),
             EventData::XaPrepareLogEvent(payload) => {
@@ -169,6 +215,7 @@ impl Assembler {
                     self.xa = None;
                     return Ok(self.commit(end, header.timestamp()));
                 }
+                self.refuse_fragmented_xa(&start)?;
                 // MariaDB has no XA START event: its GTID event opened the transaction.
                 if let Some(xid) = prepared_xid(&payload) {
                     self.xa = Some(xid);
@@ -176,16 +223,20 @@ impl Assembler {
                 Ok(self.prepare(end, header.timestamp()))
             }
             EventData::RowsEvent(rows) => {
+                if self.handed_on_before(&end) {
+                    return Ok(None);
+                }
                 let Some(tme) = stream.get_tme(rows.table_id()) else {
                     let txn = self.txn.get_or_insert_with(Transaction::default);
                     crate::rows::no_table_map(&rows, start, txn);
-                    return Ok(None);
+                    return Ok(self.fragment_if_full(end, header.timestamp()));
                 };
                 if let Some(table) = self.tables.included(rows.table_id(), tme) {
                     let txn = self.txn.get_or_insert_with(Transaction::default);
                     table.decode(&rows, tme, start, txn);
+                    self.open_bytes += u64::from(header.event_size());
                 }
-                Ok(None)
+                Ok(self.fragment_if_full(end, header.timestamp()))
             }
             EventData::TransactionPayloadEvent(_) => Err(unsupported(
                 "TRANSACTION_PAYLOAD_EVENT".into(),
@@ -220,9 +271,11 @@ impl Assembler {
     /// in MariaDB's binlog), or announces a statement on its own (a DDL).
     fn gtid_event(&mut self, event: &Event, start: Position) {
         let header = event.header();
+        self.xa_group = false;
         match mariadb_gtid(event.data(), header.server_id()) {
             Some((gtid, flags)) if flags & FL_STANDALONE != 0 => self.pending_gtid = Some(gtid),
-            Some((gtid, _)) => {
+            Some((gtid, flags)) => {
+                self.xa_group = flags & (FL_PREPARED_XA | FL_COMPLETED_XA) != 0;
                 self.txn = Some(Transaction {
                     gtid: Some(gtid),
                     ..Transaction::default()
@@ -231,6 +284,7 @@ impl Assembler {
             None => tracing::warn!(position = %start, "short MariaDB GTID event ignored"),
         }
         self.group_start = start;
+        self.open_bytes = 0;
     }
 
     /// The event's data, or `None` for an event that carries nothing concord needs; an
@@ -286,17 +340,18 @@ impl Assembler {
         start: Position,
         end: Position,
         ts: u32,
-    ) -> Option<ReaderEvent> {
+    ) -> Result<Option<ReaderEvent>, BinlogError> {
         let kind = classify(&schema, &query);
         // MySQL writes XA START as a statement of its own: where its group starts, unless a
         // (MariaDB) GTID event opened the group already.
         if matches!(kind, QueryKind::Xa(XaVerb::Start, _)) && self.txn.is_none() {
             self.group_start = start.clone();
         }
-        match kind {
+        Ok(match kind {
             QueryKind::Comment => None,
             QueryKind::Begin => {
                 self.group_start = start;
+                self.open_bytes = 0;
                 let gtid = self.opened_gtid();
                 self.txn = Some(Transaction {
                     gtid,
@@ -308,6 +363,10 @@ impl Assembler {
             // binlog; the transaction goes on.
             QueryKind::Savepoint => None,
             QueryKind::Commit => self.commit(end, ts),
+            QueryKind::Xa(XaVerb::Prepare, _) => {
+                self.refuse_fragmented_xa(&start)?;
+                self.prepare(end, ts)
+            }
             QueryKind::Xa(verb, xid) => self.xa(verb, xid, end, ts),
             QueryKind::Dml(tables) => {
                 let included: Vec<TableName> = tables
@@ -367,7 +426,7 @@ impl Assembler {
                 }
                 self.ddl(tables, schema, query, end, ts, truncated)
             }
-        }
+        })
     }
 
     /// A DDL commits implicitly: whatever was open goes with it, not dropped.
@@ -504,13 +563,75 @@ impl Assembler {
     /// (re-reading from an XA transaction's prepare).
     fn emit(&mut self, mut txn: Transaction) -> Option<ReaderEvent> {
         txn.resume_from = self.oldest_prepared();
+        self.sent = None;
         if let Some(applied) = &self.applied {
             if txn.end <= *applied {
+                self.open_bytes = 0;
                 return None;
             }
             self.applied = None;
         }
         Some(ReaderEvent::Transaction(txn))
+    }
+
+    /// Whether a rows event ending at `end` belongs to a fragment handed on before (this
+    /// stream re-reads the open transaction after a reconnect).
+    fn handed_on_before(&self, end: &Position) -> bool {
+        self.sent
+            .as_ref()
+            .is_some_and(|s| s.group == self.group_start && *end <= s.through)
+    }
+
+    /// Hands the open transaction's rows on as a fragment once they reach the bound — not
+    /// for an XA transaction (it may still be rolled back), nor for one this stream is
+    /// re-reading only for an XA transaction's sake (it was handed on before).
+    fn fragment_if_full(&mut self, through: Position, ts: u32) -> Option<ReaderEvent> {
+        let txn = self.txn.as_mut()?;
+        let rows = txn.changes.len() + txn.undecodable.len();
+        if rows < self.bound.rows && self.open_bytes < self.bound.bytes {
+            return None;
+        }
+        let old = self.applied.as_ref().is_some_and(|a| self.group_start < *a);
+        if self.xa.is_some() || self.xa_group || old {
+            return None;
+        }
+        let mut part = Transaction {
+            changes: std::mem::take(&mut txn.changes),
+            undecodable: std::mem::take(&mut txn.undecodable),
+            statements: std::mem::take(&mut txn.statements),
+            gtid: txn.gtid.clone(),
+            end: through.clone(),
+            commit_ts: ts,
+            ..Transaction::default()
+        };
+        for c in &mut part.changes {
+            c.commit_ts = ts;
+        }
+        self.applied = None;
+        self.sent = Some(Sent {
+            group: self.group_start.clone(),
+            through,
+        });
+        Some(ReaderEvent::Fragment(part))
+    }
+
+    /// An XA transaction is never handed on in fragments; should one have been (its GTID
+    /// event not saying what it was), reading stops before its rows could stand.
+    fn refuse_fragmented_xa(&self, at: &Position) -> Result<(), BinlogError> {
+        match &self.sent {
+            Some(s) if s.group == self.group_start => Err(BinlogError::Unsupported {
+                position: at.clone(),
+                code: 0,
+                name: "XA PREPARE".into(),
+                detail: format!(
+                    "the XA transaction starting at {} outgrew source.fragment_rows or \
+                     source.fragment_bytes and was handed on in fragments before its \
+                     XA PREPARE was read; raise the bound above its size and restart",
+                    s.group
+                ),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Where reading must start to see every prepared XA transaction again.

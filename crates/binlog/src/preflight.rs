@@ -8,13 +8,16 @@ use mysql_async::Conn;
 
 /// Checks the source's settings, then refuses included tables without a primary key:
 /// updates and deletes need a key to find their row on the target, so such a table would
-/// silently diverge.
+/// silently diverge. Warns about tables skipped only because their names look like an
+/// online schema change tool's helper tables: a real table so named is not replicated
+/// unless `tables.include` names it exactly.
 pub async fn preflight(
     source: &mut Conn,
     filter: &TableFilter,
     skip_schema: &str,
 ) -> Result<ServerInfo, BinlogError> {
     let server = check_settings(source).await?;
+    warn_skipped_helpers(source, filter).await?;
     let rows: Vec<(String, String)> = source
         .query(
             "SELECT t.TABLE_SCHEMA, t.TABLE_NAME FROM information_schema.TABLES t \
@@ -39,6 +42,32 @@ pub async fn preflight(
     } else {
         Err(BinlogError::KeylessTables(keyless))
     }
+}
+
+async fn warn_skipped_helpers(source: &mut Conn, filter: &TableFilter) -> Result<(), BinlogError> {
+    let rows: Vec<(String, String)> = source
+        .query(
+            "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES \
+             WHERE TABLE_TYPE = 'BASE TABLE' AND TABLE_NAME LIKE '\\_%'",
+        )
+        .await
+        .map_err(|source| BinlogError::Connection {
+            position: Position::default(),
+            source,
+        })?;
+    let skipped: Vec<String> = rows
+        .into_iter()
+        .map(|(db, t)| TableName::new(db, t))
+        .filter(|t| filter.skipped_as_osc_helper(t))
+        .map(|t| t.to_string())
+        .collect();
+    if !skipped.is_empty() {
+        tracing::warn!(tables = %skipped.join(", "),
+            "not replicated: these tables are named like the helper tables of an online schema \
+             change tool (pt-online-schema-change, gh-ost); if they are real tables, name each \
+             in tables.include exactly, or set tables.online_schema_change = \"off\"");
+    }
+    Ok(())
 }
 
 /// Where reading starts when there is no checkpoint.

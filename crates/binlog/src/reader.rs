@@ -1,11 +1,15 @@
 //! The replica connection: requests the binlog from a position, keeps it alive with
-//! heartbeats, reconnects with backoff, and hands whole transactions to a bounded channel.
+//! heartbeats, reconnects with backoff, and hands transactions — whole, or in fragments
+//! when they outgrow [`FragmentBound`] — to a queue bounded in events and bytes.
 //!
 //! Invariant: after any reconnect, reading resumes where the last transaction handed on
-//! says (its `resume_from`, else its `end`) and nothing up to its `end` is handed on again,
-//! so the consumer never sees a gap or half a transaction twice.
+//! says (its `resume_from`, else its `end`) and nothing up to its `end` is handed on again;
+//! of a transaction handed on in fragments, the rows events already handed on are read
+//! again but not handed on again. So the consumer never sees a gap, and never sees a row
+//! twice.
 
-use crate::assemble::Assembler;
+use crate::assemble::{Assembler, Sent};
+use crate::queue::Sender;
 use crate::settings::ServerInfo;
 use crate::BinlogError;
 use concord_change::{Position, TableName, Transaction};
@@ -15,12 +19,19 @@ use mysql_async::{BinlogStreamRequest, Conn, Opts};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
 
 /// What the reader hands on.
 #[derive(Debug)]
 pub enum ReaderEvent {
+    /// A whole transaction, or the last part of one handed on in fragments.
     Transaction(Transaction),
+    /// Rows of a transaction still being read, handed on early because it outgrew the
+    /// [`FragmentBound`]: more fragments, then its last part as a `Transaction`, follow
+    /// before anything else. Its `end` is the end of its last rows event, a position inside
+    /// the transaction that nothing may be saved at; its `commit_ts` (and its changes') is
+    /// that event's timestamp, since the commit has not been read yet. Never an XA
+    /// transaction (its rows are handed on only at `XA COMMIT`).
+    Fragment(Transaction),
     /// The source had nothing newer than `position` when it sent a heartbeat.
     CaughtUp {
         position: Position,
@@ -80,6 +91,25 @@ impl fmt::Display for Resume {
 
 pub type TablePredicate = Arc<dyn Fn(&TableName) -> bool + Send + Sync>;
 
+/// How large an open transaction may grow before its rows are handed on as a
+/// [`ReaderEvent::Fragment`]: rows (decoded changes and undecodable rows), or bytes of the
+/// binlog rows events they were read from, whichever is reached first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FragmentBound {
+    pub rows: usize,
+    pub bytes: u64,
+}
+
+impl FragmentBound {
+    /// `source.fragment_rows` and `source.fragment_bytes`.
+    pub fn of(source: &concord_config::SourceConfig) -> Self {
+        Self {
+            rows: source.fragment_rows,
+            bytes: source.fragment_bytes.as_u64(),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct ReaderOptions {
     pub opts: Opts,
@@ -88,6 +118,7 @@ pub struct ReaderOptions {
     /// Tables whose rows are decoded; rows of other tables are skipped unread.
     pub include: TablePredicate,
     pub max_backoff: Duration,
+    pub fragment: FragmentBound,
 }
 
 pub struct BinlogReader {
@@ -104,15 +135,13 @@ impl BinlogReader {
     }
 
     /// Streams from `resume` until the receiver is dropped (`Ok`) or a definite error.
-    pub async fn run(
-        &self,
-        mut resume: Resume,
-        tx: mpsc::Sender<ReaderEvent>,
-    ) -> Result<(), BinlogError> {
+    pub async fn run(&self, mut resume: Resume, tx: Sender) -> Result<(), BinlogError> {
         let mut backoff = Duration::from_millis(100);
+        // The fragments of the open transaction handed on so far.
+        let mut sent: Option<Sent> = None;
         loop {
             let before = resume.clone();
-            match self.stream_from(&mut resume, &tx).await {
+            match self.stream_from(&mut resume, &mut sent, &tx).await {
                 Ok(()) | Err(BinlogError::Closed) => return Ok(()),
                 Err(e) if e.is_transient() => {
                     metrics::RECONNECTS.inc();
@@ -140,7 +169,8 @@ impl BinlogReader {
     async fn stream_from(
         &self,
         resume: &mut Resume,
-        tx: &mpsc::Sender<ReaderEvent>,
+        sent: &mut Option<Sent>,
+        tx: &Sender,
     ) -> Result<(), BinlogError> {
         let from = &resume.from.clone();
         // Errors after connecting name the last position handed on.
@@ -177,9 +207,11 @@ impl BinlogReader {
         let silence = self.options.heartbeat * 3 + Duration::from_secs(1);
         let mut assembler = Assembler::new(
             resume,
+            sent.clone(),
             self.server.is_mariadb,
             self.options.include.clone(),
             self.server.collations.clone(),
+            self.options.fragment,
         );
         loop {
             let event = match tokio::time::timeout(silence, stream.next()).await {
@@ -208,12 +240,13 @@ impl BinlogReader {
                 Ok(Some(Err(e))) => return Err(conn_err(&resume.applied)(e)),
                 Ok(Some(Ok(event))) => event,
             };
-            if let Some(out) = assembler.handle(&event, &stream)? {
+            if let Some((out, bytes)) = assembler.handle(&event, &stream)? {
                 if let ReaderEvent::Transaction(t) = &out {
                     *resume = Resume::after(&t.end, t.resume_from.as_ref());
                     metrics::POSITION.set(t.end.pos as i64);
                 }
-                tx.send(out).await.map_err(|_| BinlogError::Closed)?;
+                *sent = assembler.sent().cloned();
+                tx.send(out, bytes).await.map_err(|_| BinlogError::Closed)?;
             }
         }
     }

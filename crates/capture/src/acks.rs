@@ -9,9 +9,10 @@ use rdkafka::producer::DeliveryFuture;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
-/// One source transaction's messages, in publishing order.
+/// One source transaction's messages (or one fragment's), in publishing order.
 pub(crate) struct Pending {
-    pub end: Position,
+    /// Where the transaction ends; `None` for a fragment (nothing is saved after it).
+    pub end: Option<Position>,
     /// Where reading must start again, when before `end` (a pending XA transaction).
     pub resume_from: Option<Position>,
     pub commit_ts: u32,
@@ -72,11 +73,12 @@ impl Acker {
                     }
                 }
             }
-            metrics::ACKED_POSITION.set(p.end.pos as i64);
             let lag = (now_ms() as f64 / 1000.0 - f64::from(p.commit_ts)).max(0.0);
             metrics::LAG.set(lag);
+            let Some(end) = p.end else { continue };
+            metrics::ACKED_POSITION.set(end.pos as i64);
             acked = Some(SavedPosition {
-                position: p.end,
+                position: end,
                 resume_from: p.resume_from,
             });
             if last_save.elapsed() >= SAVE_EVERY {

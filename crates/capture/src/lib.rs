@@ -5,7 +5,8 @@
 //! Invariant: the capture position saved in the control store is the end of a source
 //! transaction all of whose messages — and all messages before them — the broker has
 //! acknowledged. After a crash the capture resumes there: it may publish a message twice,
-//! never skip one.
+//! never skip one. A transaction the reader hands on in fragments is published as it is
+//! read; only its last part moves the position.
 
 mod acks;
 mod error;
@@ -16,7 +17,9 @@ pub use error::CaptureError;
 pub use publish::producer_config;
 
 use acks::{Acker, Pending};
-use concord_binlog::{preflight, start_position, BinlogReader, ReaderEvent, ReaderOptions, Resume};
+use concord_binlog::{
+    preflight, start_position, BinlogReader, FragmentBound, ReaderEvent, ReaderOptions, Resume,
+};
 use concord_change::TableName;
 use concord_config::Config;
 use concord_control::ControlStore;
@@ -79,10 +82,14 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), CaptureE
                 Arc::new(move |t: &TableName| filter.matches(t))
             },
             max_backoff: config.replicator.max_backoff,
+            fragment: FragmentBound::of(&config.source),
         },
         server,
     );
-    let (tx, mut rx) = mpsc::channel(config.replicator.queue_transactions);
+    let (tx, mut rx) = concord_binlog::queue(
+        config.replicator.queue_transactions,
+        config.replicator.queue_bytes.as_u64(),
+    );
     // Aborted with this run: a restarted role must not leave its old reader behind.
     let reading = AbortOnDropHandle::new(tokio::spawn(async move { reader.run(start, tx).await }));
     let (pending_tx, pending_rx) = mpsc::channel::<Pending>(config.replicator.queue_transactions);
@@ -92,20 +99,28 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), CaptureE
         publish::Publisher::new(producer, kafka.clone(), config.source.server_id, control);
 
     let publishing = async {
+        // Messages of the open fragmented transaction published so far.
+        let mut published = 0u32;
         while let Some(event) = rx.recv().await {
-            match event {
+            let (txn, whole) = match event {
                 ReaderEvent::CaughtUp { .. } => {
                     ready.store(true, Ordering::Relaxed);
                     metrics::LAG.set(0.0);
+                    continue;
                 }
-                ReaderEvent::Transaction(txn) => {
-                    let pending = publisher.publish(&txn).await?;
-                    if pending_tx.send(pending).await.is_err() {
-                        break; // the acker stopped; its error is reported below
-                    }
-                    ready.store(true, Ordering::Relaxed);
-                }
+                ReaderEvent::Transaction(txn) => (txn, true),
+                ReaderEvent::Fragment(txn) => (txn, false),
+            };
+            let pending = publisher.publish(&txn, published, whole).await?;
+            published = if whole {
+                0
+            } else {
+                published + pending.deliveries.len() as u32
+            };
+            if pending_tx.send(pending).await.is_err() {
+                break; // the acker stopped; its error is reported below
             }
+            ready.store(true, Ordering::Relaxed);
         }
         Ok::<(), CaptureError>(())
     };

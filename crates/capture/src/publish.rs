@@ -89,8 +89,17 @@ impl Publisher {
     }
 
     /// Hands every change of `txn` to the producer (which sends in the background) and
-    /// returns what must be acknowledged before `txn.end` may be saved.
-    pub async fn publish(&self, txn: &Transaction) -> Result<Pending, CaptureError> {
+    /// returns what must be acknowledged before `txn.end` may be saved. `whole`: `txn` is
+    /// a whole transaction or the last part of one, else a fragment — whose end and size
+    /// are not known yet, so its messages say `end_file` "", `end_pos` 0 and `total` 0
+    /// (docs/FORMAT.md) and nothing is saved after it; `before`: messages of the same
+    /// transaction published in its earlier fragments.
+    pub async fn publish(
+        &self,
+        txn: &Transaction,
+        before: u32,
+        whole: bool,
+    ) -> Result<Pending, CaptureError> {
         let undecodable = txn.undecodable.iter().map(FailedEvent::from);
         let statements = txn.statements.iter().map(FailedEvent::from);
         for f in undecodable.chain(statements) {
@@ -116,7 +125,16 @@ impl Publisher {
                 changes.extend(split_key_change(c));
             }
         }
-        let total = changes.len() as u32;
+        let total = if whole {
+            before + changes.len() as u32
+        } else {
+            0
+        };
+        let (end_file, end_pos) = if whole {
+            (txn.end.file.to_string(), txn.end.pos)
+        } else {
+            (String::new(), 0)
+        };
         // A transaction larger than the limit takes all of it, and goes alone.
         let wanted = changes.len().min(self.kafka.max_unacked) as u32;
         let permit = self
@@ -138,9 +156,9 @@ impl Publisher {
                 table: change.table.name.table.clone(),
                 server_id: self.server_id,
                 txn: TxnInfo {
-                    end_file: txn.end.file.to_string(),
-                    end_pos: txn.end.pos,
-                    index: index as u32,
+                    end_file: end_file.clone(),
+                    end_pos,
+                    index: before + index as u32,
                     total,
                 },
             };
@@ -169,7 +187,7 @@ impl Publisher {
             deliveries.push((topic, change.position.clone(), future));
         }
         Ok(Pending {
-            end: txn.end.clone(),
+            end: whole.then(|| txn.end.clone()),
             resume_from: txn.resume_from.clone(),
             commit_ts: txn.commit_ts,
             deliveries,

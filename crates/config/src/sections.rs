@@ -4,6 +4,7 @@
 use crate::error::ConfigError;
 use crate::tables::TableFilter;
 use crate::verifier::{ChecksumConfig, VerifierConfig};
+pub use bytesize::ByteSize;
 use concord_change::Position;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -109,6 +110,14 @@ pub struct SourceConfig {
     /// heartbeats is treated as a dead connection.
     #[serde(default = "default_heartbeat", with = "humantime_serde")]
     pub heartbeat: Duration,
+    /// A source transaction with more rows than this is handed on (applied, verified,
+    /// published) in fragments of this many as it is read, so memory stays bounded for a
+    /// transaction of any size; its position is still saved only after its last part.
+    #[serde(default = "default_fragment_rows")]
+    pub fragment_rows: usize,
+    /// The same bound in bytes of binlog rows events (for wide rows), e.g. `"4 MiB"`.
+    #[serde(default = "default_fragment_bytes")]
+    pub fragment_bytes: ByteSize,
 }
 
 /// Resolved `source.start`.
@@ -306,16 +315,21 @@ pub struct ReplicatorConfig {
     /// target need different names.
     #[serde(default = "default_name")]
     pub name: String,
-    /// Most rows in one target transaction (whole source transactions are never split, so
-    /// a larger source transaction makes a larger batch).
+    /// Most rows of whole source transactions gathered into one target transaction (one
+    /// larger than `source.fragment_rows` is written in fragments, in a target transaction
+    /// of its own).
     #[serde(default = "default_batch_rows")]
     pub batch_rows: usize,
     /// Longest time spent gathering one batch while more transactions keep arriving.
     #[serde(default = "default_batch_time", with = "humantime_serde")]
     pub batch_time: Duration,
-    /// Source transactions read ahead of the applier; bounds memory.
+    /// Source transactions (or fragments of one) read ahead of the applier — and of the
+    /// verifier and the capture, each with its own reader.
     #[serde(default = "default_queue")]
     pub queue_transactions: usize,
+    /// The same read-ahead bounded in bytes of binlog, e.g. `"8 MiB"`.
+    #[serde(default = "default_queue_bytes")]
+    pub queue_bytes: ByteSize,
     /// The source already enforced its foreign keys; checking them again on the target
     /// would reject rows only because a batch applies tables in a different order.
     #[serde(default)]
@@ -354,6 +368,7 @@ impl Default for ReplicatorConfig {
             batch_rows: default_batch_rows(),
             batch_time: default_batch_time(),
             queue_transactions: default_queue(),
+            queue_bytes: default_queue_bytes(),
             foreign_key_checks: false,
             truncate: TruncateMode::Apply,
             audit_flag_column: default_audit_flag(),
@@ -425,6 +440,15 @@ fn default_batch_time() -> Duration {
 }
 fn default_queue() -> usize {
     4096
+}
+fn default_queue_bytes() -> ByteSize {
+    ByteSize::mib(8)
+}
+fn default_fragment_rows() -> usize {
+    5000
+}
+fn default_fragment_bytes() -> ByteSize {
+    ByteSize::mib(4)
 }
 fn default_audit_flag() -> String {
     "concord_replicated".into()
@@ -561,6 +585,33 @@ impl Config {
                 0,
                 "expected at least 1",
             ));
+        }
+        if self.source.fragment_rows == 0 {
+            return Err(ConfigError::invalid(
+                "source.fragment_rows",
+                0,
+                "expected at least 1",
+            ));
+        }
+        for (key, size, least) in [
+            (
+                "source.fragment_bytes",
+                self.source.fragment_bytes,
+                ByteSize::kib(8),
+            ),
+            (
+                "replicator.queue_bytes",
+                self.replicator.queue_bytes,
+                ByteSize::kib(64),
+            ),
+        ] {
+            if size < least || size > ByteSize::gib(1) {
+                return Err(ConfigError::invalid(
+                    key,
+                    size.display().iec(),
+                    format!("expected {} to 1 GiB", least.display().iec()),
+                ));
+            }
         }
         let control = self.control.url.expose();
         if !(control.starts_with("sqlite:")

@@ -2,13 +2,14 @@
 //!
 //! Invariant: system schemas (`mysql`, `information_schema`, `performance_schema`, `sys`)
 //! never match, whatever the patterns say; nor do the helper tables of online schema change
-//! tools unless `tables.online_schema_change = "off"`.
+//! tools unless `tables.online_schema_change = "off"` or `tables.include` names the table
+//! exactly (a real table called `_sessions_old`, say).
 
 use crate::error::ConfigError;
 use crate::sections::{is_identifier, OnlineSchemaChange, TablesConfig};
 use concord_change::TableName;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 const SYSTEM_SCHEMAS: [&str; 4] = ["mysql", "information_schema", "performance_schema", "sys"];
 
@@ -19,6 +20,9 @@ pub struct TableFilter {
     table_renames: HashMap<(String, String), TableName>,
     schema_renames: HashMap<String, String>,
     skip_osc_helpers: bool,
+    /// `tables.include` entries without wildcards: they name a table, so they override the
+    /// online-schema-change skip.
+    exact: HashSet<String>,
 }
 
 /// An online schema change tool whose helper tables are recognised by name.
@@ -94,14 +98,30 @@ impl TableFilter {
             table_renames,
             schema_renames,
             skip_osc_helpers: config.online_schema_change == OnlineSchemaChange::Skip,
+            exact: config
+                .include
+                .iter()
+                .filter(|p| !p.contains(['*', '?', '[', '{']))
+                .cloned()
+                .collect(),
         })
     }
 
     pub fn matches(&self, name: &TableName) -> bool {
+        self.matches_patterns(name) && !self.skipped_as_osc_helper(name)
+    }
+
+    /// Whether the patterns include `name` but it is skipped as an online schema change
+    /// tool's helper table (the start-up warning lists such tables).
+    pub fn skipped_as_osc_helper(&self, name: &TableName) -> bool {
+        self.skip_osc_helpers
+            && osc_helper(name).is_some()
+            && !self.exact.contains(&name.to_string())
+            && self.matches_patterns(name)
+    }
+
+    fn matches_patterns(&self, name: &TableName) -> bool {
         if SYSTEM_SCHEMAS.contains(&name.db.as_str()) {
-            return false;
-        }
-        if self.skip_osc_helpers && osc_helper(name).is_some() {
             return false;
         }
         let full = name.to_string();

@@ -286,3 +286,59 @@ fn online_schema_change_helper_tables_are_skipped_unless_turned_off() {
     let f = Config::from_toml(&text).unwrap().tables.filter();
     assert!(f.matches(&TableName::new("shop", "_orders_new")));
 }
+
+#[test]
+fn a_real_table_named_like_a_helper_is_replicated_when_named_exactly() {
+    let text = ISSUE_EXAMPLE.replace(
+        "include = [\"shop.*\"]",
+        "include = [\"shop.*\", \"shop._sessions_old\"]",
+    );
+    let f = Config::from_toml(&text).unwrap().tables.filter();
+    let named = TableName::new("shop", "_sessions_old");
+    assert!(f.matches(&named));
+    assert!(!f.skipped_as_osc_helper(&named));
+    let other = TableName::new("shop", "_jobs_del");
+    assert!(!f.matches(&other), "only by an exact entry");
+    assert!(
+        f.skipped_as_osc_helper(&other),
+        "listed in the start-up warning"
+    );
+    assert!(
+        !f.skipped_as_osc_helper(&TableName::new("crm", "_jobs_del")),
+        "not included anyway: nothing to warn about"
+    );
+}
+
+#[test]
+fn fragment_and_queue_bounds_read_sizes_and_refuse_nonsense() {
+    let c = Config::from_toml(ISSUE_EXAMPLE).unwrap();
+    assert_eq!(c.source.fragment_rows, 5000);
+    assert_eq!(c.source.fragment_bytes, ByteSize::mib(4));
+    assert_eq!(c.replicator.queue_bytes, ByteSize::mib(8));
+    let text = ISSUE_EXAMPLE.replace(
+        "server_id = 4242",
+        "server_id = 4242\nfragment_rows = 100\nfragment_bytes = \"256 KiB\"",
+    );
+    let c = Config::from_toml(&text).unwrap();
+    assert_eq!(c.source.fragment_rows, 100);
+    assert_eq!(c.source.fragment_bytes.as_u64(), 256 * 1024);
+    let c = with_section("replicator", "queue_bytes = 1048576").unwrap();
+    assert_eq!(c.replicator.queue_bytes, ByteSize::mib(1));
+
+    let e = with_section("replicator", "queue_bytes = \"2 GiB\"")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("replicator.queue_bytes") && e.contains("1 GiB"),
+        "{e}"
+    );
+    let text = ISSUE_EXAMPLE.replace("server_id = 4242", "server_id = 4242\nfragment_rows = 0");
+    let e = Config::from_toml(&text).unwrap_err().to_string();
+    assert!(e.contains("source.fragment_rows"), "{e}");
+    let text = ISSUE_EXAMPLE.replace(
+        "server_id = 4242",
+        "server_id = 4242\nfragment_bytes = \"lots\"",
+    );
+    let e = Config::from_toml(&text).unwrap_err().to_string();
+    assert!(e.contains("fragment_bytes"), "{e}");
+}

@@ -5,8 +5,11 @@
 //!   end position (see [`crate::checkpoint`]);
 //! - a row the target rejects is recorded in the control store *before* the transaction
 //!   that moves past it commits, so it is never lost;
-//! - a transient error retries the whole batch, forever, with capped backoff.
+//! - a transient error retries the whole batch, forever, with capped backoff;
+//! - a source transaction the reader hands on in fragments is one target transaction too,
+//!   committed with its last part (see [`fragments`]).
 
+mod fragments;
 mod missing;
 mod truncate;
 
@@ -16,7 +19,7 @@ use crate::error::{classify, ErrorClass, ReplicatorError};
 use crate::metrics;
 use crate::offsets::{Offsets, PartitionProgress};
 use crate::sql::{build, chunk_sizes, columns_per_row, Fixup};
-use concord_binlog::ReaderEvent;
+use concord_binlog::{ReaderEvent, Receiver};
 use concord_change::{Position, TableName, Transaction};
 use concord_config::{ReplicatorConfig, TableFilter};
 use concord_control::{until_stored, ControlStore, FailedEvent, FailureReason, MissingRows};
@@ -27,7 +30,6 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
 
 /// The applier's session: strict, so bad content is an error (recorded), never silently
 /// truncated; NO_AUTO_VALUE_ON_ZERO so a source id of 0 stays 0.
@@ -64,8 +66,9 @@ pub enum Outcome {
 }
 
 /// Why one attempt at a batch did not commit.
+#[derive(Debug)]
 enum Abort {
-    Transient(String),
+    Transient(Box<dyn std::error::Error + Send + Sync>),
     SchemaMoved,
     Fenced,
 }
@@ -79,8 +82,8 @@ fn unix_now() -> f64 {
         .unwrap_or_default()
 }
 
-fn transient(e: impl std::fmt::Display) -> Abort {
-    Abort::Transient(e.to_string())
+fn transient(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Abort {
+    Abort::Transient(e.into())
 }
 
 impl Applier {
@@ -107,7 +110,7 @@ impl Applier {
     /// Applies what the reader sends until the channel closes.
     pub async fn run(
         mut self,
-        mut rx: mpsc::Receiver<ReaderEvent>,
+        mut rx: Receiver,
         ready: Arc<AtomicBool>,
     ) -> Result<(), ReplicatorError> {
         // The end of the last batch this loop committed (unknown until the first one).
@@ -143,9 +146,15 @@ impl Applier {
                     continue;
                 }
                 ReaderEvent::Transaction(t) => vec![t],
+                ReaderEvent::Fragment(f) => {
+                    saved = self.apply_fragmented(Vec::new(), f, &mut rx).await?;
+                    ready.store(true, Ordering::Relaxed);
+                    continue;
+                }
             };
             let mut rows = batch[0].changes.len();
             let mut caught_up = false;
+            let mut fragment = None;
             let deadline = Instant::now() + self.config.batch_time;
             // A DDL closes the batch so the schema cache is refreshed before later rows.
             while rows < self.config.batch_rows
@@ -161,11 +170,22 @@ impl Applier {
                         caught_up = true;
                         break;
                     }
+                    // A big transaction begins: the batch so far goes into its target
+                    // transaction.
+                    Ok(ReaderEvent::Fragment(f)) => {
+                        fragment = Some(f);
+                        break;
+                    }
                     Err(_) => break,
                 }
             }
-            self.apply_with_retry(&batch, Progress::Binlog).await?;
-            saved = batch.last().map(|t| t.end.clone());
+            saved = match fragment {
+                Some(f) => self.apply_fragmented(batch, f, &mut rx).await?,
+                None => {
+                    self.apply_with_retry(&batch, Progress::Binlog).await?;
+                    batch.last().map(|t| t.end.clone())
+                }
+            };
             ready.store(true, Ordering::Relaxed);
             if caught_up && rx.is_empty() {
                 metrics::LAG.set(0.0);
@@ -197,16 +217,23 @@ impl Applier {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(self.config.max_backoff);
                 }
-                Err(Abort::Transient(msg)) => {
+                Err(Abort::Transient(e)) => {
                     metrics::RETRIES.with_label_values(&["transient"]).inc();
                     let position = batch.last().map(|t| t.end.clone()).unwrap_or_default();
-                    tracing::warn!(%position, error = %msg, retry_in = ?backoff, "target unavailable; retrying batch");
+                    tracing::warn!(%position, error = %e, retry_in = ?backoff, "target unavailable; retrying batch");
                     self.conn = None;
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(self.config.max_backoff);
                 }
             }
         };
+        self.account(batch, &failed, started);
+        Ok(Outcome::Committed)
+    }
+
+    /// After a batch (or part of a fragmented transaction) was written: its logs and
+    /// metrics.
+    fn account(&mut self, batch: &[Transaction], failed: &[FailedEvent], started: Instant) {
         for s in batch.iter().flat_map(|t| &t.statements) {
             concord_binlog::report_statement(s);
         }
@@ -221,7 +248,7 @@ impl Applier {
         for c in batch.iter().flat_map(|t| &t.changes) {
             *applied.entry((&c.table.name, c.op.as_str())).or_default() += 1;
         }
-        for f in &failed {
+        for f in failed {
             if let Some(n) = applied.get_mut(&(&f.table, f.op.as_str())) {
                 *n -= 1;
             }
@@ -234,7 +261,6 @@ impl Applier {
         if let Some(last) = batch.last() {
             metrics::LAG.set((unix_now() - f64::from(last.commit_ts)).max(0.0));
         }
-        Ok(Outcome::Committed)
     }
 
     async fn connection(&mut self) -> Attempt<&mut Conn> {
@@ -264,17 +290,34 @@ impl Applier {
         batch: &[Transaction],
         progress: &Progress<'_>,
     ) -> Attempt<Vec<FailedEvent>> {
-        let mut failures: Vec<FailedEvent> = Vec::new();
-        self.missing.clear();
+        self.begin().await?;
+        let failures = self
+            .write_part(batch, matches!(progress, Progress::Binlog))
+            .await?;
+        self.commit(batch, progress).await?;
+        Ok(failures)
+    }
+
+    async fn begin(&mut self) -> Attempt<()> {
         self.connection().await?;
         self.exec("START TRANSACTION", Params::Empty)
             .await
-            .map_err(transient)?;
+            .map_err(transient)
+    }
+
+    /// Writes `batch` into the open target transaction and records what failed (rolling
+    /// back on an error). `ordered`: the batch comes in binlog order (see
+    /// [`ControlStore::record_missing`]).
+    async fn write_part(
+        &mut self,
+        batch: &[Transaction],
+        ordered: bool,
+    ) -> Attempt<Vec<FailedEvent>> {
+        let mut failures: Vec<FailedEvent> = Vec::new();
+        self.missing.clear();
         let result = self.write_batch(batch, &mut failures).await;
         if let Err(e) = result {
-            if let Some(conn) = self.conn.as_mut() {
-                let _ = conn.query_drop("ROLLBACK").await;
-            }
+            self.rollback().await;
             return Err(e);
         }
         failures.extend(
@@ -290,8 +333,18 @@ impl Applier {
                 .map(FailedEvent::from),
         );
         self.record_failures(&failures).await;
-        let ordered = matches!(progress, Progress::Binlog);
         self.record_missing(&self.missing, ordered).await;
+        Ok(failures)
+    }
+
+    async fn rollback(&mut self) {
+        if let Some(conn) = self.conn.as_mut() {
+            let _ = conn.query_drop("ROLLBACK").await;
+        }
+    }
+
+    /// Saves the batch's progress in the open target transaction and commits it.
+    async fn commit(&mut self, batch: &[Transaction], progress: &Progress<'_>) -> Attempt<()> {
         let conn = self.conn.as_mut().expect("connected");
         let saved = match progress {
             Progress::Binlog => {
@@ -314,8 +367,7 @@ impl Applier {
                 return Err(transient(e));
             }
         }
-        conn.query_drop("COMMIT").await.map_err(transient)?;
-        Ok(failures)
+        conn.query_drop("COMMIT").await.map_err(transient)
     }
 
     /// A source DDL may be followed by the same change on the target at any moment, so

@@ -4,7 +4,9 @@
 use crate::applier::Applier;
 use crate::checkpoint::Checkpoints;
 use crate::error::ReplicatorError;
-use concord_binlog::{preflight, start_position, BinlogReader, ReaderOptions, Resume};
+use concord_binlog::{
+    preflight, start_position, BinlogReader, FragmentBound, ReaderOptions, Resume,
+};
 use concord_change::TableName;
 use concord_config::Config;
 use concord_control::ControlStore;
@@ -12,7 +14,6 @@ use concord_schema_cache::SchemaCache;
 use mysql_async::{Conn, OptsBuilder, Pool};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use tokio::sync::mpsc;
 use tokio_util::task::AbortOnDropHandle;
 
 /// Checks the source, then replicates until an unrecoverable error.
@@ -98,6 +99,7 @@ pub async fn run_telling_start(
                 t.db != checkpoint_schema && include_filter.matches(t)
             }),
             max_backoff: config.replicator.max_backoff,
+            fragment: FragmentBound::of(&config.source),
         },
         server,
     );
@@ -109,7 +111,10 @@ pub async fn run_telling_start(
         checkpoints,
         config.replicator.clone(),
     );
-    let (tx, rx) = mpsc::channel(config.replicator.queue_transactions);
+    let (tx, rx) = concord_binlog::queue(
+        config.replicator.queue_transactions,
+        config.replicator.queue_bytes.as_u64(),
+    );
     // Aborted with this run: a restarted role must not leave its old reader behind.
     let reading = AbortOnDropHandle::new(tokio::spawn(async move { reader.run(start, tx).await }));
     // The applier ends when the reader does (its channel closes) or on an error of its

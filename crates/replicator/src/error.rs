@@ -108,6 +108,18 @@ pub enum ReplicatorError {
     NotConfigured(&'static str),
     #[error(transparent)]
     Control(#[from] concord_control::ControlError),
+    /// A source transaction applied in fragments met an error before its last part was
+    /// committed: its target transaction was rolled back, and the run ends so that the
+    /// next one reads it again from the checkpoint (its parts cannot be retried alone).
+    #[error(
+        "a large source transaction, applied in fragments, was interrupted at {position}; \
+         rolled back, to be read again from the checkpoint"
+    )]
+    Interrupted {
+        position: concord_change::Position,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("the replicator's {task} task crashed")]
     Crashed {
         task: &'static str,

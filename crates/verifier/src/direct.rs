@@ -2,11 +2,13 @@
 //! transaction back until its commit time + delay has passed.
 //!
 //! Invariants:
-//! - waiting holds one transaction; the reader blocks on the bounded channel behind it, so
-//!   memory stays bounded for any backlog;
+//! - waiting holds one transaction, or one fragment of a large one; the reader blocks on
+//!   the bounded queue behind it, so memory stays bounded for any backlog and any
+//!   transaction size;
 //! - the saved position is the end of a transaction whose changes — and every change
 //!   before them — were all verified (see [`crate::rounds`]), so a restart re-verifies at
-//!   most the rounds that were in flight or held back by parked rows, and skips nothing.
+//!   most the rounds that were in flight or held back by parked rows, and skips nothing. A
+//!   round that ends inside a fragmented transaction saves nothing of its own.
 
 use crate::check::{Checker, Item};
 use crate::error::VerifierError;
@@ -14,7 +16,10 @@ use crate::metrics;
 use crate::progress::{Mark, Replica, Stream};
 use crate::rounds::Rounds;
 use crate::setup::{self, Setup};
-use concord_binlog::{preflight, start_position, BinlogReader, ReaderEvent, ReaderOptions, Resume};
+use concord_binlog::{
+    preflight, start_position, BinlogReader, FragmentBound, ReaderEvent, ReaderOptions, Resume,
+};
+use concord_binlog::{Receiver, TryRecvError};
 use concord_change::{Position, TableName, Transaction};
 use concord_config::Config;
 use concord_control::{until_stored, VerifierPosition};
@@ -23,7 +28,6 @@ use mysql_async::Conn;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc::{self, error::TryRecvError};
 use tokio_util::task::AbortOnDropHandle;
 
 const STREAM: &str = "binlog";
@@ -104,6 +108,7 @@ pub async fn run_from(
             heartbeat: config.source.heartbeat,
             include: Arc::new(move |t: &TableName| t.db != checkpoint_schema && include.matches(t)),
             max_backoff: config.replicator.max_backoff,
+            fragment: FragmentBound::of(&config.source),
         },
         server,
     );
@@ -118,7 +123,10 @@ pub async fn run_from(
         setup.control.clone(),
         Duration::from_secs(5),
     )));
-    let (tx, rx) = mpsc::channel(config.replicator.queue_transactions);
+    let (tx, rx) = concord_binlog::queue(
+        config.replicator.queue_transactions,
+        config.replicator.queue_bytes.as_u64(),
+    );
     // Aborted with this run: a restarted role must not leave its old reader behind.
     let reading = AbortOnDropHandle::new(tokio::spawn(async move { reader.run(start, tx).await }));
     ready.store(true, Ordering::Relaxed);
@@ -139,7 +147,7 @@ async fn verify_loop(
     config: &Config,
     setup: &Setup,
     checker: Arc<Checker>,
-    mut rx: mpsc::Receiver<ReaderEvent>,
+    mut rx: Receiver,
 ) -> Result<(), VerifierError> {
     let delay = config.verifier.delay;
     let filter = checker.filter.clone();
@@ -148,7 +156,7 @@ async fn verify_loop(
         config.verifier.rounds_in_flight,
         config.replicator.max_backoff,
     );
-    let mut held: Option<Transaction> = None;
+    let mut held: Option<Unit> = None;
     let mut saved_at = Instant::now();
     loop {
         let first = match held.take() {
@@ -168,18 +176,18 @@ async fn verify_loop(
                     save(config, setup, &at, &mut saved_at).await;
                     continue;
                 }
-                Some(ReaderEvent::Transaction(t)) => t,
+                Some(other) => Unit::of(other).expect("caught up is handled above"),
             },
         };
-        // Hold the reader back (the channel is bounded) until this one is due. The rounds
+        // Hold the reader back (the queue is bounded) until this one is due. The rounds
         // before it are older: let them finish and save their position meanwhile.
-        let wait = setup::until_due(first.commit_ts, delay);
+        let wait = setup::until_due(first.txn.commit_ts, delay);
         if !wait.is_zero() {
             drain(&mut rounds, config, setup, &mut saved_at, false).await?;
-            tokio::time::sleep(setup::until_due(first.commit_ts, delay)).await;
+            tokio::time::sleep(setup::until_due(first.txn.commit_ts, delay)).await;
         }
         let mut round = vec![first];
-        let mut rows = round[0].changes.len();
+        let mut rows = round[0].txn.changes.len();
         while rows < config.verifier.batch_rows {
             let next = match rx.try_recv() {
                 Ok(event) => Some(event),
@@ -193,34 +201,38 @@ async fn verify_loop(
                 }
                 Err(_) => None,
             };
-            match next {
-                Some(ReaderEvent::Transaction(t)) => {
-                    if setup::until_due(t.commit_ts, delay).is_zero() {
-                        rows += t.changes.len();
-                        round.push(t);
+            match next.and_then(Unit::of) {
+                Some(u) => {
+                    if setup::until_due(u.txn.commit_ts, delay).is_zero() {
+                        rows += u.txn.changes.len();
+                        round.push(u);
                     } else {
-                        held = Some(t);
+                        held = Some(u);
                         break;
                     }
                 }
-                Some(ReaderEvent::CaughtUp { .. }) | None => break,
+                None => break,
             }
         }
-        if round.iter().any(|t| t.ddl.is_some()) {
+        if round.iter().any(|u| u.txn.ddl.is_some()) {
             // Rounds still running, and rows parked, read the schema as it was before this
             // DDL.
             drain(&mut rounds, config, setup, &mut saved_at, true).await?;
-            for ddl in round.iter().filter_map(|t| t.ddl.as_ref()) {
+            for ddl in round.iter().filter_map(|u| u.txn.ddl.as_ref()) {
                 setup.forget(ddl, &filter).await;
             }
         }
-        let last = round.last().expect("rounds are never empty");
         let token = (
-            Resume::after(&last.end, last.resume_from.as_ref()),
-            last.commit_ts,
+            round
+                .iter()
+                .rev()
+                .find(|u| u.whole)
+                .map(|u| Resume::after(&u.txn.end, u.txn.resume_from.as_ref())),
+            round.last().expect("rounds are never empty").txn.commit_ts,
         );
         let items: Vec<Item> = round
             .into_iter()
+            .map(|u| u.txn)
             .flat_map(|t| {
                 let mark = Mark::Binlog(t.end);
                 t.changes.into_iter().map(move |c| Item {
@@ -239,9 +251,27 @@ async fn verify_loop(
 /// Waits for every round in flight, then records them as [`finished`]. `settle`: every
 /// parked row is rechecked too, so everything read so far is verified; otherwise parked
 /// rows keep their rounds from being recorded.
-/// What a finished round lets the verifier save: where to resume, and the commit time of
-/// its last transaction.
-type Token = (Resume, u32);
+/// What a finished round lets the verifier save: where to resume (nothing, for a round
+/// of fragments of one large transaction), and the commit time of its last transaction.
+type Token = (Option<Resume>, u32);
+
+/// A transaction to verify, or a fragment of one. A fragment's `end` is inside its
+/// transaction: as a [`Mark`] it is reached once the replicator committed the whole
+/// transaction (its checkpoint moves only to transaction ends), never saved as a position.
+struct Unit {
+    txn: Transaction,
+    whole: bool,
+}
+
+impl Unit {
+    fn of(event: ReaderEvent) -> Option<Self> {
+        match event {
+            ReaderEvent::Transaction(txn) => Some(Unit { txn, whole: true }),
+            ReaderEvent::Fragment(txn) => Some(Unit { txn, whole: false }),
+            ReaderEvent::CaughtUp { .. } => None,
+        }
+    }
+}
 
 async fn drain(
     rounds: &mut Rounds<Token>,
@@ -267,8 +297,10 @@ async fn finished(
     delay: Duration,
     saved_at: &mut Instant,
 ) {
-    if let Some((end, commit_ts)) = done.last() {
+    if let Some((_, commit_ts)) = done.last() {
         metrics::LAG.set(setup::late_by(*commit_ts, delay));
+    }
+    if let Some(end) = done.iter().rev().find_map(|(end, _)| end.as_ref()) {
         save(config, setup, end, saved_at).await;
     }
 }
