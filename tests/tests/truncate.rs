@@ -143,3 +143,43 @@ async fn kafka_mode_records_a_truncate_it_cannot_carry() {
     })
     .await;
 }
+
+/// `ALTER TABLE … TRUNCATE PARTITION` (and DROP, EXCHANGE) removes rows without row
+/// events: the target cannot be told which, so it is recorded for a re-sync — never lost
+/// silently — and the rows after it go on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_partition_truncated_on_the_source_is_recorded_for_a_resync() {
+    let db = TestDb::new("truncate_partition").await;
+    db.both(
+        "CREATE TABLE `{db}`.logs (id INT PRIMARY KEY, v INT NOT NULL) \
+         PARTITION BY RANGE (id) (PARTITION p1 VALUES LESS THAN (100), \
+         PARTITION p2 VALUES LESS THAN MAXVALUE)",
+    )
+    .await;
+    let config = ConcordConfig::new(&db);
+    let concord = Concord::start(&config).await;
+    db.source("INSERT INTO `{db}`.logs SELECT seq, seq FROM `{db}`.seq_1_to_200")
+        .await;
+    db.wait_same("logs", "*", WAIT).await;
+    db.source("ALTER TABLE `{db}`.logs TRUNCATE PARTITION p1")
+        .await;
+    db.source("INSERT INTO `{db}`.logs VALUES (300, 3)").await;
+    concord_e2e::wait_for("the row after it", WAIT, || async {
+        db.ids(true, "logs").await.contains(&300).then_some(())
+    })
+    .await;
+    assert_eq!(db.count(true, "logs").await, 201, "the target keeps its rows");
+    let failed = concord.failed_events().await;
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    let (table, reason, error, event) = &failed[0];
+    assert_eq!(table, &format!("{}.logs", db.name));
+    assert_eq!(reason, "truncate");
+    assert!(error.contains("by partition"), "{error}");
+    assert!(event.contains("TRUNCATE PARTITION"), "{event}");
+    assert_eq!(
+        concord
+            .metric("concord_truncates_total", &[("action", "recorded")])
+            .await,
+        1.0
+    );
+}

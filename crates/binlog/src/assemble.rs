@@ -63,6 +63,15 @@ pub(crate) struct Sent {
     through: Position,
 }
 
+/// What a DDL did to rows without row events, in the included tables.
+enum Rowless {
+    None,
+    /// `TRUNCATE`: every row.
+    Truncated(Vec<TableName>),
+    /// `ALTER TABLE … TRUNCATE|DROP|EXCHANGE PARTITION`: the rows of some partitions.
+    Partitions(Vec<TableName>),
+}
+
 /// A prepared XA transaction and where its event group starts.
 struct Prepared {
     txn: Transaction,
@@ -405,28 +414,42 @@ impl Assembler {
                     }
                 }
             }
-            QueryKind::Ddl(tables) => self.ddl(tables, schema, query, end, ts, Vec::new()),
+            QueryKind::Ddl(tables) => self.ddl(tables, schema, query, end, ts, Rowless::None),
             QueryKind::Truncate(tables) => {
-                let truncated: Vec<TableName> = tables
-                    .iter()
-                    .filter(|t| self.tables.includes(t))
-                    .cloned()
-                    .collect();
-                if tables.is_empty() && !SYSTEM_SCHEMAS.contains(&schema.as_str()) {
-                    // Which table it emptied is not known: recorded for a re-sync, as a
-                    // data change logged as SQL is. It goes with the transaction the
-                    // TRUNCATE commits.
-                    let txn = self.txn.get_or_insert_with(Transaction::default);
-                    txn.statements.push(LoggedStatement {
-                        position: start,
-                        schema: schema.clone(),
-                        statement: query.clone(),
-                        tables: Vec::new(),
-                    });
-                }
-                self.ddl(tables, schema, query, end, ts, truncated)
+                let included = self.rowless(&tables, &schema, &query, start);
+                self.ddl(tables, schema, query, end, ts, Rowless::Truncated(included))
+            }
+            QueryKind::PartitionRows(tables) => {
+                let included = self.rowless(&tables, &schema, &query, start);
+                self.ddl(tables, schema, query, end, ts, Rowless::Partitions(included))
             }
         })
+    }
+
+    /// The included tables of a statement that changes rows without row events; when it
+    /// could not be attributed to a table, it is recorded for a re-sync (as a data change
+    /// logged as SQL is), with the transaction it commits.
+    fn rowless(
+        &mut self,
+        tables: &[TableName],
+        schema: &str,
+        statement: &str,
+        start: Position,
+    ) -> Vec<TableName> {
+        if tables.is_empty() && !SYSTEM_SCHEMAS.contains(&schema) {
+            let txn = self.txn.get_or_insert_with(Transaction::default);
+            txn.statements.push(LoggedStatement {
+                position: start,
+                schema: schema.to_owned(),
+                statement: statement.to_owned(),
+                tables: Vec::new(),
+            });
+        }
+        tables
+            .iter()
+            .filter(|t| self.tables.includes(t))
+            .cloned()
+            .collect()
     }
 
     /// A DDL commits implicitly: whatever was open goes with it, not dropped.
@@ -437,7 +460,7 @@ impl Assembler {
         statement: String,
         end: Position,
         ts: u32,
-        truncated: Vec<TableName>,
+        rowless: Rowless,
     ) -> Option<ReaderEvent> {
         let mut txn = self.txn.take().unwrap_or_default();
         if txn.gtid.is_none() {
@@ -450,7 +473,11 @@ impl Assembler {
             schema,
             statement,
         });
-        txn.truncated = truncated;
+        match rowless {
+            Rowless::None => {}
+            Rowless::Truncated(t) => txn.truncated = t,
+            Rowless::Partitions(t) => txn.partition_rows = t,
+        }
         self.emit(txn)
     }
 

@@ -9,7 +9,9 @@
 use concord_change::{LoggedStatement, TableName};
 use sqlparser::ast::{FromTable, ObjectName, Statement, TableFactor, TableObject, TableWithJoins};
 use sqlparser::dialect::MySqlDialect;
+use sqlparser::keywords::Keyword;
 use sqlparser::parser::Parser;
+use sqlparser::tokenizer::{Token, Tokenizer};
 use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
@@ -74,6 +76,9 @@ pub enum QueryKind {
     /// `TRUNCATE TABLE`: every row of the tables goes (empty: could not tell which —
     /// recorded, never passed over).
     Truncate(Vec<TableName>),
+    /// `ALTER TABLE … TRUNCATE|DROP|EXCHANGE PARTITION`: a schema change that also removes
+    /// (or swaps in) rows without row events, in the tables named (empty: could not tell).
+    PartitionRows(Vec<TableName>),
     /// Anything else: a schema change (or a statement that changes no rows), with the
     /// tables it names (empty: could not tell).
     Ddl(Vec<TableName>),
@@ -115,6 +120,9 @@ pub fn classify(schema: &str, statement: &str) -> QueryKind {
             }
         }
         _ => {}
+    }
+    if first == "ALTER" && changes_partition_rows(trimmed) {
+        return QueryKind::PartitionRows(partition_tables(schema, trimmed));
     }
     let dml_keyword = matches!(
         first.as_str(),
@@ -162,6 +170,60 @@ pub fn classify(schema: &str, statement: &str) -> QueryKind {
         Some(names) => QueryKind::Ddl(qualify_all(names)),
         None => QueryKind::Ddl(Vec::new()),
     }
+}
+
+/// Whether an `ALTER TABLE` truncates, drops or exchanges a partition: its rows go (or
+/// come from another table) without row events. (`REORGANIZE`, `COALESCE`, `REMOVE
+/// PARTITIONING` keep every row.)
+fn changes_partition_rows(statement: &str) -> bool {
+    let words: Vec<String> = statement
+        .split_whitespace()
+        .map(|w| w.to_ascii_uppercase())
+        .collect();
+    words.windows(2).any(|w| {
+        matches!(w[0].as_str(), "TRUNCATE" | "DROP" | "EXCHANGE") && w[1] == "PARTITION"
+    })
+}
+
+/// The table an `ALTER TABLE` names and, for `EXCHANGE PARTITION … WITH TABLE`, the other
+/// one; empty if a name cannot be read.
+fn partition_tables(schema: &str, statement: &str) -> Vec<TableName> {
+    let Ok(tokens) = Tokenizer::new(&MySqlDialect {}, statement).tokenize() else {
+        return Vec::new();
+    };
+    let tokens: Vec<&Token> = tokens
+        .iter()
+        .filter(|t| !matches!(t, Token::Whitespace(_)))
+        .collect();
+    let mut names = Vec::new();
+    for (i, t) in tokens.iter().enumerate() {
+        let Token::Word(w) = t else { continue };
+        if w.quote_style.is_none() && w.keyword == Keyword::TABLE {
+            match table_name_at(schema, &tokens[i + 1..]) {
+                Some(name) => names.push(name),
+                None => return Vec::new(),
+            }
+        }
+    }
+    names
+}
+
+/// `[IF EXISTS] name` or `[IF EXISTS] db.name` at the start of `tokens`.
+fn table_name_at(schema: &str, tokens: &[&Token]) -> Option<TableName> {
+    let word = |t: Option<&&Token>| match t {
+        Some(Token::Word(w)) => Some(w.clone()),
+        _ => None,
+    };
+    let mut at = 0;
+    if word(tokens.first()).is_some_and(|w| w.quote_style.is_none() && w.keyword == Keyword::IF) {
+        at = 2;
+    }
+    let first = word(tokens.get(at))?;
+    if matches!(tokens.get(at + 1), Some(Token::Period)) {
+        let second = word(tokens.get(at + 2))?;
+        return Some(TableName::new(first.value, second.value));
+    }
+    (!schema.is_empty()).then(|| TableName::new(schema, first.value))
 }
 
 /// `XA START|END|PREPARE|COMMIT|ROLLBACK xid`, with the xid as the server wrote it.
@@ -304,6 +366,41 @@ mod tests {
         // which table is not known (the caller records it).
         assert!(truncated("", "TRUNCATE TABLE orders").is_empty());
         assert!(truncated("shop", "TRUNCATE TABLE orders WAIT 5 garbage(").is_empty());
+    }
+
+    #[test]
+    fn partition_statements_that_remove_rows_name_their_tables() {
+        let rows = |schema, sql| match classify(schema, sql) {
+            QueryKind::PartitionRows(tables) => tables,
+            other => panic!("{sql}: {other:?}"),
+        };
+        assert_eq!(
+            rows("shop", "ALTER TABLE logs TRUNCATE PARTITION p1, p2"),
+            [t("shop", "logs")]
+        );
+        assert_eq!(
+            rows("", "alter table `shop`.`logs` drop partition p2019"),
+            [t("shop", "logs")]
+        );
+        assert_eq!(
+            rows(
+                "shop",
+                "ALTER TABLE IF EXISTS logs EXCHANGE PARTITION p1 WITH TABLE archive.logs_p1"
+            ),
+            [t("shop", "logs"), t("archive", "logs_p1")]
+        );
+        assert!(rows("", "ALTER TABLE logs DROP PARTITION p1").is_empty());
+        for keeps_rows in [
+            "ALTER TABLE logs REORGANIZE PARTITION p1 INTO (PARTITION p1a VALUES LESS THAN (5))",
+            "ALTER TABLE logs REMOVE PARTITIONING",
+            "ALTER TABLE logs ADD PARTITION (PARTITION p9 VALUES LESS THAN (99))",
+            "ALTER TABLE logs DROP COLUMN partition_key",
+        ] {
+            assert!(
+                matches!(classify("shop", keeps_rows), QueryKind::Ddl(_)),
+                "{keeps_rows}"
+            );
+        }
     }
 
     #[test]

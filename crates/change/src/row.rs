@@ -150,6 +150,11 @@ pub struct Transaction {
     /// after it is applied before it.
     #[serde(default)]
     pub truncated: Vec<TableName>,
+    /// Included tables an `ALTER TABLE … TRUNCATE|DROP|EXCHANGE PARTITION` (the `ddl`)
+    /// removed or swapped rows of without row events: the target cannot be told which, so
+    /// each is recorded for a re-sync.
+    #[serde(default)]
+    pub partition_rows: Vec<TableName>,
     /// Rows of included tables that could not be decoded; kept so they can be recorded.
     pub undecodable: Vec<Undecodable>,
     /// Data changes of included tables the source logged as SQL statements instead of row

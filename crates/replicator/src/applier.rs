@@ -47,6 +47,8 @@ pub struct Applier {
     config: ReplicatorConfig,
     /// Rows of the batch being written whose target table is missing (see [`missing`]).
     missing: Vec<MissingRows>,
+    /// What the batch's TRUNCATEs did, table by table (see [`truncate`]).
+    truncates: Vec<(TableName, Position, truncate::Done)>,
 }
 
 /// What a batch records as its position, in its own transaction.
@@ -104,6 +106,7 @@ impl Applier {
             checkpoints,
             config,
             missing: Vec::new(),
+            truncates: Vec::new(),
         }
     }
 
@@ -237,7 +240,7 @@ impl Applier {
         for s in batch.iter().flat_map(|t| &t.statements) {
             concord_binlog::report_statement(s);
         }
-        truncate::report(batch, self.config.truncate);
+        truncate::report(&std::mem::take(&mut self.truncates));
         missing::report(&std::mem::take(&mut self.missing));
         let rows: usize = batch.iter().map(|t| t.changes.len()).sum();
         if rows > 0 {
@@ -315,6 +318,7 @@ impl Applier {
     ) -> Attempt<Vec<FailedEvent>> {
         let mut failures: Vec<FailedEvent> = Vec::new();
         self.missing.clear();
+        self.truncates.clear();
         let result = self.write_batch(batch, &mut failures).await;
         if let Err(e) = result {
             self.rollback().await;
@@ -440,7 +444,10 @@ impl Applier {
         }
         // A truncating transaction ends its batch (it is a DDL): every row above came
         // before it.
-        for txn in batch.iter().filter(|t| !t.truncated.is_empty()) {
+        for txn in batch
+            .iter()
+            .filter(|t| !t.truncated.is_empty() || !t.partition_rows.is_empty())
+        {
             self.truncate(txn, failures).await?;
         }
         Ok(())
