@@ -1,6 +1,6 @@
 //! A source `TRUNCATE` of a replicated table empties the target's table in order with the
-//! changes around it (direct mode), or is recorded with `replicator.truncate = "record"` —
-//! never lost silently. Another table takes a write load throughout.
+//! changes around it (direct and kafka mode), or is recorded with `replicator.truncate =
+//! "record"` — never lost silently. Another table takes a write load throughout.
 
 use concord_e2e::concord::mismatches;
 use concord_e2e::pipeline::wait_verified_binlog;
@@ -109,39 +109,88 @@ async fn truncate_can_be_recorded_instead() {
         .contains("source TRUNCATE recorded as a failed event"));
 }
 
-/// Kafka mode does not carry TRUNCATE yet: the capture records it, never drops it silently.
-#[tokio::test(flavor = "multi_thread")]
-async fn kafka_mode_records_a_truncate_it_cannot_carry() {
+/// Kafka mode carries a TRUNCATE as a marker on every partition: the target's table is
+/// emptied once every partition has applied what came before it, and nothing after it is
+/// applied before — with one replicator, and with two sharing the partitions.
+async fn kafka_truncate(name: &str, replicators: usize) {
     use concord_e2e::broker::Kind;
     use concord_e2e::pipeline::{Mode, Pipeline};
-    let db = TestDb::new("truncate_kafka").await;
+    let db = TestDb::new(name).await;
     db.both(T).await;
-    let pipeline = Pipeline::start_edited(Kind::Tansu, &db, Mode::Kafka, "2s", false, |_| {}).await;
-    db.source("INSERT INTO `{db}`.t VALUES (1, 1, 'a'), (2, 2, 'b')")
-        .await;
-    db.source("TRUNCATE TABLE `{db}`.t").await;
-    db.source("INSERT INTO `{db}`.t VALUES (3, 3, 'c')").await;
-    let config = pipeline.config.clone();
-    let failed =
-        concord_e2e::wait_for("the TRUNCATE recorded", WAIT, || {
-            let config = config.clone();
-            async move {
-                Some(concord_e2e::concord::failed_events(&config).await).filter(|f| !f.is_empty())
-            }
-        })
-        .await;
-    assert_eq!(failed.len(), 1, "{failed:?}");
-    assert_eq!(failed[0].1, "truncate");
-    assert!(
-        failed[0].2.contains("kafka mode does not carry"),
-        "{}",
-        failed[0].2
-    );
-    let want = vec![1, 2, 3];
-    concord_e2e::wait_for("the rows around it", WAIT, || async {
-        (db.ids(true, "t").await == want).then_some(())
+    db.both(&TABLE_DDL.replace("{t}", "w")).await;
+    let pipeline = Pipeline::start_edited(Kind::Tansu, &db, Mode::Kafka, "2s", true, |_| {}).await;
+    let mut more = Vec::new();
+    for _ in 1..replicators {
+        more.push(Concord::start_role(&pipeline.config.sibling(), "replicate").await);
+    }
+    // The barrier is crossed by several processes only once the group shares the
+    // partitions.
+    concord_e2e::wait_for("the group to share the partitions", WAIT, || async {
+        more.iter()
+            .all(|r| {
+                r.log()
+                    .lines()
+                    .any(|l| l.contains("partitions assigned") && !l.ends_with("partitions=0"))
+            })
+            .then_some(())
     })
     .await;
+    let writer = Writer::start(
+        db.servers.source.clone(),
+        &db.name,
+        &["w"],
+        Duration::from_millis(5),
+    );
+    // Rows on every partition, then changes, the TRUNCATE and new rows in one go.
+    db.source("INSERT INTO `{db}`.t SELECT seq, seq, 'first' FROM `{db}`.seq_1_to_500")
+        .await;
+    db.source(
+        "INSERT INTO `{db}`.t VALUES (1001, 1, 'before'); \
+         UPDATE `{db}`.t SET note = 'touched' WHERE id = 7; \
+         TRUNCATE TABLE `{db}`.t; \
+         INSERT INTO `{db}`.t VALUES (7, 70, 'after'), (2001, 2, 'after'); \
+         UPDATE `{db}`.t SET v = 71 WHERE id = 7",
+    )
+    .await;
+    db.wait_same("t", "*", WAIT).await;
+    assert_eq!(db.ids(true, "t").await, vec![7, 2001]);
+    // Twice in a row, and once more on an empty table.
+    db.source("TRUNCATE TABLE `{db}`.t").await;
+    db.source("TRUNCATE `{db}`.t").await;
+    db.source("INSERT INTO `{db}`.t VALUES (3, 3, 'last')")
+        .await;
+    db.wait_same("t", "*", WAIT).await;
+    assert_eq!(db.ids(true, "t").await, vec![3]);
+    writer.stop().await;
+    db.wait_same("w", "*", WAIT).await;
+
+    let mut applied = pipeline
+        .replicator()
+        .metric("concord_truncates_total", &[("action", "applied")])
+        .await;
+    for r in &more {
+        applied += r
+            .metric("concord_truncates_total", &[("action", "applied")])
+            .await;
+    }
+    assert_eq!(applied, 3.0, "each TRUNCATE emptied the table once");
+    assert!(pipeline.reader().failed_events().await.is_empty());
+    pipeline.wait_verified(&db, WAIT).await;
+    assert_eq!(
+        mismatches(&pipeline.config).await,
+        vec![],
+        "nothing differs"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kafka_mode_carries_a_truncate_to_every_partition() {
+    kafka_truncate("truncate_kafka", 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kafka_mode_truncate_waits_for_every_replicator_of_the_group() {
+    kafka_truncate("truncate_kafka2", 2).await;
 }
 
 /// `ALTER TABLE … TRUNCATE PARTITION` (and DROP, EXCHANGE) removes rows without row
@@ -168,7 +217,11 @@ async fn a_partition_truncated_on_the_source_is_recorded_for_a_resync() {
         db.ids(true, "logs").await.contains(&300).then_some(())
     })
     .await;
-    assert_eq!(db.count(true, "logs").await, 201, "the target keeps its rows");
+    assert_eq!(
+        db.count(true, "logs").await,
+        201,
+        "the target keeps its rows"
+    );
     let failed = concord.failed_events().await;
     assert_eq!(failed.len(), 1, "{failed:?}");
     let (table, reason, error, event) = &failed[0];
@@ -179,6 +232,66 @@ async fn a_partition_truncated_on_the_source_is_recorded_for_a_resync() {
     assert_eq!(
         concord
             .metric("concord_truncates_total", &[("action", "recorded")])
+            .await,
+        1.0
+    );
+}
+
+/// The barrier holds while a partition's replicator is stopped, and survives kill -9 of
+/// every replicator in the middle: the one started afterwards finds the arrivals on the
+/// target and finishes the TRUNCATE exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn kafka_truncate_barrier_holds_through_stopped_and_killed_replicators() {
+    use concord_e2e::broker::Kind;
+    use concord_e2e::pipeline::{Mode, Pipeline};
+    let db = TestDb::new("truncate_kafka_kill").await;
+    db.both(T).await;
+    // Killed group members must be evicted: nisshi.
+    let mut pipeline =
+        Pipeline::start_edited(Kind::Nisshi, &db, Mode::Kafka, "2s", true, |_| {}).await;
+    let mut second = Concord::start_role(&pipeline.config.sibling(), "replicate").await;
+    concord_e2e::wait_for("the group to share the partitions", WAIT, || async {
+        second
+            .log()
+            .lines()
+            .any(|l| l.contains("partitions assigned") && !l.ends_with("partitions=0"))
+            .then_some(())
+    })
+    .await;
+    db.source("INSERT INTO `{db}`.t SELECT seq, seq, 'first' FROM `{db}`.seq_1_to_500")
+        .await;
+    db.wait_same("t", "*", WAIT).await;
+
+    // The second replicator stops; the first reaches the markers on its partitions and
+    // must wait there: the table is not emptied, nothing after the TRUNCATE applied.
+    second.pause().await;
+    db.source("TRUNCATE TABLE `{db}`.t").await;
+    db.source("INSERT INTO `{db}`.t SELECT seq, seq, 'after' FROM `{db}`.seq_1_to_50")
+        .await;
+    let first = pipeline.replicator.as_mut().expect("kafka mode");
+    concord_e2e::wait_for("the first replicator at the barrier", WAIT, || async {
+        first
+            .log()
+            .contains("partition reached a source TRUNCATE")
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let notes: Vec<_> = db.rows(true, "t", "note").await;
+    assert!(
+        notes.len() == 500 && notes.iter().all(|r| r[0] == "first".into()),
+        "nothing passed the barrier early: {} rows",
+        notes.len()
+    );
+
+    first.kill9().await;
+    second.kill9().await;
+    let third = Concord::start_role(&pipeline.config.sibling(), "replicate").await;
+    db.wait_same("t", "*", Duration::from_secs(120)).await;
+    assert_eq!(db.count(true, "t").await, 50);
+    assert_eq!(
+        third
+            .metric("concord_truncates_total", &[("action", "applied")])
             .await,
         1.0
     );

@@ -421,7 +421,14 @@ impl Assembler {
             }
             QueryKind::PartitionRows(tables) => {
                 let included = self.rowless(&tables, &schema, &query, start);
-                self.ddl(tables, schema, query, end, ts, Rowless::Partitions(included))
+                self.ddl(
+                    tables,
+                    schema,
+                    query,
+                    end,
+                    ts,
+                    Rowless::Partitions(included),
+                )
             }
         })
     }

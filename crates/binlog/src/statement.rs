@@ -180,9 +180,9 @@ fn changes_partition_rows(statement: &str) -> bool {
         .split_whitespace()
         .map(|w| w.to_ascii_uppercase())
         .collect();
-    words.windows(2).any(|w| {
-        matches!(w[0].as_str(), "TRUNCATE" | "DROP" | "EXCHANGE") && w[1] == "PARTITION"
-    })
+    words
+        .windows(2)
+        .any(|w| matches!(w[0].as_str(), "TRUNCATE" | "DROP" | "EXCHANGE") && w[1] == "PARTITION")
 }
 
 /// The table an `ALTER TABLE` names and, for `EXCHANGE PARTITION … WITH TABLE`, the other

@@ -23,6 +23,14 @@ pub enum CaptureError {
     Control(#[from] concord_control::ControlError),
     #[error("kafka: creating the producer")]
     Kafka(#[source] rdkafka::error::KafkaError),
+    /// The broker did not say how many partitions a topic has (a TRUNCATE marker goes to
+    /// each of them); the capture stops before its position passes the TRUNCATE.
+    #[error("kafka: reading the partitions of {topic}")]
+    Metadata {
+        topic: String,
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
     /// The broker refused a message for good (after the producer's own retries); the
     /// capture stops so that its position never passes an unpublished change.
     #[error("publishing the change at {position} to {topic}")]

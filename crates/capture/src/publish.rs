@@ -2,13 +2,15 @@
 
 use crate::acks::Pending;
 use crate::error::CaptureError;
-use concord_change::envelope::{message_key, split_key_change, Envelope, SourceInfo, TxnInfo};
-use concord_change::{Op, RowChange, Transaction, Value};
+use concord_change::envelope::{
+    message_key, split_key_change, Envelope, SourceInfo, Truncate, TxnInfo,
+};
+use concord_change::{Op, Position, RowChange, Transaction, Value};
 use concord_config::KafkaConfig;
 use concord_control::{until_stored, ControlStore, FailedEvent, FailureReason};
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -68,24 +70,9 @@ impl Publisher {
         }
     }
 
-    /// Kafka mode carries no TRUNCATE yet (a table's rows are spread over partitions, so
-    /// emptying it in order needs every partition's replicator): each one is recorded for
-    /// an operator, warned about and counted — never dropped silently.
-    async fn truncates(&self, txn: &Transaction) {
-        for (index, table) in txn.truncated.iter().enumerate() {
-            tracing::warn!(%table, position = %txn.end,
-                "source TRUNCATE in kafka mode: not published; recorded as a failed event (truncate)");
-            let why = format!(
-                "the source emptied {table} (TRUNCATE); kafka mode does not carry a TRUNCATE \
-                 to the replicators, so the target still has its rows: empty the target \
-                 table, then re-sync it"
-            );
-            let f = FailedEvent::truncate(txn, index, table, why);
-            until_stored("failed event", MAX_BACKOFF, || {
-                self.control.record_failed(&f)
-            })
-            .await;
-        }
+    /// A partition statement that removed rows without row events cannot be carried (the
+    /// rows are not known): each table is recorded for an operator's re-sync.
+    async fn partition_rows(&self, txn: &Transaction) {
         for (i, table) in txn.partition_rows.iter().enumerate() {
             tracing::warn!(%table, position = %txn.end,
                 "source partition statement removed or swapped rows without row events; recorded as a failed event (truncate)");
@@ -126,7 +113,7 @@ impl Publisher {
         for s in &txn.statements {
             concord_binlog::report_statement(s);
         }
-        self.truncates(txn).await;
+        self.partition_rows(txn).await;
         let mut changes: Vec<RowChange> = Vec::with_capacity(txn.changes.len());
         for c in &txn.changes {
             // Only a partial *after*-image matters: with a whole one (NOBLOB's before-image
@@ -150,15 +137,23 @@ impl Publisher {
         } else {
             (String::new(), 0)
         };
+        // Each TRUNCATE goes to every partition of its table's topic, after the changes.
+        let mut markers = Vec::with_capacity(txn.truncated.len());
+        for table in &txn.truncated {
+            let topic = self.kafka.topic_for(&table.db, &table.table);
+            let partitions = self.partitions(&topic).await?;
+            markers.push((table, topic, partitions));
+        }
+        let messages = changes.len() + markers.iter().map(|m| m.2 as usize).sum::<usize>();
         // A transaction larger than the limit takes all of it, and goes alone.
-        let wanted = changes.len().min(self.kafka.max_unacked) as u32;
+        let wanted = messages.min(self.kafka.max_unacked) as u32;
         let permit = self
             .unacked
             .clone()
             .acquire_many_owned(wanted)
             .await
             .expect("the semaphore is never closed");
-        let mut deliveries = Vec::with_capacity(changes.len());
+        let mut deliveries = Vec::with_capacity(messages);
         let now_ms = now_ms();
         for (index, change) in changes.iter().enumerate() {
             let source = SourceInfo {
@@ -180,26 +175,41 @@ impl Publisher {
             let payload = Envelope::encode(change, &source, now_ms);
             let key = message_key(change);
             let topic = self.kafka.topic_for(&source.db, &source.table);
-            let mut record = FutureRecord::to(&topic).key(&key).payload(&payload);
-            let future = loop {
-                match self.producer.send_result(record) {
-                    Ok(f) => break f,
-                    // The producer's queue is full: the broker is slow or away. Wait for
-                    // it to drain rather than buffer without bound.
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                        record = r;
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
-                    Err((e, _)) => {
-                        return Err(CaptureError::Delivery {
-                            position: change.position.clone(),
-                            topic,
-                            source: e,
-                        })
-                    }
-                }
-            };
+            let record = FutureRecord::to(&topic)
+                .key(key.as_slice())
+                .payload(payload.as_slice());
+            let future = self.send(record, &change.position).await?;
             deliveries.push((topic, change.position.clone(), future));
+        }
+        for (index, (table, topic, partitions)) in markers.into_iter().enumerate() {
+            let source = SourceInfo {
+                file: txn.end.file.to_string(),
+                pos: txn.end.pos,
+                row: index as u32,
+                gtid: txn.gtid.clone(),
+                ts_ms: u64::from(txn.commit_ts) * 1000,
+                db: table.db.clone(),
+                table: table.table.clone(),
+                server_id: self.server_id,
+                txn: TxnInfo {
+                    end_file: end_file.clone(),
+                    end_pos,
+                    index: total + index as u32,
+                    total,
+                },
+            };
+            let payload = Truncate::encode(&source, partitions, now_ms);
+            let key = table.to_string();
+            tracing::info!(%table, %topic, partitions, position = %txn.end,
+                "source TRUNCATE: publishing a marker to every partition");
+            for p in 0..partitions as i32 {
+                let record = FutureRecord::to(&topic)
+                    .key(key.as_bytes())
+                    .payload(payload.as_slice())
+                    .partition(p);
+                let future = self.send(record, &txn.end).await?;
+                deliveries.push((topic.clone(), txn.end.clone(), future));
+            }
         }
         Ok(Pending {
             end: whole.then(|| txn.end.clone()),
@@ -212,6 +222,63 @@ impl Publisher {
 }
 
 impl Publisher {
+    /// Hands one message to the producer, waiting while its queue is full (the broker is
+    /// slow or away) rather than buffer without bound.
+    async fn send<'a>(
+        &self,
+        mut record: FutureRecord<'a, [u8], [u8]>,
+        position: &Position,
+    ) -> Result<DeliveryFuture, CaptureError> {
+        loop {
+            match self.producer.send_result(record) {
+                Ok(f) => return Ok(f),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err((e, r)) => {
+                    return Err(CaptureError::Delivery {
+                        position: position.clone(),
+                        topic: r.topic.to_owned(),
+                        source: e,
+                    })
+                }
+            }
+        }
+    }
+
+    /// How many partitions `topic` has, from the broker (a blocking call, off the runtime).
+    async fn partitions(&self, topic: &str) -> Result<u32, CaptureError> {
+        let producer = self.producer.clone();
+        let name = topic.to_owned();
+        let metadata = tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(Some(&name), Duration::from_secs(10))
+        })
+        .await
+        .map_err(|source| CaptureError::Crashed {
+            task: "topic metadata",
+            source,
+        })?;
+        let metadata = metadata.map_err(|source| CaptureError::Metadata {
+            topic: topic.to_owned(),
+            source,
+        })?;
+        let count = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic)
+            .map_or(0, |t| t.partitions().len() as u32);
+        if count == 0 {
+            return Err(CaptureError::Metadata {
+                topic: topic.to_owned(),
+                source: KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownTopicOrPartition),
+            });
+        }
+        Ok(count)
+    }
+
     /// A minimal insert that left a key column to its default: the message key cannot be
     /// told (it decides the partition, and so the order against the row's later changes),
     /// so the row is recorded instead of published out of order.

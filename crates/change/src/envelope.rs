@@ -74,6 +74,25 @@ pub struct Envelope {
     pub source: SourceInfo,
 }
 
+/// What a message on the change topic holds.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Message {
+    Change(Envelope),
+    Truncate(Truncate),
+}
+
+impl Message {
+    pub fn decode(bytes: &[u8]) -> Result<Message, EnvelopeError> {
+        match Envelope::decode(bytes) {
+            Ok(e) => Ok(Message::Change(e)),
+            Err(e) => match Truncate::decode(bytes) {
+                Some(t) => t.map(Message::Truncate),
+                None => Err(e),
+            },
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum EnvelopeError {
     #[error("not a change envelope (JSON): {0}")]
@@ -557,6 +576,9 @@ fn from_json(ty: &str, v: Json) -> Result<Value, String> {
         other => return Err(format!("unknown type `{other}`")),
     })
 }
+
+mod truncate;
+pub use truncate::Truncate;
 
 #[cfg(test)]
 mod tests;

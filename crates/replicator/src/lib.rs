@@ -4,6 +4,7 @@
 //! Direct mode ([`direct::run`]) pairs it with the binlog reader in one process.
 
 pub mod applier;
+pub mod barrier;
 pub mod batch;
 pub mod checkpoint;
 pub mod direct;

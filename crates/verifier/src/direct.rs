@@ -25,6 +25,7 @@ use concord_config::Config;
 use concord_control::{until_stored, VerifierPosition};
 use concord_replicator::checkpoint::Checkpoints;
 use mysql_async::Conn;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -220,6 +221,15 @@ async fn verify_loop(
             drain(&mut rounds, config, setup, &mut saved_at, true).await?;
             for ddl in round.iter().filter_map(|u| u.txn.ddl.as_ref()) {
                 setup.forget(ddl, &filter).await;
+            }
+        }
+        // A TRUNCATE empties its tables: the round's changes of them before it (in its own
+        // transaction too) have nothing left to be compared with.
+        let mut emptied: HashSet<TableName> = HashSet::new();
+        for u in round.iter_mut().rev() {
+            emptied.extend(u.txn.truncated.iter().cloned());
+            if !emptied.is_empty() {
+                u.txn.changes.retain(|c| !emptied.contains(&c.table.name));
             }
         }
         let token = (

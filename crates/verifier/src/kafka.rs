@@ -16,7 +16,7 @@ use crate::metrics;
 use crate::progress::{Mark, Stream};
 use crate::rounds::Rounds;
 use crate::setup::{self, Setup};
-use concord_change::envelope::Envelope;
+use concord_change::envelope::Message as Change;
 use concord_change::Position;
 use concord_config::{Config, KafkaConfig, TopicMode};
 use concord_control::{until_stored, VerifierPosition};
@@ -91,6 +91,9 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), Verifier
     let delay = config.verifier.delay;
     let mut waiting: VecDeque<Waiting> = VecDeque::new();
     let mut verified: BTreeMap<PartitionKey, i64> = BTreeMap::new();
+    // Per partition, the offset after the last message with nothing to verify (a TRUNCATE
+    // marker, an unreadable message): saved once nothing before it is left to verify.
+    let mut skipped: BTreeMap<PartitionKey, i64> = BTreeMap::new();
     let mut saved_at = Instant::now();
     let mut paused = false;
     loop {
@@ -126,8 +129,21 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), Verifier
                         continue;
                     }
                     next.insert(key.clone(), m.offset() + 1);
-                    match Envelope::decode(m.payload().unwrap_or_default()) {
-                        Ok(env) => waiting.push_back(Waiting {
+                    match Change::decode(m.payload().unwrap_or_default()) {
+                        // The table is empty from here on: the changes of it before the
+                        // marker on this partition have nothing left to be compared with.
+                        // (Their offsets are saved with the next verified message.)
+                        Ok(Change::Truncate(t)) => {
+                            let stream = Stream::Partition {
+                                topic: key.0.clone(),
+                                partition: key.1,
+                            };
+                            waiting.retain(|w| {
+                                w.item.stream != stream || w.item.change.table.name != t.table
+                            });
+                            skipped.insert(key.clone(), m.offset() + 1);
+                        }
+                        Ok(Change::Change(env)) => waiting.push_back(Waiting {
                             commit_ts: env.change.commit_ts,
                             item: Item {
                                 mark: Mark::Offset {
@@ -147,9 +163,9 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), Verifier
                             },
                         }),
                         // The replicator dead-letters and records it; nothing to verify.
-                        // (Its offset is saved with the next verified message after it.)
                         Err(e) => {
                             tracing::debug!(topic = %key.0, partition = key.1, offset = m.offset(), error = %e, "unreadable envelope skipped");
+                            skipped.insert(key.clone(), m.offset() + 1);
                         }
                     }
                     continue;
@@ -166,6 +182,10 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), Verifier
                         // Nothing to verify: recheck the parked rows, so that the saved
                         // positions can reach what was read.
                         finished(rounds.settle().await?, &mut verified, delay);
+                        for (key, next) in std::mem::take(&mut skipped) {
+                            let v = verified.entry(key).or_insert(next);
+                            *v = (*v).max(next);
+                        }
                         metrics::LAG.set(0.0);
                         save(config, &setup, &verified, &mut saved_at).await;
                     }
@@ -209,6 +229,22 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), Verifier
                 next_after.insert((topic.clone(), *partition), offset + 1);
             }
         }
+        // Past a skipped message once nothing before it waits (this round covers the rest).
+        skipped.retain(|key, next| {
+            let before = waiting.iter().any(|w| match &w.item.mark {
+                Mark::Offset {
+                    topic,
+                    partition,
+                    offset,
+                } => (topic, partition) == (&key.0, &key.1) && offset < next,
+                _ => false,
+            });
+            if !before {
+                let n = next_after.entry(key.clone()).or_insert(*next);
+                *n = (*n).max(*next);
+            }
+            before
+        });
         let done = rounds.start(round, (next_after, last_ts)).await?;
         finished(done, &mut verified, delay);
         save(config, &setup, &verified, &mut saved_at).await;

@@ -303,3 +303,32 @@ fn doubles_and_floats_come_back_bit_for_bit() {
         }
     }
 }
+
+#[test]
+fn a_truncate_marker_round_trips_and_is_not_a_change() {
+    let mut s = source();
+    s.row = 1;
+    let bytes = Truncate::encode(&s, 4, 99);
+    let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(v["op"], "t");
+    assert_eq!(v["truncate"]["partitions"], 4);
+    let Message::Truncate(t) = Message::decode(&bytes).unwrap() else {
+        panic!("a marker")
+    };
+    assert_eq!(t.table, TableName::new(s.db.clone(), s.table.clone()));
+    assert_eq!(t.partitions, 4);
+    assert_eq!(t.event(), format!("{}:{}#1", s.txn.end_file, s.txn.end_pos));
+    assert!(Envelope::decode(&bytes).is_err(), "not a row change");
+    let change = pair(None, Some(vec![Value::Int(1), Value::Null]), Op::Insert);
+    let bytes = Envelope::encode(&change, &source(), 1);
+    assert!(matches!(Message::decode(&bytes), Ok(Message::Change(e)) if e.change == change));
+    // A marker of another version, or for no partition, is refused.
+    let mut v = v;
+    v["truncate"]["partitions"] = 0.into();
+    assert!(Message::decode(&serde_json::to_vec(&v).unwrap()).is_err());
+    v["version"] = 9.into();
+    assert!(matches!(
+        Message::decode(&serde_json::to_vec(&v).unwrap()),
+        Err(EnvelopeError::Version(9))
+    ));
+}

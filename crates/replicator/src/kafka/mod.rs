@@ -9,15 +9,20 @@
 //! - messages below the stored offset are skipped; a broker position ahead of it is sought
 //!   back, so broker-side commits are only a convenience;
 //! - a message that is not a usable change envelope goes to the dead-letter topic *and*
-//!   the control store before the offset moves past it.
+//!   the control store before the offset moves past it;
+//! - a TRUNCATE marker stops its partition until every partition of the topic has reached
+//!   its copy ([`crate::barrier`], [`truncate`]).
+
+mod truncate;
 
 use crate::applier::{Applier, Outcome, Progress};
+use crate::barrier::Barriers;
 use crate::checkpoint::Checkpoints;
 use crate::error::ReplicatorError;
 use crate::gap::{GapVerdict, GapWatch};
 use crate::metrics;
 use crate::offsets::{Offsets, PartitionProgress};
-use concord_change::envelope::Envelope;
+use concord_change::envelope::Message as Change;
 use concord_change::{Position, TableName, Transaction};
 use concord_config::{Config, KafkaConfig, TopicMode};
 use concord_control::{ControlStore, FailedEvent, FailureReason};
@@ -80,6 +85,7 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), Replicat
         .into();
     let pool = Pool::new(config.target.opts());
     let offsets = Offsets::new(&config.target.checkpoint_schema, &kafka.group);
+    let barriers = Barriers::new(&config.target.checkpoint_schema, &kafka.group);
     {
         let mut conn = Conn::new(target_opts.clone())
             .await
@@ -89,6 +95,13 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), Replicat
             .await
             .map_err(|source| ReplicatorError::Target {
                 what: "creating the kafka offset table",
+                source,
+            })?;
+        barriers
+            .ensure(&mut conn)
+            .await
+            .map_err(|source| ReplicatorError::Target {
+                what: "creating the kafka TRUNCATE barrier table",
                 source,
             })?;
     }
@@ -132,8 +145,17 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), Replicat
     tracing::info!(group = %kafka.group, topic = %kafka.topic, "consuming");
 
     let mut parts: HashMap<PartitionKey, PartitionState> = HashMap::new();
+    // Partitions stopped at a TRUNCATE marker.
+    let mut waiting: HashMap<PartitionKey, truncate::Marker> = HashMap::new();
     let mut lag_reported = Instant::now() - LAG_EVERY;
     loop {
+        let barrier = truncate::Barrier {
+            pool: &pool,
+            barriers: &barriers,
+            offsets: &offsets,
+            consumer: &consumer,
+        };
+        barrier.pass(&mut applier, &mut waiting, &mut parts).await?;
         let batch = gather(
             &consumer,
             config.replicator.batch_rows.min(kafka.max_in_flight),
@@ -152,6 +174,7 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), Replicat
             // A partition that moved to another replicator is that one's to report.
             let _ = metrics::CONSUMER_LAG.remove_label_values(&[&key.0, &key.1.to_string()]);
             parts.remove(key);
+            waiting.remove(key);
         }
         // Messages gathered before a revocation are no longer ours to apply: keeping them
         // would bring the partition back into `parts` with an offset its new owner moves
@@ -203,6 +226,9 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), Replicat
                 );
             }
             let state = parts.get_mut(&key).expect("inserted above");
+            if waiting.contains_key(&key) {
+                continue; // stopped at a TRUNCATE marker; read again once past it
+            }
             if m.offset() < state.next {
                 continue; // applied before (a replay after a crash or a seek)
             }
@@ -239,8 +265,16 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), Replicat
                     next: 0,
                 });
             progress.next = state.next;
-            match Envelope::decode(m.payload().unwrap_or_default()) {
-                Ok(env) => {
+            match Change::decode(m.payload().unwrap_or_default()) {
+                Ok(Change::Truncate(t)) if filter.matches(&t.table) => {
+                    // Everything before the marker is applied with this batch; the marker
+                    // itself is passed only through the barrier.
+                    state.next = m.offset();
+                    progress.next = m.offset();
+                    waiting.insert(key.clone(), truncate::Marker::new(m.offset(), t));
+                }
+                Ok(Change::Truncate(_)) => {}
+                Ok(Change::Change(env)) => {
                     let name = env.change.table.name.clone();
                     if !filter.matches(&name) {
                         continue;
@@ -279,8 +313,12 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), Replicat
             Outcome::Committed => {
                 let mut list = TopicPartitionList::new();
                 for p in &progress {
-                    if let Some(s) = parts.get_mut(&(p.topic.clone(), p.partition)) {
+                    let key = (p.topic.clone(), p.partition);
+                    if let Some(s) = parts.get_mut(&key) {
                         s.stored = Some(p.next);
+                    }
+                    if let Some(marker) = waiting.get_mut(&key).filter(|m| !m.arrived) {
+                        barrier.arrive(&key, marker).await?;
                     }
                     let _ =
                         list.add_partition_offset(&p.topic, p.partition, Offset::Offset(p.next));
@@ -294,7 +332,11 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), Replicat
             }
             Outcome::Fenced => {
                 for p in &progress {
-                    parts.remove(&(p.topic.clone(), p.partition));
+                    let key = (p.topic.clone(), p.partition);
+                    parts.remove(&key);
+                    if waiting.remove(&key).is_some() {
+                        let _ = consumer.resume(&truncate::one(&key));
+                    }
                 }
             }
         }
