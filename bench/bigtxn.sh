@@ -50,9 +50,8 @@ sql "$SOURCE_PORT" "UPDATE sbtest.sbtest1 SET k = k + 1"
 read -r MID_FILE MID_POS < <(master_pos "$SOURCE_PORT")
 sql "$SOURCE_PORT" "INSERT INTO sbtest.copy SELECT * FROM sbtest.sbtest1 WHERE id <= $INSERT_ROWS"
 read -r END_FILE END_POS < <(master_pos "$SOURCE_PORT")
-UPDATE_BYTES=$(awk -v a="$START_POS" -v b="$MID_POS" 'BEGIN { print b - a }')
-INSERT_BYTES=$(awk -v a="$MID_POS" -v b="$END_POS" 'BEGIN { print b - a }')
-[ "$START_FILE" = "$END_FILE" ] || log "the binlog rotated during the load: byte figures are off"
+UPDATE_BYTES=$(binlog_bytes "$SOURCE_PORT" "$START_FILE" "$START_POS" "$MID_FILE" "$MID_POS")
+INSERT_BYTES=$(binlog_bytes "$SOURCE_PORT" "$MID_FILE" "$MID_POS" "$END_FILE" "$END_POS")
 
 HWM=0
 deadline=$(($(date +%s) + APPLY_TIMEOUT))

@@ -211,6 +211,15 @@ pos_ge() {
   [ "$n1" -gt "$n2" ] || { [ "$n1" -eq "$n2" ] && [ "$2" -ge "$4" ]; }
 }
 
+# binlog_bytes PORT FROM_FILE FROM_POS TO_FILE TO_POS -> bytes of binlog between the two
+# positions, across rotations (the sizes of the files in between, from SHOW BINARY LOGS).
+binlog_bytes() {
+  local from=$((10#${2##*.})) to=$((10#${4##*.}))
+  sql "$1" "SHOW BINARY LOGS" | awk -v from="$from" -v to="$to" -v p1="$3" -v p2="$5" '
+    { n = $1; sub(/.*\./, "", n); n += 0; if (n >= from && n < to) sum += $2 }
+    END { printf "%d\n", sum - p1 + p2 }'
+}
+
 # binlog_files_between PORT FROM_FILE TO_FILE -> the binlog files in that range, one a line.
 binlog_files_between() {
   local from=$((10#${2##*.})) to=$((10#${3##*.}))

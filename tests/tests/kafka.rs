@@ -401,3 +401,119 @@ async fn envelopes_carry_the_source_gtid_and_savepoints_keep_the_transaction() {
         .collect();
     assert_eq!(got, want);
 }
+
+/// A capture that died while publishing a TRUNCATE's markers publishes it again, with the
+/// changes before it, under another attempt. The replicators pass the interrupted
+/// attempt's copies (some partitions never got one) and empty the table at the complete
+/// one: the target ends as the source did. The messages are written here by hand, exactly
+/// as that capture would have left them.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_truncate_published_again_after_an_interrupted_attempt_is_applied_exactly() {
+    use concord_change::envelope::{message_key, Envelope, SourceInfo, Truncate, TxnInfo};
+    use concord_change::{Op, Position, RowChange, SourceTable, TableName, Value};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use std::sync::Arc;
+
+    let (db, broker, config) = setup("ktrunc_again", &["t"], "").await;
+    let table = Arc::new(SourceTable {
+        name: TableName::new(db.name.clone(), "t"),
+        columns: ["id", "v", "note", "amount", "updated"]
+            .map(String::from)
+            .to_vec(),
+        primary_key: vec![0],
+    });
+    let source = |pos: u64| SourceInfo {
+        file: "mysql-bin.000001".into(),
+        pos,
+        row: 0,
+        gtid: None,
+        ts_ms: 1_700_000_000_000,
+        db: db.name.clone(),
+        table: "t".into(),
+        server_id: 1,
+        txn: TxnInfo {
+            end_file: "mysql-bin.000001".into(),
+            end_pos: 5000,
+            index: 0,
+            total: 0,
+        },
+    };
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", broker.brokers())
+        .create()
+        .unwrap();
+    let send = |partition: i32, key: Vec<u8>, payload: Vec<u8>| {
+        let producer = producer.clone();
+        async move {
+            producer
+                .send(
+                    FutureRecord::to(TOPIC)
+                        .partition(partition)
+                        .key(&key)
+                        .payload(&payload),
+                    Duration::from_secs(10),
+                )
+                .await
+                .expect("delivered");
+        }
+    };
+    // Row `id` lives on partition id % 4, as a key hash would put it on one partition.
+    let insert = |id: i64| {
+        let change = RowChange {
+            table: table.clone(),
+            op: Op::Insert,
+            before: None,
+            after: Some(vec![
+                Value::Int(id),
+                Value::Int(id),
+                Value::Text("x".into()),
+                Value::Null,
+                Value::Null,
+            ]),
+            position: Position::new("mysql-bin.000001", 100 + id as u64),
+            row_index: 0,
+            commit_ts: 1_700_000_000,
+        };
+        let payload = Envelope::encode(&change, &source(100 + id as u64), 1);
+        ((id % 4) as i32, message_key(&change), payload)
+    };
+    let marker = |attempt: u64| Truncate::encode(&source(5000), 4, attempt, 1);
+    let key = format!("{}.t", db.name).into_bytes();
+
+    for id in 1..=8 {
+        let (p, k, v) = insert(id);
+        send(p, k, v).await;
+    }
+    // The first attempt's markers reached partitions 0 and 1 only.
+    for p in [0, 1] {
+        send(p, key.clone(), marker(11)).await;
+    }
+    // Published again: the changes before the TRUNCATE, all markers, then new rows.
+    for id in 1..=8 {
+        let (p, k, v) = insert(id);
+        send(p, k, v).await;
+    }
+    for p in 0..4 {
+        send(p, key.clone(), marker(22)).await;
+    }
+    for id in 20..=23 {
+        let (p, k, v) = insert(id);
+        send(p, k, v).await;
+    }
+
+    let replicator = Concord::start_role(&config, "replicate").await;
+    concord_e2e::wait_for(
+        "the rows after the TRUNCATE, and only them",
+        Duration::from_secs(60),
+        || async { (db.ids(true, "t").await == vec![20, 21, 22, 23]).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        replicator
+            .metric("concord_truncates_total", &[("action", "applied")])
+            .await,
+        1.0,
+        "emptied at the complete attempt only"
+    );
+    assert!(replicator.failed_events().await.is_empty());
+}

@@ -232,7 +232,8 @@ impl Assembler {
                 Ok(self.prepare(end, header.timestamp()))
             }
             EventData::RowsEvent(rows) => {
-                if self.handed_on_before(&end) {
+                if self.handed_on_before(&end) || self.replaying_handed_on_group() {
+                    self.txn.get_or_insert_with(Transaction::default);
                     return Ok(None);
                 }
                 let Some(tme) = stream.get_tme(rows.table_id()) else {
@@ -394,9 +395,11 @@ impl Assembler {
                     statement: query,
                     tables: included,
                 };
+                // Already handed on with a fragment (re-read after a reconnect).
+                let again = self.handed_on_before(&end);
                 match self.txn.as_mut() {
                     Some(txn) => {
-                        if record {
+                        if record && !again {
                             txn.statements.push(statement);
                         }
                         None
@@ -597,15 +600,26 @@ impl Assembler {
     /// (re-reading from an XA transaction's prepare).
     fn emit(&mut self, mut txn: Transaction) -> Option<ReaderEvent> {
         txn.resume_from = self.oldest_prepared();
-        self.sent = None;
         if let Some(applied) = &self.applied {
             if txn.end <= *applied {
+                // Handed on before: not the fragmented transaction `sent` names, which
+                // ends after `applied`.
                 self.open_bytes = 0;
                 return None;
             }
             self.applied = None;
         }
+        self.sent = None;
         Some(ReaderEvent::Transaction(txn))
+    }
+
+    /// Whether the open group was handed on before this reader started and is read again
+    /// only for an XA transaction's sake: its rows are not decoded (it is dropped at its
+    /// end), so re-reading it takes no memory. An XA group's rows are kept.
+    fn replaying_handed_on_group(&self) -> bool {
+        self.applied.as_ref().is_some_and(|a| self.group_start < *a)
+            && self.xa.is_none()
+            && !self.xa_group
     }
 
     /// Whether a rows event ending at `end` belongs to a fragment handed on before (this

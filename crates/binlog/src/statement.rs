@@ -172,17 +172,30 @@ pub fn classify(schema: &str, statement: &str) -> QueryKind {
     }
 }
 
-/// Whether an `ALTER TABLE` truncates, drops or exchanges a partition: its rows go (or
-/// come from another table) without row events. (`REORGANIZE`, `COALESCE`, `REMOVE
-/// PARTITIONING` keep every row.)
+/// Whether an `ALTER TABLE` truncates, drops, exchanges, converts, discards or imports a
+/// partition: its rows go (or come from another table or a tablespace file) without row
+/// events. (`REORGANIZE`, `COALESCE`, `REMOVE PARTITIONING` keep every row.) Only
+/// keywords count, not words inside quotes or comments.
 fn changes_partition_rows(statement: &str) -> bool {
-    let words: Vec<String> = statement
-        .split_whitespace()
-        .map(|w| w.to_ascii_uppercase())
+    let Ok(tokens) = Tokenizer::new(&MySqlDialect {}, statement).tokenize() else {
+        return false;
+    };
+    let words: Vec<String> = tokens
+        .iter()
+        .filter(|t| !matches!(t, Token::Whitespace(_)))
+        .map(|t| match t {
+            Token::Word(w) if w.quote_style.is_none() => w.value.to_ascii_uppercase(),
+            _ => String::new(),
+        })
         .collect();
-    words
-        .windows(2)
-        .any(|w| matches!(w[0].as_str(), "TRUNCATE" | "DROP" | "EXCHANGE") && w[1] == "PARTITION")
+    words.windows(2).any(|w| {
+        let verb = matches!(
+            w[0].as_str(),
+            "TRUNCATE" | "DROP" | "EXCHANGE" | "CONVERT" | "DISCARD" | "IMPORT"
+        );
+        // `CONVERT TABLE t TO PARTITION p` names the table first.
+        verb && (w[1] == "PARTITION" || (w[0] == "CONVERT" && w[1] == "TABLE"))
+    })
 }
 
 /// The table an `ALTER TABLE` names and, for `EXCHANGE PARTITION … WITH TABLE`, the other
@@ -390,11 +403,30 @@ mod tests {
             [t("shop", "logs"), t("archive", "logs_p1")]
         );
         assert!(rows("", "ALTER TABLE logs DROP PARTITION p1").is_empty());
+        assert_eq!(
+            rows(
+                "shop",
+                "ALTER TABLE logs CONVERT PARTITION p1 TO TABLE logs_p1"
+            ),
+            [t("shop", "logs"), t("shop", "logs_p1")]
+        );
+        assert_eq!(
+            rows(
+                "shop",
+                "ALTER TABLE logs CONVERT TABLE staged TO PARTITION p3 VALUES LESS THAN (30)"
+            ),
+            [t("shop", "logs"), t("shop", "staged")]
+        );
+        assert_eq!(
+            rows("shop", "ALTER TABLE logs DISCARD PARTITION p1 TABLESPACE"),
+            [t("shop", "logs")]
+        );
         for keeps_rows in [
             "ALTER TABLE logs REORGANIZE PARTITION p1 INTO (PARTITION p1a VALUES LESS THAN (5))",
             "ALTER TABLE logs REMOVE PARTITIONING",
             "ALTER TABLE logs ADD PARTITION (PARTITION p9 VALUES LESS THAN (99))",
             "ALTER TABLE logs DROP COLUMN partition_key",
+            "ALTER TABLE logs COMMENT 'drop partition p1 later'",
         ] {
             assert!(
                 matches!(classify("shop", keeps_rows), QueryKind::Ddl(_)),

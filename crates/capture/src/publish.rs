@@ -198,7 +198,9 @@ impl Publisher {
                     total,
                 },
             };
-            let payload = Truncate::encode(&source, partitions, now_ms);
+            // Later publishings of the same TRUNCATE (after a restart) are larger.
+            let attempt = now_ms * 1000 + u64::from(rand::random::<u16>() % 1000);
+            let payload = Truncate::encode(&source, partitions, attempt, now_ms);
             let key = table.to_string();
             tracing::info!(%table, %topic, partitions, position = %txn.end,
                 "source TRUNCATE: publishing a marker to every partition");

@@ -308,7 +308,7 @@ fn doubles_and_floats_come_back_bit_for_bit() {
 fn a_truncate_marker_round_trips_and_is_not_a_change() {
     let mut s = source();
     s.row = 1;
-    let bytes = Truncate::encode(&s, 4, 99);
+    let bytes = Truncate::encode(&s, 4, 77, 99);
     let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(v["op"], "t");
     assert_eq!(v["truncate"]["partitions"], 4);
@@ -317,6 +317,7 @@ fn a_truncate_marker_round_trips_and_is_not_a_change() {
     };
     assert_eq!(t.table, TableName::new(s.db.clone(), s.table.clone()));
     assert_eq!(t.partitions, 4);
+    assert_eq!(t.attempt, 77);
     assert_eq!(t.event(), format!("{}:{}#1", s.txn.end_file, s.txn.end_pos));
     assert!(Envelope::decode(&bytes).is_err(), "not a row change");
     let change = pair(None, Some(vec![Value::Int(1), Value::Null]), Op::Insert);

@@ -4,7 +4,10 @@
 //! Invariant: a table's rows are spread over the partitions by key, so the marker is on
 //! each of them, after every change published before the statement; `partitions` says how
 //! many copies there are, so a replicator group can tell when every partition has reached
-//! its copy (the barrier in the replicator) even if the topic grows later.
+//! its copy (the barrier in the replicator) even if the topic grows later. `attempt` tells
+//! the copies of one publishing apart from those of a capture that published the same
+//! TRUNCATE again after a restart (at-least-once), whose first attempt may be incomplete,
+//! and orders them.
 
 use super::{EnvelopeError, SourceInfo, FORMAT_VERSION};
 use crate::TableName;
@@ -17,6 +20,9 @@ pub struct Truncate {
     pub source: SourceInfo,
     /// The partitions the capture published a copy to: 0 to `partitions - 1`.
     pub partitions: u32,
+    /// One per publishing of this TRUNCATE, later ones larger: the capture's clock in
+    /// microseconds since the epoch when it published.
+    pub attempt: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -31,17 +37,21 @@ struct Wire {
 #[derive(Serialize, Deserialize)]
 struct TruncateInfo {
     partitions: u32,
+    attempt: u64,
 }
 
 impl Truncate {
     /// The marker of `source` (its `db` and `table` name the emptied table).
-    pub fn encode(source: &SourceInfo, partitions: u32, now_ms: u64) -> Vec<u8> {
+    pub fn encode(source: &SourceInfo, partitions: u32, attempt: u64, now_ms: u64) -> Vec<u8> {
         let wire = Wire {
             version: FORMAT_VERSION,
             op: "t".into(),
             ts_ms: now_ms,
             source: source.clone(),
-            truncate: TruncateInfo { partitions },
+            truncate: TruncateInfo {
+                partitions,
+                attempt,
+            },
         };
         serde_json::to_vec(&wire).expect("markers always serialize")
     }
@@ -72,6 +82,7 @@ impl Truncate {
             table: TableName::new(wire.source.db.clone(), wire.source.table.clone()),
             source: wire.source,
             partitions: wire.truncate.partitions,
+            attempt: wire.truncate.attempt,
         }))
     }
 

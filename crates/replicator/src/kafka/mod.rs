@@ -59,9 +59,17 @@ impl ConsumerContext for GroupContext {
         }
     }
 
-    fn post_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(
+        &self,
+        consumer: &rdkafka::consumer::BaseConsumer<Self>,
+        rebalance: &Rebalance<'_>,
+    ) {
         if let Rebalance::Assign(list) = rebalance {
             tracing::info!(partitions = list.count(), "partitions assigned");
+            // A partition paused at a TRUNCATE marker stays paused across a rebalance;
+            // assigned (again), it is read from its stored offset and meets the marker
+            // anew.
+            let _ = consumer.resume(list);
         }
     }
 }

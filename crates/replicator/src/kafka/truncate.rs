@@ -3,7 +3,7 @@
 
 use super::{GroupContext, PartitionKey, PartitionState};
 use crate::applier::{Applier, Outcome, Progress};
-use crate::barrier::Barriers;
+use crate::barrier::{Barriers, Copy};
 use crate::error::ReplicatorError;
 use crate::offsets::{Offsets, PartitionProgress};
 use concord_change::envelope::Truncate;
@@ -25,6 +25,14 @@ pub(super) struct Marker {
 }
 
 impl Marker {
+    fn copy<'a>(&self, topic: &'a str) -> Copy<'a> {
+        Copy {
+            topic,
+            event: self.truncate.event(),
+            attempt: self.truncate.attempt,
+        }
+    }
+
     pub fn new(offset: i64, truncate: Truncate) -> Self {
         Self {
             offset,
@@ -71,9 +79,8 @@ impl Barrier<'_> {
         marker: &mut Marker,
     ) -> Result<(), ReplicatorError> {
         let mut conn = self.conn().await?;
-        let event = marker.truncate.event();
         self.barriers
-            .arrive(&mut conn, &key.0, &event, key.1, marker.offset)
+            .arrive(&mut conn, &marker.copy(&key.0), key.1, marker.offset)
             .await
             .map_err(|source| ReplicatorError::Target {
                 what: "recording a partition's arrival at a TRUNCATE",
@@ -105,9 +112,9 @@ impl Barrier<'_> {
         keys.sort_by_key(|k| k.1);
         for key in keys {
             let marker = waiting.get_mut(&key).expect("listed above");
-            if !self.may_pass(&key, marker).await? {
+            let Some(empty) = self.may_pass(&key, marker).await? else {
                 continue;
-            }
+            };
             let Some(state) = parts.get_mut(&key) else {
                 waiting.remove(&key);
                 continue;
@@ -119,7 +126,7 @@ impl Barrier<'_> {
                 next: marker.offset + 1,
             }];
             // Partition 0 empties the table in the transaction that moves it on.
-            let batch = if key.1 == 0 {
+            let batch = if empty {
                 vec![emptying(&marker.truncate)]
             } else {
                 Vec::new()
@@ -138,59 +145,77 @@ impl Barrier<'_> {
                         Duration::from_secs(5),
                     );
                     tracing::info!(table = %marker.truncate.table, topic = %key.0,
-                        partition = key.1, emptied = key.1 == 0,
+                        partition = key.1, emptied = empty,
                         "partition passed a source TRUNCATE");
                 }
                 Outcome::Fenced => {
                     parts.remove(&key);
+                    let _ = self.consumer.resume(&list(&key, None));
                 }
             }
         }
         Ok(())
     }
 
+    /// Whether the partition may pass its marker now: `Some(true)` emptying the table
+    /// (partition 0, every copy arrived), `Some(false)` without (partition 0 has emptied
+    /// it; or the attempt can never complete, see [`crate::barrier`]), `None`: wait.
     async fn may_pass(
         &self,
         key: &PartitionKey,
         marker: &mut Marker,
-    ) -> Result<bool, ReplicatorError> {
+    ) -> Result<Option<bool>, ReplicatorError> {
         let mut conn = self.conn().await?;
+        let copy = marker.copy(&key.0);
         let t = &marker.truncate;
-        let event = t.event();
         let read = |source| ReplicatorError::Target {
             what: "reading a TRUNCATE barrier",
             source,
         };
         let arrived = self
             .barriers
-            .arrived(&mut conn, &key.0, &event, t.partitions)
+            .arrived(&mut conn, &copy, t.partitions)
             .await
             .map_err(read)?;
-        let open = if key.1 == 0 {
-            arrived >= t.partitions
-        } else {
-            match self
+        let complete = arrived >= t.partitions;
+        if key.1 == 0 && complete {
+            return Ok(Some(true));
+        }
+        if key.1 != 0 && complete {
+            let first = self
                 .barriers
-                .first_copy(&mut conn, &key.0, &event)
+                .first_copy(&mut conn, &copy)
+                .await
+                .map_err(read)?;
+            let stored = self
+                .offsets
+                .load(&mut conn, &key.0, 0)
+                .await
+                .map_err(read)?;
+            if let (Some(first), Some(stored)) = (first, stored) {
+                if stored > first {
+                    return Ok(Some(false));
+                }
+            }
+        }
+        if !complete
+            && self
+                .barriers
+                .later_attempt(&mut conn, &copy)
                 .await
                 .map_err(read)?
-            {
-                Some(first) => self
-                    .offsets
-                    .load(&mut conn, &key.0, 0)
-                    .await
-                    .map_err(read)?
-                    .is_some_and(|stored| stored > first),
-                None => false,
-            }
-        };
-        if !open && marker.warned.elapsed() > Duration::from_secs(60) {
+        {
+            tracing::info!(table = %t.table, topic = %key.0, partition = key.1,
+                "passing the copy of an interrupted publishing of a TRUNCATE; the capture published it again");
+            return Ok(Some(false));
+        }
+        if marker.warned.elapsed() > Duration::from_secs(60) {
             marker.warned = Instant::now();
             tracing::warn!(table = %t.table, topic = %key.0, partition = key.1, arrived,
                 partitions = t.partitions, waiting_s = marker.since.elapsed().as_secs(),
                 "still waiting at a source TRUNCATE for the topic's other partitions (is every partition's replicator running?)");
         }
-        Ok(open)
+        Ok(None)
     }
 
     async fn conn(&self) -> Result<mysql_async::Conn, ReplicatorError> {
