@@ -40,9 +40,47 @@ pub struct TargetColumn {
     pub charset: Option<Charset>,
     /// The collation of a character column (`latin1_swedish_ci`…).
     pub collation: Option<String>,
+    /// The server computes the column: it is never written.
+    pub generated: Option<Generated>,
+}
+
+/// How the server computes a column (`information_schema.COLUMNS.EXTRA`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Generated {
+    /// `AS (expr) STORED` (`PERSISTENT`): computed on write and stored, so it is data the
+    /// verifier compares.
+    Stored,
+    /// `AS (expr) VIRTUAL`: computed on read; not compared.
+    Virtual,
+    /// `GENERATED ALWAYS AS ROW START|END` of a system-versioned table: the server's own
+    /// timestamps; not compared.
+    System,
+}
+
+impl Generated {
+    /// From `information_schema.COLUMNS.EXTRA`. (MySQL's `DEFAULT_GENERATED` marks a
+    /// default expression, not a generated column.)
+    pub fn from_extra(extra: &str) -> Option<Self> {
+        let extra = extra.to_ascii_uppercase();
+        if extra.contains("VIRTUAL GENERATED") {
+            Some(Generated::Virtual)
+        } else if extra.contains("STORED GENERATED") || extra.contains("PERSISTENT GENERATED") {
+            Some(Generated::Stored)
+        } else if extra.contains("ROW START") || extra.contains("ROW END") {
+            Some(Generated::System)
+        } else {
+            None
+        }
+    }
 }
 
 impl TargetColumn {
+    /// Whether the column holds data that must agree with the source: not computed on
+    /// read (virtual) nor the server's versioning timestamps.
+    pub fn is_compared(&self) -> bool {
+        matches!(self.generated, None | Some(Generated::Stored))
+    }
+
     /// The character set of a text column whose bytes are not UTF-8 (read such a column
     /// as `CAST(col AS BINARY)` to get its stored bytes); `None` for other columns.
     pub fn legacy_charset(&self) -> Option<Charset> {
@@ -172,8 +210,15 @@ impl SchemaCache {
 }
 
 /// One row of `information_schema.COLUMNS`: name, data type, nullable, character set,
-/// collation.
-type ColumnRow = (String, String, String, Option<String>, Option<String>);
+/// collation, extra.
+type ColumnRow = (
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
 
 async fn load(
     pool: &Pool,
@@ -182,8 +227,8 @@ async fn load(
     let mut conn = pool.get_conn().await?;
     let columns: Vec<ColumnRow> = conn
         .exec(
-            "SELECT COLUMN_NAME, DATA_TYPE, IS_NULLABLE, CHARACTER_SET_NAME, COLLATION_NAME \
-             FROM information_schema.COLUMNS \
+            "SELECT COLUMN_NAME, DATA_TYPE, IS_NULLABLE, CHARACTER_SET_NAME, COLLATION_NAME, \
+             EXTRA FROM information_schema.COLUMNS \
              WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
             (&table.db, &table.table),
         )
@@ -211,7 +256,7 @@ async fn load(
         columns: columns
             .into_iter()
             .map(
-                |(name, data_type, nullable, charset, collation)| TargetColumn {
+                |(name, data_type, nullable, charset, collation, extra)| TargetColumn {
                     name,
                     data_type: data_type.to_ascii_lowercase(),
                     nullable: nullable == "YES",
@@ -219,6 +264,7 @@ async fn load(
                     // Only ever written into SQL as a collation name: refused unless it is one.
                     collation: collation
                         .filter(|c| c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')),
+                    generated: extra.as_deref().and_then(Generated::from_extra),
                 },
             )
             .collect(),
@@ -272,6 +318,7 @@ mod tests {
             nullable: false,
             charset: Charset::from_name(cs),
             collation: Some(coll.into()),
+            generated: None,
         };
         assert_eq!(col("latin1", "latin1_bin").compare_placeholder(None), "?");
         assert_eq!(

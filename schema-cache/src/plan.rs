@@ -1,6 +1,10 @@
 //! Which columns a change writes: the ones both the source event and the target table
 //! have. Source-only columns are skipped (counted, warned once per table+column);
-//! target-only columns are left alone, except concord's own audit columns.
+//! target-only columns are left alone, except concord's own audit columns. A column the
+//! target generates (`AS (…) STORED|VIRTUAL`, a system-versioning timestamp) is never
+//! written — the target computes it, as it would for any client; a column generated on
+//! the source but plain on the target is written with the value the source computed (the
+//! binlog carries it).
 
 use crate::{metrics, TargetColumn, TargetTable};
 use concord_change::SourceTable;
@@ -47,11 +51,12 @@ impl ColumnPlan {
         if !source.has_primary_key() {
             return Err(PlanError::NoSourceKey);
         }
-        let mut columns = Vec::new();
+        // Both sides have them; a generated one finds rows (as a key) but is not written.
+        let mut shared = Vec::new();
         let mut skipped = Vec::new();
         for (i, name) in source.columns.iter().enumerate() {
             match target.column(name) {
-                Some(t) => columns.push(PlannedColumn {
+                Some(t) => shared.push(PlannedColumn {
                     source_index: i,
                     target: t.clone(),
                 }),
@@ -62,13 +67,17 @@ impl ColumnPlan {
             .primary_key
             .iter()
             .map(|&i| {
-                columns
+                shared
                     .iter()
                     .find(|c| c.source_index == i)
                     .cloned()
                     .ok_or_else(|| PlanError::KeyColumnMissing(source.columns[i].clone()))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let columns = shared
+            .into_iter()
+            .filter(|c| c.target.generated.is_none())
+            .collect();
         // Audit columns are filled by concord only when they are the target's own; a
         // source that has them too just replicates its values.
         let audit = |name: &str| {
@@ -134,6 +143,7 @@ mod tests {
                     nullable: false,
                     charset: None,
                     collation: None,
+                    generated: None,
                 })
                 .collect(),
             primary_key: pk.iter().map(|s| s.to_string()).collect(),
@@ -173,6 +183,33 @@ mod tests {
         assert_eq!(p.key[0].target.name, "ID");
         assert_eq!(p.audit_flag.as_deref(), Some("concord_replicated"));
         assert_eq!(p.audit_ts.as_deref(), Some("concord_source_ts"));
+    }
+
+    #[test]
+    fn columns_the_target_generates_are_not_written() {
+        let mut t = target(&["id", "q", "total", "vtotal"], &["id"]);
+        t.columns[2].generated = Some(crate::Generated::Stored);
+        t.columns[3].generated = Some(crate::Generated::Virtual);
+        let p =
+            ColumnPlan::new(&source(&["id", "q", "total", "vtotal"], &[0]), &t, "f", "t").unwrap();
+        let names: Vec<_> = p.columns.iter().map(|c| c.target.name.as_str()).collect();
+        assert_eq!(names, ["id", "q"]);
+        assert!(
+            p.skipped.is_empty(),
+            "not skipped as missing: {:?}",
+            p.skipped
+        );
+        assert_eq!(
+            crate::Generated::from_extra("VIRTUAL GENERATED"),
+            Some(crate::Generated::Virtual)
+        );
+        assert_eq!(
+            crate::Generated::from_extra("STORED GENERATED"),
+            Some(crate::Generated::Stored)
+        );
+        assert_eq!(crate::Generated::from_extra("DEFAULT_GENERATED"), None);
+        assert_eq!(crate::Generated::from_extra("INVISIBLE"), None);
+        assert_eq!(crate::Generated::from_extra(""), None);
     }
 
     #[test]

@@ -348,6 +348,20 @@ pub struct ReplicatorConfig {
     /// What a source `TRUNCATE` of a replicated table does to the target.
     #[serde(default)]
     pub truncate: TruncateMode,
+    /// What a replicated target table with triggers does at start: a warning naming each
+    /// (`warn`), or the replicator refuses to start (`refuse`). Triggers fire on concord's
+    /// writes, unlike on a row-based native replica.
+    #[serde(default)]
+    pub target_triggers: TargetTriggers,
+}
+
+/// `replicator.target_triggers`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetTriggers {
+    #[default]
+    Warn,
+    Refuse,
 }
 
 /// `replicator.truncate`.
@@ -371,6 +385,7 @@ impl Default for ReplicatorConfig {
             queue_bytes: default_queue_bytes(),
             foreign_key_checks: false,
             truncate: TruncateMode::Apply,
+            target_triggers: TargetTriggers::Warn,
             audit_flag_column: default_audit_flag(),
             audit_ts_column: default_audit_ts(),
             max_backoff: default_max_backoff(),

@@ -129,6 +129,27 @@ impl TableFilter {
         included && !self.exclude.is_match(&full)
     }
 
+    /// Whether rows of some replicated source table are written to `target` (through
+    /// `tables.rename`).
+    pub fn writes_to(&self, target: &TableName) -> bool {
+        let mut sources: Vec<TableName> = self
+            .table_renames
+            .iter()
+            .filter(|(_, t)| *t == target)
+            .map(|((db, table), _)| TableName::new(db.clone(), table.clone()))
+            .collect();
+        sources.extend(
+            self.schema_renames
+                .iter()
+                .filter(|(_, to)| **to == target.db)
+                .map(|(from, _)| TableName::new(from.clone(), target.table.clone())),
+        );
+        sources.push(target.clone());
+        sources
+            .iter()
+            .any(|s| self.matches(s) && self.target_name(s) == *target)
+    }
+
     /// The target table a source table is written to.
     pub fn target_name(&self, source: &TableName) -> TableName {
         if let Some(t) = self

@@ -342,3 +342,34 @@ fn fragment_and_queue_bounds_read_sizes_and_refuse_nonsense() {
     let e = Config::from_toml(&text).unwrap_err().to_string();
     assert!(e.contains("fragment_bytes"), "{e}");
 }
+
+#[test]
+fn the_target_tables_written_to_are_known_through_renames() {
+    let text = ISSUE_EXAMPLE.replace(
+        "include = [\"shop.*\"]",
+        "include = [\"shop.*\", \"crm.*\"]",
+    );
+    let c = Config::from_toml(&format!(
+        "{text}\n[tables.rename]\n\"shop.orders\" = \"archive.orders_copy\"\n\"crm\" = \"crm2\"\n"
+    ))
+    .unwrap();
+    assert_eq!(c.replicator.target_triggers, TargetTriggers::Warn);
+    let f = c.tables.filter();
+    assert!(f.writes_to(&TableName::new("archive", "orders_copy")));
+    assert!(
+        !f.writes_to(&TableName::new("shop", "orders")),
+        "renamed away"
+    );
+    assert!(f.writes_to(&TableName::new("shop", "lines")));
+    assert!(f.writes_to(&TableName::new("crm2", "people")));
+    assert!(
+        !f.writes_to(&TableName::new("crm", "people")),
+        "its schema is renamed"
+    );
+    assert!(
+        !f.writes_to(&TableName::new("hr", "people")),
+        "not included"
+    );
+    let c = with_section("replicator", "target_triggers = \"refuse\"").unwrap();
+    assert_eq!(c.replicator.target_triggers, TargetTriggers::Refuse);
+}

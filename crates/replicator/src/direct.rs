@@ -43,6 +43,7 @@ pub async fn run_telling_start(
     let mut target = Conn::new(target_opts.clone())
         .await
         .map_err(ReplicatorError::connecting("target", &config.target.url))?;
+    crate::triggers::check(&mut target, &filter, config.replicator.target_triggers).await?;
     let checkpoints = Checkpoints::new(&config.target.checkpoint_schema, &config.replicator.name);
     checkpoints
         .ensure(&mut target)

@@ -120,6 +120,14 @@ pub enum ReplicatorError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// `replicator.target_triggers = "refuse"` and replicated target tables have triggers.
+    #[error(
+        "replicated target tables have triggers, which would fire on concord's writes \
+         (replicator.target_triggers = \"refuse\"): {}; drop them on the target, exclude the \
+         tables, or set replicator.target_triggers = \"warn\"",
+        .0.join(", ")
+    )]
+    TargetTriggers(Vec<String>),
     #[error("the replicator's {task} task crashed")]
     Crashed {
         task: &'static str,
@@ -144,7 +152,7 @@ impl ReplicatorError {
     pub fn is_fatal(&self) -> bool {
         match self {
             ReplicatorError::Binlog(e) => e.is_fatal(),
-            ReplicatorError::NotConfigured(_) => true,
+            ReplicatorError::NotConfigured(_) | ReplicatorError::TargetTriggers(_) => true,
             ReplicatorError::Control(e) => !e.is_transient(),
             _ => false,
         }

@@ -14,5 +14,6 @@ pub mod kafka;
 pub mod metrics;
 pub mod offsets;
 pub mod sql;
+pub mod triggers;
 
 pub use error::{classify, ErrorClass, ReplicatorError};

@@ -365,6 +365,7 @@ mod tests {
                 nullable: false,
                 charset: None,
                 collation: None,
+                generated: None,
             },
         }
     }

@@ -272,7 +272,7 @@ impl Checker {
                 e.source
                     .columns
                     .iter()
-                    .map(|name| target_index(&target, name))
+                    .map(|name| compared_index(&target, name))
                     .collect()
             });
             if matches_target(&e, mapping, row.map(Vec::as_slice), &target) {
@@ -447,6 +447,13 @@ pub(crate) fn target_index(table: &TargetTable, name: &str) -> Option<usize> {
         .columns
         .iter()
         .position(|c| c.name.eq_ignore_ascii_case(name))
+}
+
+/// As [`target_index`], for a column whose values are compared: not a virtual column (the
+/// server computes it on read) nor a system-versioning timestamp. A stored generated
+/// column is data and is compared.
+pub(crate) fn compared_index(table: &TargetTable, name: &str) -> Option<usize> {
+    target_index(table, name).filter(|&j| table.columns[j].is_compared())
 }
 
 /// Whether the target row (in `target`'s column order, `None` if absent) is what the

@@ -20,7 +20,7 @@
 //! — having applied the source up to a point where the source row had some value — held
 //! the same other value, and the source row had not changed.
 
-use crate::check::{target_index, CheckError, Checker, Expectation, Side};
+use crate::check::{compared_index, CheckError, Checker, Expectation, Side};
 use crate::equality::same;
 use crate::metrics;
 use crate::progress::Stream;
@@ -237,7 +237,8 @@ async fn read_source(
     checker.read_rows(Side::Source, source, &keys).await
 }
 
-/// (source column index, target column index) of the columns both tables have, by name.
+/// (source column index, target column index) of the columns both tables have, by name,
+/// whose values are compared (neither side's is virtual or a versioning timestamp).
 pub(crate) fn shared_columns(
     source: Option<&TargetTable>,
     target: &TargetTable,
@@ -249,7 +250,8 @@ pub(crate) fn shared_columns(
         .columns
         .iter()
         .enumerate()
-        .filter_map(|(i, c)| target_index(target, &c.name).map(|j| (i, j)))
+        .filter(|(_, c)| c.is_compared())
+        .filter_map(|(i, c)| compared_index(target, &c.name).map(|j| (i, j)))
         .collect()
 }
 

@@ -112,6 +112,7 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), Replicat
                 what: "creating the kafka TRUNCATE barrier table",
                 source,
             })?;
+        crate::triggers::check(&mut conn, &filter, config.replicator.target_triggers).await?;
     }
     let control =
         ControlStore::connect(config.control.url.expose(), &config.control.url.redacted()).await?;

@@ -244,6 +244,7 @@ mod tests {
                     charset: (*n == "note")
                         .then(|| concord_change::Charset::from_name(charset).unwrap()),
                     collation: None,
+                    generated: None,
                 })
                 .collect(),
             primary_key: key.iter().map(|k| k.to_string()).collect(),

@@ -1,0 +1,205 @@
+//! Production schemas replicate like a native replica: generated columns are left to the
+//! target to compute (and stored ones verified as data, virtual ones not), and triggers on
+//! replicated target tables are named at start — or refused.
+
+use concord_e2e::concord::mismatches;
+use concord_e2e::pipeline::wait_verified_binlog;
+use concord_e2e::writer::{Writer, TABLE_DDL};
+use concord_e2e::{wait_for, Concord, ConcordConfig, TestDb};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+const LINES: &str = "CREATE TABLE `{db}`.lines (id INT PRIMARY KEY, qty INT NOT NULL, \
+    price DECIMAL(10,2) NOT NULL, \
+    total DECIMAL(12,2) AS (qty * price) STORED, \
+    vtotal DECIMAL(12,2) AS (qty * price) VIRTUAL, \
+    doc JSON, \
+    sku VARCHAR(20) AS (JSON_VALUE(doc, '$.sku')) VIRTUAL, KEY (sku))";
+
+fn line(id: i64) -> String {
+    format!("({id}, {}, {id}.25, '{{\"sku\": \"S{id}\"}}')", id % 7 + 1)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn generated_columns_are_computed_by_the_target_and_stored_ones_verified() {
+    let db = TestDb::new("generated").await;
+    db.both(LINES).await;
+    db.both(&TABLE_DDL.replace("{t}", "w")).await;
+    let mut config = ConcordConfig::new(&db);
+    config.extra = "\n[verifier]\ndelay = \"1s\"\nsave_every = \"100ms\"\n".into();
+    let concord = Concord::start(&config).await;
+    let writer = Writer::start(
+        db.servers.source.clone(),
+        &db.name,
+        &["w"],
+        Duration::from_millis(5),
+    );
+    let values: Vec<String> = (1..=40).map(line).collect();
+    db.source(&format!(
+        "INSERT INTO `{{db}}`.lines (id, qty, price, doc) VALUES {}",
+        values.join(", ")
+    ))
+    .await;
+    db.source("UPDATE `{db}`.lines SET qty = qty + 10 WHERE id % 3 = 0")
+        .await;
+    db.source("UPDATE `{db}`.lines SET doc = '{\"sku\": \"moved\"}' WHERE id = 4")
+        .await;
+    db.source("DELETE FROM `{db}`.lines WHERE id > 35").await;
+    db.wait_same("lines", "*", WAIT).await;
+    wait_verified_binlog(&db, &config, WAIT).await;
+    assert_eq!(mismatches(&config).await, vec![], "nothing differs");
+    assert!(concord.failed_events().await.is_empty());
+
+    // The target computes its columns its own way from now on: the stored one is data
+    // and differs from the source's; the virtual ones are not compared.
+    db.target(
+        "ALTER TABLE `{db}`.lines \
+         MODIFY total DECIMAL(12,2) AS (qty * price + 1) STORED, \
+         MODIFY vtotal DECIMAL(12,2) AS (qty * price + 1) VIRTUAL",
+    )
+    .await;
+    db.source("UPDATE `{db}`.lines SET qty = 100 WHERE id IN (5, 6)")
+        .await;
+    writer.stop().await;
+    db.wait_same("w", "*", WAIT).await;
+    wait_for("the tampered stored column flagged", WAIT, || async {
+        (mismatches(&config).await.len() >= 2).then_some(())
+    })
+    .await;
+    wait_verified_binlog(&db, &config, WAIT).await;
+    let found = mismatches(&config).await;
+    assert_eq!(found.len(), 2, "rows 5 and 6 only: {found:?}");
+    for m in &found {
+        assert_eq!(m.table, format!("{}.lines", db.name));
+        assert_eq!(
+            m.columns,
+            ["total"],
+            "virtual columns are not compared: {m:?}"
+        );
+    }
+    assert!(concord.failed_events().await.is_empty());
+}
+
+const AUDITED: &str = "CREATE TABLE `{db}`.orders (id INT PRIMARY KEY, v INT)";
+const AUDIT_LOG: &str =
+    "CREATE TABLE `{db}`.audit_log (n INT AUTO_INCREMENT PRIMARY KEY, order_id INT)";
+const TRIGGER: &str = "CREATE TRIGGER `{db}`.audit_orders AFTER INSERT ON `{db}`.orders \
+    FOR EACH ROW INSERT INTO `{db}`.audit_log (order_id) VALUES (NEW.id)";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn triggers_on_replicated_target_tables_are_named_at_start_or_refused() {
+    let db = TestDb::new("triggers").await;
+    db.both(AUDITED).await;
+    db.both(AUDIT_LOG).await;
+    db.target(TRIGGER).await;
+    let mut config = ConcordConfig::new(&db);
+    // Only the orders are replicated: the audit table is the target's own.
+    config.include = vec![format!("{}.orders", db.name)];
+    let concord = Concord::start(&config).await;
+    let named = format!("{}.orders: audit_orders (AFTER INSERT)", db.name);
+    assert!(
+        concord.log().contains(&named) && concord.log().contains("fires on every change"),
+        "the warning names the trigger; log:\n{}",
+        concord.log()
+    );
+    db.source("INSERT INTO `{db}`.orders VALUES (1, 1), (2, 2)")
+        .await;
+    db.wait_same("orders", "*", WAIT).await;
+    assert_eq!(
+        db.count(true, "audit_log").await,
+        2,
+        "the trigger fired on concord's writes"
+    );
+    drop(concord);
+
+    let mut refusing = config.sibling();
+    refusing.replicator = "target_triggers = \"refuse\"".into();
+    let mut c = Concord::spawn(&refusing, &["replicate"]).await;
+    let code = c.wait_exit(WAIT).await;
+    assert_ne!(code, Some(0), "refused to start; log:\n{}", c.log());
+    assert!(
+        c.log().contains(&named) && c.log().contains("target_triggers"),
+        "{}",
+        c.log()
+    );
+}
+
+const FEATURES: &str = "CREATE TABLE `{db}`.features (id INT AUTO_INCREMENT PRIMARY KEY, \
+    a INT NOT NULL CHECK (a >= 0), \
+    made DATETIME(6) DEFAULT CURRENT_TIMESTAMP(6), \
+    label VARCHAR(20) DEFAULT (CONCAT('lbl-', 1 + 1)), \
+    hidden INT INVISIBLE DEFAULT 7, \
+    u1 INT UNIQUE, u2 VARCHAR(10) UNIQUE)";
+const HISTORY: &str = "CREATE TABLE `{db}`.history (id INT PRIMARY KEY, v INT NOT NULL)";
+
+/// CHECK constraints, DEFAULT expressions, AUTO_INCREMENT, invisible columns, several
+/// UNIQUE keys (values swapped between rows in one transaction) and a table the target
+/// keeps with system versioning: every change arrives and nothing differs.
+#[tokio::test(flavor = "multi_thread")]
+async fn other_table_features_keep_working() {
+    let db = TestDb::new("features").await;
+    db.both(FEATURES).await;
+    db.source(HISTORY).await;
+    db.target(&format!("{HISTORY} WITH SYSTEM VERSIONING"))
+        .await;
+    db.both(&TABLE_DDL.replace("{t}", "w")).await;
+    let mut config = ConcordConfig::new(&db);
+    config.extra = "\n[verifier]\ndelay = \"1s\"\nsave_every = \"100ms\"\n".into();
+    let concord = Concord::start(&config).await;
+    let writer = Writer::start(
+        db.servers.source.clone(),
+        &db.name,
+        &["w"],
+        Duration::from_millis(5),
+    );
+    for i in 1..=20 {
+        db.source(&format!(
+            "INSERT INTO `{{db}}`.features (a, u1, u2) VALUES ({i}, {i}, 'u{i}')"
+        ))
+        .await;
+    }
+    db.source("INSERT INTO `{db}`.features (a, hidden, u1, u2) VALUES (99, 70, 100, 'h')")
+        .await;
+    // Unique values move between rows inside one transaction.
+    db.source(
+        "START TRANSACTION; \
+         UPDATE `{db}`.features SET u1 = 1000, u2 = 'tmp' WHERE id = 1; \
+         UPDATE `{db}`.features SET u1 = 1, u2 = 'u1' WHERE id = 2; \
+         UPDATE `{db}`.features SET u1 = 2, u2 = 'u2' WHERE id = 1; \
+         COMMIT",
+    )
+    .await;
+    db.source("DELETE FROM `{db}`.features WHERE id BETWEEN 10 AND 12")
+        .await;
+    db.source("INSERT INTO `{db}`.history SELECT seq, seq FROM `{db}`.seq_1_to_30")
+        .await;
+    db.wait_same("history", "*", WAIT).await;
+    db.source("UPDATE `{db}`.history SET v = v * 10 WHERE id <= 10")
+        .await;
+    db.source("DELETE FROM `{db}`.history WHERE id > 25").await;
+    writer.stop().await;
+
+    let columns = "id, a, made, label, hidden, u1, u2";
+    db.wait_same("features", columns, WAIT).await;
+    db.wait_same("history", "*", WAIT).await;
+    db.wait_same("w", "*", WAIT).await;
+    let all: Vec<mysql_async::Row> = {
+        use mysql_async::prelude::Queryable;
+        let mut c = db.servers.target_conn().await;
+        c.query(format!(
+            "SELECT id FROM `{}`.history FOR SYSTEM_TIME ALL",
+            db.name
+        ))
+        .await
+        .unwrap()
+    };
+    assert_eq!(
+        all.len(),
+        40,
+        "the target kept its history: 25 current rows, 10 older versions, 5 deleted"
+    );
+    wait_verified_binlog(&db, &config, WAIT).await;
+    assert_eq!(mismatches(&config).await, vec![], "nothing differs");
+    assert!(concord.failed_events().await.is_empty());
+}
