@@ -27,6 +27,43 @@ pub struct TargetTable {
     /// A UNIQUE key other than the primary key exists: rows can collide on it, so the
     /// applier must keep the source's order of changes within this table.
     pub has_unique_secondary: bool,
+    /// Foreign keys of other tables that reference this one with an action on delete or
+    /// update (CASCADE, SET NULL, SET DEFAULT): the target's engine carries a change of
+    /// this table to those children, as the source's did — the binlog does not log
+    /// cascaded changes.
+    pub cascades: Vec<Cascade>,
+}
+
+/// A foreign key of `child` referencing a table, with what a delete or key update of the
+/// referenced row does to the child's rows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cascade {
+    pub child: TableName,
+    pub child_columns: Vec<String>,
+    pub parent_columns: Vec<String>,
+    pub on_delete: RefAction,
+    pub on_update: RefAction,
+}
+
+/// `REFERENTIAL_CONSTRAINTS.DELETE_RULE` / `UPDATE_RULE`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefAction {
+    Cascade,
+    SetNull,
+    SetDefault,
+    /// `RESTRICT` or `NO ACTION`: the child's rows are not changed.
+    Restrict,
+}
+
+impl RefAction {
+    fn from_rule(rule: &str) -> Self {
+        match rule.to_ascii_uppercase().as_str() {
+            "CASCADE" => RefAction::Cascade,
+            "SET NULL" => RefAction::SetNull,
+            "SET DEFAULT" => RefAction::SetDefault,
+            _ => RefAction::Restrict,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -270,7 +307,57 @@ async fn load(
             .collect(),
         primary_key,
         has_unique_secondary,
+        cascades: cascades(&mut conn, table).await?,
     })))
+}
+
+/// The foreign keys that reference `table` with an action, from the target's
+/// `information_schema`.
+async fn cascades(
+    conn: &mut mysql_async::Conn,
+    table: &TableName,
+) -> Result<Vec<Cascade>, mysql_async::Error> {
+    type Row = (String, String, String, String, String, String, String);
+    let rows: Vec<Row> = conn
+        .exec(
+            "SELECT rc.CONSTRAINT_SCHEMA, rc.TABLE_NAME, rc.CONSTRAINT_NAME, rc.DELETE_RULE, \
+             rc.UPDATE_RULE, k.COLUMN_NAME, k.REFERENCED_COLUMN_NAME \
+             FROM information_schema.REFERENTIAL_CONSTRAINTS rc \
+             JOIN information_schema.KEY_COLUMN_USAGE k \
+               ON k.CONSTRAINT_SCHEMA = rc.CONSTRAINT_SCHEMA \
+              AND k.CONSTRAINT_NAME = rc.CONSTRAINT_NAME AND k.TABLE_NAME = rc.TABLE_NAME \
+              AND k.REFERENCED_TABLE_NAME IS NOT NULL \
+             WHERE rc.UNIQUE_CONSTRAINT_SCHEMA = ? AND rc.REFERENCED_TABLE_NAME = ? \
+             ORDER BY rc.CONSTRAINT_SCHEMA, rc.TABLE_NAME, rc.CONSTRAINT_NAME, k.ORDINAL_POSITION",
+            (&table.db, &table.table),
+        )
+        .await?;
+    let mut out: Vec<(String, Cascade)> = Vec::new();
+    for (db, child, name, on_delete, on_update, column, referenced) in rows {
+        let on_delete = RefAction::from_rule(&on_delete);
+        let on_update = RefAction::from_rule(&on_update);
+        if on_delete == RefAction::Restrict && on_update == RefAction::Restrict {
+            continue;
+        }
+        let child = TableName::new(db, child);
+        match out.last_mut() {
+            Some((n, c)) if *n == name && c.child == child => {
+                c.child_columns.push(column);
+                c.parent_columns.push(referenced);
+            }
+            _ => out.push((
+                name,
+                Cascade {
+                    child,
+                    child_columns: vec![column],
+                    parent_columns: vec![referenced],
+                    on_delete,
+                    on_update,
+                },
+            )),
+        }
+    }
+    Ok(out.into_iter().map(|(_, c)| c).collect())
 }
 
 /// Quotes a MySQL identifier: backticks around it, embedded backticks doubled.

@@ -148,6 +148,7 @@ mod tests {
                 .collect(),
             primary_key: pk.iter().map(|s| s.to_string()).collect(),
             has_unique_secondary: false,
+            cascades: Vec::new(),
         }
     }
 

@@ -203,3 +203,103 @@ async fn other_table_features_keep_working() {
     assert_eq!(mismatches(&config).await, vec![], "nothing differs");
     assert!(concord.failed_events().await.is_empty());
 }
+
+const PARENT: &str = "CREATE TABLE `{db}`.parent (id INT PRIMARY KEY, name VARCHAR(20))";
+const CHILD: &str = "CREATE TABLE `{db}`.child (id INT PRIMARY KEY, parent_id INT NOT NULL, \
+    note VARCHAR(20), FOREIGN KEY (parent_id) REFERENCES `{db}`.parent (id) \
+    ON DELETE CASCADE ON UPDATE CASCADE)";
+const GRANDCHILD: &str = "CREATE TABLE `{db}`.grandchild (id INT PRIMARY KEY, child_id INT, \
+    FOREIGN KEY (child_id) REFERENCES `{db}`.child (id) ON DELETE SET NULL ON UPDATE CASCADE)";
+
+/// One round of parent changes the source cascades: deletes, key updates, a child's key
+/// update, and a parent deleted and made again with new children in one transaction.
+fn cascade_round(round: i64) -> String {
+    let base = round * 100;
+    format!(
+        "START TRANSACTION; \
+         INSERT INTO `{{db}}`.parent VALUES ({p}, 'p{p}'), ({q}, 'p{q}'), ({r}, 'p{r}'); \
+         INSERT INTO `{{db}}`.child VALUES ({c1}, {p}, 'a'), ({c2}, {p}, 'b'), ({c3}, {q}, 'c'), \
+           ({c4}, {r}, 'd'); \
+         INSERT INTO `{{db}}`.grandchild VALUES ({g1}, {c1}), ({g2}, {c3}), ({g3}, {c4}); \
+         COMMIT; \
+         DELETE FROM `{{db}}`.parent WHERE id = {p}; \
+         UPDATE `{{db}}`.parent SET id = {q2} WHERE id = {q}; \
+         UPDATE `{{db}}`.child SET id = {c5} WHERE id = {c4}; \
+         START TRANSACTION; \
+         DELETE FROM `{{db}}`.parent WHERE id = {r}; \
+         INSERT INTO `{{db}}`.parent VALUES ({r}, 'again'); \
+         INSERT INTO `{{db}}`.child VALUES ({c6}, {r}, 'new'); \
+         COMMIT",
+        p = base + 1,
+        q = base + 2,
+        r = base + 3,
+        q2 = base + 52,
+        c1 = base + 10,
+        c2 = base + 11,
+        c3 = base + 12,
+        c4 = base + 13,
+        c5 = base + 63,
+        c6 = base + 14,
+        g1 = base + 20,
+        g2 = base + 21,
+        g3 = base + 22,
+    )
+}
+
+/// Cascading foreign keys two levels deep (CASCADE, SET NULL, ON UPDATE CASCADE): the
+/// binlog carries only the parent's changes; the target's engine cascades them because
+/// concord applies such batches in source order with its checks on — through a kill -9
+/// in the middle.
+#[tokio::test(flavor = "multi_thread")]
+async fn cascading_foreign_keys_cascade_on_the_target_too() {
+    let db = TestDb::new("cascades").await;
+    db.both(PARENT).await;
+    db.both(CHILD).await;
+    db.both(GRANDCHILD).await;
+    db.both(&TABLE_DDL.replace("{t}", "w")).await;
+    let mut config = ConcordConfig::new(&db);
+    config.extra = "\n[verifier]\ndelay = \"1s\"\nsave_every = \"100ms\"\n".into();
+    let mut concord = Concord::start(&config).await;
+    let writer = Writer::start(
+        db.servers.source.clone(),
+        &db.name,
+        &["w"],
+        Duration::from_millis(5),
+    );
+    for round in 0..10 {
+        db.source(&cascade_round(round)).await;
+    }
+    // While it is still applying those rounds.
+    concord.kill9().await;
+    for round in 10..20 {
+        db.source(&cascade_round(round)).await;
+    }
+    let concord = Concord::start(&config).await;
+    for round in 20..30 {
+        db.source(&cascade_round(round)).await;
+    }
+    writer.stop().await;
+    for t in ["parent", "child", "grandchild", "w"] {
+        db.wait_same(t, "*", WAIT).await;
+    }
+    // What the cascades did, on the source (and so on the target).
+    assert_eq!(db.count(false, "parent").await, 60);
+    assert_eq!(
+        db.count(false, "child").await,
+        60,
+        "two of each round's children cascaded away"
+    );
+    let orphans = db.rows(true, "grandchild", "child_id").await;
+    assert_eq!(orphans.len(), 90);
+    assert_eq!(
+        orphans
+            .iter()
+            .filter(|r| r[0] == mysql_async::Value::NULL)
+            .count(),
+        60,
+        "each round's deleted children left two grandchildren with NULL"
+    );
+    assert!(concord.failed_events().await.is_empty());
+    wait_verified_binlog(&db, &config, WAIT).await;
+    assert_eq!(mismatches(&config).await, vec![], "nothing differs");
+}

@@ -13,7 +13,9 @@ mod fragments;
 mod missing;
 mod truncate;
 
-use crate::batch::{coalesce, group_by_table, runs, Write, WriteKind};
+use crate::batch::{
+    coalesce, group_by_table, in_source_order, runs, TableWrites, Write, WriteKind,
+};
 use crate::checkpoint::Checkpoints;
 use crate::error::{classify, ErrorClass, ReplicatorError};
 use crate::metrics;
@@ -27,6 +29,7 @@ use concord_schema_cache::{ColumnPlan, PlanError, RefreshReason, SchemaCache, Ta
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, Params};
 use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -400,46 +403,40 @@ impl Applier {
         batch: &[Transaction],
         failures: &mut Vec<FailedEvent>,
     ) -> Attempt<()> {
-        for group in group_by_table(batch) {
-            let target_name = self.filter.target_name(&group.table);
+        let groups = group_by_table(batch);
+        let mut targets: HashMap<TableName, Option<Arc<TargetTable>>> = HashMap::new();
+        for g in &groups {
+            let target_name = self.filter.target_name(&g.table);
             let target = self.schema.get(&target_name).await.map_err(transient)?;
-            let Some(target) = target else {
-                let m = missing::missing_rows(&group.table, &target_name, &group.writes);
-                self.missing.push(m);
-                continue;
-            };
-            let writes = if target.has_unique_secondary {
-                group.writes
-            } else {
-                coalesce(group.writes)
-            };
-            for run in runs(&writes) {
-                let plan = match ColumnPlan::new(
-                    &run.source,
-                    &target,
-                    &self.config.audit_flag_column,
-                    &self.config.audit_ts_column,
-                ) {
-                    Ok(p) => p,
-                    Err(e @ (PlanError::NoSourceKey | PlanError::KeyColumnMissing(_))) => {
-                        for w in &run.writes {
-                            failures.push(failed(
-                                w,
-                                FailureReason::NoPrimaryKey,
-                                format!("{target_name}: {e}"),
-                            ));
-                        }
-                        continue;
-                    }
-                };
-                plan.count_skipped(&group.table.to_string(), run.writes.len());
-                let mut offset = 0;
-                for size in chunk_sizes(run.writes.len(), columns_per_row(run.kind, &plan)) {
-                    let chunk = &run.writes[offset..offset + size];
-                    offset += size;
-                    self.write_chunk(run.kind, &target, &plan, chunk, failures)
+            targets.insert(g.table.clone(), target);
+        }
+        // Tables whose target rows other tables' foreign keys cascade from.
+        let cascading: HashSet<TableName> = targets
+            .iter()
+            .filter(|(_, t)| t.as_ref().is_some_and(|t| !t.cascades.is_empty()))
+            .map(|(name, _)| name.clone())
+            .collect();
+        if cascading.is_empty() {
+            for group in groups {
+                let target = targets[&group.table].clone();
+                self.write_table(group, target, true, failures).await?;
+            }
+        } else {
+            // The target's engine cascades as the source's did only if it meets the
+            // changes in source order, with its checks on for the parent's statements.
+            drop(groups);
+            for part in in_source_order(batch, &|t| cascading.contains(t)) {
+                let target = targets[&part.table].clone();
+                let parent = cascading.contains(&part.table);
+                if parent {
+                    self.foreign_key_checks(true).await?;
+                }
+                let written = self.write_table(part, target, false, failures).await;
+                if parent {
+                    self.foreign_key_checks(self.config.foreign_key_checks)
                         .await?;
                 }
+                written?;
             }
         }
         // A truncating transaction ends its batch (it is a DDL): every row above came
@@ -451,6 +448,68 @@ impl Applier {
             self.truncate(txn, failures).await?;
         }
         Ok(())
+    }
+
+    /// Writes one table's part of a batch; `may_coalesce`: only the last write of each key
+    /// is needed (not so when the target has other unique keys, or cascades).
+    async fn write_table(
+        &mut self,
+        group: TableWrites<'_>,
+        target: Option<Arc<TargetTable>>,
+        may_coalesce: bool,
+        failures: &mut Vec<FailedEvent>,
+    ) -> Attempt<()> {
+        let target_name = self.filter.target_name(&group.table);
+        let Some(target) = target else {
+            let m = missing::missing_rows(&group.table, &target_name, &group.writes);
+            self.missing.push(m);
+            return Ok(());
+        };
+        let writes = if target.has_unique_secondary || !may_coalesce {
+            group.writes
+        } else {
+            coalesce(group.writes)
+        };
+        for run in runs(&writes) {
+            let plan = match ColumnPlan::new(
+                &run.source,
+                &target,
+                &self.config.audit_flag_column,
+                &self.config.audit_ts_column,
+            ) {
+                Ok(p) => p,
+                Err(e @ (PlanError::NoSourceKey | PlanError::KeyColumnMissing(_))) => {
+                    for w in &run.writes {
+                        failures.push(failed(
+                            w,
+                            FailureReason::NoPrimaryKey,
+                            format!("{target_name}: {e}"),
+                        ));
+                    }
+                    continue;
+                }
+            };
+            plan.count_skipped(&group.table.to_string(), run.writes.len());
+            let mut offset = 0;
+            for size in chunk_sizes(run.writes.len(), columns_per_row(run.kind, &plan)) {
+                let chunk = &run.writes[offset..offset + size];
+                offset += size;
+                self.write_chunk(run.kind, &target, &plan, chunk, failures)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Turns the target's foreign-key checks on or off for the statements that follow (a
+    /// connection opened afresh has the configured setting).
+    async fn foreign_key_checks(&mut self, on: bool) -> Attempt<()> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(());
+        };
+        conn.query_drop(format!("SET SESSION foreign_key_checks = {}", u8::from(on)))
+            .await
+            .map_err(transient)
     }
 
     /// Writes one statement's rows; if the target rejects the statement for its content,
@@ -468,6 +527,17 @@ impl Applier {
             return Ok(());
         }
         let e = match self.exec(&stmt.sql, Params::Positional(stmt.params)).await {
+            Ok(()) if kind == WriteKind::Move && self.found_none() => {
+                // The target lacks the row at its old key: the new one is written whole.
+                return Box::pin(self.write_chunk(
+                    WriteKind::Upsert,
+                    target,
+                    plan,
+                    chunk,
+                    failures,
+                ))
+                .await;
+            }
             Ok(()) => {
                 return self
                     .after_write(kind, target, chunk, stmt.fixups, failures)
@@ -575,6 +645,11 @@ impl Applier {
         )
         .await
         .map_err(transient)
+    }
+
+    /// Whether the last statement found no row (`client_found_rows`: found, not changed).
+    fn found_none(&self) -> bool {
+        self.conn.as_ref().is_some_and(|c| c.affected_rows() == 0)
     }
 
     async fn exec(&mut self, sql: &str, params: Params) -> Result<(), mysql_async::Error> {

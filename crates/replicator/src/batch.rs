@@ -21,6 +21,11 @@ pub enum WriteKind {
     /// Set the columns a partial after-image carries on the row with the before-image's
     /// key (the key may be among them: the row moves).
     Update,
+    /// Set the whole after-image on the row with the before-image's key: a key change of a
+    /// table other tables' foreign keys cascade from, so that the target's engine carries
+    /// the new key to the children as the source's did (a delete and an insert would
+    /// cascade a delete). An upsert when the target lacks the row.
+    Move,
 }
 
 /// One key-level write, pointing at the change it came from.
@@ -34,7 +39,7 @@ impl<'a> Write<'a> {
     /// The image whose values are written: the after-image for upserts and updates.
     pub fn image(&self) -> &'a [Value] {
         let img = match self.kind {
-            WriteKind::Upsert | WriteKind::Update => self.change.after.as_deref(),
+            WriteKind::Upsert | WriteKind::Update | WriteKind::Move => self.change.after.as_deref(),
             WriteKind::Delete => self.change.before.as_deref(),
         };
         img.unwrap_or(&[])
@@ -45,7 +50,9 @@ impl<'a> Write<'a> {
     pub fn key_image(&self) -> &'a [Value] {
         let img = match self.kind {
             WriteKind::Upsert => self.change.after.as_deref(),
-            WriteKind::Update | WriteKind::Delete => self.change.before.as_deref(),
+            WriteKind::Update | WriteKind::Move | WriteKind::Delete => {
+                self.change.before.as_deref()
+            }
         };
         img.unwrap_or(&[])
     }
@@ -54,7 +61,8 @@ impl<'a> Write<'a> {
     /// columns, and an ENUM index 0 is set by a fix-up after the statement, which must not
     /// run after a later write of the same row in the same statement.
     pub fn alone(&self) -> bool {
-        self.is_partial()
+        self.kind == WriteKind::Move
+            || self.is_partial()
             || (self.kind != WriteKind::Delete && self.image().contains(&Value::EnumIndex(0)))
     }
 
@@ -63,7 +71,7 @@ impl<'a> Write<'a> {
     pub fn is_partial(&self) -> bool {
         match self.kind {
             WriteKind::Update => true,
-            WriteKind::Upsert => self.image().iter().any(Value::is_absent),
+            WriteKind::Upsert | WriteKind::Move => self.image().iter().any(Value::is_absent),
             WriteKind::Delete => false,
         }
     }
@@ -96,40 +104,54 @@ pub fn group_by_table(txns: &[Transaction]) -> Vec<TableWrites<'_>> {
             });
             out.len() - 1
         });
-        let writes = &mut out[i].writes;
-        match change.op {
-            Op::Insert => writes.push(Write {
-                kind: WriteKind::Upsert,
-                change,
-            }),
-            Op::Delete => writes.push(Write {
-                kind: WriteKind::Delete,
-                change,
-            }),
-            // A partial after-image writes only its columns, by the key the row had. (A
-            // partial before-image alone — NOBLOB with the blob changed — does not matter:
-            // the after-image is whole.)
-            Op::Update if change.after.iter().flatten().any(Value::is_absent) => {
+        writes_of(change, false, &mut out[i].writes);
+    }
+    out
+}
+
+/// The batch's writes in source order, as runs of consecutive writes to one table — for a
+/// batch that writes a table other tables' foreign keys cascade from (`cascading`): the
+/// target's engine must meet the changes in the order the source made them, so nothing is
+/// regrouped or coalesced, and a key change of such a table is a [`WriteKind::Move`].
+pub fn in_source_order<'a>(
+    txns: &'a [Transaction],
+    cascading: &dyn Fn(&TableName) -> bool,
+) -> Vec<TableWrites<'a>> {
+    let mut out: Vec<TableWrites<'a>> = Vec::new();
+    for change in txns.iter().flat_map(|t| &t.changes) {
+        if out.last().is_none_or(|t| t.table != change.table.name) {
+            out.push(TableWrites {
+                table: change.table.name.clone(),
+                writes: Vec::new(),
+            });
+        }
+        let moves = cascading(&change.table.name);
+        writes_of(change, moves, &mut out.last_mut().expect("pushed").writes);
+    }
+    out
+}
+
+/// The key-level writes of one change; `moves`: a key change is a [`WriteKind::Move`].
+fn writes_of<'a>(change: &'a RowChange, moves: bool, writes: &mut Vec<Write<'a>>) {
+    let kind = match change.op {
+        Op::Insert => WriteKind::Upsert,
+        Op::Delete => WriteKind::Delete,
+        // A partial after-image writes only its columns, by the key the row had. (A
+        // partial before-image alone — NOBLOB with the blob changed — does not matter:
+        // the after-image is whole.)
+        Op::Update if change.after.iter().flatten().any(Value::is_absent) => WriteKind::Update,
+        Op::Update if change.changes_key() && moves => WriteKind::Move,
+        Op::Update => {
+            if change.changes_key() {
                 writes.push(Write {
-                    kind: WriteKind::Update,
-                    change,
-                })
-            }
-            Op::Update => {
-                if change.changes_key() {
-                    writes.push(Write {
-                        kind: WriteKind::Delete,
-                        change,
-                    });
-                }
-                writes.push(Write {
-                    kind: WriteKind::Upsert,
+                    kind: WriteKind::Delete,
                     change,
                 });
             }
+            WriteKind::Upsert
         }
-    }
-    out
+    };
+    writes.push(Write { kind, change });
 }
 
 /// Keeps only the last write of each exact key, at that last write's place. Any other
@@ -341,6 +363,48 @@ mod tests {
                 (WriteKind::Upsert, 1)
             ]
         );
+    }
+
+    #[test]
+    fn source_order_keeps_every_write_and_moves_keys_of_cascading_tables() {
+        let (parent, child) = (table("parent"), table("child"));
+        let txns = vec![
+            txn(vec![
+                change(&child, Op::Insert, None, Some((10, "c"))),
+                change(&parent, Op::Delete, Some((1, "p")), None),
+            ]),
+            txn(vec![
+                change(&parent, Op::Insert, None, Some((1, "p2"))),
+                change(&parent, Op::Update, Some((2, "q")), Some((3, "q"))),
+                change(&child, Op::Update, Some((20, "c")), Some((21, "c"))),
+            ]),
+        ];
+        let is_parent = |t: &TableName| t.table == "parent";
+        let seq = in_source_order(&txns, &is_parent);
+        let shape: Vec<(&str, Vec<WriteKind>)> = seq
+            .iter()
+            .map(|t| {
+                (
+                    t.table.table.as_str(),
+                    t.writes.iter().map(|w| w.kind).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            shape,
+            [
+                ("child", vec![WriteKind::Upsert]),
+                (
+                    "parent",
+                    vec![WriteKind::Delete, WriteKind::Upsert, WriteKind::Move]
+                ),
+                ("child", vec![WriteKind::Delete, WriteKind::Upsert]),
+            ]
+        );
+        let moved = seq[1].writes[2];
+        assert!(moved.alone());
+        assert_eq!(summary(&[moved]), [(WriteKind::Move, 3, "q".into())]);
+        assert_eq!(moved.key_image()[0], Value::Int(2), "found by its old key");
     }
 
     #[test]

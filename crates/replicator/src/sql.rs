@@ -60,7 +60,7 @@ pub fn columns_per_row(kind: WriteKind, plan: &ColumnPlan) -> usize {
                 + usize::from(plan.audit_ts.is_some())
         }
         // Partial updates go one row per statement anyway.
-        WriteKind::Update => MAX_PLACEHOLDERS,
+        WriteKind::Update | WriteKind::Move => MAX_PLACEHOLDERS,
         WriteKind::Delete => plan.key.len(),
     }
 }
@@ -74,7 +74,7 @@ pub fn build(
     match kind {
         WriteKind::Upsert => upsert(target, plan, writes),
         WriteKind::Delete => delete(target, plan, writes),
-        WriteKind::Update => update(target, plan, &writes[0]),
+        WriteKind::Update | WriteKind::Move => update(target, plan, &writes[0]),
     }
 }
 

@@ -249,6 +249,7 @@ mod tests {
                 .collect(),
             primary_key: key.iter().map(|k| k.to_string()).collect(),
             has_unique_secondary: false,
+            cascades: Vec::new(),
         }
     }
 
