@@ -302,4 +302,21 @@ async fn cascading_foreign_keys_cascade_on_the_target_too() {
     assert!(concord.failed_events().await.is_empty());
     wait_verified_binlog(&db, &config, WAIT).await;
     assert_eq!(mismatches(&config).await, vec![], "nothing differs");
+
+    // A child tampered on the target is flagged once a cascade reaches it: the source
+    // moves its parent's key, and the verifier compares the children now under it.
+    db.target("UPDATE `{db}`.child SET note = 'tampered' WHERE id = 2912")
+        .await;
+    db.source("UPDATE `{db}`.parent SET id = 9999 WHERE id = 2952")
+        .await;
+    wait_for("the tampered child flagged", WAIT, || async {
+        (!mismatches(&config).await.is_empty()).then_some(())
+    })
+    .await;
+    wait_verified_binlog(&db, &config, WAIT).await;
+    let found = mismatches(&config).await;
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].table, format!("{}.child", db.name));
+    assert_eq!(found[0].columns, ["note"]);
+    assert!(found[0].key.contains("2912"), "{}", found[0].key);
 }

@@ -132,6 +132,11 @@ impl TableFilter {
     /// Whether rows of some replicated source table are written to `target` (through
     /// `tables.rename`).
     pub fn writes_to(&self, target: &TableName) -> bool {
+        self.source_of(target).is_some()
+    }
+
+    /// A replicated source table whose rows are written to `target`, if there is one.
+    pub fn source_of(&self, target: &TableName) -> Option<TableName> {
         let mut sources: Vec<TableName> = self
             .table_renames
             .iter()
@@ -146,8 +151,8 @@ impl TableFilter {
         );
         sources.push(target.clone());
         sources
-            .iter()
-            .any(|s| self.matches(s) && self.target_name(s) == *target)
+            .into_iter()
+            .find(|s| self.matches(s) && self.target_name(s) == *target)
     }
 
     /// The target table a source table is written to.

@@ -185,6 +185,18 @@ impl Checker {
                 }
             }
         }
+        // The children a cascade changed, unless the round has changes of their own.
+        for (child, derived) in self.cascade_expectations(items).await? {
+            let list = by_table.entry(child).or_default();
+            let own: std::collections::HashSet<String> =
+                list.iter().map(|e| format!("{:?}", e.key)).collect();
+            list.extend(
+                derived
+                    .into_iter()
+                    .filter(|e| !own.contains(&format!("{:?}", e.key))),
+            );
+        }
+        by_table.retain(|_, list| !list.is_empty());
         // Tables are independent: their reads overlap (each holds its own connections).
         futures_util::future::try_join_all(
             by_table.into_iter().map(|(name, expectations)| async move {

@@ -6,6 +6,7 @@
 //! [`recheck`]); a lagging replicator, a row that moved on, or a row still changing are
 //! never mismatches.
 
+pub(crate) mod cascade;
 pub mod check;
 pub mod checksum;
 pub mod direct;

@@ -125,16 +125,26 @@ pub async fn fetch(
     table: &TargetTable,
     keys: &[Vec<Value>],
 ) -> Result<Rows, mysql_async::Error> {
+    if table.primary_key.is_empty() {
+        return Ok(Rows::new());
+    }
+    fetch_by(conn, table, &table.primary_key, keys).await
+}
+
+/// As [`fetch`], for the rows whose columns `by` (columns of `table`, e.g. a foreign key's)
+/// hold one of `keys`; still keyed by their primary key.
+pub async fn fetch_by(
+    conn: &mut Conn,
+    table: &TargetTable,
+    by: &[String],
+    keys: &[Vec<Value>],
+) -> Result<Rows, mysql_async::Error> {
     let mut out = Rows::with_capacity(keys.len());
-    if keys.is_empty() || table.primary_key.is_empty() {
+    if keys.is_empty() || by.is_empty() || table.primary_key.is_empty() {
         return Ok(out);
     }
     let columns = select_list(table);
-    let key_cols = table
-        .primary_key
-        .iter()
-        .map(|k| quote_ident(k))
-        .collect::<Vec<_>>();
+    let key_cols = by.iter().map(|k| quote_ident(k)).collect::<Vec<_>>();
     let width = key_cols.len();
     let lhs = if width == 1 {
         key_cols[0].clone()
@@ -143,8 +153,7 @@ pub async fn fetch(
     };
     // Key text of another character set than UTF-8 is bound as its bytes, relabelled and
     // put into the key column's set and collation.
-    let key_columns: Vec<Option<&TargetColumn>> =
-        table.primary_key.iter().map(|k| table.column(k)).collect();
+    let key_columns: Vec<Option<&TargetColumn>> = by.iter().map(|k| table.column(k)).collect();
     let one = |key: &[Value]| {
         let marks: Vec<String> = key
             .iter()

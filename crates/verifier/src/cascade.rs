@@ -1,0 +1,201 @@
+//! What a cascade changed. The target's engine carries a parent row's delete or key change
+//! to the child rows of cascading foreign keys (the binlog does not log those changes), so
+//! the verifier checks the children too: for each parent key a round deletes or moves
+//! away from, the child rows that still reference it, and for each key a parent moves to
+//! under `ON UPDATE CASCADE`, the child rows that reference the new key — read on both
+//! sides. Every child row found on either side becomes an expectation (the target row is
+//! the source's row now, or absent with it), so the usual comparison and source recheck
+//! decide, and only a confirmed difference is recorded.
+//!
+//! Children a `SET NULL` or `SET DEFAULT` moved away cannot be told afterwards (they no
+//! longer name the parent): the checksum covers them.
+
+use crate::check::{CheckError, Checker, Expectation, Item, Side};
+use crate::rows::{self, key_of};
+use concord_change::{Op, SourceTable, TableName, Value};
+use concord_schema_cache::{Cascade, RefAction, TargetTable};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+/// Child rows to look at: those whose foreign-key columns hold one of `keys`.
+struct Probe<'a> {
+    cascade: Cascade,
+    keys: Vec<Vec<Value>>,
+    /// The parent change the probe comes from, for the expectations' stream and origin.
+    item: &'a Item,
+}
+
+impl Checker {
+    /// Expectations for the child rows of the cascading foreign keys of the parents the
+    /// round's `items` delete or move, by the child's target table.
+    pub(crate) async fn cascade_expectations(
+        &self,
+        items: &[Item],
+    ) -> Result<HashMap<TableName, Vec<Expectation>>, CheckError> {
+        let mut probes: Vec<Probe<'_>> = Vec::new();
+        let mut parents: HashMap<TableName, Option<Arc<TargetTable>>> = HashMap::new();
+        for item in items {
+            let c = &item.change;
+            let moves_key = c.op == Op::Update && c.changes_key();
+            if c.op != Op::Delete && !moves_key {
+                continue;
+            }
+            let name = self.filter.target_name(&c.table.name);
+            if !parents.contains_key(&name) {
+                let t = self.target_schema.get(&name).await?;
+                parents.insert(name.clone(), t);
+            }
+            let Some(parent) = parents[&name].clone() else {
+                continue;
+            };
+            for cascade in &parent.cascades {
+                let acts = match c.op {
+                    Op::Delete => cascade.on_delete != RefAction::Restrict,
+                    _ => cascade.on_update != RefAction::Restrict,
+                };
+                // No child may reference the key the parent left…
+                if let Some(old) = image_key(c.before.as_deref(), &c.table, cascade) {
+                    if acts {
+                        probes.push(Probe {
+                            cascade: cascade.clone(),
+                            keys: vec![old],
+                            item,
+                        });
+                    }
+                }
+                // …and the children an ON UPDATE CASCADE moved are where the source's are.
+                if moves_key && cascade.on_update == RefAction::Cascade {
+                    if let Some(new) = image_key(c.after.as_deref(), &c.table, cascade) {
+                        probes.push(Probe {
+                            cascade: cascade.clone(),
+                            keys: vec![new],
+                            item,
+                        });
+                    }
+                }
+            }
+        }
+        let mut out: HashMap<TableName, Vec<Expectation>> = HashMap::new();
+        for probe in probes {
+            self.probe(probe, &mut out).await?;
+        }
+        Ok(out)
+    }
+
+    /// Reads one probe's child rows on both sides and adds an expectation for each.
+    async fn probe(
+        &self,
+        probe: Probe<'_>,
+        out: &mut HashMap<TableName, Vec<Expectation>>,
+    ) -> Result<(), CheckError> {
+        let child = &probe.cascade.child;
+        // Only children concord replicates are its to check.
+        let Some(source_name) = self.filter.source_of(child) else {
+            return Ok(());
+        };
+        let (Some(target), Some(source)) = (
+            self.target_schema.get(child).await?,
+            self.source_schema.get(&source_name).await?,
+        ) else {
+            return Ok(());
+        };
+        let by = &probe.cascade.child_columns;
+        if by.iter().any(|c| source.column(c).is_none()) {
+            return Ok(());
+        }
+        let on_target = self
+            .read_rows_by(Side::Target, &target, by, &probe.keys)
+            .await?;
+        let on_source = self
+            .read_rows_by(Side::Source, &source, by, &probe.keys)
+            .await?;
+        let table = Arc::new(SourceTable {
+            name: source_name,
+            columns: source.columns.iter().map(|c| c.name.clone()).collect(),
+            primary_key: source
+                .primary_key
+                .iter()
+                .filter_map(|k| source.columns.iter().position(|c| c.name == *k))
+                .collect(),
+        });
+        let mut seen: HashSet<Vec<u8>> = HashSet::new();
+        let list = out.entry(child.clone()).or_default();
+        for row in on_source.values() {
+            let key: Vec<Value> = table.primary_key.iter().map(|&i| row[i].clone()).collect();
+            seen.insert(key_of(&target, &key));
+            list.push(expect(&table, key, Some(row.clone()), probe.item));
+        }
+        // Rows only the target has: they must not be there.
+        for row in on_target.values() {
+            let key: Option<Vec<Value>> = target
+                .primary_key
+                .iter()
+                .map(|k| {
+                    let j = target.columns.iter().position(|c| c.name == *k)?;
+                    Some(row[j].clone())
+                })
+                .collect();
+            let Some(key) = key else { continue };
+            if seen.insert(key_of(&target, &key)) {
+                list.push(expect(&table, key, None, probe.item));
+            }
+        }
+        Ok(())
+    }
+
+    async fn read_rows_by(
+        &self,
+        side: Side,
+        table: &TargetTable,
+        by: &[String],
+        keys: &[Vec<Value>],
+    ) -> Result<rows::Rows, CheckError> {
+        let pool = match side {
+            Side::Source => &self.source,
+            Side::Target => &self.target,
+        };
+        let mut conn = pool
+            .get_conn()
+            .await
+            .map_err(|e| crate::check::sql(side, &table.name, e))?;
+        rows::fetch_by(&mut conn, table, by, keys)
+            .await
+            .map_err(|e| crate::check::sql(side, &table.name, e))
+    }
+}
+
+/// The values of the cascade's parent columns in a parent image, in the foreign key's
+/// column order; `None` if the image lacks one.
+fn image_key(
+    image: Option<&[Value]>,
+    parent: &SourceTable,
+    cascade: &Cascade,
+) -> Option<Vec<Value>> {
+    let image = image?;
+    cascade
+        .parent_columns
+        .iter()
+        .map(|name| {
+            let i = parent.column_index(name)?;
+            let v = image.get(i)?;
+            (!v.is_absent() && !v.is_null()).then(|| v.clone())
+        })
+        .collect()
+}
+
+/// A child row's expectation, standing for no change of its own (`changes: 0`).
+fn expect(
+    table: &Arc<SourceTable>,
+    key: Vec<Value>,
+    after: Option<Vec<Value>>,
+    item: &Item,
+) -> Expectation {
+    Expectation {
+        source: table.clone(),
+        key,
+        after,
+        stream: item.stream.clone(),
+        origin: item.origin.clone(),
+        changes: 0,
+    }
+}
