@@ -320,3 +320,40 @@ async fn cascading_foreign_keys_cascade_on_the_target_too() {
     assert_eq!(found[0].columns, ["note"]);
     assert!(found[0].key.contains("2912"), "{}", found[0].key);
 }
+
+/// Kafka mode cannot keep cross-table order, so it does not cascade: the verifier's child
+/// probe finds the children a source cascade deleted and records them, never silently.
+#[tokio::test(flavor = "multi_thread")]
+async fn kafka_mode_flags_the_children_a_source_cascade_deleted() {
+    use concord_e2e::broker::Kind;
+    use concord_e2e::pipeline::{Mode, Pipeline};
+    let db = TestDb::new("cascades_kafka").await;
+    db.both(PARENT).await;
+    db.both(CHILD).await;
+    let pipeline = Pipeline::start_edited(Kind::Tansu, &db, Mode::Kafka, "1s", true, |_| {}).await;
+    db.source("INSERT INTO `{db}`.parent VALUES (1, 'a'), (2, 'b')")
+        .await;
+    db.source("INSERT INTO `{db}`.child VALUES (10, 1, 'x'), (11, 1, 'y'), (12, 2, 'z')")
+        .await;
+    db.wait_same("child", "*", WAIT).await;
+    db.source("DELETE FROM `{db}`.parent WHERE id = 1").await;
+    db.wait_same("parent", "*", WAIT).await;
+    let config = pipeline.config.clone();
+    let found = wait_for("the children left behind flagged", WAIT, || {
+        let config = config.clone();
+        async move {
+            let m = mismatches(&config).await;
+            (m.len() >= 2).then_some(m)
+        }
+    })
+    .await;
+    assert_eq!(found.len(), 2, "{found:?}");
+    for m in &found {
+        assert_eq!(m.table, format!("{}.child", db.name));
+    }
+    assert_eq!(
+        db.ids(true, "child").await,
+        [10, 11, 12],
+        "not cascaded in kafka mode"
+    );
+}

@@ -52,6 +52,10 @@ pub struct Applier {
     missing: Vec<MissingRows>,
     /// What the batch's TRUNCATEs did, table by table (see [`truncate`]).
     truncates: Vec<(TableName, Position, truncate::Done)>,
+    /// Whether the target's engine is left to cascade foreign keys (direct mode: batches
+    /// keep source order). Kafka mode cannot keep it across partitions, and gets a key
+    /// change as a delete and an insert, which would cascade a delete.
+    cascades: bool,
 }
 
 /// What a batch records as its position, in its own transaction.
@@ -110,7 +114,15 @@ impl Applier {
             config,
             missing: Vec::new(),
             truncates: Vec::new(),
+            cascades: true,
         }
+    }
+
+    /// Kafka mode: foreign keys never cascade on the target (see `cascades`); the verifier
+    /// flags the child rows a cascade on the source changed.
+    pub fn without_cascades(mut self) -> Self {
+        self.cascades = false;
+        self
     }
 
     /// Applies what the reader sends until the channel closes.
@@ -410,33 +422,38 @@ impl Applier {
             let target = self.schema.get(&target_name).await.map_err(transient)?;
             targets.insert(g.table.clone(), target);
         }
-        // Tables whose target rows other tables' foreign keys cascade from.
-        let cascading: HashSet<TableName> = targets
-            .iter()
-            .filter(|(_, t)| t.as_ref().is_some_and(|t| !t.cascades.is_empty()))
-            .map(|(name, _)| name.clone())
-            .collect();
+        // Tables whose target rows other tables' foreign keys cascade from, and that this
+        // batch deletes rows of or moves to other keys: only those changes cascade.
+        let cascading: HashSet<TableName> = if self.cascades {
+            groups
+                .iter()
+                .filter(|g| {
+                    targets[&g.table]
+                        .as_ref()
+                        .is_some_and(|t| !t.cascades.is_empty())
+                        && g.writes.iter().any(|w| w.kind == WriteKind::Delete)
+                })
+                .map(|g| g.table.clone())
+                .collect()
+        } else {
+            HashSet::new()
+        };
         if cascading.is_empty() {
             for group in groups {
                 let target = targets[&group.table].clone();
-                self.write_table(group, target, true, failures).await?;
+                self.write_table(group, target, true, false, failures)
+                    .await?;
             }
         } else {
             // The target's engine cascades as the source's did only if it meets the
-            // changes in source order, with its checks on for the parent's statements.
+            // changes in source order, with its checks on for the parent's deletes and
+            // key moves.
             drop(groups);
             for part in in_source_order(batch, &|t| cascading.contains(t)) {
                 let target = targets[&part.table].clone();
                 let parent = cascading.contains(&part.table);
-                if parent {
-                    self.foreign_key_checks(true).await?;
-                }
-                let written = self.write_table(part, target, false, failures).await;
-                if parent {
-                    self.foreign_key_checks(self.config.foreign_key_checks)
-                        .await?;
-                }
-                written?;
+                self.write_table(part, target, false, parent, failures)
+                    .await?;
             }
         }
         // A truncating transaction ends its batch (it is a DDL): every row above came
@@ -451,12 +468,16 @@ impl Applier {
     }
 
     /// Writes one table's part of a batch; `may_coalesce`: only the last write of each key
-    /// is needed (not so when the target has other unique keys, or cascades).
+    /// is needed (not so when the target has other unique keys, or cascades); `parent`:
+    /// other tables' foreign keys cascade from it, so its deletes and key moves run with
+    /// the target's checks on (only they cascade; its other writes keep the configured
+    /// setting, so its own foreign keys do not start refusing rows).
     async fn write_table(
         &mut self,
         group: TableWrites<'_>,
         target: Option<Arc<TargetTable>>,
         may_coalesce: bool,
+        parent: bool,
         failures: &mut Vec<FailedEvent>,
     ) -> Attempt<()> {
         let target_name = self.filter.target_name(&group.table);
@@ -490,13 +511,33 @@ impl Applier {
                 }
             };
             plan.count_skipped(&group.table.to_string(), run.writes.len());
-            let mut offset = 0;
-            for size in chunk_sizes(run.writes.len(), columns_per_row(run.kind, &plan)) {
-                let chunk = &run.writes[offset..offset + size];
-                offset += size;
-                self.write_chunk(run.kind, &target, &plan, chunk, failures)
+            let checks = parent && matches!(run.kind, WriteKind::Delete | WriteKind::Move);
+            if checks {
+                self.foreign_key_checks(true).await?;
+            }
+            let written = self.write_run(&run, &target, &plan, failures).await;
+            if checks {
+                self.foreign_key_checks(self.config.foreign_key_checks)
                     .await?;
             }
+            written?;
+        }
+        Ok(())
+    }
+
+    async fn write_run(
+        &mut self,
+        run: &crate::batch::Run<'_>,
+        target: &TargetTable,
+        plan: &ColumnPlan,
+        failures: &mut Vec<FailedEvent>,
+    ) -> Attempt<()> {
+        let mut offset = 0;
+        for size in chunk_sizes(run.writes.len(), columns_per_row(run.kind, plan)) {
+            let chunk = &run.writes[offset..offset + size];
+            offset += size;
+            self.write_chunk(run.kind, target, plan, chunk, failures)
+                .await?;
         }
         Ok(())
     }

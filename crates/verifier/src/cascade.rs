@@ -11,6 +11,7 @@
 //! longer name the parent): the checksum covers them.
 
 use crate::check::{CheckError, Checker, Expectation, Item, Side};
+use crate::progress::Stream;
 use crate::rows::{self, key_of};
 use concord_change::{Op, SourceTable, TableName, Value};
 use concord_schema_cache::{Cascade, RefAction, TargetTable};
@@ -75,9 +76,18 @@ impl Checker {
                 }
             }
         }
+        // One read per foreign key and side, for all the round's keys of it.
+        let mut merged: Vec<Probe<'_>> = Vec::new();
+        for p in probes {
+            match merged.iter_mut().find(|m| m.cascade == p.cascade) {
+                Some(m) => m.keys.extend(p.keys),
+                None => merged.push(p),
+            }
+        }
         let mut out: HashMap<TableName, Vec<Expectation>> = HashMap::new();
-        for probe in probes {
-            self.probe(probe, &mut out).await?;
+        let mut seen: HashSet<(TableName, Vec<u8>)> = HashSet::new();
+        for probe in merged {
+            self.probe(probe, &mut out, &mut seen).await?;
         }
         Ok(out)
     }
@@ -87,6 +97,7 @@ impl Checker {
         &self,
         probe: Probe<'_>,
         out: &mut HashMap<TableName, Vec<Expectation>>,
+        seen: &mut HashSet<(TableName, Vec<u8>)>,
     ) -> Result<(), CheckError> {
         let child = &probe.cascade.child;
         // Only children concord replicates are its to check.
@@ -118,26 +129,48 @@ impl Checker {
                 .filter_map(|k| source.columns.iter().position(|c| c.name == *k))
                 .collect(),
         });
-        let mut seen: HashSet<Vec<u8>> = HashSet::new();
+        let stream = child_stream(
+            &probe.item.stream,
+            &probe.item.change.table.name,
+            &table.name,
+        );
         let list = out.entry(child.clone()).or_default();
+        // Keys in the source's primary-key order (what an expectation holds), with the
+        // canonical form in the target's, to take each row once.
+        let mut add = |key: Vec<Value>, after: Option<Vec<Value>>| {
+            let Some(target_key) = in_target_order(&table, &target, &key) else {
+                return;
+            };
+            if seen.insert((child.clone(), key_of(&target, &target_key))) {
+                list.push(Expectation {
+                    source: table.clone(),
+                    key,
+                    after,
+                    stream: stream.clone(),
+                    origin: probe.item.origin.clone(),
+                    changes: 0,
+                });
+            }
+        };
         for row in on_source.values() {
-            let key: Vec<Value> = table.primary_key.iter().map(|&i| row[i].clone()).collect();
-            seen.insert(key_of(&target, &key));
-            list.push(expect(&table, key, Some(row.clone()), probe.item));
+            let key = table.primary_key.iter().map(|&i| row[i].clone()).collect();
+            add(key, Some(row.clone()));
         }
         // Rows only the target has: they must not be there.
         for row in on_target.values() {
-            let key: Option<Vec<Value>> = target
+            let key: Option<Vec<Value>> = table
                 .primary_key
                 .iter()
-                .map(|k| {
-                    let j = target.columns.iter().position(|c| c.name == *k)?;
+                .map(|&i| {
+                    let j = target
+                        .columns
+                        .iter()
+                        .position(|c| c.name.eq_ignore_ascii_case(&table.columns[i]))?;
                     Some(row[j].clone())
                 })
                 .collect();
-            let Some(key) = key else { continue };
-            if seen.insert(key_of(&target, &key)) {
-                list.push(expect(&table, key, None, probe.item));
+            if let Some(key) = key {
+                add(key, None);
             }
         }
         Ok(())
@@ -183,19 +216,64 @@ fn image_key(
         .collect()
 }
 
-/// A child row's expectation, standing for no change of its own (`changes: 0`).
-fn expect(
-    table: &Arc<SourceTable>,
-    key: Vec<Value>,
-    after: Option<Vec<Value>>,
-    item: &Item,
-) -> Expectation {
-    Expectation {
-        source: table.clone(),
-        key,
-        after,
-        stream: item.stream.clone(),
-        origin: item.origin.clone(),
-        changes: 0,
+/// Key values given in `source.primary_key` order, in `target.primary_key` order.
+fn in_target_order(
+    source: &SourceTable,
+    target: &TargetTable,
+    key: &[Value],
+) -> Option<Vec<Value>> {
+    target
+        .primary_key
+        .iter()
+        .map(|k| {
+            let i = source.column_index(k)?;
+            let at = source.primary_key.iter().position(|&p| p == i)?;
+            Some(key[at].clone())
+        })
+        .collect()
+}
+
+/// The stream a child's rows travel in: the binlog (direct mode), or — kafka mode — every
+/// partition of the child table's topic (a child row's partition follows its own key, not
+/// its parent's). Topics are named after the table in `per_table` mode
+/// (`<topic>.<db>.<table>`), else there is the one topic.
+fn child_stream(parent_stream: &Stream, parent: &TableName, child: &TableName) -> Stream {
+    match parent_stream {
+        Stream::Partition { topic, .. } | Stream::Topic(topic) => {
+            let suffix = format!(".{}.{}", parent.db, parent.table);
+            let topic = match topic.strip_suffix(&suffix) {
+                Some(base) => format!("{base}.{}.{}", child.db, child.table),
+                None => topic.clone(),
+            };
+            Stream::Topic(topic)
+        }
+        Stream::Binlog => Stream::Binlog,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_childs_stream_is_its_own_tables_topic() {
+        let parent = TableName::new("shop", "orders");
+        let child = TableName::new("shop", "lines");
+        let partition = |topic: &str| Stream::Partition {
+            topic: topic.into(),
+            partition: 3,
+        };
+        assert_eq!(
+            child_stream(&partition("concord.changes"), &parent, &child),
+            Stream::Topic("concord.changes".into())
+        );
+        assert_eq!(
+            child_stream(&partition("cdc.shop.orders"), &parent, &child),
+            Stream::Topic("cdc.shop.lines".into())
+        );
+        assert_eq!(
+            child_stream(&Stream::Binlog, &parent, &child),
+            Stream::Binlog
+        );
     }
 }

@@ -185,16 +185,12 @@ impl Checker {
                 }
             }
         }
-        // The children a cascade changed, unless the round has changes of their own.
+        // The children a cascade changed. A child's own change in the round may be older
+        // than the cascade (its after-image then still matches a target the cascade did
+        // not reach): the child's expectation compares with the source's row now, so both
+        // are kept.
         for (child, derived) in self.cascade_expectations(items).await? {
-            let list = by_table.entry(child).or_default();
-            let own: std::collections::HashSet<String> =
-                list.iter().map(|e| format!("{:?}", e.key)).collect();
-            list.extend(
-                derived
-                    .into_iter()
-                    .filter(|e| !own.contains(&format!("{:?}", e.key))),
-            );
+            by_table.entry(child).or_default().extend(derived);
         }
         by_table.retain(|_, list| !list.is_empty());
         // Tables are independent: their reads overlap (each holds its own connections).

@@ -124,7 +124,8 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), Replicat
         filter.clone(),
         Checkpoints::new(&config.target.checkpoint_schema, &config.replicator.name),
         config.replicator.clone(),
-    );
+    )
+    .without_cascades();
 
     let context = GroupContext::default();
     let consumer: StreamConsumer<GroupContext> = consumer_config(kafka)
