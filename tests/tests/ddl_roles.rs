@@ -120,6 +120,9 @@ async fn ddl_under_load(mode: Mode, order: Order) {
     if let Order::TableRecreatedOnTarget = order {
         writer.hold().await;
         pipeline.wait_applied(&db, &["t"]).await;
+        // Verified too: a change checked while the table is gone or not yet refilled
+        // would be a real (if deliberate) difference.
+        pipeline.wait_verified(&db, Duration::from_secs(60)).await;
     }
     // A checksum holds mid-table while the source is busy (six sleeping sessions, above
     // its `max_threads_running`); the DDL lands meanwhile, and the rest of the table is

@@ -17,16 +17,10 @@ const LINES: &str = "CREATE TABLE `{db}`.lines (id INT PRIMARY KEY, qty INT NOT 
     doc JSON, \
     sku VARCHAR(20) AS (JSON_VALUE(doc, '$.sku')) VIRTUAL, KEY (sku))";
 
-fn line(id: i64) -> String {
-    format!("({id}, {}, {id}.25, '{{\"sku\": \"S{id}\"}}')", id % 7 + 1)
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn generated_columns_are_computed_by_the_target_and_stored_ones_verified() {
-    let db = TestDb::new("generated").await;
-    db.both(LINES).await;
+/// `concord run` with a short verifier delay, and a write load on a table `w` of its own.
+async fn start_under_load(db: &TestDb) -> (ConcordConfig, Concord, Writer) {
     db.both(&TABLE_DDL.replace("{t}", "w")).await;
-    let mut config = ConcordConfig::new(&db);
+    let mut config = ConcordConfig::new(db);
     config.extra = "\n[verifier]\ndelay = \"1s\"\nsave_every = \"100ms\"\n".into();
     let concord = Concord::start(&config).await;
     let writer = Writer::start(
@@ -35,6 +29,18 @@ async fn generated_columns_are_computed_by_the_target_and_stored_ones_verified()
         &["w"],
         Duration::from_millis(5),
     );
+    (config, concord, writer)
+}
+
+fn line(id: i64) -> String {
+    format!("({id}, {}, {id}.25, '{{\"sku\": \"S{id}\"}}')", id % 7 + 1)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn generated_columns_are_computed_by_the_target_and_stored_ones_verified() {
+    let db = TestDb::new("generated").await;
+    db.both(LINES).await;
+    let (config, concord, writer) = start_under_load(&db).await;
     let values: Vec<String> = (1..=40).map(line).collect();
     db.source(&format!(
         "INSERT INTO `{{db}}`.lines (id, qty, price, doc) VALUES {}",
@@ -143,16 +149,7 @@ async fn other_table_features_keep_working() {
     db.source(HISTORY).await;
     db.target(&format!("{HISTORY} WITH SYSTEM VERSIONING"))
         .await;
-    db.both(&TABLE_DDL.replace("{t}", "w")).await;
-    let mut config = ConcordConfig::new(&db);
-    config.extra = "\n[verifier]\ndelay = \"1s\"\nsave_every = \"100ms\"\n".into();
-    let concord = Concord::start(&config).await;
-    let writer = Writer::start(
-        db.servers.source.clone(),
-        &db.name,
-        &["w"],
-        Duration::from_millis(5),
-    );
+    let (config, concord, writer) = start_under_load(&db).await;
     for i in 1..=20 {
         db.source(&format!(
             "INSERT INTO `{{db}}`.features (a, u1, u2) VALUES ({i}, {i}, 'u{i}')"
@@ -256,16 +253,7 @@ async fn cascading_foreign_keys_cascade_on_the_target_too() {
     db.both(PARENT).await;
     db.both(CHILD).await;
     db.both(GRANDCHILD).await;
-    db.both(&TABLE_DDL.replace("{t}", "w")).await;
-    let mut config = ConcordConfig::new(&db);
-    config.extra = "\n[verifier]\ndelay = \"1s\"\nsave_every = \"100ms\"\n".into();
-    let mut concord = Concord::start(&config).await;
-    let writer = Writer::start(
-        db.servers.source.clone(),
-        &db.name,
-        &["w"],
-        Duration::from_millis(5),
-    );
+    let (config, mut concord, writer) = start_under_load(&db).await;
     for round in 0..10 {
         db.source(&cascade_round(round)).await;
     }

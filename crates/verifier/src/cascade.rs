@@ -12,7 +12,7 @@
 
 use crate::check::{CheckError, Checker, Expectation, Item, Side};
 use crate::progress::Stream;
-use crate::rows::{self, key_of};
+use crate::rows::key_of;
 use concord_change::{Op, SourceTable, TableName, Value};
 use concord_schema_cache::{Cascade, RefAction, TargetTable};
 use std::collections::{HashMap, HashSet};
@@ -174,26 +174,6 @@ impl Checker {
             }
         }
         Ok(())
-    }
-
-    async fn read_rows_by(
-        &self,
-        side: Side,
-        table: &TargetTable,
-        by: &[String],
-        keys: &[Vec<Value>],
-    ) -> Result<rows::Rows, CheckError> {
-        let pool = match side {
-            Side::Source => &self.source,
-            Side::Target => &self.target,
-        };
-        let mut conn = pool
-            .get_conn()
-            .await
-            .map_err(|e| crate::check::sql(side, &table.name, e))?;
-        rows::fetch_by(&mut conn, table, by, keys)
-            .await
-            .map_err(|e| crate::check::sql(side, &table.name, e))
     }
 }
 

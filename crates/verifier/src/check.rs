@@ -382,6 +382,18 @@ impl Checker {
         table: &TargetTable,
         keys: &[Vec<Value>],
     ) -> Result<rows::Rows, CheckError> {
+        self.read_rows_by(side, table, &table.primary_key, keys)
+            .await
+    }
+
+    /// The rows of `table` whose columns `by` hold one of `keys`, keyed by primary key.
+    pub(crate) async fn read_rows_by(
+        &self,
+        side: Side,
+        table: &TargetTable,
+        by: &[String],
+        keys: &[Vec<Value>],
+    ) -> Result<rows::Rows, CheckError> {
         let pool = match side {
             Side::Source => &self.source,
             Side::Target => &self.target,
@@ -390,7 +402,7 @@ impl Checker {
             .get_conn()
             .await
             .map_err(|e| sql(side, &table.name, e))?;
-        rows::fetch(&mut conn, table, keys)
+        rows::fetch_by(&mut conn, table, by, keys)
             .await
             .map_err(|e| sql(side, &table.name, e))
     }

@@ -1,5 +1,6 @@
-//! Reading rows by primary key, many at a time: the verifier reads the target (and, for a
-//! recheck, the source) once per table per round — never once per change.
+//! Reading rows by primary key (or by a foreign key's columns), many at a time: the verifier
+//! reads the target (and, for a recheck, the source) once per table per round — never once
+//! per change.
 //!
 //! Invariant: every identifier in the statement comes from a [`TargetTable`] the server's
 //! own `information_schema` described (see the schema cache), quoted; key values are bound
@@ -118,21 +119,9 @@ pub fn key_of(table: &TargetTable, key: &[Value]) -> Vec<u8> {
     out
 }
 
-/// Reads every column of the rows of `table` whose primary key is one of `keys` (each in
-/// `table.primary_key` order). Rows that do not exist are simply absent from the result.
-pub async fn fetch(
-    conn: &mut Conn,
-    table: &TargetTable,
-    keys: &[Vec<Value>],
-) -> Result<Rows, mysql_async::Error> {
-    if table.primary_key.is_empty() {
-        return Ok(Rows::new());
-    }
-    fetch_by(conn, table, &table.primary_key, keys).await
-}
-
-/// As [`fetch`], for the rows whose columns `by` (columns of `table`, e.g. a foreign key's)
-/// hold one of `keys`; still keyed by their primary key.
+/// Reads every column of the rows of `table` whose columns `by` — its primary key, or a
+/// foreign key's columns — hold one of `keys` (each in `by`'s order). Rows that do not
+/// exist are simply absent from the result, which is keyed by primary key.
 pub async fn fetch_by(
     conn: &mut Conn,
     table: &TargetTable,
