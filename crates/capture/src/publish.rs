@@ -76,13 +76,7 @@ impl Publisher {
         for (i, table) in txn.partition_rows.iter().enumerate() {
             tracing::warn!(%table, position = %txn.end,
                 "source partition statement removed or swapped rows without row events; recorded as a failed event (truncate)");
-            let statement = txn.ddl.as_ref().map(|d| d.statement.as_str()).unwrap_or("");
-            let why = format!(
-                "the source removed or swapped rows of {table} by partition ({statement}), \
-                 which the binlog carries as a schema change without row events; the target \
-                 keeps the rows it had: re-sync the table"
-            );
-            let f = FailedEvent::truncate(txn, txn.truncated.len() + i, table, why);
+            let f = FailedEvent::partition_rows(txn, i, table, None);
             until_stored("failed event", MAX_BACKOFF, || {
                 self.control.record_failed(&f)
             })

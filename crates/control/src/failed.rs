@@ -77,6 +77,28 @@ impl From<&Undecodable> for FailedEvent {
 }
 
 impl FailedEvent {
+    /// The `i`-th table whose rows a source `ALTER TABLE … TRUNCATE|DROP|EXCHANGE
+    /// PARTITION` (the `ddl` of `txn`) removed or swapped without row events; `target`: the
+    /// target table, when the recording role knows it (not the capture).
+    pub fn partition_rows(
+        txn: &Transaction,
+        i: usize,
+        table: &TableName,
+        target: Option<&TableName>,
+    ) -> Self {
+        let statement = txn.ddl.as_ref().map(|d| d.statement.as_str()).unwrap_or("");
+        let target = match target {
+            Some(t) => format!("target's {t}"),
+            None => "target".to_owned(),
+        };
+        let why = format!(
+            "the source removed or swapped rows of {table} by partition ({statement}), which \
+             the binlog carries as a schema change without row events; the {target} keeps \
+             the rows it had: re-sync the table"
+        );
+        Self::truncate(txn, txn.truncated.len() + i, table, why)
+    }
+
     /// A source `TRUNCATE` of `table` (the `index`-th table the statement of `txn` names)
     /// left undone on the target, with `error` saying why.
     pub fn truncate(txn: &Transaction, index: usize, table: &TableName, error: String) -> Self {

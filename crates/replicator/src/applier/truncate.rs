@@ -49,15 +49,8 @@ impl Applier {
             self.truncates.push((table.clone(), txn.end.clone(), done));
         }
         for (i, table) in txn.partition_rows.iter().enumerate() {
-            let statement = txn.ddl.as_ref().map(|d| d.statement.as_str()).unwrap_or("");
-            let why = format!(
-                "the source removed or swapped rows of {table} by partition ({statement}), \
-                 which the binlog carries as a schema change without row events; the \
-                 target's {} keeps the rows it had: re-sync the table",
-                self.filter.target_name(table)
-            );
-            let index = txn.truncated.len() + i;
-            failures.push(FailedEvent::truncate(txn, index, table, why));
+            let target = self.filter.target_name(table);
+            failures.push(FailedEvent::partition_rows(txn, i, table, Some(&target)));
             self.truncates
                 .push((table.clone(), txn.end.clone(), Done::Recorded));
         }
