@@ -30,16 +30,6 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::task::AbortOnDropHandle;
 
-/// The control-store name of this capture's position.
-pub fn position_name(config: &Config) -> String {
-    let topic = config
-        .kafka
-        .as_ref()
-        .map(|k| k.topic.as_str())
-        .unwrap_or("");
-    format!("capture:{topic}")
-}
-
 /// Runs the capture until a definite error.
 pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), CaptureError> {
     let kafka = config.kafka.as_ref().ok_or(CaptureError::NotKafka)?;
@@ -54,7 +44,7 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), CaptureE
     let server = preflight(&mut source, &filter, "").await?;
     let control =
         ControlStore::connect(config.control.url.expose(), &config.control.url.redacted()).await?;
-    let name = position_name(config);
+    let name = kafka.capture_position_name();
     let start = match control.capture_position(&name).await? {
         Some(saved) => {
             let r = Resume::saved(saved.position, saved.resume_from);

@@ -10,15 +10,16 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use concord_change::TableName;
+use concord_checksum::Selection;
 use concord_config::{Config, TransportKind};
 use concord_telemetry::LogFormat;
 use concord_telemetry::Readiness;
-use concord_verifier::checksum::Selection;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use supervise::supervise;
 
+mod records;
 mod supervise;
 
 #[derive(Parser)]
@@ -45,7 +46,7 @@ enum Format {
 enum Command {
     /// Apply changes to the target: from the binlog (direct mode) or from Kafka.
     Replicate(ConfigArg),
-    /// Every role in one process, direct mode: the replicator and the verifier.
+    /// Every role in one process, direct mode: the replicator, the verifier and recovery.
     Run(ConfigArg),
     /// Check every replicated change again after `verifier.delay`, against the target and
     /// the source, and record mismatches.
@@ -59,8 +60,96 @@ enum Command {
     /// List the replicated tables the target lacked while rows arrived for them (one record
     /// per table: row count and binlog range); `--resolve db.table` once it was re-synced.
     MissingTables(MissingArgs),
+    /// The recovery worker: after `recovery.grace`, each detected mismatch is looked at
+    /// again — resolved, repaired (auto-repair on, circuit closed) or handed to a person.
+    /// `concord recovery resume` closes the auto-repair circuit.
+    Recovery(RecoveryArgs),
+    /// Mismatch records: `list` (filters, newest first) and `show ID` (both rows now, the
+    /// repair's SQL, the history).
+    #[command(subcommand)]
+    Mismatches(MismatchesCommand),
+    /// Repair mismatch records (by id or filter) through the guarded repair; `--dry-run`
+    /// prints the SQL and changes nothing. Exit 3: some were not repaired; 4: more than 100
+    /// without `--yes`.
+    Repair(ActArgs),
+    /// Ignore mismatch records (by id or filter) with a `--reason`, kept in the history.
+    Ignore(ActArgs),
     /// Load and validate the config, print it with secrets hidden, and exit.
     CheckConfig(ConfigArg),
+}
+
+#[derive(clap::Args)]
+#[command(subcommand_negates_reqs = true)]
+struct RecoveryArgs {
+    #[command(subcommand)]
+    action: Option<RecoveryAction>,
+    /// TOML config file; `CONCORD_SECTION__KEY` environment variables override it.
+    #[arg(long, short, required = true)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum RecoveryAction {
+    /// Close the auto-repair circuit: automatic repair goes on.
+    Resume {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Why (kept with the circuit's state).
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// Who (default: $USER).
+        #[arg(long)]
+        user: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum MismatchesCommand {
+    /// Records matching the filters, newest first.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        filter: records::FilterArgs,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        /// Only records older than this id (the next page).
+        #[arg(long)]
+        before_id: Option<i64>,
+        #[arg(long, value_enum, default_value_t = records::Output::Table)]
+        format: records::Output,
+    },
+    /// One record: as recorded, both rows now, the repair's SQL, its history.
+    Show {
+        #[command(flatten)]
+        config: ConfigArg,
+        id: i64,
+        #[arg(long, value_enum, default_value_t = records::Output::Table)]
+        format: records::Output,
+    },
+}
+
+#[derive(clap::Args)]
+struct ActArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Record ids; or select with the filters.
+    ids: Vec<i64>,
+    #[command(flatten)]
+    filter: records::FilterArgs,
+    /// Print what would be done; change nothing (repair).
+    #[arg(long)]
+    dry_run: bool,
+    /// Why (required to ignore).
+    #[arg(long, default_value = "")]
+    reason: String,
+    /// Go on with more than 100 records.
+    #[arg(long)]
+    yes: bool,
+    /// Who (default: $USER).
+    #[arg(long)]
+    user: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -135,6 +224,94 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         return missing_tables(config, a.resolve).await;
     }
     match command {
+        Command::Mismatches(c) => mismatches(c).await,
+        Command::Repair(a) => act(a, true).await,
+        Command::Ignore(a) => act(a, false).await,
+        Command::Recovery(RecoveryArgs {
+            action:
+                Some(RecoveryAction::Resume {
+                    config,
+                    reason,
+                    user,
+                }),
+            ..
+        }) => {
+            let config = load(&config)?;
+            let recovery = concord_recovery::Recovery::connect(&config).await?;
+            let was_open = recovery.resume(&records::actor(user), &reason).await?;
+            println!(
+                "auto-repair circuit {}",
+                if was_open { "closed" } else { "was not open" }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        command => role(command).await,
+    }
+}
+
+async fn mismatches(c: MismatchesCommand) -> anyhow::Result<ExitCode> {
+    match c {
+        MismatchesCommand::List {
+            config,
+            filter,
+            limit,
+            before_id,
+            format,
+        } => {
+            let config = load(&config)?;
+            let mut f = match records::filter(&config, &filter, &[]).await? {
+                Ok(f) => f,
+                Err(why) => return bad_argument(&why),
+            };
+            f.before_id = before_id;
+            let store = concord_control::ControlStore::connect(
+                config.control.url.expose(),
+                &config.control.url.redacted(),
+            )
+            .await?;
+            records::list(&store, &f, limit.clamp(1, 10_000), format).await
+        }
+        MismatchesCommand::Show { config, id, format } => {
+            let config = load(&config)?;
+            let recovery = concord_recovery::Recovery::connect(&config).await?;
+            records::show(&recovery, id, format).await
+        }
+    }
+}
+
+async fn act(a: ActArgs, repair: bool) -> anyhow::Result<ExitCode> {
+    let config = load(&a.config)?;
+    let selects = a.filter.tables.len()
+        + a.filter.states.len()
+        + a.filter.kinds.len()
+        + usize::from(a.filter.since.is_some())
+        + usize::from(a.filter.key_contains.is_some());
+    if a.ids.is_empty() && selects == 0 {
+        return bad_argument(
+            "name the records: ids, or a filter such as --table db.t --state needs_manual",
+        );
+    }
+    let f = match records::filter(&config, &a.filter, &a.ids).await? {
+        Ok(f) => f,
+        Err(why) => return bad_argument(&why),
+    };
+    let recovery = concord_recovery::Recovery::connect(&config).await?;
+    let actor = records::actor(a.user);
+    if repair {
+        records::repair(&recovery, &f, a.dry_run, a.yes, &actor).await
+    } else {
+        records::ignore(&recovery, &f, &a.reason, a.yes, &actor).await
+    }
+}
+
+fn bad_argument(why: &str) -> anyhow::Result<ExitCode> {
+    eprintln!("concord: {why}");
+    Ok(ExitCode::from(2))
+}
+
+/// The long-running roles.
+async fn role(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
         Command::CheckConfig(a) => {
             let config = load(&a)?;
             println!("{config:#?}");
@@ -163,7 +340,18 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let config = load(&a)?;
             capture(config).await
         }
-        Command::Checksum(_) | Command::MissingTables(_) => unreachable!("handled above"),
+        Command::Recovery(a) => {
+            let path = a
+                .config
+                .expect("clap requires --config without a subcommand");
+            let config = load(&ConfigArg { config: path })?;
+            recovery(config).await
+        }
+        Command::Checksum(_)
+        | Command::MissingTables(_)
+        | Command::Mismatches(_)
+        | Command::Repair(_)
+        | Command::Ignore(_) => unreachable!("handled above"),
     }
     .map(|()| ExitCode::SUCCESS)
 }
@@ -219,13 +407,14 @@ async fn verify(config: Config) -> anyhow::Result<()> {
     .await
 }
 
-/// Direct mode, all in one process: replicator and verifier side by side, each restarted
+/// Direct mode, all in one process: replicator, verifier and recovery side by side, each restarted
 /// on its own when it fails; only an error no restart can get past (or a signal) ends the
 /// process.
 async fn run_all(config: Config) -> anyhow::Result<()> {
     let readiness = Readiness::new();
     let replicator = readiness.role("replicator");
     let verifier = readiness.role("verifier");
+    let recovery = readiness.role("recovery");
     concord_telemetry::serve(config.metrics.listen_addr(), readiness).await?;
     // The verifier starts where the replicator first started in this process, once the
     // replicator has checked the source (so a refusal at start — settings, keyless tables
@@ -247,14 +436,26 @@ async fn run_all(config: Config) -> anyhow::Result<()> {
         })
         .await
     };
+    let recovering = supervise(recovery, config.replicator.max_backoff, move |ready| {
+        concord_recovery::worker::run(config, ready)
+    });
     tokio::select! {
         e = replicating => Err(anyhow::Error::new(e).context("replicator stopped")),
         e = verifying => Err(anyhow::Error::new(e).context("verifier stopped")),
+        e = recovering => Err(anyhow::Error::new(e).context("recovery stopped")),
         _ = shutdown_signal() => {
             tracing::info!("shutting down");
             Ok(())
         }
     }
+}
+
+async fn recovery(config: Config) -> anyhow::Result<()> {
+    let config = &config;
+    one_role(config, "recovery", move |ready| {
+        concord_recovery::worker::run(config, ready)
+    })
+    .await
 }
 
 async fn capture(config: Config) -> anyhow::Result<()> {
@@ -280,7 +481,7 @@ async fn checksum(config: Config, a: ChecksumArgs) -> anyhow::Result<ExitCode> {
         Selection::Tables(a.tables)
     };
     let reports = tokio::select! {
-        r = concord_verifier::checksum::run(&config, selection, a.restart) => r.context("checksum failed")?,
+        r = concord_checksum::run(&config, selection, a.restart) => r.context("checksum failed")?,
         _ = shutdown_signal() => {
             // Every finished chunk is saved; the next run resumes after it.
             tracing::info!("interrupted; the next run resumes each table where it stopped");
@@ -329,7 +530,7 @@ async fn missing_tables(config: Config, resolve: Option<TableName>) -> anyhow::R
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_reports(reports: &[concord_verifier::checksum::TableReport]) {
+fn print_reports(reports: &[concord_checksum::TableReport]) {
     println!(
         "{:<40} {:>12} {:>8} {:>9} {:>10} {:>9} {:>10} {:>9}  problem",
         "table", "rows", "chunks", "differing", "mismatches", "resolved", "superseded", "seconds"

@@ -51,6 +51,12 @@ impl RoleError for concord_verifier::VerifierError {
     }
 }
 
+impl RoleError for concord_recovery::RecoveryError {
+    fn is_fatal(&self) -> bool {
+        matches!(self, concord_recovery::RecoveryError::Config(_))
+    }
+}
+
 impl RoleError for concord_capture::CaptureError {
     fn is_fatal(&self) -> bool {
         concord_capture::CaptureError::is_fatal(self)

@@ -5,11 +5,13 @@
 //! rely on it without re-checking — and its `Debug` output never contains a secret.
 
 mod error;
+mod recovery;
 mod sections;
 mod tables;
 mod verifier;
 
 pub use error::ConfigError;
+pub use recovery::{RecoveryConfig, RecoveryRules, TableRecovery};
 pub use sections::*;
 pub use tables::{osc_helper, OscTool, TableFilter};
 pub use verifier::{ChecksumConfig, VerifierConfig};

@@ -35,6 +35,8 @@ pub struct Config {
     pub verifier: VerifierConfig,
     #[serde(default)]
     pub checksum: ChecksumConfig,
+    #[serde(default)]
+    pub recovery: crate::RecoveryConfig,
 }
 
 /// A secret string: read from the file, from the environment or from a `*_file`, and never
@@ -264,6 +266,20 @@ impl KafkaConfig {
         self.dead_letter_topic
             .clone()
             .unwrap_or_else(|| format!("{}.dlq", self.topic))
+    }
+
+    /// The control-store name of the capture's saved position: one per topic (prefix).
+    pub fn capture_position_name(&self) -> String {
+        format!("capture:{}", self.topic)
+    }
+
+    /// What consumers subscribe to: the topic, or (a topic per table) a pattern matching
+    /// every table's topic under the prefix.
+    pub fn subscription(&self) -> String {
+        match self.topic_mode {
+            TopicMode::Single => self.topic.clone(),
+            TopicMode::PerTable => format!("^{}\\..*", regex_escape(&self.topic)),
+        }
     }
 
     /// The topic a table's changes go to.
@@ -528,6 +544,14 @@ impl Config {
     }
 
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        self.recovery.rules()?;
+        if self.recovery.max_auto_repairs_per_minute == 0 {
+            return Err(ConfigError::invalid(
+                "recovery.max_auto_repairs_per_minute",
+                0,
+                "expected at least 1 (turn automatic repair off with recovery.auto_repair = false)",
+            ));
+        }
         for (key, url) in [
             ("source.url", &self.source.url),
             ("target.url", &self.target.url),
@@ -718,4 +742,17 @@ pub(crate) fn is_identifier(s: &str) -> bool {
         && s.len() <= 64
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
+}
+
+/// `s` as a regular expression matching itself (librdkafka's subscription patterns).
+fn regex_escape(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                vec![c]
+            } else {
+                vec!['\\', c]
+            }
+        })
+        .collect()
 }

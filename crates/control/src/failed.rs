@@ -199,6 +199,24 @@ impl ControlStore {
         Ok(())
     }
 
+    /// Open failed events per table, for the `concord_failed_events_open` gauge.
+    pub async fn open_failed_counts(&self) -> Result<Vec<(TableName, i64)>, ControlError> {
+        let rows = sqlx::query(
+            "SELECT db, tbl, COUNT(*) FROM failed_events WHERE status = 'open' GROUP BY db, tbl",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    TableName::new(r.try_get::<String, _>(0)?, r.try_get::<String, _>(1)?),
+                    r.try_get::<i64, _>(2)?,
+                ))
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(ControlError::from)
+    }
+
     /// Failed events, newest first, optionally of one table.
     pub async fn failed_events(
         &self,

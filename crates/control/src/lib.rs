@@ -1,6 +1,5 @@
 //! The control store: where concord keeps what an operator must be able to see and act on
-//! — failed events, mismatches, role positions; repairs and the audit log as those roles
-//! land.
+//! — failed events, mismatches, role positions, and the recovery history of every record.
 //!
 //! A SQLite file by default (embedded), a MySQL/MariaDB database when several processes
 //! share it. Both are reached through sqlx's `Any` driver with per-backend migrations.
@@ -10,13 +9,17 @@
 
 mod checksum_runs;
 mod failed;
+mod lifecycle;
 mod mismatches;
 mod missing;
 mod positions;
 
 pub use checksum_runs::ChecksumRun;
 pub use failed::{FailedEvent, FailedEventRow, FailureReason};
-pub use mismatches::{ColumnDiff, Detector, Mismatch, MismatchKind, MismatchRow, DETECTED};
+pub use lifecycle::{FailedState, HistoryRow, MismatchState, Move, NamedRow, Setting, Subject};
+pub use mismatches::{
+    ColumnDiff, Detector, Mismatch, MismatchFilter, MismatchKind, MismatchRow, DETECTED,
+};
 pub use missing::{MissingRows, MissingTable};
 pub use positions::{SavedPosition, VerifierPosition};
 

@@ -6,6 +6,7 @@
 //! instead of adding one; the store enforces it with a unique digest that is only set while
 //! the record is open.
 
+use crate::lifecycle::{from_json, to_json, MismatchState, NamedRow};
 use crate::{now_ms, text, Backend, ControlError, ControlStore};
 use concord_change::{Position, TableName, Value};
 use serde::{Deserialize, Serialize};
@@ -79,6 +80,12 @@ pub struct Mismatch {
     /// for the checksum, the source position when the row was read.
     pub position: Position,
     pub detected_by: Detector,
+    /// What the change said the target must hold (`None`: the row must be absent, or the
+    /// detector had no change to go by).
+    pub expected: Option<NamedRow>,
+    /// Both rows as the detector last saw them (`None`: absent).
+    pub source_row: Option<NamedRow>,
+    pub target_row: Option<NamedRow>,
 }
 
 /// A mismatch as the store has it.
@@ -95,10 +102,47 @@ pub struct MismatchRow {
     pub occurrences: i64,
     pub first_seen_ms: i64,
     pub last_seen_ms: i64,
+    pub expected: Option<NamedRow>,
+    pub source_row: Option<NamedRow>,
+    pub target_row: Option<NamedRow>,
+    /// The closed record of the same row this one follows.
+    pub previous_id: Option<i64>,
+    pub state_ms: i64,
+    /// Why the record is in its state.
+    pub note: Option<String>,
+    /// Repairs tried.
+    pub attempts: i64,
+}
+
+impl MismatchRow {
+    pub fn state(&self) -> Option<MismatchState> {
+        MismatchState::parse(&self.state)
+    }
 }
 
 /// The state every new record starts in (the recovery service moves it on).
 pub const DETECTED: &str = "detected";
+
+/// Which mismatch records to list. Keyset pagination: newest first, below `before_id`.
+#[derive(Clone, Debug, Default)]
+pub struct MismatchFilter {
+    /// Tables, as exact names (`db.table`); empty: every table.
+    pub tables: Vec<TableName>,
+    pub states: Vec<MismatchState>,
+    pub kinds: Vec<MismatchKind>,
+    pub detected_by: Option<Detector>,
+    /// Last seen at or after / before (ms since the epoch).
+    pub seen_since_ms: Option<i64>,
+    pub seen_until_ms: Option<i64>,
+    /// A substring of the key's text (its JSON form).
+    pub key_contains: Option<String>,
+    pub ids: Vec<i64>,
+    pub before_id: Option<i64>,
+}
+
+const COLUMNS: &str = "id, db, tbl, pk, kind, columns, source_file, source_pos, detected_by, \
+                       state, occurrences, first_seen_ms, last_seen_ms, expected, source_row, \
+                       target_row, previous_id, state_ms, note, attempts";
 
 fn open_key(table: &TableName, key_json: &str) -> String {
     let mut h = Sha256::new();
@@ -115,27 +159,33 @@ fn open_key(table: &TableName, key_json: &str) -> String {
 
 impl ControlStore {
     /// Records a mismatch, or updates the row's open record if it has one. Returns whether
-    /// the record is new (the row's first open record).
+    /// the record is new (the row's first open record). A new record links to the row's
+    /// last closed one.
     pub async fn record_mismatch(&self, m: &Mismatch) -> Result<bool, ControlError> {
         let key_json = serde_json::to_string(&m.key).expect("values always serialize");
         let columns = serde_json::to_string(&m.columns).expect("values always serialize");
         let upsert = match self.backend {
             Backend::Sqlite => {
                 "INSERT INTO mismatches (db, tbl, pk, kind, columns, source_file, source_pos, \
-                 detected_by, state, first_seen_ms, last_seen_ms, open_key) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                 detected_by, state, first_seen_ms, last_seen_ms, open_key, row_key, \
+                 previous_id, expected, source_row, target_row, state_ms) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
                  ON CONFLICT (open_key) DO UPDATE SET kind = excluded.kind, \
                  columns = excluded.columns, source_file = excluded.source_file, \
                  source_pos = excluded.source_pos, last_seen_ms = excluded.last_seen_ms, \
-                 occurrences = occurrences + 1"
+                 expected = excluded.expected, source_row = excluded.source_row, \
+                 target_row = excluded.target_row, occurrences = occurrences + 1"
             }
             Backend::MySql => {
                 "INSERT INTO mismatches (db, tbl, pk, kind, columns, source_file, source_pos, \
-                 detected_by, state, first_seen_ms, last_seen_ms, open_key) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                 detected_by, state, first_seen_ms, last_seen_ms, open_key, row_key, \
+                 previous_id, expected, source_row, target_row, state_ms) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
                  ON DUPLICATE KEY UPDATE kind = VALUES(kind), columns = VALUES(columns), \
                  source_file = VALUES(source_file), source_pos = VALUES(source_pos), \
-                 last_seen_ms = VALUES(last_seen_ms), occurrences = occurrences + 1"
+                 last_seen_ms = VALUES(last_seen_ms), expected = VALUES(expected), \
+                 source_row = VALUES(source_row), target_row = VALUES(target_row), \
+                 occurrences = occurrences + 1"
             }
         };
         let now = now_ms();
@@ -144,6 +194,12 @@ impl ControlStore {
         // then never be counted as new).
         let open = open_key(&m.table, &key_json);
         let mut tx = self.pool.begin().await?;
+        let previous: Option<i64> = sqlx::query_scalar(
+            "SELECT MAX(id) FROM mismatches WHERE row_key = ? AND open_key IS NULL",
+        )
+        .bind(&open)
+        .fetch_one(&mut *tx)
+        .await?;
         sqlx::query(upsert)
             .bind(&m.table.db)
             .bind(&m.table.table)
@@ -157,6 +213,12 @@ impl ControlStore {
             .bind(now)
             .bind(now)
             .bind(&open)
+            .bind(&open)
+            .bind(previous)
+            .bind(to_json(&m.expected))
+            .bind(to_json(&m.source_row))
+            .bind(to_json(&m.target_row))
+            .bind(now)
             .execute(&mut *tx)
             .await?;
         let occurrences: i64 =
@@ -168,14 +230,100 @@ impl ControlStore {
         Ok(occurrences == 1)
     }
 
+    /// One record.
+    pub async fn mismatch(&self, id: i64) -> Result<Option<MismatchRow>, ControlError> {
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM mismatches WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(mismatch_row).transpose()
+    }
+
+    /// Records matching `f`, newest first, at most `limit`.
+    pub async fn find_mismatches(
+        &self,
+        f: &MismatchFilter,
+        limit: i64,
+    ) -> Result<Vec<MismatchRow>, ControlError> {
+        let (mut sql, binds) = filter_sql(f);
+        sql = format!("SELECT {COLUMNS} FROM mismatches{sql} ORDER BY id DESC LIMIT ?");
+        let mut q = sqlx::query(&sql);
+        for b in &binds {
+            q = match b {
+                Bind::Text(s) => q.bind(s.clone()),
+                Bind::Int(i) => q.bind(*i),
+            };
+        }
+        let rows = q.bind(limit).fetch_all(&self.pool).await?;
+        rows.iter().map(mismatch_row).collect()
+    }
+
+    /// How many records match `f`, by state.
+    pub async fn count_mismatches(
+        &self,
+        f: &MismatchFilter,
+    ) -> Result<Vec<(String, i64)>, ControlError> {
+        let (sql, binds) = filter_sql(f);
+        let sql = format!("SELECT state, COUNT(*) FROM mismatches{sql} GROUP BY state");
+        let mut q = sqlx::query(&sql);
+        for b in &binds {
+            q = match b {
+                Bind::Text(s) => q.bind(s.clone()),
+                Bind::Int(i) => q.bind(*i),
+            };
+        }
+        let rows = q.fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(ControlError::from)
+    }
+
+    /// Records in `state` whose state has not changed since `before_ms`, oldest first.
+    pub async fn mismatches_in_state_since(
+        &self,
+        state: MismatchState,
+        before_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<MismatchRow>, ControlError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM mismatches WHERE state = ? AND state_ms <= ? \
+             ORDER BY id LIMIT ?"
+        ))
+        .bind(state.as_str())
+        .bind(before_ms)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(mismatch_row).collect()
+    }
+
+    /// The oldest open record's first sighting per table (ms since the epoch).
+    pub async fn oldest_open_mismatches(&self) -> Result<Vec<(TableName, i64)>, ControlError> {
+        let rows = sqlx::query(
+            "SELECT db, tbl, MIN(first_seen_ms) FROM mismatches WHERE open_key IS NOT NULL \
+             GROUP BY db, tbl",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    TableName::new(r.try_get::<String, _>(0)?, r.try_get::<String, _>(1)?),
+                    r.try_get::<i64, _>(2)?,
+                ))
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(ControlError::from)
+    }
+
     /// Mismatch records, newest first, optionally of one table.
     pub async fn mismatches(
         &self,
         table: Option<&TableName>,
         limit: i64,
     ) -> Result<Vec<MismatchRow>, ControlError> {
-        let base = "SELECT id, db, tbl, pk, kind, columns, source_file, source_pos, detected_by, \
-                    state, occurrences, first_seen_ms, last_seen_ms FROM mismatches";
+        let base = format!("SELECT {COLUMNS} FROM mismatches");
         let query = match table {
             Some(_) => format!("{base} WHERE db = ? AND tbl = ? ORDER BY id DESC LIMIT ?"),
             None => format!("{base} ORDER BY id DESC LIMIT ?"),
@@ -234,7 +382,96 @@ fn mismatch_row(r: &sqlx::any::AnyRow) -> Result<MismatchRow, ControlError> {
         occurrences: r.try_get(10)?,
         first_seen_ms: r.try_get(11)?,
         last_seen_ms: r.try_get(12)?,
+        expected: from_json(opt_text(r, 13)?)?,
+        source_row: from_json(opt_text(r, 14)?)?,
+        target_row: from_json(opt_text(r, 15)?)?,
+        previous_id: r.try_get(16)?,
+        state_ms: r.try_get::<Option<i64>, _>(17)?.unwrap_or_default(),
+        note: opt_text(r, 18)?,
+        attempts: r.try_get(19)?,
     })
+}
+
+/// A nullable TEXT column (see [`text`]).
+fn opt_text(r: &sqlx::any::AnyRow, i: usize) -> Result<Option<String>, sqlx::Error> {
+    if r.try_get::<Option<String>, _>(i).is_ok_and(|v| v.is_none()) {
+        return Ok(None);
+    }
+    text(r, i).map(Some)
+}
+
+enum Bind {
+    Text(String),
+    Int(i64),
+}
+
+/// The WHERE clause of a filter and its values (always bound).
+fn filter_sql(f: &MismatchFilter) -> (String, Vec<Bind>) {
+    let mut conds = Vec::new();
+    let mut binds = Vec::new();
+    let mut any_of = |conds: &mut Vec<String>, one: &str, items: Vec<Vec<Bind>>| {
+        if items.is_empty() {
+            return;
+        }
+        let parts: Vec<String> = items.iter().map(|_| format!("({one})")).collect();
+        conds.push(format!("({})", parts.join(" OR ")));
+        binds.extend(items.into_iter().flatten());
+    };
+    any_of(
+        &mut conds,
+        "db = ? AND tbl = ?",
+        f.tables
+            .iter()
+            .map(|t| vec![Bind::Text(t.db.clone()), Bind::Text(t.table.clone())])
+            .collect(),
+    );
+    any_of(
+        &mut conds,
+        "state = ?",
+        f.states
+            .iter()
+            .map(|s| vec![Bind::Text(s.as_str().into())])
+            .collect(),
+    );
+    any_of(
+        &mut conds,
+        "kind = ?",
+        f.kinds
+            .iter()
+            .map(|k| vec![Bind::Text(k.as_str().into())])
+            .collect(),
+    );
+    any_of(
+        &mut conds,
+        "id = ?",
+        f.ids.iter().map(|i| vec![Bind::Int(*i)]).collect(),
+    );
+    if let Some(d) = f.detected_by {
+        conds.push("detected_by = ?".into());
+        binds.push(Bind::Text(d.as_str().into()));
+    }
+    if let Some(ms) = f.seen_since_ms {
+        conds.push("last_seen_ms >= ?".into());
+        binds.push(Bind::Int(ms));
+    }
+    if let Some(ms) = f.seen_until_ms {
+        conds.push("last_seen_ms < ?".into());
+        binds.push(Bind::Int(ms));
+    }
+    if let Some(text) = &f.key_contains {
+        // INSTR, not LIKE: the operator's text is matched as it is, wildcards and all.
+        conds.push("INSTR(pk, ?) > 0".into());
+        binds.push(Bind::Text(text.clone()));
+    }
+    if let Some(id) = f.before_id {
+        conds.push("id < ?".into());
+        binds.push(Bind::Int(id));
+    }
+    if conds.is_empty() {
+        (String::new(), binds)
+    } else {
+        (format!(" WHERE {}", conds.join(" AND ")), binds)
+    }
 }
 
 #[cfg(test)]
@@ -253,6 +490,9 @@ mod tests {
             }],
             position: Position::new("mysql-bin.000001", 400),
             detected_by: Detector::Verifier,
+            expected: None,
+            source_row: Some(vec![("id".into(), Value::Int(id))]),
+            target_row: None,
         }
     }
 

@@ -16,16 +16,17 @@ mod truncate;
 use crate::batch::{
     coalesce, group_by_table, in_source_order, runs, TableWrites, Write, WriteKind,
 };
-use crate::checkpoint::Checkpoints;
-use crate::error::{classify, ErrorClass, ReplicatorError};
+use crate::error::ReplicatorError;
 use crate::metrics;
-use crate::offsets::{Offsets, PartitionProgress};
-use crate::sql::{build, chunk_sizes, columns_per_row, Fixup};
 use concord_binlog::{ReaderEvent, Receiver};
 use concord_change::{Position, TableName, Transaction};
 use concord_config::{ReplicatorConfig, TableFilter};
 use concord_control::{until_stored, ControlStore, FailedEvent, FailureReason, MissingRows};
 use concord_schema_cache::{ColumnPlan, PlanError, RefreshReason, SchemaCache, TargetTable};
+use concord_target::offsets::{Offsets, PartitionProgress};
+use concord_target::sql::{build, chunk_sizes, columns_per_row, Fixup};
+use concord_target::Checkpoints;
+use concord_target::{classify, ErrorClass};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, Params};
 use std::collections::HashMap;
@@ -34,11 +35,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The applier's session: strict, so bad content is an error (recorded), never silently
-/// truncated; NO_AUTO_VALUE_ON_ZERO so a source id of 0 stays 0.
-const STRICT_SQL_MODE: &str = "STRICT_ALL_TABLES,NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION";
-/// The same without strictness, for the one thing only it can store: ENUM index 0.
-const LENIENT_SQL_MODE: &str = "NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION";
+use concord_target::session::{connect_writer, LENIENT_SQL_MODE, STRICT_SQL_MODE};
 
 pub struct Applier {
     opts: Opts,
@@ -283,19 +280,11 @@ impl Applier {
 
     async fn connection(&mut self) -> Attempt<&mut Conn> {
         if self.conn.is_none() {
-            // Found rows, not changed rows: a partial update that finds its row but changes
-            // nothing must not look like one that found no row.
-            let opts =
-                mysql_async::OptsBuilder::from_opts(self.opts.clone()).client_found_rows(true);
-            let mut conn = Conn::new(opts).await.map_err(transient)?;
-            // UTC so TIMESTAMP values bind as the instants they are; strict (see
-            // STRICT_SQL_MODE).
-            let fk = if self.config.foreign_key_checks { 1 } else { 0 };
-            let lock_wait = self.config.lock_wait_timeout.as_secs().max(1);
-            conn.query_drop(format!(
-                "SET SESSION time_zone = '+00:00', sql_mode = '{STRICT_SQL_MODE}', \
-                 foreign_key_checks = {fk}, innodb_lock_wait_timeout = {lock_wait}"
-            ))
+            let conn = connect_writer(
+                self.opts.clone(),
+                self.config.foreign_key_checks,
+                self.config.lock_wait_timeout,
+            )
             .await
             .map_err(transient)?;
             self.conn = Some(conn);

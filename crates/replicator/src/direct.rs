@@ -2,7 +2,6 @@
 //! no broker in between — the embedded default.
 
 use crate::applier::Applier;
-use crate::checkpoint::Checkpoints;
 use crate::error::ReplicatorError;
 use concord_binlog::{
     preflight, start_position, BinlogReader, FragmentBound, ReaderOptions, Resume,
@@ -11,6 +10,7 @@ use concord_change::TableName;
 use concord_config::Config;
 use concord_control::ControlStore;
 use concord_schema_cache::SchemaCache;
+use concord_target::Checkpoints;
 use mysql_async::{Conn, OptsBuilder, Pool};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;

@@ -6,14 +6,11 @@
 pub mod applier;
 pub mod barrier;
 pub mod batch;
-pub mod checkpoint;
 pub mod direct;
 pub mod error;
 pub mod gap;
 pub mod kafka;
 pub mod metrics;
-pub mod offsets;
-pub mod sql;
 pub mod triggers;
 
-pub use error::{classify, ErrorClass, ReplicatorError};
+pub use error::ReplicatorError;

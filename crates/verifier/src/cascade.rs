@@ -10,11 +10,12 @@
 //! Children a `SET NULL` or `SET DEFAULT` moved away cannot be told afterwards (they no
 //! longer name the parent): the checksum covers them.
 
-use crate::check::{CheckError, Checker, Expectation, Item, Side};
-use crate::progress::Stream;
-use crate::rows::key_of;
+use crate::check::Checker;
 use concord_change::{Op, SourceTable, TableName, Value};
+use concord_compare::rows::key_of;
+use concord_compare::{CompareError, Expectation, Item, Side};
 use concord_schema_cache::{Cascade, RefAction, TargetTable};
+use concord_target::Stream;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -32,7 +33,7 @@ impl Checker {
     pub(crate) async fn cascade_expectations(
         &self,
         items: &[Item],
-    ) -> Result<HashMap<TableName, Vec<Expectation>>, CheckError> {
+    ) -> Result<HashMap<TableName, Vec<Expectation>>, CompareError> {
         let mut probes: Vec<Probe<'_>> = Vec::new();
         let mut parents: HashMap<TableName, Option<Arc<TargetTable>>> = HashMap::new();
         for item in items {
@@ -43,7 +44,7 @@ impl Checker {
             }
             let name = self.filter.target_name(&c.table.name);
             if !parents.contains_key(&name) {
-                let t = self.target_schema.get(&name).await?;
+                let t = self.compare.target_schema.get(&name).await?;
                 parents.insert(name.clone(), t);
             }
             let Some(parent) = parents[&name].clone() else {
@@ -98,15 +99,15 @@ impl Checker {
         probe: Probe<'_>,
         out: &mut HashMap<TableName, Vec<Expectation>>,
         seen: &mut HashSet<(TableName, Vec<u8>)>,
-    ) -> Result<(), CheckError> {
+    ) -> Result<(), CompareError> {
         let child = &probe.cascade.child;
         // Only children concord replicates are its to check.
         let Some(source_name) = self.filter.source_of(child) else {
             return Ok(());
         };
         let (Some(target), Some(source)) = (
-            self.target_schema.get(child).await?,
-            self.source_schema.get(&source_name).await?,
+            self.compare.target_schema.get(child).await?,
+            self.compare.source_schema.get(&source_name).await?,
         ) else {
             return Ok(());
         };
@@ -115,9 +116,11 @@ impl Checker {
             return Ok(());
         }
         let on_target = self
+            .compare
             .read_rows_by(Side::Target, &target, by, &probe.keys)
             .await?;
         let on_source = self
+            .compare
             .read_rows_by(Side::Source, &source, by, &probe.keys)
             .await?;
         let table = Arc::new(SourceTable {

@@ -10,10 +10,9 @@
 //!   most the rounds that were in flight or held back by parked rows, and skips nothing. A
 //!   round that ends inside a fragmented transaction saves nothing of its own.
 
-use crate::check::{Checker, Item};
+use crate::check::Checker;
 use crate::error::VerifierError;
 use crate::metrics;
-use crate::progress::{Mark, Replica, Stream};
 use crate::rounds::Rounds;
 use crate::setup::{self, Setup};
 use concord_binlog::{
@@ -21,9 +20,10 @@ use concord_binlog::{
 };
 use concord_binlog::{Receiver, TryRecvError};
 use concord_change::{Position, TableName, Transaction};
+use concord_compare::Item;
 use concord_config::Config;
 use concord_control::{until_stored, VerifierPosition};
-use concord_replicator::checkpoint::Checkpoints;
+use concord_target::{Checkpoints, Mark, Stream};
 use mysql_async::Conn;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -60,7 +60,7 @@ pub async fn run_from(
     let checkpoints = Checkpoints::new(&config.target.checkpoint_schema, &config.replicator.name);
     let name = &config.verifier.name;
     let saved = setup
-        .control
+        .control()
         .verifier_positions(name)
         .await?
         .into_iter()
@@ -76,7 +76,7 @@ pub async fn run_from(
             // Nothing verified yet: begin where the replicator is, or where it would start.
             let mut target =
                 setup
-                    .target
+                    .target()
                     .get_conn()
                     .await
                     .map_err(|source| VerifierError::Connect {
@@ -113,17 +113,12 @@ pub async fn run_from(
         },
         server,
     );
-    let checker = Arc::new(setup.checker(
-        config,
-        Replica::Direct {
-            target: setup.target.clone(),
-            checkpoints,
-        },
-    ));
-    let _counting = AbortOnDropHandle::new(tokio::spawn(metrics::report_open_mismatches(
-        setup.control.clone(),
-        Duration::from_secs(5),
-    )));
+    let checker = setup.checker.clone();
+    let _counting =
+        AbortOnDropHandle::new(tokio::spawn(concord_compare::metrics::report_open_records(
+            setup.control().clone(),
+            Duration::from_secs(5),
+        )));
     let (tx, rx) = concord_binlog::queue(
         config.replicator.queue_transactions,
         config.replicator.queue_bytes.as_u64(),
@@ -328,7 +323,7 @@ async fn save(config: &Config, setup: &Setup, r: &Resume, saved_at: &mut Instant
     }];
     until_stored("verifier position", config.replicator.max_backoff, || {
         setup
-            .control
+            .control()
             .save_verifier_positions(&config.verifier.name, &entry)
     })
     .await;

@@ -1,6 +1,6 @@
 //! What stops the verifier, as opposed to what it retries.
 
-use crate::check::CheckError;
+use concord_compare::CompareError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VerifierError {
@@ -28,12 +28,6 @@ pub enum VerifierError {
         #[source]
         source: rdkafka::error::KafkaError,
     },
-    /// The checksum compares the target with what the replicator applied: it needs one.
-    #[error(
-        "no checkpoint of replicator `{replicator}` in {schema}: the checksum compares the \
-         target with what the replicator applied, so the replicator must run (or have run)"
-    )]
-    NoReplicator { replicator: String, schema: String },
     /// One of the verifier's tasks panicked or was cancelled.
     #[error("the verifier's {task} task crashed")]
     Crashed {
@@ -45,10 +39,10 @@ pub enum VerifierError {
     Binlog(#[from] concord_binlog::BinlogError),
     #[error(transparent)]
     Control(#[from] concord_control::ControlError),
-    /// Boxed: a check error carries the table and the server's error, and this type is
-    /// returned on every path.
+    /// Boxed: a comparison error carries the table and the server's error, and this type
+    /// is returned on every path.
     #[error(transparent)]
-    Check(Box<CheckError>),
+    Compare(Box<CompareError>),
 }
 
 impl VerifierError {
@@ -59,33 +53,14 @@ impl VerifierError {
             VerifierError::NotConfigured(_) => true,
             VerifierError::Binlog(e) => e.is_fatal(),
             VerifierError::Control(e) => !e.is_transient(),
+            VerifierError::Compare(e) => e.is_fatal(),
             _ => false,
         }
     }
 }
 
-impl From<CheckError> for VerifierError {
-    fn from(e: CheckError) -> Self {
-        VerifierError::Check(Box::new(e))
-    }
-}
-
-impl CheckError {
-    /// Connection trouble, a lock wait, a server going away: retry the round. Anything
-    /// else (a statement the server refuses) would fail again the same way.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            CheckError::Sql { source, .. } => matches!(
-                concord_replicator::classify(source),
-                concord_replicator::ErrorClass::Transient
-            ),
-            CheckError::Schema(e) => matches!(
-                concord_replicator::classify(&e.source),
-                concord_replicator::ErrorClass::Transient
-            ),
-            CheckError::SchemaMoved { .. } => true,
-            CheckError::Progress(_) => true,
-            CheckError::Control(e) => e.is_transient(),
-        }
+impl From<CompareError> for VerifierError {
+    fn from(e: CompareError) -> Self {
+        VerifierError::Compare(Box::new(e))
     }
 }

@@ -10,16 +10,16 @@
 //!   and everything before it on that partition was verified too (rounds finish in order,
 //!   see [`crate::rounds`]).
 
-use crate::check::Item;
 use crate::error::VerifierError;
 use crate::metrics;
-use crate::progress::{Mark, Stream};
 use crate::rounds::Rounds;
 use crate::setup::{self, Setup};
 use concord_change::envelope::Message as Change;
 use concord_change::Position;
-use concord_config::{Config, KafkaConfig, TopicMode};
+use concord_compare::Item;
+use concord_config::{Config, KafkaConfig};
 use concord_control::{until_stored, VerifierPosition};
+use concord_target::{Mark, Stream};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
@@ -50,30 +50,26 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), Verifier
                 what: "creating the consumer",
                 source,
             })?;
-    match kafka.topic_mode {
-        TopicMode::Single => consumer.subscribe(&[&kafka.topic]),
-        TopicMode::PerTable => consumer.subscribe(&[&format!(
-            "^{}\\..*",
-            concord_replicator::kafka::regex_escape(&kafka.topic)
-        )]),
-    }
-    .map_err(|source| VerifierError::Kafka {
-        what: "subscribing",
-        source,
-    })?;
-    let checker = Arc::new(setup.checker(config, setup.replica(config)?));
+    consumer
+        .subscribe(&[&kafka.subscription()])
+        .map_err(|source| VerifierError::Kafka {
+            what: "subscribing",
+            source,
+        })?;
+    let checker = setup.checker.clone();
     let mut rounds: Rounds<(BTreeMap<PartitionKey, i64>, u32)> = Rounds::new(
         checker,
         config.verifier.rounds_in_flight,
         config.replicator.max_backoff,
     );
-    let _counting = AbortOnDropHandle::new(tokio::spawn(metrics::report_open_mismatches(
-        setup.control.clone(),
-        Duration::from_secs(5),
-    )));
+    let _counting =
+        AbortOnDropHandle::new(tokio::spawn(concord_compare::metrics::report_open_records(
+            setup.control().clone(),
+            Duration::from_secs(5),
+        )));
     let name = config.verifier.group.as_str();
     let mut next: HashMap<PartitionKey, i64> = setup
-        .control
+        .control()
         .verifier_positions(name)
         .await?
         .into_iter()
@@ -284,7 +280,7 @@ async fn save(
         .collect();
     until_stored("verifier position", config.replicator.max_backoff, || {
         setup
-            .control
+            .control()
             .save_verifier_positions(&config.verifier.group, &entries)
     })
     .await;
@@ -308,7 +304,8 @@ fn consumer_config(kafka: &KafkaConfig, config: &Config) -> ClientConfig {
     let poll_ms = (config.verifier.delay + Duration::from_secs(300))
         .max(Duration::from_secs(600))
         .as_millis();
-    let mut c = base_config(kafka);
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &kafka.brokers);
     c.set("group.id", &config.verifier.group)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
@@ -317,15 +314,6 @@ fn consumer_config(kafka: &KafkaConfig, config: &Config) -> ClientConfig {
         .set("max.poll.interval.ms", poll_ms.to_string())
         .set("session.timeout.ms", "10000")
         .set("fetch.wait.max.ms", "100");
-    for (k, v) in &kafka.properties {
-        c.set(k, v);
-    }
-    c
-}
-
-pub(crate) fn base_config(kafka: &KafkaConfig) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &kafka.brokers);
     for (k, v) in &kafka.properties {
         c.set(k, v);
     }

@@ -18,15 +18,15 @@
 //! - at most `verifier.park_rows` rows are parked; a difference that finds the lot full is
 //!   rechecked at once, as if parking were off.
 
-use crate::check::Expectation;
 use concord_change::TableName;
+use concord_compare::Expectation;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 struct Slot {
     table: Arc<TableName>,
-    /// The row's canonical key on the target (see [`crate::rows::key_of`]).
+    /// The row's canonical key on the target (see `concord_compare::rows::key_of`).
     key: Vec<u8>,
     round: u64,
     at: Instant,
@@ -226,8 +226,8 @@ impl Parked {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::progress::Stream;
     use concord_change::{Position, SourceTable, Value};
+    use concord_target::Stream;
     use std::sync::Arc;
 
     fn expectation(changes: usize) -> Expectation {

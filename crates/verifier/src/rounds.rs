@@ -7,9 +7,10 @@
 //! of them has a row still parked (see [`crate::parked`]), so a saved position never
 //! passes a change that was not verified.
 
-use crate::check::{Checker, Item};
+use crate::check::Checker;
 use crate::error::VerifierError;
 use crate::setup::{recheck_parked_with_retry, verify_with_retry};
+use concord_compare::Item;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,131 +1,68 @@
-//! What the direct and kafka verifiers share: connections (every session in UTC), schema
-//! caches for both sides, the due-time arithmetic and the retry of a round.
+//! What the direct and kafka verifiers share: the comparison (connections, schema caches,
+//! the replicator's progress), the due-time arithmetic and the retry of a round.
 
-use crate::check::{CheckError, Checker, Item};
+use crate::check::Checker;
 use crate::error::VerifierError;
 use crate::parked::Parked;
-use crate::progress::Replica;
 use concord_change::Ddl;
-use concord_config::{Config, TableFilter, TransportKind};
+use concord_compare::Item;
+use concord_compare::{session_opts, CompareError, Comparer};
+use concord_config::{Config, TableFilter};
 use concord_control::ControlStore;
-use concord_replicator::checkpoint::Checkpoints;
-use concord_replicator::offsets::Offsets;
-use concord_schema_cache::{RefreshReason, SchemaCache};
-use mysql_async::{Opts, OptsBuilder, Pool};
-use rdkafka::consumer::BaseConsumer;
+use concord_schema_cache::RefreshReason;
+use mysql_async::{Opts, Pool};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub(crate) struct Setup {
+    /// The source's connection options for the verifier's own binlog reader.
     pub source_opts: Opts,
-    pub source: Pool,
-    pub target: Pool,
-    pub control: ControlStore,
-    pub target_schema: SchemaCache,
-    pub source_schema: SchemaCache,
-}
-
-/// The verifier's connection options: sessions read TIMESTAMP values as UTC (see
-/// `sql_value`).
-///
-/// Pooled connections are kept, prepared statements and all: they are not reset when they
-/// return to the pool (a reset drops the session's prepared statements; nothing the
-/// verifier does changes session state beyond this setup), and idle ones stay for a minute
-/// rather than being closed at once — rounds in flight use more connections than the
-/// pool's minimum, and each new connection prepares its statements again. Pool limits
-/// given in the URL (`pool_min`, `pool_max`) are kept.
-pub(crate) fn verifier_opts(opts: Opts) -> Opts {
-    let pool = opts
-        .pool_opts()
-        .clone()
-        .with_reset_connection(false)
-        .with_inactive_connection_ttl(Duration::from_secs(60));
-    OptsBuilder::from_opts(opts)
-        .stmt_cache_size(256)
-        .pool_opts(pool)
-        .setup(vec!["SET time_zone = '+00:00'".to_owned()])
-        .into()
+    pub checker: Arc<Checker>,
 }
 
 impl Setup {
     pub async fn connect(config: &Config) -> Result<Self, VerifierError> {
-        let source_opts = verifier_opts(config.source.opts());
-        let source = Pool::new(source_opts.clone());
-        let target = Pool::new(verifier_opts(config.verifier_target_opts()));
-        let control =
-            ControlStore::connect(config.control.url.expose(), &config.control.url.redacted())
-                .await?;
-        Ok(Self {
-            target_schema: SchemaCache::new(target.clone(), config.target.schema_ttl),
-            source_schema: SchemaCache::new(source.clone(), config.target.schema_ttl),
-            source_opts,
-            source,
-            target,
-            control,
-        })
-    }
-
-    /// How far the configured replicator has got: its checkpoint (direct mode) or the
-    /// offsets its group stored on the target (kafka mode).
-    pub fn replica(&self, config: &Config) -> Result<Replica, VerifierError> {
-        Ok(match config.transport.kind {
-            TransportKind::Direct => Replica::Direct {
-                target: self.target.clone(),
-                checkpoints: Checkpoints::new(
-                    &config.target.checkpoint_schema,
-                    &config.replicator.name,
-                ),
-            },
-            TransportKind::Kafka => {
-                let kafka = config.kafka.as_ref().ok_or(VerifierError::NotConfigured(
-                    "kafka mode needs a [kafka] section",
-                ))?;
-                let client: BaseConsumer =
-                    crate::kafka::base_config(kafka)
-                        .create()
-                        .map_err(|source| VerifierError::Kafka {
-                            what: "creating the offsets client",
-                            source,
-                        })?;
-                Replica::Kafka {
-                    target: self.target.clone(),
-                    offsets: Offsets::new(&config.target.checkpoint_schema, &kafka.group),
-                    control: self.control.clone(),
-                    capture: concord_capture::position_name(config),
-                    client: Arc::new(client),
-                }
-            }
-        })
-    }
-
-    pub fn checker(&self, config: &Config, replica: Replica) -> Checker {
-        Checker::new(
-            self.target.clone(),
-            self.source.clone(),
-            self.target_schema.clone(),
-            self.source_schema.clone(),
-            self.control.clone(),
+        // The control store unreachable at start stops the verifier as it always did; the
+        // same error later on is retried like any comparison's.
+        let compare = Comparer::connect(config).await.map_err(|e| match e {
+            CompareError::Control(e) => VerifierError::Control(e),
+            e => e.into(),
+        })?;
+        let checker = Checker::new(
+            compare,
             config.tables.filter(),
-            replica,
-            Duration::from_millis(50),
-            config.verifier.retry_after,
             Parked::new(config.verifier.park_rows, config.verifier.park_for),
-        )
+        );
+        Ok(Self {
+            source_opts: session_opts(config.source.opts()),
+            checker: Arc::new(checker),
+        })
+    }
+
+    pub fn control(&self) -> &ControlStore {
+        &self.checker.compare.control
+    }
+
+    pub fn target(&self) -> &Pool {
+        &self.checker.compare.target
     }
 
     /// A source DDL: both sides' cached column sets of the tables it names are read again.
     pub async fn forget(&self, ddl: &Ddl, filter: &TableFilter) {
+        let compare = &self.checker.compare;
         if ddl.tables.is_empty() {
-            self.source_schema.refresh_schema(&ddl.schema);
+            compare.source_schema.refresh_schema(&ddl.schema);
             let mapped =
                 filter.target_name(&concord_change::TableName::new(ddl.schema.clone(), ""));
-            self.target_schema.refresh_schema(&mapped.db);
+            compare.target_schema.refresh_schema(&mapped.db);
         }
         for t in &ddl.tables {
-            self.source_schema
+            compare
+                .source_schema
                 .refresh(t, RefreshReason::SourceDdl)
                 .await;
-            self.target_schema
+            compare
+                .target_schema
                 .refresh(&filter.target_name(t), RefreshReason::SourceDdl)
                 .await;
         }
@@ -191,7 +128,7 @@ async fn retrying<F, Fut>(
 ) -> Result<(), VerifierError>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<(), CheckError>>,
+    Fut: std::future::Future<Output = Result<(), CompareError>>,
 {
     let mut backoff = Duration::from_millis(100);
     let mut failed = 0;
@@ -204,29 +141,11 @@ where
             Err(e) if e.is_transient() => {
                 failed += 1;
                 tracing::warn!(error = %e, retry_in = ?backoff, "{what} failed; retrying");
-                checker.refresh_after(&e).await;
+                checker.compare.refresh_after(&e).await;
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(max_backoff);
             }
             Err(e) => return Err(e.into()),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pool_limits_from_the_url_are_kept() {
-        let opts = Opts::from_url("mysql://root@127.0.0.1:3307/db?pool_min=2&pool_max=7").unwrap();
-        let opts = verifier_opts(opts);
-        let limits = opts.pool_opts().constraints();
-        assert_eq!((limits.min(), limits.max()), (2, 7));
-        assert!(!opts.pool_opts().reset_connection());
-        assert_eq!(
-            opts.pool_opts().inactive_connection_ttl(),
-            Duration::from_secs(60)
-        );
     }
 }

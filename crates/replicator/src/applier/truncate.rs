@@ -5,12 +5,12 @@
 //! past the statement commit together, so a crash replays all of it or none.
 
 use super::{transient, Abort, Applier, Attempt};
-use crate::error::{classify, ErrorClass};
 use crate::metrics;
 use concord_change::{Position, TableName, Transaction};
 use concord_config::TruncateMode;
 use concord_control::FailedEvent;
 use concord_schema_cache::{quote_table, RefreshReason};
+use concord_target::{classify, ErrorClass};
 use mysql_async::Params;
 
 /// What became of one table a source statement emptied (the `action` label of

@@ -17,16 +17,16 @@ mod truncate;
 
 use crate::applier::{Applier, Outcome, Progress};
 use crate::barrier::Barriers;
-use crate::checkpoint::Checkpoints;
 use crate::error::ReplicatorError;
 use crate::gap::{GapVerdict, GapWatch};
 use crate::metrics;
-use crate::offsets::{Offsets, PartitionProgress};
 use concord_change::envelope::Message as Change;
 use concord_change::{Position, TableName, Transaction};
-use concord_config::{Config, KafkaConfig, TopicMode};
+use concord_config::{Config, KafkaConfig};
 use concord_control::{ControlStore, FailedEvent, FailureReason};
 use concord_schema_cache::SchemaCache;
+use concord_target::offsets::{Offsets, PartitionProgress};
+use concord_target::Checkpoints;
 use mysql_async::{Conn, OptsBuilder, Pool};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
@@ -134,16 +134,12 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), Replicat
             what: "creating the consumer",
             source,
         })?;
-    match kafka.topic_mode {
-        TopicMode::Single => consumer.subscribe(&[&kafka.topic]),
-        TopicMode::PerTable => {
-            consumer.subscribe(&[&format!("^{}\\..*", regex_escape(&kafka.topic))])
-        }
-    }
-    .map_err(|source| ReplicatorError::Kafka {
-        what: "subscribing",
-        source,
-    })?;
+    consumer
+        .subscribe(&[&kafka.subscription()])
+        .map_err(|source| ReplicatorError::Kafka {
+            what: "subscribing",
+            source,
+        })?;
     let dead_letters: FutureProducer =
         dead_letter_config(kafka)
             .create()
@@ -518,17 +514,4 @@ fn dead_letter_config(kafka: &KafkaConfig) -> ClientConfig {
         c.set(k, v);
     }
     c
-}
-
-/// `s` as a regular expression matching itself (topic subscriptions by pattern).
-pub fn regex_escape(s: &str) -> String {
-    s.chars()
-        .flat_map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                vec![c]
-            } else {
-                vec!['\\', c]
-            }
-        })
-        .collect()
 }

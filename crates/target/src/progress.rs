@@ -1,16 +1,20 @@
-//! How far the replicator has got, as the target records it: the verifier looks at a change
-//! only once the replicator has applied it, so a lagging replicator is never a mismatch.
+//! How far the replicator has got, as the target records it: "has the replicator applied
+//! position P". The verifier, the checksum and recovery look at a row only once the
+//! replicator has applied the change in question, so a lagging replicator is never a
+//! mismatch — and is never repaired over.
 //!
 //! Invariant: [`Replica::reached`] answers from what is committed on the target (the
 //! replicator's checkpoint or stored offsets), never from what the replicator may have in
 //! flight.
 
+use crate::checkpoint::Checkpoints;
+use crate::offsets::Offsets;
 use concord_change::Position;
+use concord_config::{Config, TransportKind};
 use concord_control::ControlStore;
-use concord_replicator::checkpoint::Checkpoints;
-use concord_replicator::offsets::Offsets;
 use mysql_async::Pool;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::ClientConfig;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -65,6 +69,62 @@ pub enum ProgressError {
     Control(#[from] concord_control::ControlError),
     #[error("reading a high watermark from Kafka: {0}")]
     Kafka(String),
+    /// The config lacks what this mode needs.
+    #[error("{0}")]
+    NotConfigured(&'static str),
+    #[error("kafka: creating the offsets client")]
+    Client(#[source] rdkafka::error::KafkaError),
+}
+
+impl ProgressError {
+    /// Whether asking again may answer: a server or the broker unreachable for now, not a
+    /// config that lacks what the mode needs.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ProgressError::Target(_) | ProgressError::Kafka(_) => true,
+            ProgressError::Control(e) => e.is_transient(),
+            ProgressError::NotConfigured(_) | ProgressError::Client(_) => false,
+        }
+    }
+}
+
+impl Replica {
+    /// How far the configured replicator has got: its checkpoint (direct mode) or the
+    /// offsets its group stored on the target (kafka mode, with the capture's saved
+    /// position in `control` and the topics' high watermarks from the broker).
+    pub fn for_config(
+        config: &Config,
+        target: Pool,
+        control: ControlStore,
+    ) -> Result<Replica, ProgressError> {
+        Ok(match config.transport.kind {
+            TransportKind::Direct => Replica::Direct {
+                target,
+                checkpoints: Checkpoints::new(
+                    &config.target.checkpoint_schema,
+                    &config.replicator.name,
+                ),
+            },
+            TransportKind::Kafka => {
+                let kafka = config.kafka.as_ref().ok_or(ProgressError::NotConfigured(
+                    "kafka mode needs a [kafka] section",
+                ))?;
+                let mut client = ClientConfig::new();
+                client.set("bootstrap.servers", &kafka.brokers);
+                for (k, v) in &kafka.properties {
+                    client.set(k, v);
+                }
+                let client: BaseConsumer = client.create().map_err(ProgressError::Client)?;
+                Replica::Kafka {
+                    target,
+                    offsets: Offsets::new(&config.target.checkpoint_schema, &kafka.group),
+                    control,
+                    capture: kafka.capture_position_name(),
+                    client: Arc::new(client),
+                }
+            }
+        })
+    }
 }
 
 impl Replica {
@@ -144,15 +204,9 @@ impl Replica {
         }
     }
 
-    /// Waits until the replicator has applied every change of `stream` up to source
-    /// position `p` (for [`Stream::Topic`], of each of the topic's partitions).
-    pub async fn wait_applied(
-        &self,
-        p: &Position,
-        stream: &Stream,
-        every: Duration,
-    ) -> Result<(), ProgressError> {
-        let streams = match (self, stream) {
+    /// The streams `stream` stands for: a topic's partitions, or itself.
+    async fn expand(&self, stream: &Stream) -> Result<Vec<Stream>, ProgressError> {
+        Ok(match (self, stream) {
             (Replica::Kafka { client, .. }, Stream::Topic(topic)) => {
                 partitions(client.clone(), topic.clone())
                     .await?
@@ -165,8 +219,31 @@ impl Replica {
             }
             (Replica::Direct { .. }, _) => vec![Stream::Binlog],
             _ => vec![stream.clone()],
-        };
-        for s in &streams {
+        })
+    }
+
+    /// Whether the replicator has applied every change of `stream` up to source position
+    /// `p` now (without waiting).
+    pub async fn has_applied(&self, p: &Position, stream: &Stream) -> Result<bool, ProgressError> {
+        for s in &self.expand(stream).await? {
+            match self.mark_for(p, s).await? {
+                Some(Mark::Offset { offset, .. }) if offset < 0 => {}
+                Some(mark) if self.reached(&mark).await? => {}
+                _ => return Ok(false),
+            }
+        }
+        Ok(true)
+    }
+
+    /// Waits until the replicator has applied every change of `stream` up to source
+    /// position `p` (for [`Stream::Topic`], of each of the topic's partitions).
+    pub async fn wait_applied(
+        &self,
+        p: &Position,
+        stream: &Stream,
+        every: Duration,
+    ) -> Result<(), ProgressError> {
+        for s in &self.expand(stream).await? {
             let mark = loop {
                 if let Some(m) = self.mark_for(p, s).await? {
                     break m;

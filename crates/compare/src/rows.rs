@@ -179,3 +179,34 @@ pub async fn fetch_by(
     }
     Ok(out)
 }
+
+/// The row of `table` with primary key `key` (in `table.primary_key` order), read as
+/// [`fetch_by`] reads rows but with `FOR UPDATE`: inside an open transaction the row — or,
+/// when there is none, its key's gap — stays locked until the transaction ends.
+pub async fn fetch_locked(
+    conn: &mut Conn,
+    table: &TargetTable,
+    key: &[Value],
+) -> Result<Option<Vec<Value>>, mysql_async::Error> {
+    let condition: Vec<String> = table
+        .primary_key
+        .iter()
+        .zip(key)
+        .map(|(k, v)| {
+            let mark = match table.column(k) {
+                Some(c) => c.compare_placeholder(v.charset()),
+                None => "?".to_owned(),
+            };
+            format!("{} = {mark}", quote_ident(k))
+        })
+        .collect();
+    let sql = format!(
+        "SELECT {} FROM {} WHERE {} FOR UPDATE",
+        select_list(table),
+        quote_table(&table.name),
+        condition.join(" AND ")
+    );
+    let params: Vec<mysql_async::Value> = key.iter().map(Value::to_mysql).collect();
+    let row: Option<Row> = conn.exec_first(sql, Params::Positional(params)).await?;
+    Ok(row.map(|r| stored_values(r, table)))
+}

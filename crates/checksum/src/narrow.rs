@@ -7,12 +7,11 @@
 
 use super::chunk::KeyRange;
 use super::table::Sides;
-use crate::check::{sql, CheckError, Checker, Expectation, Side};
-use crate::progress::Stream;
-use crate::recheck::differences;
-use crate::rows::{key_of, row_key, values};
 use concord_change::{Position, Value};
+use concord_compare::rows::{key_of, row_key, values};
+use concord_compare::{differences, sql, CompareError, Comparer, Expectation, Side};
 use concord_schema_cache::TargetTable;
+use concord_target::Stream;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Params, Pool, Row};
 use std::collections::HashMap;
@@ -23,12 +22,12 @@ const PAGE: u64 = 5_000;
 /// The rows of `range` that differ between the servers, as expectations for the source
 /// recheck (the source row, or none where only the target has the row).
 pub(crate) async fn narrow(
-    checker: &Checker,
+    checker: &Comparer,
     sides: &Sides,
     range: &KeyRange,
     stream: &Stream,
     origin: &Position,
-) -> Result<Vec<Expectation>, CheckError> {
+) -> Result<Vec<Expectation>, CompareError> {
     let mut out = Vec::new();
     let mut after = range.after.clone();
     loop {
@@ -86,7 +85,7 @@ async fn read(
     table: &TargetTable,
     text: String,
     params: Vec<mysql_async::Value>,
-) -> Result<Vec<Vec<Value>>, CheckError> {
+) -> Result<Vec<Vec<Value>>, CompareError> {
     let mut conn = pool
         .get_conn()
         .await

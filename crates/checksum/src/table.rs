@@ -13,14 +13,15 @@ use super::chunk::{ChunkSql, HashedColumn, KeyRange};
 use super::ends::ChunkEnds;
 use super::narrow::narrow;
 use super::pace::{wait_until_quiet, ChunkSizer};
-use crate::check::{sql, target_index, CheckError, Checker, Expectation, Side};
 use crate::metrics;
-use crate::progress::Stream;
-use crate::recheck::{recheck, shared_columns, Recheck};
 use concord_change::{Position, SourceTable, TableName, Value};
+use concord_compare::{
+    shared_columns, sql, target_index, CompareError, Comparer, Expectation, Recheck, Side,
+};
 use concord_config::ChecksumConfig;
 use concord_control::Detector;
 use concord_schema_cache::TargetTable;
+use concord_target::Stream;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Params, Pool};
 use std::sync::Arc;
@@ -190,13 +191,13 @@ impl Sides {
 /// when the table is done, or with the first error (the run resumes from its last saved
 /// chunk when called again).
 pub(crate) async fn checksum_table(
-    checker: &Checker,
+    checker: &Comparer,
     settings: &ChecksumConfig,
     sides: &Sides,
     stream: &Stream,
     restart: bool,
     report: &mut TableReport,
-) -> Result<(), CheckError> {
+) -> Result<(), CompareError> {
     let name = &sides.source.name;
     let label = name.to_string();
     let mut run = checker.control.checksum_run(name, restart).await?;
@@ -263,14 +264,10 @@ pub(crate) async fn checksum_table(
                         resolved,
                         superseded,
                         confirmed,
-                    } = recheck(
-                        checker,
-                        &sides.target.name,
-                        &sides.target,
-                        found,
-                        Detector::Checksum,
-                    )
-                    .await?;
+                        ..
+                    } = checker
+                        .recheck(&sides.target.name, &sides.target, found, Detector::Checksum)
+                        .await?;
                     report.resolved += resolved as u64;
                     report.superseded += superseded as u64;
                     run.mismatches += confirmed as i64;
@@ -318,11 +315,11 @@ type Hash = (u64, u64);
 
 /// Source hash, then the source position, the replicator past it, then the target hash.
 async fn consistent_hashes(
-    checker: &Checker,
+    checker: &Comparer,
     sides: &Sides,
     stream: &Stream,
     range: &KeyRange,
-) -> Result<((Hash, Hash), Position), CheckError> {
+) -> Result<((Hash, Hash), Position), CompareError> {
     let name = &sides.source.name;
     let source = hash(&checker.source, &sides.source_sql, range)
         .await
@@ -346,7 +343,7 @@ async fn hash(pool: &Pool, sql: &ChunkSql, range: &KeyRange) -> Result<Hash, mys
 }
 
 /// The source's estimate of the table's rows (for the progress gauge); 0 if unknown.
-async fn estimated_rows(source: &Pool, name: &TableName) -> Result<u64, CheckError> {
+async fn estimated_rows(source: &Pool, name: &TableName) -> Result<u64, CompareError> {
     let mut conn = source
         .get_conn()
         .await

@@ -7,7 +7,7 @@
 //! ([`Charset::placeholder`]), so the target stores the same bytes — or, when its column
 //! has another set, converts them with the server's own tables.
 
-use crate::batch::{Write, WriteKind};
+use crate::write::{Write, WriteKind};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use concord_change::{utc_datetime, Charset, TableName, Value};

@@ -13,8 +13,8 @@
 
 use super::chunk::ChunkSql;
 use super::table::Sides;
-use crate::sql_value::from_sql;
 use concord_change::Value;
+use concord_compare::sql_value::from_sql;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Params, Pool, Row};
 

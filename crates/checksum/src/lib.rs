@@ -7,21 +7,23 @@
 //! `checksum`, the same records the verifier writes. Runs are resumable per table.
 //!
 //! Invariant: as with the verifier, nothing is recorded that the source did not confirm
-//! twice (see [`crate::recheck`]).
+//! twice (see `concord_compare::recheck`).
 
 mod chunk;
 mod ends;
+mod error;
+mod metrics;
 mod narrow;
 mod pace;
 mod table;
 
+pub use error::ChecksumError;
 pub use table::TableReport;
 
-use crate::error::VerifierError;
-use crate::progress::{Replica, Stream};
-use crate::setup::Setup;
 use concord_change::TableName;
+use concord_compare::Comparer;
 use concord_config::{Config, TableFilter, TransportKind};
+use concord_target::{Replica, Stream};
 use mysql_async::prelude::Queryable;
 use mysql_async::Pool;
 use std::time::{Duration, Instant};
@@ -42,14 +44,13 @@ pub async fn run(
     config: &Config,
     selection: Selection,
     restart: bool,
-) -> Result<Vec<TableReport>, VerifierError> {
-    let setup = Setup::connect(config).await?;
-    let replica = setup.replica(config)?;
-    require_replicator(config, &replica).await?;
-    let checker = setup.checker(config, replica);
+) -> Result<Vec<TableReport>, ChecksumError> {
+    let checker = Comparer::connect(config).await?;
+    require_replicator(config, &checker.replica).await?;
+    let filter = config.tables.filter();
     let tables = match selection {
         Selection::Tables(t) => t,
-        Selection::All => replicated_tables(config, &checker.filter, &setup.source).await?,
+        Selection::All => replicated_tables(config, &filter, &checker.source).await?,
     };
     tracing::info!(tables = tables.len(), "checksum starting");
     let mut reports = Vec::new();
@@ -66,7 +67,7 @@ pub async fn run(
         // (a column gone on one side, the table dropped and created again) is seen, and
         // the run resumes from its last chunk over the columns both sides have now.
         loop {
-            let sides = match describe(&setup, &checker.filter, &name).await {
+            let sides = match describe(&checker, &filter, &name).await {
                 Ok(sides) => sides,
                 Err(problem) => {
                     report.problem = Some(problem);
@@ -107,7 +108,11 @@ pub async fn run(
 }
 
 /// Both servers' view of the table, or why it cannot be checked.
-async fn describe(setup: &Setup, filter: &TableFilter, name: &TableName) -> Result<Sides, String> {
+async fn describe(
+    setup: &Comparer,
+    filter: &TableFilter,
+    name: &TableName,
+) -> Result<Sides, String> {
     if !filter.matches(name) {
         return Err("not replicated by this config (tables.include / tables.exclude)".into());
     }
@@ -127,7 +132,7 @@ async fn describe(setup: &Setup, filter: &TableFilter, name: &TableName) -> Resu
 
 /// The checksum compares against what the replicator applied: without a replicator that
 /// has ever run, every chunk would wait for it forever.
-async fn require_replicator(config: &Config, replica: &Replica) -> Result<(), VerifierError> {
+async fn require_replicator(config: &Config, replica: &Replica) -> Result<(), ChecksumError> {
     if let Replica::Direct {
         target,
         checkpoints,
@@ -141,7 +146,7 @@ async fn require_replicator(config: &Config, replica: &Replica) -> Result<(), Ve
         match found {
             Ok(Some(_)) => {}
             Ok(None) | Err(_) => {
-                return Err(VerifierError::NoReplicator {
+                return Err(ChecksumError::NoReplicator {
                     replicator: config.replicator.name.clone(),
                     schema: config.target.checkpoint_schema.clone(),
                 })
@@ -156,11 +161,11 @@ async fn replicated_tables(
     config: &Config,
     filter: &TableFilter,
     source: &Pool,
-) -> Result<Vec<TableName>, VerifierError> {
+) -> Result<Vec<TableName>, ChecksumError> {
     let mut conn = source
         .get_conn()
         .await
-        .map_err(|source| VerifierError::Connect {
+        .map_err(|source| ChecksumError::Connect {
             server: format!("source {}", config.source.url.redacted()),
             source,
         })?;
@@ -172,7 +177,7 @@ async fn replicated_tables(
              ORDER BY TABLE_SCHEMA, TABLE_NAME",
         )
         .await
-        .map_err(|source| VerifierError::Setup {
+        .map_err(|source| ChecksumError::Setup {
             side: "source",
             what: "listing tables",
             source,

@@ -20,14 +20,15 @@
 //! — having applied the source up to a point where the source row had some value — held
 //! the same other value, and the source row had not changed.
 
-use crate::check::{compared_index, CheckError, Checker, Expectation, Side};
 use crate::equality::same;
+use crate::expect::Expectation;
 use crate::metrics;
-use crate::progress::Stream;
 use crate::rows::{key_of, Rows};
+use crate::{compared_index, CompareError, Comparer, Side};
 use concord_change::{TableName, Value};
-use concord_control::{ColumnDiff, Detector, Mismatch, MismatchKind};
-use concord_schema_cache::TargetTable;
+use concord_control::{ColumnDiff, Detector, Mismatch, MismatchKind, NamedRow};
+use concord_schema_cache::{TargetColumn, TargetTable};
+use concord_target::Stream;
 use std::collections::BTreeSet;
 
 /// How the rechecked rows of one table turned out, counted in the changes each row's
@@ -37,6 +38,10 @@ pub struct Recheck {
     pub resolved: usize,
     pub superseded: usize,
     pub confirmed: usize,
+    /// A key column the change does not carry (a key changed since): not comparable.
+    pub no_key: usize,
+    /// The table is gone on the source: nothing to confirm a difference against.
+    pub no_source_table: usize,
 }
 
 impl std::ops::AddAssign for Recheck {
@@ -44,18 +49,44 @@ impl std::ops::AddAssign for Recheck {
         self.resolved += other.resolved;
         self.superseded += other.superseded;
         self.confirmed += other.confirmed;
+        self.no_key += other.no_key;
+        self.no_source_table += other.no_source_table;
     }
 }
 
-pub(crate) async fn recheck(
-    checker: &Checker,
+impl Comparer {
+    /// Rechecks the differing rows of one table against the source (see the module's
+    /// docs) and records those confirmed as mismatches found by `detected_by`.
+    pub async fn recheck(
+        &self,
+        target_name: &TableName,
+        target: &TargetTable,
+        differing: Vec<Expectation>,
+        detected_by: Detector,
+    ) -> Result<Recheck, CompareError> {
+        recheck(self, target_name, target, differing, detected_by).await
+    }
+
+    /// The cheap look first: see [`resolve_quickly`].
+    pub async fn resolve_quickly(
+        &self,
+        target: &TargetTable,
+        differing: Vec<Expectation>,
+        targets: Vec<Option<Vec<Value>>>,
+    ) -> Result<(usize, Vec<Expectation>), CompareError> {
+        resolve_quickly(self, target, differing, targets).await
+    }
+}
+
+async fn recheck(
+    comparer: &Comparer,
     target_name: &TableName,
     target: &TargetTable,
     differing: Vec<Expectation>,
     detected_by: Detector,
-) -> Result<Recheck, CheckError> {
+) -> Result<Recheck, CompareError> {
     let source_name = differing[0].source.name.clone();
-    let source = checker.source_schema.get(&source_name).await?;
+    let source = comparer.source_schema.get(&source_name).await?;
     let mut out = Recheck::default();
     if source.is_none() {
         // Dropped or renamed on the source since: there is no row to confirm a difference
@@ -63,9 +94,7 @@ pub(crate) async fn recheck(
         let n: usize = differing.iter().map(|e| e.changes).sum();
         tracing::warn!(table = %source_name, changes = n,
             "source table gone before its differing rows were rechecked; not recorded");
-        metrics::VERIFIED
-            .with_label_values(&[&target_name.to_string(), "no_source_table"])
-            .inc_by(n as u64);
+        out.no_source_table = n;
         return Ok(out);
     }
 
@@ -80,15 +109,13 @@ pub(crate) async fn recheck(
         match (skey, tkey) {
             (Some(s), Some(t)) => rows_to_check.push((s, t, e)),
             // A key column the change does not carry (a key changed since): not comparable.
-            _ => metrics::VERIFIED
-                .with_label_values(&[&target_name.to_string(), "no_key"])
-                .inc_by(e.changes as u64),
+            _ => out.no_key += e.changes,
         }
     }
 
     let shared = shared_columns(source.as_deref(), target);
     let first = cycle(
-        checker,
+        comparer,
         &source_name,
         source.as_deref(),
         target,
@@ -107,9 +134,9 @@ pub(crate) async fn recheck(
     if candidates.is_empty() {
         return Ok(out);
     }
-    tokio::time::sleep(checker.retry_after).await;
+    tokio::time::sleep(comparer.retry_after).await;
     let keys: Vec<_> = candidates.iter().map(|(k, _)| k.clone()).collect();
-    let second = cycle(checker, &source_name, source.as_deref(), target, &keys).await?;
+    let second = cycle(comparer, &source_name, source.as_deref(), target, &keys).await?;
     for (((_, _, e), (s1, t1)), (s2, t2)) in candidates.into_iter().zip(second) {
         let Some((kind, columns)) = differences(&shared, s2.as_deref(), target, t2.as_deref())
         else {
@@ -135,11 +162,21 @@ pub(crate) async fn recheck(
             columns,
             position: e.origin.clone(),
             detected_by,
+            expected: e.after.as_ref().map(|after| {
+                e.source
+                    .columns
+                    .iter()
+                    .cloned()
+                    .zip(after.iter().cloned())
+                    .collect()
+            }),
+            source_row: named(source_types, s2.as_deref()),
+            target_row: named(&target.columns, t2.as_deref()),
         };
         tracing::warn!(table = %source_name, key = ?mismatch.key, kind = kind.as_str(),
             origin = %e.origin, "mismatch confirmed against the source");
         // Counted once per row: a row confirmed again updates its open record.
-        if checker.control.record_mismatch(&mismatch).await? {
+        if comparer.control.record_mismatch(&mismatch).await? {
             metrics::MISMATCHES
                 .with_label_values(&[&target_name.to_string(), kind.as_str()])
                 .inc();
@@ -157,14 +194,14 @@ pub(crate) async fn recheck(
 ///
 /// Returns the changes resolved and the expectations left for [`recheck`]. `targets` are
 /// the rows read for `differing`, in its order.
-pub(crate) async fn resolve_quickly(
-    checker: &Checker,
+async fn resolve_quickly(
+    comparer: &Comparer,
     target: &TargetTable,
     differing: Vec<Expectation>,
     targets: Vec<Option<Vec<Value>>>,
-) -> Result<(usize, Vec<Expectation>), CheckError> {
+) -> Result<(usize, Vec<Expectation>), CompareError> {
     let source_name = differing[0].source.name.clone();
-    let Some(source) = checker.source_schema.get(&source_name).await? else {
+    let Some(source) = comparer.source_schema.get(&source_name).await? else {
         return Ok((0, differing));
     };
     let keys: Vec<Option<Vec<Value>>> = differing
@@ -172,7 +209,7 @@ pub(crate) async fn resolve_quickly(
         .map(|e| e.key_in(&source.primary_key))
         .collect();
     let wanted: Vec<Vec<Value>> = keys.iter().flatten().cloned().collect();
-    let rows = checker.read_rows(Side::Source, &source, &wanted).await?;
+    let rows = comparer.read_rows(Side::Source, &source, &wanted).await?;
     let shared = shared_columns(Some(&source), target);
     let mut resolved = 0;
     let mut rest = Vec::new();
@@ -198,23 +235,23 @@ type Pair = (Option<Vec<Value>>, Option<Vec<Value>>);
 
 /// One cycle: S, then P, the replicator past P, then T — per row, in `rows`' order.
 async fn cycle(
-    checker: &Checker,
+    comparer: &Comparer,
     source_name: &TableName,
     source: Option<&TargetTable>,
     target: &TargetTable,
     rows: &[Keyed],
-) -> Result<Vec<Pair>, CheckError> {
-    let source_rows = read_source(checker, source, rows).await?;
-    let position = checker.source_position(source_name).await?;
+) -> Result<Vec<Pair>, CompareError> {
+    let source_rows = read_source(comparer, source, rows).await?;
+    let position = comparer.source_position(source_name).await?;
     let streams: BTreeSet<&Stream> = rows.iter().map(|(_, _, e)| &e.stream).collect();
     for stream in streams {
-        checker
+        comparer
             .replica
-            .wait_applied(&position, stream, checker.poll)
+            .wait_applied(&position, stream, comparer.poll)
             .await?;
     }
     let keys: Vec<Vec<Value>> = rows.iter().map(|(_, t, _)| t.clone()).collect();
-    let target_rows = checker.read_rows(Side::Target, target, &keys).await?;
+    let target_rows = comparer.read_rows(Side::Target, target, &keys).await?;
     Ok(rows
         .iter()
         .map(|(skey, tkey, _)| {
@@ -226,23 +263,20 @@ async fn cycle(
 }
 
 async fn read_source(
-    checker: &Checker,
+    comparer: &Comparer,
     source: Option<&TargetTable>,
     rows: &[Keyed],
-) -> Result<Rows, CheckError> {
+) -> Result<Rows, CompareError> {
     let Some(source) = source else {
         return Ok(Rows::new()); // the table is gone on the source: no rows
     };
     let keys: Vec<Vec<Value>> = rows.iter().map(|(s, ..)| s.clone()).collect();
-    checker.read_rows(Side::Source, source, &keys).await
+    comparer.read_rows(Side::Source, source, &keys).await
 }
 
 /// (source column index, target column index) of the columns both tables have, by name,
 /// whose values are compared (neither side's is virtual or a versioning timestamp).
-pub(crate) fn shared_columns(
-    source: Option<&TargetTable>,
-    target: &TargetTable,
-) -> Vec<(usize, usize)> {
+pub fn shared_columns(source: Option<&TargetTable>, target: &TargetTable) -> Vec<(usize, usize)> {
     let Some(source) = source else {
         return Vec::new();
     };
@@ -257,7 +291,7 @@ pub(crate) fn shared_columns(
 
 /// How the target row differs from the source row over the `shared` columns; `None` if
 /// it does not. Rows are in their own table's column order.
-pub(crate) fn differences(
+pub fn differences(
     shared: &[(usize, usize)],
     s: Option<&[Value]>,
     target: &TargetTable,
@@ -305,12 +339,19 @@ pub(crate) fn differences(
     }
 }
 
+/// A row read in the column order of `columns`, as the control store keeps it.
+pub fn named(columns: &[TargetColumn], row: Option<&[Value]>) -> Option<NamedRow> {
+    row.map(|row| {
+        columns
+            .iter()
+            .map(|c| c.name.clone())
+            .zip(row.iter().cloned())
+            .collect()
+    })
+}
+
 /// Whether two reads of one row (in the column order of `columns`) hold the same data.
-fn same_row(
-    columns: &[concord_schema_cache::TargetColumn],
-    a: Option<&[Value]>,
-    b: Option<&[Value]>,
-) -> bool {
+pub fn same_row(columns: &[TargetColumn], a: Option<&[Value]>, b: Option<&[Value]>) -> bool {
     match (a, b) {
         (None, None) => true,
         (Some(a), Some(b)) => a

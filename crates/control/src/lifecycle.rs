@@ -1,0 +1,559 @@
+//! The recovery lifecycle of mismatch records and failed events: their states, the moves
+//! between them, and the history of every move.
+//!
+//! Invariants:
+//! - a move happens only from the state the mover saw (`WHERE state = from`), in the same
+//!   transaction as its history row: two movers of one record (the worker and an operator)
+//!   cannot both move it, and no move goes unrecorded;
+//! - a mismatch record is open (it holds its row's `open_key`) exactly while its state is
+//!   `detected`, `rechecking` or `needs_manual`; closing it frees the row for a new record,
+//!   which links back to it.
+
+use crate::{now_ms, text, ControlError, ControlStore};
+use concord_change::Value;
+use sqlx::Row;
+
+/// Where a mismatch record stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum MismatchState {
+    /// Confirmed against the source; waiting for the grace period.
+    Detected,
+    /// The recovery worker is looking at it again now.
+    Rechecking,
+    /// Source and target agreed when looked at again: nothing was written.
+    Resolved,
+    /// concord wrote the source's row to the target and verified it again.
+    Repaired,
+    /// Waiting for a person: auto-repair is off for the table, the circuit is open, the
+    /// repair failed, or the target refuses the source's row.
+    NeedsManual,
+    /// An operator decided to leave it, with a reason.
+    Ignored,
+}
+
+impl MismatchState {
+    pub const ALL: [MismatchState; 6] = [
+        MismatchState::Detected,
+        MismatchState::Rechecking,
+        MismatchState::Resolved,
+        MismatchState::Repaired,
+        MismatchState::NeedsManual,
+        MismatchState::Ignored,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MismatchState::Detected => "detected",
+            MismatchState::Rechecking => "rechecking",
+            MismatchState::Resolved => "resolved",
+            MismatchState::Repaired => "repaired",
+            MismatchState::NeedsManual => "needs_manual",
+            MismatchState::Ignored => "ignored",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// Whether the record still asks for something to happen.
+    pub fn is_open(self) -> bool {
+        matches!(
+            self,
+            MismatchState::Detected | MismatchState::Rechecking | MismatchState::NeedsManual
+        )
+    }
+}
+
+impl std::fmt::Display for MismatchState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a failed event stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailedState {
+    Open,
+    /// The stored change was applied again and the target took it.
+    Retried,
+    /// The source's current row was written through the guarded repair.
+    Repaired,
+    Ignored,
+}
+
+impl FailedState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailedState::Open => "open",
+            FailedState::Retried => "retried",
+            FailedState::Repaired => "repaired",
+            FailedState::Ignored => "ignored",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            FailedState::Open,
+            FailedState::Retried,
+            FailedState::Repaired,
+            FailedState::Ignored,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
+    }
+}
+
+/// What a history row is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Subject {
+    Mismatch,
+    FailedEvent,
+}
+
+impl Subject {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Subject::Mismatch => "mismatch",
+            Subject::FailedEvent => "failed_event",
+        }
+    }
+}
+
+/// A row image as kept in records: (column, value) in the table's column order.
+pub type NamedRow = Vec<(String, Value)>;
+
+/// One move of a record, as the history keeps it.
+#[derive(Clone, Debug, Default)]
+pub struct Move {
+    /// A user name, or `system`.
+    pub actor: String,
+    /// `auto`, `manual` or `batch` for repairs; `None` otherwise.
+    pub mode: Option<String>,
+    pub reason: String,
+    pub before: Option<NamedRow>,
+    pub after: Option<NamedRow>,
+    /// The SQL that ran, with its values.
+    pub statement: Option<String>,
+}
+
+/// A history row.
+#[derive(Clone, Debug)]
+pub struct HistoryRow {
+    pub id: i64,
+    pub at_ms: i64,
+    pub actor: String,
+    pub from_state: String,
+    pub to_state: String,
+    pub mode: Option<String>,
+    pub reason: String,
+    pub before: Option<NamedRow>,
+    pub after: Option<NamedRow>,
+    pub statement: Option<String>,
+}
+
+pub(crate) fn to_json(row: &Option<NamedRow>) -> Option<String> {
+    row.as_ref()
+        .map(|r| serde_json::to_string(r).expect("values always serialize"))
+}
+
+pub(crate) fn from_json(s: Option<String>) -> Result<Option<NamedRow>, ControlError> {
+    s.map(|s| {
+        serde_json::from_str(&s).map_err(|e| {
+            ControlError::Query(sqlx::Error::Decode(
+                format!("a stored row image is not valid JSON: {e}").into(),
+            ))
+        })
+    })
+    .transpose()
+}
+
+impl ControlStore {
+    /// Moves mismatch `id` from `from` to `to`, with its history row; `note` says why the
+    /// record is where it is now. Returns `false`, changing nothing, when the record was
+    /// not in `from` (someone else moved it first).
+    pub async fn move_mismatch(
+        &self,
+        id: i64,
+        from: MismatchState,
+        to: MismatchState,
+        m: &Move,
+    ) -> Result<bool, ControlError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        // Closing frees the row's open key; staying open keeps it.
+        let sql = if to.is_open() {
+            "UPDATE mismatches SET state = ?, state_ms = ?, note = ?, \
+             attempts = attempts + ? WHERE id = ? AND state = ?"
+        } else {
+            "UPDATE mismatches SET state = ?, state_ms = ?, note = ?, \
+             attempts = attempts + ?, open_key = NULL WHERE id = ? AND state = ?"
+        };
+        let attempted = i64::from(m.mode.is_some());
+        let moved = sqlx::query(sql)
+            .bind(to.as_str())
+            .bind(now)
+            .bind(&m.reason)
+            .bind(attempted)
+            .bind(id)
+            .bind(from.as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if moved != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        insert_history(
+            &mut tx,
+            Subject::Mismatch,
+            id,
+            now,
+            from.as_str(),
+            to.as_str(),
+            m,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Moves failed event `id` from `from` to `to`, with its history row; `error`, when
+    /// given, replaces the recorded error (a retry that failed again). As
+    /// [`ControlStore::move_mismatch`], `false` when the event was not in `from`.
+    pub async fn move_failed(
+        &self,
+        id: i64,
+        from: FailedState,
+        to: FailedState,
+        m: &Move,
+        error: Option<&str>,
+    ) -> Result<bool, ControlError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let moved = sqlx::query(
+            "UPDATE failed_events SET status = ?, state_ms = ?, note = ?, \
+             error = COALESCE(?, error) WHERE id = ? AND status = ?",
+        )
+        .bind(to.as_str())
+        .bind(now)
+        .bind(&m.reason)
+        .bind(error)
+        .bind(id)
+        .bind(from.as_str())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if moved != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        insert_history(
+            &mut tx,
+            Subject::FailedEvent,
+            id,
+            now,
+            from.as_str(),
+            to.as_str(),
+            m,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// The history of a record, oldest first.
+    pub async fn history(
+        &self,
+        subject: Subject,
+        id: i64,
+    ) -> Result<Vec<HistoryRow>, ControlError> {
+        let rows = sqlx::query(
+            "SELECT id, at_ms, actor, from_state, to_state, mode, reason, before_image, \
+             after_image, statement FROM recovery_history WHERE subject = ? AND subject_id = ? \
+             ORDER BY id",
+        )
+        .bind(subject.as_str())
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let opt = |i: usize| -> Result<Option<String>, ControlError> {
+                    let v: Option<Vec<u8>> = match r.try_get::<Option<String>, _>(i) {
+                        Ok(s) => s.map(String::into_bytes),
+                        Err(_) => r.try_get(i)?,
+                    };
+                    v.map(String::from_utf8)
+                        .transpose()
+                        .map_err(|e| ControlError::Query(sqlx::Error::Decode(Box::new(e))))
+                };
+                Ok(HistoryRow {
+                    id: r.try_get(0)?,
+                    at_ms: r.try_get(1)?,
+                    actor: r.try_get(2)?,
+                    from_state: r.try_get(3)?,
+                    to_state: r.try_get(4)?,
+                    mode: r.try_get(5)?,
+                    reason: text(r, 6)?,
+                    before: from_json(opt(7)?)?,
+                    after: from_json(opt(8)?)?,
+                    statement: opt(9)?,
+                })
+            })
+            .collect()
+    }
+
+    /// A recovery switch (`circuit`): its value, why and by whom it was set, when.
+    pub async fn setting(&self, name: &str) -> Result<Option<Setting>, ControlError> {
+        let row = sqlx::query(
+            "SELECT value, reason, actor, updated_ms FROM recovery_settings WHERE name = ?",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(Setting {
+                value: r.try_get(0)?,
+                reason: text(&r, 1)?,
+                actor: r.try_get(2)?,
+                updated_ms: r.try_get(3)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Sets a recovery switch; returns whether it changed (it held another value).
+    pub async fn set_setting(
+        &self,
+        name: &str,
+        value: &str,
+        reason: &str,
+        actor: &str,
+    ) -> Result<bool, ControlError> {
+        let mut tx = self.pool.begin().await?;
+        let old: Option<String> =
+            sqlx::query_scalar("SELECT value FROM recovery_settings WHERE name = ?")
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if old.as_deref() == Some(value) {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        let now = now_ms();
+        if old.is_some() {
+            sqlx::query(
+                "UPDATE recovery_settings SET value = ?, reason = ?, actor = ?, updated_ms = ? \
+                 WHERE name = ?",
+            )
+            .bind(value)
+            .bind(reason)
+            .bind(actor)
+            .bind(now)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        } else {
+            sqlx::query(
+                "INSERT INTO recovery_settings (name, value, reason, actor, updated_ms) \
+                 VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(name)
+            .bind(value)
+            .bind(reason)
+            .bind(actor)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+}
+
+/// A recovery switch as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Setting {
+    pub value: String,
+    pub reason: String,
+    pub actor: String,
+    pub updated_ms: i64,
+}
+
+async fn insert_history(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    subject: Subject,
+    id: i64,
+    at_ms: i64,
+    from: &str,
+    to: &str,
+    m: &Move,
+) -> Result<(), ControlError> {
+    sqlx::query(
+        "INSERT INTO recovery_history (subject, subject_id, at_ms, actor, from_state, to_state, \
+         mode, reason, before_image, after_image, statement) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(subject.as_str())
+    .bind(id)
+    .bind(at_ms)
+    .bind(&m.actor)
+    .bind(from)
+    .bind(to)
+    .bind(m.mode.as_deref())
+    .bind(&m.reason)
+    .bind(to_json(&m.before))
+    .bind(to_json(&m.after))
+    .bind(m.statement.as_deref())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ColumnDiff, Detector, Mismatch, MismatchFilter, MismatchKind};
+    use concord_change::{Position, TableName};
+
+    async fn store() -> (tempfile::TempDir, ControlStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("c.db").display());
+        let store = ControlStore::connect(&url, &url).await.unwrap();
+        (dir, store)
+    }
+
+    fn mismatch(key: &str) -> Mismatch {
+        Mismatch {
+            table: TableName::new("shop", "orders"),
+            key: vec![("id".into(), Value::Text(key.into()))],
+            kind: MismatchKind::ColumnsDiffer,
+            columns: vec![ColumnDiff {
+                column: "total".into(),
+                source: Value::Int(1),
+                target: Value::Int(2),
+            }],
+            position: Position::new("b.000001", 4),
+            detected_by: Detector::Checksum,
+            expected: None,
+            source_row: Some(vec![("total".into(), Value::Int(1))]),
+            target_row: Some(vec![("total".into(), Value::Int(2))]),
+        }
+    }
+
+    fn by(actor: &str, reason: &str) -> Move {
+        Move {
+            actor: actor.into(),
+            reason: reason.into(),
+            ..Move::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn moves_happen_only_from_the_state_seen_and_each_has_its_history() {
+        let (_dir, store) = store().await;
+        store.record_mismatch(&mismatch("a")).await.unwrap();
+        let id = store.mismatches(None, 1).await.unwrap()[0].id;
+        use MismatchState::*;
+        assert!(store
+            .move_mismatch(id, Detected, Rechecking, &by("system", "look"))
+            .await
+            .unwrap());
+        // A second mover that saw `detected` loses.
+        assert!(!store
+            .move_mismatch(id, Detected, Ignored, &by("bob", "late"))
+            .await
+            .unwrap());
+        let repaired = Move {
+            actor: "system".into(),
+            mode: Some("auto".into()),
+            reason: "written".into(),
+            before: Some(vec![("total".into(), Value::Int(2))]),
+            after: Some(vec![("total".into(), Value::Int(1))]),
+            statement: Some("INSERT INTO `shop`.`orders` …".into()),
+        };
+        assert!(store
+            .move_mismatch(id, Rechecking, Repaired, &repaired)
+            .await
+            .unwrap());
+        let row = store.mismatch(id).await.unwrap().unwrap();
+        assert_eq!(row.state(), Some(Repaired));
+        assert_eq!(row.attempts, 1);
+        let history = store.history(Subject::Mismatch, id).await.unwrap();
+        let moves: Vec<(&str, &str, &str)> = history
+            .iter()
+            .map(|h| (h.from_state.as_str(), h.to_state.as_str(), h.actor.as_str()))
+            .collect();
+        assert_eq!(
+            moves,
+            vec![
+                ("detected", "rechecking", "system"),
+                ("rechecking", "repaired", "system")
+            ]
+        );
+        assert_eq!(history[1].before, repaired.before);
+        assert_eq!(history[1].statement, repaired.statement);
+        assert_eq!(store.open_mismatch_counts().await.unwrap(), vec![]);
+    }
+
+    #[tokio::test]
+    async fn a_row_found_different_again_after_closing_opens_a_linked_record() {
+        let (_dir, store) = store().await;
+        let key = "it's \\ a \"key\" <script>\0";
+        store.record_mismatch(&mismatch(key)).await.unwrap();
+        let first = store.mismatches(None, 1).await.unwrap()[0].clone();
+        assert_eq!(
+            first.key[0].1,
+            Value::Text(key.into()),
+            "the key round-trips"
+        );
+        assert_eq!(first.source_row, mismatch(key).source_row);
+        store
+            .move_mismatch(
+                first.id,
+                MismatchState::Detected,
+                MismatchState::Resolved,
+                &by("system", "agree"),
+            )
+            .await
+            .unwrap();
+        assert!(store.record_mismatch(&mismatch(key)).await.unwrap(), "new");
+        let second = store.mismatches(None, 1).await.unwrap()[0].clone();
+        assert_ne!(second.id, first.id);
+        assert_eq!(second.previous_id, Some(first.id));
+        let found = store
+            .find_mismatches(
+                &MismatchFilter {
+                    key_contains: Some("<script>".into()),
+                    states: vec![MismatchState::Detected],
+                    ..MismatchFilter::default()
+                },
+                10,
+            )
+            .await
+            .unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].id, second.id);
+    }
+
+    #[tokio::test]
+    async fn a_setting_changes_once_per_value() {
+        let (_dir, store) = store().await;
+        assert_eq!(store.setting("circuit").await.unwrap(), None);
+        assert!(store
+            .set_setting("circuit", "open", "burst", "system")
+            .await
+            .unwrap());
+        assert!(!store
+            .set_setting("circuit", "open", "again", "system")
+            .await
+            .unwrap());
+        assert!(store
+            .set_setting("circuit", "closed", "checked", "alice")
+            .await
+            .unwrap());
+        let s = store.setting("circuit").await.unwrap().unwrap();
+        assert_eq!((s.value.as_str(), s.actor.as_str()), ("closed", "alice"));
+    }
+}

@@ -1,0 +1,88 @@
+//! What an operator does to records — from the command line now, from the console later:
+//! preview a repair, repair, ignore, close the circuit. Each goes through the same paths as
+//! the worker's (the guarded repair, the audited moves), named after the person.
+
+use crate::settle::Mode;
+use crate::worker::{CIRCUIT, CLOSED};
+use crate::{Recovery, RecoveryError, Settled};
+use concord_control::{MismatchRow, MismatchState, Move, NamedRow};
+use concord_target::repair::ShownStatement;
+
+/// What a repair of a record would do now.
+#[derive(Clone, Debug)]
+pub struct Preview {
+    pub source_row: Option<NamedRow>,
+    pub target_row: Option<NamedRow>,
+    /// Whether the rows differ now (the statements would change the target).
+    pub differs: bool,
+    /// The statements the repair would run, with their values.
+    pub statements: Vec<ShownStatement>,
+}
+
+impl Recovery {
+    /// Repairs records as `actor` (mode `manual`, or `batch`): each is looked at again and,
+    /// if it still differs, written through the guarded repair.
+    pub async fn repair_records(
+        &self,
+        records: &[MismatchRow],
+        actor: &str,
+        mode: Mode,
+    ) -> Vec<(i64, Result<Settled, RecoveryError>)> {
+        let mut out = Vec::with_capacity(records.len());
+        for m in records {
+            out.push((m.id, self.settle(m, mode, actor, Ok(())).await));
+        }
+        out
+    }
+
+    /// Ignores open records as `actor`; `reason` is required and kept in the history.
+    pub async fn ignore_records(
+        &self,
+        records: &[MismatchRow],
+        actor: &str,
+        reason: &str,
+    ) -> Result<Vec<(i64, bool)>, RecoveryError> {
+        if reason.trim().is_empty() {
+            return Err(RecoveryError::Refused(
+                "a reason is required to ignore a mismatch".into(),
+            ));
+        }
+        let mut out = Vec::with_capacity(records.len());
+        for m in records {
+            let moved = match m.state().filter(|s| s.is_open()) {
+                Some(from) => {
+                    let mv = Move {
+                        actor: actor.into(),
+                        reason: reason.into(),
+                        before: m.target_row.clone(),
+                        after: m.target_row.clone(),
+                        ..Move::default()
+                    };
+                    self.compare
+                        .control
+                        .move_mismatch(m.id, from, MismatchState::Ignored, &mv)
+                        .await?
+                }
+                None => false,
+            };
+            out.push((m.id, moved));
+        }
+        Ok(out)
+    }
+
+    /// Closes the auto-repair circuit; returns whether it was open.
+    pub async fn resume(&self, actor: &str, reason: &str) -> Result<bool, RecoveryError> {
+        let reason = if reason.trim().is_empty() {
+            "resumed by an operator"
+        } else {
+            reason
+        };
+        let changed = self
+            .compare
+            .control
+            .set_setting(CIRCUIT, CLOSED, reason, actor)
+            .await?;
+        crate::metrics::CIRCUIT_OPEN.set(0);
+        Ok(changed)
+    }
+}

@@ -1,0 +1,418 @@
+//! Recovery: mismatch records found by the checksum (or the verifier) are looked at again
+//! after the grace period and end resolved, repaired, waiting for a person, or ignored —
+//! with every move in the history, and nothing written over a replicator that lags.
+
+use concord_e2e::concord::http_get;
+use concord_e2e::{wait_for, Concord, ConcordConfig, TestDb};
+use std::time::Duration;
+
+/// Rows with several types, so repairs write each kind of value back.
+const TABLE: &str = "CREATE TABLE `{db}`.{t} (id INT PRIMARY KEY, name VARCHAR(40), \
+     amount DECIMAL(12,2), at DATETIME(6), blob_col VARBINARY(64), note TEXT NULL)";
+
+fn config(db: &TestDb, recovery: &str) -> ConcordConfig {
+    let mut c = ConcordConfig::new(db);
+    c.extra = format!(
+        "\n[verifier]\nretry_after = \"300ms\"\n\n[checksum]\nchunk_time = \"20ms\"\n\
+         \n[recovery]\nevery = \"200ms\"\n{recovery}\n"
+    );
+    c
+}
+
+async fn fill(db: &TestDb, t: &str, n: i64) {
+    db.both(&TABLE.replace("{t}", t)).await;
+    let rows: Vec<String> = (1..=n)
+        .map(|i| {
+            format!(
+                "({i}, 'name {i}', {i}.25, '2026-01-02 03:04:05.{i:06}', X'{:08x}', \
+                 IF({i} % 7 = 0, NULL, 'note {i}'))",
+                i * 31
+            )
+        })
+        .collect();
+    db.source(&format!(
+        "INSERT INTO `{{db}}`.{t} VALUES {}",
+        rows.join(", ")
+    ))
+    .await;
+}
+
+async fn checksum(config: &ConcordConfig, table: &str) -> Option<i32> {
+    let mut run = Concord::spawn(&config.sibling(), &["checksum", "--table", table]).await;
+    run.wait_exit(Duration::from_secs(240)).await
+}
+
+/// Runs an operator command with the test's config; returns its exit code and output.
+async fn cli(config: &ConcordConfig, args: &[&str]) -> (Option<i32>, String) {
+    let path = config.dir.join("cli.toml");
+    std::fs::write(&path, config.toml()).unwrap();
+    let out = tokio::process::Command::new(concord_e2e::concord::binary())
+        .args(args)
+        .arg("--config")
+        .arg(&path)
+        .env("USER", "alice")
+        .output()
+        .await
+        .expect("run concord");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
+/// (id, state) of every mismatch record of `table`, oldest first.
+async fn states(config: &ConcordConfig, table: &str) -> Vec<(i64, String)> {
+    let (db, t) = table.split_once('.').unwrap();
+    control(
+        config,
+        &format!("SELECT id, state FROM mismatches WHERE db = '{db}' AND tbl = '{t}' ORDER BY id"),
+    )
+    .await
+    .into_iter()
+    .map(|r| {
+        use sqlx::Row;
+        (r.get(0), r.get(1))
+    })
+    .collect()
+}
+
+async fn control(config: &ConcordConfig, sql: &str) -> Vec<sqlx::sqlite::SqliteRow> {
+    let url = format!("sqlite://{}?mode=ro", config.control_db().display());
+    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    sqlx::query(sql).fetch_all(&mut conn).await.unwrap()
+}
+
+async fn wait_states(config: &ConcordConfig, table: &str, state: &str, n: usize) {
+    wait_for(
+        &format!("{n} records of {table} {state}"),
+        Duration::from_secs(120),
+        || async {
+            let s = states(config, table).await;
+            (s.iter().filter(|(_, st)| st == state).count() >= n).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_difference_put_back_within_the_grace_is_resolved_and_nothing_is_written() {
+    let db = TestDb::new("recovery_transient").await;
+    let config = config(&db, "grace = \"6s\"");
+    fill(&db, "t", 20).await;
+    let concord = Concord::start(&config).await;
+    concord
+        .wait_caught_up(&db.servers, Duration::from_secs(30))
+        .await;
+    db.target("UPDATE `{db}`.t SET name = 'behind concord''s back' WHERE id = 3")
+        .await;
+    let table = format!("{}.t", db.name);
+    assert_eq!(
+        checksum(&config, &table).await,
+        Some(3),
+        "a mismatch recorded"
+    );
+    assert_eq!(states(&config, &table).await.len(), 1);
+    db.target("UPDATE `{db}`.t SET name = 'name 3' WHERE id = 3")
+        .await;
+    wait_states(&config, &table, "resolved", 1).await;
+    db.assert_same("t", "*").await;
+    let history = control(
+        &config,
+        "SELECT to_state, statement FROM recovery_history ORDER BY id",
+    )
+    .await;
+    use sqlx::Row;
+    let moves: Vec<(String, Option<String>)> =
+        history.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(
+        moves,
+        vec![("rechecking".into(), None), ("resolved".into(), None)],
+        "resolved without a write"
+    );
+    let repaired = concord
+        .metric(
+            "concord_repairs_total",
+            &[("table", &table), ("mode", "auto"), ("outcome", "repaired")],
+        )
+        .await;
+    assert_eq!(repaired, 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn corrupted_rows_are_repaired_after_the_grace_with_their_sql_in_the_history() {
+    let db = TestDb::new("recovery_auto").await;
+    let config = config(&db, "grace = \"1s\"");
+    fill(&db, "t", 600).await;
+    let concord = Concord::start(&config).await;
+    concord
+        .wait_caught_up(&db.servers, Duration::from_secs(30))
+        .await;
+    // 100 rows changed, 60 deleted, 50 extra: 210 differences of every kind.
+    db.target(
+        "UPDATE `{db}`.t SET name = CONCAT(name, ' (bad)'), amount = amount + 1, \
+         blob_col = X'00', note = NULL WHERE id <= 100",
+    )
+    .await;
+    db.target("DELETE FROM `{db}`.t WHERE id BETWEEN 201 AND 260")
+        .await;
+    let extra: Vec<String> = (1001..=1050)
+        .map(|i| format!("({i}, 'extra', 1, NOW(6), NULL, NULL)"))
+        .collect();
+    db.target(&format!(
+        "INSERT INTO `{{db}}`.t VALUES {}",
+        extra.join(", ")
+    ))
+    .await;
+    let table = format!("{}.t", db.name);
+    assert_eq!(checksum(&config, &table).await, Some(3));
+    wait_states(&config, &table, "repaired", 210).await;
+    db.assert_same("t", "*").await;
+    use sqlx::Row;
+    let repairs = control(
+        &config,
+        "SELECT h.before_image, h.after_image, h.statement, h.mode, h.actor, m.kind \
+         FROM recovery_history h JOIN mismatches m ON m.id = h.subject_id \
+         WHERE h.to_state = 'repaired' ORDER BY h.id",
+    )
+    .await;
+    assert_eq!(repairs.len(), 210);
+    for r in &repairs {
+        let before: Option<String> = r.get(0);
+        let after: Option<String> = r.get(1);
+        let sql: String = r.get(2);
+        let kind: String = r.get(5);
+        assert_eq!(r.get::<String, _>(3), "auto");
+        assert_eq!(r.get::<String, _>(4), "system");
+        match kind.as_str() {
+            "missing" => {
+                assert!(before.is_none() && after.is_some(), "{kind}: {sql}");
+                assert!(sql.starts_with("INSERT INTO"), "{sql}");
+            }
+            "extra" => {
+                assert!(before.is_some() && after.is_none(), "{kind}: {sql}");
+                assert!(sql.starts_with("DELETE FROM"), "{sql}");
+            }
+            _ => {
+                assert!(before.unwrap().contains("(bad)"));
+                assert!(!after.unwrap().contains("(bad)"));
+                assert!(sql.contains("-- with:"), "the values are kept: {sql}");
+            }
+        }
+    }
+    let counted = concord
+        .metric(
+            "concord_repairs_total",
+            &[("table", &table), ("mode", "auto"), ("outcome", "repaired")],
+        )
+        .await;
+    assert_eq!(counted, 210.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_table_without_auto_repair_waits_for_a_person_who_repairs_or_ignores_with_a_reason() {
+    let db = TestDb::new("recovery_manual").await;
+    let rules = format!(
+        "grace = \"1s\"\n\n[recovery.tables.\"{}.ledger\"]\nauto_repair = false",
+        db.name
+    );
+    let config = config(&db, &rules);
+    fill(&db, "ledger", 50).await;
+    fill(&db, "other", 50).await;
+    let concord = Concord::start(&config).await;
+    concord
+        .wait_caught_up(&db.servers, Duration::from_secs(30))
+        .await;
+    for t in ["ledger", "other"] {
+        db.target(&format!("UPDATE `{{db}}`.{t} SET amount = 0 WHERE id <= 5"))
+            .await;
+    }
+    let ledger = format!("{}.ledger", db.name);
+    let other = format!("{}.other", db.name);
+    assert_eq!(checksum(&config, &ledger).await, Some(3));
+    assert_eq!(checksum(&config, &other).await, Some(3));
+    wait_states(&config, &other, "repaired", 5).await;
+    wait_states(&config, &ledger, "needs_manual", 5).await;
+    let ids: Vec<String> = states(&config, &ledger)
+        .await
+        .iter()
+        .map(|(id, _)| id.to_string())
+        .collect();
+
+    // A dry run shows the SQL and changes nothing.
+    let (code, out) = cli(&config, &["repair", "--dry-run", &ids[0]]).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("INSERT INTO"), "{out}");
+    assert_eq!(
+        db.rows(true, "ledger", "amount").await[0][0],
+        mysql_async::Value::Bytes(b"0.00".to_vec())
+    );
+
+    // Manual repair of four; the fifth is ignored, which needs a reason.
+    let four: Vec<&str> = ids[..4].iter().map(String::as_str).collect();
+    let (code, out) = cli(&config, &[&["repair"], four.as_slice()].concat()).await;
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = cli(&config, &["ignore", &ids[4]]).await;
+    assert_eq!(code, Some(2), "a reason is required: {out}");
+    assert!(out.contains("--reason"), "{out}");
+    let (code, out) = cli(
+        &config,
+        &[
+            "ignore",
+            &ids[4],
+            "--reason",
+            "agreed with finance: known test row",
+        ],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{out}");
+    let s = states(&config, &ledger).await;
+    assert_eq!(
+        s.iter().map(|(_, st)| st.as_str()).collect::<Vec<_>>(),
+        vec!["repaired", "repaired", "repaired", "repaired", "ignored"]
+    );
+    use sqlx::Row;
+    let who = control(
+        &config,
+        &format!(
+            "SELECT actor, mode, reason FROM recovery_history WHERE subject_id = {} \
+             AND to_state = 'ignored'",
+            ids[4]
+        ),
+    )
+    .await;
+    assert_eq!(who[0].get::<String, _>(0), "alice");
+    assert_eq!(
+        who[0].get::<String, _>(2),
+        "agreed with finance: known test row"
+    );
+    let manual = control(
+        &config,
+        &format!(
+            "SELECT actor, mode FROM recovery_history WHERE subject_id = {} \
+             AND to_state = 'repaired'",
+            ids[0]
+        ),
+    )
+    .await;
+    assert_eq!(manual[0].get::<String, _>(0), "alice");
+    assert_eq!(manual[0].get::<String, _>(1), "manual");
+
+    // Unknown names in a filter are refused, naming them.
+    let (code, out) = cli(&config, &["mismatches", "list", "--state", "fixed"]).await;
+    assert_eq!(code, Some(2));
+    assert!(out.contains("unknown state `fixed`"), "{out}");
+    let (code, out) = cli(
+        &config,
+        &[
+            "mismatches",
+            "list",
+            "--table",
+            &format!("{}.nope", db.name),
+        ],
+    )
+    .await;
+    assert_eq!(code, Some(2));
+    assert!(out.contains("nope"), "{out}");
+    drop(concord);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mass_difference_opens_the_circuit_and_nothing_is_written_until_resumed() {
+    let db = TestDb::new("recovery_circuit").await;
+    // A grace long enough for the checksum to record all 25 before any is due: the worker
+    // then sees them at once, above the limit.
+    let config = config(&db, "grace = \"4s\"\nmax_auto_repairs_per_minute = 20");
+    fill(&db, "t", 100).await;
+    let concord = Concord::start(&config).await;
+    concord
+        .wait_caught_up(&db.servers, Duration::from_secs(30))
+        .await;
+    db.target("UPDATE `{db}`.t SET amount = -1 WHERE id <= 25")
+        .await;
+    let table = format!("{}.t", db.name);
+    assert_eq!(checksum(&config, &table).await, Some(3));
+    let port = config.metrics_port;
+    wait_for("the circuit open", Duration::from_secs(60), || async move {
+        let (_, body) = http_get(port, "/metrics").await?;
+        body.lines()
+            .any(|l| l == "concord_recovery_circuit_open 1")
+            .then_some(())
+    })
+    .await;
+    // Open, so nothing was written: every record is still detected, every row corrupted.
+    let s = states(&config, &table).await;
+    assert_eq!(s.len(), 25);
+    assert!(s.iter().all(|(_, st)| st == "detected"), "{s:?}");
+    let bad = db
+        .rows(true, "t", "amount")
+        .await
+        .iter()
+        .filter(|r| r[0] == mysql_async::Value::Bytes(b"-1.00".to_vec()))
+        .count();
+    assert_eq!(bad, 25);
+    let (code, out) = cli(&config, &["recovery", "resume", "--reason", "checked"]).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("closed"), "{out}");
+    // Accepted by the operator: paced at 20 a minute, never opening the circuit again.
+    wait_for("every row repaired", Duration::from_secs(150), || async {
+        let s = states(&config, &table).await;
+        s.iter().all(|(_, st)| st == "repaired").then_some(())
+    })
+    .await;
+    db.assert_same("t", "*").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nothing_is_repaired_while_the_replicator_lags_beyond_the_grace() {
+    let db = TestDb::new("recovery_lag").await;
+    let config = config(&db, "grace = \"2s\"");
+    fill(&db, "t", 50).await;
+    let replicator = Concord::start_role(&config, "replicate").await;
+    replicator
+        .wait_caught_up(&db.servers, Duration::from_secs(30))
+        .await;
+    db.target("UPDATE `{db}`.t SET amount = 0 WHERE id <= 10")
+        .await;
+    let table = format!("{}.t", db.name);
+    assert_eq!(checksum(&config, &table).await, Some(3));
+    replicator.pause().await;
+    db.source("UPDATE `{db}`.t SET name = 'moved on' WHERE id > 40")
+        .await;
+    let recovery = Concord::start_role(&config.sibling(), "recovery").await;
+    let port = recovery.config.metrics_port;
+    wait_for(
+        "a lag above the grace",
+        Duration::from_secs(60),
+        || async move {
+            let (_, body) = http_get(port, "/metrics").await?;
+            let lag: f64 = body
+                .lines()
+                .find_map(|l| l.strip_prefix("concord_recovery_replicator_lag_seconds "))?
+                .parse()
+                .ok()?;
+            (lag > 3.0).then_some(())
+        },
+    )
+    .await;
+    let s = states(&config, &table).await;
+    assert!(
+        s.iter().all(|(_, st)| st == "detected"),
+        "nothing moved: {s:?}"
+    );
+    assert_eq!(
+        db.rows(true, "t", "amount").await[0][0],
+        mysql_async::Value::Bytes(b"0.00".to_vec()),
+        "nothing written while the replicator lags"
+    );
+    replicator.resume().await;
+    wait_for("every row repaired", Duration::from_secs(60), || async {
+        let s = states(&config, &table).await;
+        s.iter().all(|(_, st)| st == "repaired").then_some(())
+    })
+    .await;
+    db.assert_same("t", "*").await;
+}
