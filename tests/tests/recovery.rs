@@ -30,7 +30,8 @@ async fn fill(db: &TestDb, t: &str, n: i64) {
             )
         })
         .collect();
-    db.source(&format!(
+    // The same rows on both sides, as a copy made before concord started would be.
+    db.both(&format!(
         "INSERT INTO `{{db}}`.{t} VALUES {}",
         rows.join(", ")
     ))
@@ -323,19 +324,19 @@ async fn a_table_without_auto_repair_waits_for_a_person_who_repairs_or_ignores_w
 #[tokio::test(flavor = "multi_thread")]
 async fn a_mass_difference_opens_the_circuit_and_nothing_is_written_until_resumed() {
     let db = TestDb::new("recovery_circuit").await;
-    // A grace long enough for the checksum to record all 25 before any is due: the worker
-    // then sees them at once, above the limit.
-    let config = config(&db, "grace = \"4s\"\nmax_auto_repairs_per_minute = 20");
+    let config = config(&db, "grace = \"1s\"\nmax_auto_repairs_per_minute = 20");
     fill(&db, "t", 100).await;
-    let concord = Concord::start(&config).await;
-    concord
+    let replicator = Concord::start_role(&config, "replicate").await;
+    replicator
         .wait_caught_up(&db.servers, Duration::from_secs(30))
         .await;
     db.target("UPDATE `{db}`.t SET amount = -1 WHERE id <= 25")
         .await;
     let table = format!("{}.t", db.name);
     assert_eq!(checksum(&config, &table).await, Some(3));
-    let port = config.metrics_port;
+    // Recovery starts with all 25 due at once, above the limit.
+    let recovery = Concord::start_role(&config.sibling(), "recovery").await;
+    let port = recovery.config.metrics_port;
     wait_for("the circuit open", Duration::from_secs(60), || async move {
         let (_, body) = http_get(port, "/metrics").await?;
         body.lines()

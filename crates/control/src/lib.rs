@@ -92,8 +92,9 @@ impl ControlStore {
                 sqlx::query("PRAGMA journal_mode = WAL")
                     .execute(&pool)
                     .await?;
-                SQLITE_MIGRATIONS.run(&pool).await?;
+                migrate_sqlite(&pool).await?;
             }
+            // MySQL migrations take a named lock: concurrent starts wait for each other.
             Backend::MySql => MYSQL_MIGRATIONS.run(&pool).await?,
         }
         Ok(Self { pool, backend })
@@ -101,6 +102,26 @@ impl ControlStore {
 
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+}
+
+/// SQLite migrations take no lock of their own: the roles of one process are serialised
+/// here, and a process that raced another one over the same file (both saw a migration
+/// missing; one applied it first) tries again, finding it applied.
+async fn migrate_sqlite(pool: &AnyPool) -> Result<(), ControlError> {
+    static MIGRATING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _one = MIGRATING.lock().await;
+    let mut attempt: u64 = 0;
+    loop {
+        match SQLITE_MIGRATIONS.run(pool).await {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt < 5 => {
+                attempt += 1;
+                tracing::info!(error = %e, "control store migration raced another process; trying again");
+                tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 
