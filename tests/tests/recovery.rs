@@ -417,3 +417,158 @@ async fn nothing_is_repaired_while_the_replicator_lags_beyond_the_grace() {
     .await;
     db.assert_same("t", "*").await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn repairs_racing_a_hot_row_writer_never_write_an_older_row_over_a_newer_one() {
+    use mysql_async::prelude::Queryable;
+    let db = TestDb::new("recovery_race").await;
+    let config = config(&db, "grace = \"1s\"");
+    db.both("CREATE TABLE `{db}`.hot (id INT PRIMARY KEY, version BIGINT NOT NULL, payload VARCHAR(40))")
+        .await;
+    let rows: Vec<String> = (1..=200).map(|i| format!("({i}, 1, 'v1')")).collect();
+    db.both(&format!(
+        "INSERT INTO `{{db}}`.hot VALUES {}",
+        rows.join(", ")
+    ))
+    .await;
+    let concord = Concord::start(&config).await;
+    concord
+        .wait_caught_up(&db.servers, Duration::from_secs(30))
+        .await;
+    db.target("UPDATE `{db}`.hot SET payload = 'corrupt'").await;
+    let table = format!("{}.hot", db.name);
+    assert_eq!(checksum(&config, &table).await, Some(3));
+
+    // The writer bumps random rows' versions while the repairs run.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, pool, name) = (stop.clone(), db.servers.source.clone(), db.name.clone());
+        tokio::spawn(async move {
+            let mut conn = pool.get_conn().await.unwrap();
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let id = 1 + (n * 37) % 200;
+                conn.query_drop(format!(
+                    "UPDATE `{name}`.hot SET version = version + 1, \
+                     payload = CONCAT('v', version + 1) WHERE id = {id}"
+                ))
+                .await
+                .unwrap();
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            n
+        })
+    };
+    wait_for("every record settled", Duration::from_secs(120), || async {
+        let s = states(&config, &table).await;
+        s.iter()
+            .all(|(_, st)| st == "repaired" || st == "resolved")
+            .then_some(())
+    })
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let updates = writer.await.unwrap();
+    assert!(
+        updates > 100,
+        "the writer raced the repairs ({updates} updates)"
+    );
+    concord
+        .wait_caught_up(&db.servers, Duration::from_secs(30))
+        .await;
+    db.assert_same("hot", "*").await;
+
+    use sqlx::Row;
+    let repairs = control(
+        &config,
+        "SELECT before_image, after_image FROM recovery_history \
+         WHERE statement IS NOT NULL ORDER BY id",
+    )
+    .await;
+    assert!(
+        !repairs.is_empty(),
+        "some rows were repaired while the writer ran"
+    );
+    let version = |image: &str| -> i64 {
+        let row: Vec<(String, serde_json::Value)> = serde_json::from_str(image).unwrap();
+        let v = &row.iter().find(|(c, _)| c == "version").unwrap().1;
+        v["value"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("a version in {image}"))
+    };
+    for r in &repairs {
+        let before: String = r.get(0);
+        let after: String = r.get(1);
+        assert!(
+            version(&after) >= version(&before),
+            "a repair wrote version {} over version {}",
+            version(&after),
+            version(&before)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hostile_primary_key_round_trips_through_list_show_and_repair() {
+    let db = TestDb::new("recovery_hostile").await;
+    let config = config(&db, "grace = \"1s\"\nauto_repair = false");
+    db.both("CREATE TABLE `{db}`.k (code VARCHAR(64) PRIMARY KEY, v INT)")
+        .await;
+    db.both(
+        "INSERT INTO `{db}`.k VALUES \
+         (CONCAT('it''s \"q\" \\\\ ', CHAR(0), ' <script>alert(1)</script>'), 1), ('plain', 2)",
+    )
+    .await;
+    let concord = Concord::start(&config).await;
+    concord
+        .wait_caught_up(&db.servers, Duration::from_secs(30))
+        .await;
+    db.target("UPDATE `{db}`.k SET v = 99").await;
+    let table = format!("{}.k", db.name);
+    assert_eq!(checksum(&config, &table).await, Some(3));
+    wait_states(&config, &table, "needs_manual", 2).await;
+    let (code, out) = cli(
+        &config,
+        &[
+            "mismatches",
+            "list",
+            "--key-contains",
+            "<script>",
+            "--format",
+            "json",
+        ],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{out}");
+    let listed: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    let items = listed["mismatches"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{out}");
+    assert_eq!(
+        items[0]["key"]["code"]["value"].as_str(),
+        Some("it's \"q\" \\ \0 <script>alert(1)</script>"),
+        "the key is what the table holds: {out}"
+    );
+    let id = items[0]["id"].as_i64().unwrap().to_string();
+    let (code, out) = cli(&config, &["mismatches", "show", &id, "--format", "json"]).await;
+    assert_eq!(code, Some(0), "{out}");
+    let shown: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(shown["record"]["key"], items[0]["key"]);
+    assert!(shown["repair_sql"][0]
+        .as_str()
+        .unwrap()
+        .starts_with("INSERT INTO"));
+    let (code, out) = cli(&config, &["repair", &id]).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains(&format!("{id}: repaired")), "{out}");
+    let s = states(&config, &table).await;
+    assert_eq!(
+        s.iter().filter(|(_, st)| st == "repaired").count(),
+        1,
+        "only the hostile row was repaired: {s:?}"
+    );
+    let v = db.rows(true, "k", "v").await;
+    assert!(
+        v.contains(&vec![mysql_async::Value::Bytes(b"1".to_vec())]),
+        "{v:?}"
+    );
+}

@@ -247,7 +247,7 @@ impl Recovery {
             }
             RepairOutcome::Repaired {
                 before,
-                after: _,
+                after,
                 statements,
             } => {
                 let statement = statements
@@ -276,12 +276,13 @@ impl Recovery {
                 metrics::REPAIRS
                     .with_label_values(&[&label, mode.as_str(), "repaired"])
                     .inc();
+                // Before: the target row the repair locked; after: the source row it wrote.
                 let mv = Move {
                     actor: actor.into(),
                     mode: Some(mode.as_str().into()),
                     reason,
                     before: rows(&before, &t.target),
-                    after: rows(&t2, &t.target),
+                    after: rows(&after, &t.source),
                     statement: Some(statement),
                 };
                 control
