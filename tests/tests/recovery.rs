@@ -572,3 +572,108 @@ async fn a_hostile_primary_key_round_trips_through_list_show_and_repair() {
         "{v:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_rows_are_retried_after_a_fix_repaired_from_the_source_or_ignored() {
+    let db = TestDb::new("recovery_failed").await;
+    let config = config(&db, "grace = \"1s\"");
+    db.source("CREATE TABLE `{db}`.people (id INT PRIMARY KEY, name VARCHAR(40))")
+        .await;
+    db.target("CREATE TABLE `{db}`.people (id INT PRIMARY KEY, name VARCHAR(5))")
+        .await;
+    let concord = Concord::start(&config).await;
+    db.source(
+        "INSERT INTO `{db}`.people VALUES (1, 'Alexandra'), (2, 'Bartholomew'), \
+         (3, 'Constantine'), (4, 'Dee')",
+    )
+    .await;
+    concord
+        .wait_caught_up(&db.servers, Duration::from_secs(30))
+        .await;
+    // Row 2 changes again while it cannot be written (a later batch: a batch keeps only a
+    // row's last change): its first event is no longer its latest change.
+    db.source("UPDATE `{db}`.people SET name = 'Bartholomew II' WHERE id = 2")
+        .await;
+    concord
+        .wait_caught_up(&db.servers, Duration::from_secs(30))
+        .await;
+    use sqlx::Row;
+    let events = control(
+        &config,
+        "SELECT id, op FROM failed_events WHERE reason = 'rejected' ORDER BY source_pos, row_index",
+    )
+    .await;
+    let ids: Vec<String> = events
+        .iter()
+        .map(|r| r.get::<i64, _>(0).to_string())
+        .collect();
+    assert_eq!(ids.len(), 4, "three inserts and one update refused");
+
+    // Still too long: a retry keeps the event open with the target's error.
+    let (code, out) = cli(&config, &["failed", "retry", &ids[0]]).await;
+    assert_eq!(code, Some(3), "{out}");
+    assert!(out.contains("still refused"), "{out}");
+
+    db.target("ALTER TABLE `{db}`.people MODIFY name VARCHAR(40)")
+        .await;
+    let (code, out) = cli(&config, &["failed", "retry", &ids[0]]).await;
+    assert_eq!(code, Some(0), "{out}");
+    // Row 2's insert is behind its update: a retry is refused, a repair writes the row now.
+    let (code, out) = cli(&config, &["failed", "retry", &ids[1]]).await;
+    assert_eq!(code, Some(3), "{out}");
+    assert!(out.contains("no longer the row's latest change"), "{out}");
+    let (code, out) = cli(&config, &["failed", "repair", &ids[1]]).await;
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = cli(&config, &["failed", "ignore", &ids[2]]).await;
+    assert_eq!(code, Some(2), "a reason is required: {out}");
+    let (code, out) = cli(
+        &config,
+        &[
+            "failed",
+            "ignore",
+            &ids[2],
+            &ids[3],
+            "--reason",
+            "re-synced by hand",
+        ],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{out}");
+
+    let status: Vec<String> = control(
+        &config,
+        "SELECT status FROM failed_events ORDER BY source_pos, row_index",
+    )
+    .await
+    .iter()
+    .map(|r| r.get(0))
+    .collect();
+    assert_eq!(status, vec!["retried", "repaired", "ignored", "ignored"]);
+    let names: Vec<Vec<mysql_async::Value>> = db.rows(true, "people", "id, name").await;
+    let text = |v: &mysql_async::Value| match v {
+        mysql_async::Value::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
+        other => format!("{other:?}"),
+    };
+    let names: Vec<String> = names
+        .iter()
+        .map(|r| format!("{}:{}", text(&r[0]), text(&r[1])))
+        .collect();
+    assert_eq!(names, vec!["1:Alexandra", "2:Bartholomew II", "4:Dee"]);
+    let history = control(
+        &config,
+        &format!(
+            "SELECT to_state, actor, statement FROM recovery_history \
+             WHERE subject = 'failed_event' AND subject_id = {} ORDER BY id",
+            ids[0]
+        ),
+    )
+    .await;
+    let moves: Vec<String> = history.iter().map(|r| r.get(0)).collect();
+    assert_eq!(
+        moves,
+        vec!["open", "retried"],
+        "the refused attempt is in the history"
+    );
+    assert_eq!(history[1].get::<String, _>(1), "alice");
+    assert!(history[1].get::<String, _>(2).starts_with("INSERT INTO"));
+}

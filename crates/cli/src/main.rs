@@ -19,6 +19,7 @@ use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use supervise::supervise;
 
+mod failed;
 mod records;
 mod supervise;
 
@@ -74,6 +75,11 @@ enum Command {
     Repair(ActArgs),
     /// Ignore mismatch records (by id or filter) with a `--reason`, kept in the history.
     Ignore(ActArgs),
+    /// Failed events (rows the target refused): `list`, `show ID`, `retry ID…` (apply the
+    /// stored change again), `repair ID…` (write the source's current row), `ignore ID…
+    /// --reason TEXT`. Exit 3: some were not settled.
+    #[command(subcommand)]
+    Failed(FailedCommand),
     /// Load and validate the config, print it with secrets hidden, and exit.
     CheckConfig(ConfigArg),
 }
@@ -128,6 +134,48 @@ enum MismatchesCommand {
         #[arg(long, value_enum, default_value_t = records::Output::Table)]
         format: records::Output,
     },
+}
+
+#[derive(Subcommand)]
+enum FailedCommand {
+    /// Failed events, newest first.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// A source table, `db.table`.
+        #[arg(long, value_parser = parse_table)]
+        table: Option<TableName>,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        #[arg(long, value_enum, default_value_t = records::Output::Table)]
+        format: records::Output,
+    },
+    /// One event: the stored change, the error, its origin, its history.
+    Show {
+        #[command(flatten)]
+        config: ConfigArg,
+        id: i64,
+    },
+    /// Apply the stored change again (refused if the source row moved on since).
+    Retry(FailedActArgs),
+    /// Write the source's current row through the guarded repair.
+    Repair(FailedActArgs),
+    /// Close the events with a `--reason`.
+    Ignore(FailedActArgs),
+}
+
+#[derive(clap::Args)]
+struct FailedActArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    #[arg(required = true)]
+    ids: Vec<i64>,
+    /// Why (required to ignore).
+    #[arg(long, default_value = "")]
+    reason: String,
+    /// Who (default: $USER).
+    #[arg(long)]
+    user: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -227,6 +275,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Mismatches(c) => mismatches(c).await,
         Command::Repair(a) => act(a, true).await,
         Command::Ignore(a) => act(a, false).await,
+        Command::Failed(c) => failed_command(c).await,
         Command::Recovery(RecoveryArgs {
             action:
                 Some(RecoveryAction::Resume {
@@ -304,6 +353,46 @@ async fn act(a: ActArgs, repair: bool) -> anyhow::Result<ExitCode> {
     }
 }
 
+async fn failed_command(c: FailedCommand) -> anyhow::Result<ExitCode> {
+    use concord_recovery::failed::FailedAction;
+    let store = |config: &Config| {
+        let (url, redacted) = (
+            config.control.url.expose().to_owned(),
+            config.control.url.redacted(),
+        );
+        async move { concord_control::ControlStore::connect(&url, &redacted).await }
+    };
+    let (a, action) = match c {
+        FailedCommand::List {
+            config,
+            table,
+            limit,
+            format,
+        } => {
+            let config = load(&config)?;
+            let store = store(&config).await?;
+            return failed::list(&store, table.as_ref(), limit.clamp(1, 10_000), format).await;
+        }
+        FailedCommand::Show { config, id } => {
+            let config = load(&config)?;
+            return failed::show(&store(&config).await?, id).await;
+        }
+        FailedCommand::Retry(a) => (a, Some(FailedAction::Retry)),
+        FailedCommand::Repair(a) => (a, Some(FailedAction::Repair)),
+        FailedCommand::Ignore(a) => (a, None),
+    };
+    let config = load(&a.config)?;
+    let recovery = concord_recovery::Recovery::connect(&config).await?;
+    failed::act(
+        &recovery,
+        &a.ids,
+        action,
+        &a.reason,
+        &records::actor(a.user),
+    )
+    .await
+}
+
 fn bad_argument(why: &str) -> anyhow::Result<ExitCode> {
     eprintln!("concord: {why}");
     Ok(ExitCode::from(2))
@@ -351,7 +440,8 @@ async fn role(command: Command) -> anyhow::Result<ExitCode> {
         | Command::MissingTables(_)
         | Command::Mismatches(_)
         | Command::Repair(_)
-        | Command::Ignore(_) => unreachable!("handled above"),
+        | Command::Ignore(_)
+        | Command::Failed(_) => unreachable!("handled above"),
     }
     .map(|()| ExitCode::SUCCESS)
 }

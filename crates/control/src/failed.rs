@@ -223,8 +223,7 @@ impl ControlStore {
         table: Option<&TableName>,
         limit: i64,
     ) -> Result<Vec<FailedEventRow>, ControlError> {
-        let base = "SELECT id, source_file, source_pos, row_index, db, tbl, op, reason, error, \
-                    event, status, occurrences FROM failed_events";
+        let base = format!("SELECT {FAILED_COLUMNS} FROM failed_events");
         let rows = match table {
             Some(t) => {
                 sqlx::query(&format!(
@@ -244,26 +243,39 @@ impl ControlStore {
             }
         };
         rows.iter()
-            .map(|r| {
-                Ok(FailedEventRow {
-                    id: r.try_get(0)?,
-                    position: Position::new(
-                        r.try_get::<String, _>(1)?,
-                        r.try_get::<i64, _>(2)? as u64,
-                    ),
-                    row_index: r.try_get::<i64, _>(3)? as u32,
-                    table: TableName::new(r.try_get::<String, _>(4)?, r.try_get::<String, _>(5)?),
-                    op: r.try_get(6)?,
-                    reason: r.try_get(7)?,
-                    error: text(r, 8)?,
-                    event: text(r, 9)?,
-                    status: r.try_get(10)?,
-                    occurrences: r.try_get(11)?,
-                })
-            })
+            .map(failed_row)
             .collect::<Result<_, sqlx::Error>>()
             .map_err(ControlError::from)
     }
+
+    /// One failed event.
+    pub async fn failed_event(&self, id: i64) -> Result<Option<FailedEventRow>, ControlError> {
+        let row = sqlx::query(&format!(
+            "SELECT {FAILED_COLUMNS} FROM failed_events WHERE id = ?"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(failed_row).transpose()?)
+    }
+}
+
+const FAILED_COLUMNS: &str = "id, source_file, source_pos, row_index, db, tbl, op, reason, \
+                              error, event, status, occurrences";
+
+fn failed_row(r: &sqlx::any::AnyRow) -> Result<FailedEventRow, sqlx::Error> {
+    Ok(FailedEventRow {
+        id: r.try_get(0)?,
+        position: Position::new(r.try_get::<String, _>(1)?, r.try_get::<i64, _>(2)? as u64),
+        row_index: r.try_get::<i64, _>(3)? as u32,
+        table: TableName::new(r.try_get::<String, _>(4)?, r.try_get::<String, _>(5)?),
+        op: r.try_get(6)?,
+        reason: r.try_get(7)?,
+        error: text(r, 8)?,
+        event: text(r, 9)?,
+        status: r.try_get(10)?,
+        occurrences: r.try_get(11)?,
+    })
 }
 
 #[cfg(test)]

@@ -64,12 +64,12 @@ pub enum Settled {
 const MAX_SUPERSEDED: i64 = 5;
 
 /// What a look needs about the record's table.
-struct Tables {
-    source: Arc<TargetTable>,
-    target: Arc<TargetTable>,
+pub(crate) struct Tables {
+    pub source: Arc<TargetTable>,
+    pub target: Arc<TargetTable>,
     /// The key in the source's and in the target's primary-key order.
-    source_key: Vec<Value>,
-    target_key: Vec<Value>,
+    pub source_key: Vec<Value>,
+    pub target_key: Vec<Value>,
 }
 
 impl Recovery {
@@ -165,37 +165,15 @@ impl Recovery {
                 .to_manual(m, MismatchState::Rechecking, actor, mode, why)
                 .await;
         }
-        let source = source_description(&t.source);
-        let plan = match ColumnPlan::new(
-            &source,
-            &t.target,
-            &self.audit_flag_column,
-            &self.audit_ts_column,
-        ) {
-            Ok(p) => p,
-            Err(e) => {
-                let why = format!("the row cannot be written: {e}");
+        let row = match self.row_repair(t, target_now.clone()) {
+            Ok(row) => row,
+            Err(why) => {
                 return self
                     .to_manual(m, MismatchState::Rechecking, actor, mode, why)
-                    .await;
+                    .await
             }
         };
-        let row = RowRepair {
-            target: t.target.clone(),
-            source,
-            plan,
-            key: t.target_key.clone(),
-            observed: target_now.clone(),
-        };
-        let reads = Reads {
-            compare: &self.compare,
-            source: &t.source,
-            source_key: &t.source_key,
-        };
-        let mut conn = self.writer().await?;
-        let written = repair(&mut conn, &row, &reads).await;
-        drop(conn);
-        let outcome = match written {
+        let outcome = match self.guarded_write(t, &row).await? {
             Ok(o) => o,
             Err(e) => return self.failed(m, &label, mode, actor, e).await,
         };
@@ -308,22 +286,9 @@ impl Recovery {
         let shared = shared_columns(Some(&t.source), &t.target);
         let differs =
             differences(&shared, s.as_deref(), &t.target, target_now.as_deref()).is_some();
-        let source = source_description(&t.source);
-        let plan = match ColumnPlan::new(
-            &source,
-            &t.target,
-            &self.audit_flag_column,
-            &self.audit_ts_column,
-        ) {
-            Ok(p) => p,
-            Err(e) => return Ok(Err(format!("the row cannot be written: {e}"))),
-        };
-        let row = RowRepair {
-            target: t.target.clone(),
-            source,
-            plan,
-            key: t.target_key.clone(),
-            observed: target_now.clone(),
+        let row = match self.row_repair(&t, target_now.clone()) {
+            Ok(row) => row,
+            Err(why) => return Ok(Err(why)),
         };
         let statements = if differs && (s.is_some() || target_now.is_some()) {
             row.preview(s.as_deref())
@@ -336,6 +301,45 @@ impl Recovery {
             differs,
             statements,
         }))
+    }
+
+    /// The guarded repair of `t`'s row, observed as `observed` on the target; `Err`: why the
+    /// row cannot be written (no usable key on one side).
+    pub(crate) fn row_repair(
+        &self,
+        t: &Tables,
+        observed: Option<Vec<Value>>,
+    ) -> Result<RowRepair, String> {
+        let source = source_description(&t.source);
+        let plan = ColumnPlan::new(
+            &source,
+            &t.target,
+            &self.audit_flag_column,
+            &self.audit_ts_column,
+        )
+        .map_err(|e| format!("the row cannot be written: {e}"))?;
+        Ok(RowRepair {
+            target: t.target.clone(),
+            source,
+            plan,
+            key: t.target_key.clone(),
+            observed,
+        })
+    }
+
+    /// Runs the guarded repair of `row` in a fresh writer session.
+    pub(crate) async fn guarded_write(
+        &self,
+        t: &Tables,
+        row: &RowRepair,
+    ) -> Result<Result<RepairOutcome, concord_target::repair::RepairError>, RecoveryError> {
+        let reads = Reads {
+            compare: &self.compare,
+            source: &t.source,
+            source_key: &t.source_key,
+        };
+        let mut conn = self.writer().await?;
+        Ok(repair(&mut conn, row, &reads).await)
     }
 
     /// A repair that failed: a target refusing the source's row waits for a person; trouble
@@ -407,7 +411,24 @@ impl Recovery {
     /// Both sides' descriptions of the record's table and its key in each side's order,
     /// or why the record cannot be looked at.
     async fn tables(&self, m: &MismatchRow) -> Result<Result<Tables, String>, RecoveryError> {
-        let source_name = &m.table;
+        let value_of = |k: &str| {
+            m.key
+                .iter()
+                .chain(m.source_row.iter().flatten())
+                .chain(m.target_row.iter().flatten())
+                .find(|(c, _)| c.eq_ignore_ascii_case(k))
+                .map(|(_, v)| v.clone())
+        };
+        self.tables_for(&m.table, value_of).await
+    }
+
+    /// As [`Recovery::tables`], for source table `source_name` and a row whose column
+    /// values `value_of` gives by name.
+    pub(crate) async fn tables_for(
+        &self,
+        source_name: &TableName,
+        value_of: impl Fn(&str) -> Option<Value>,
+    ) -> Result<Result<Tables, String>, RecoveryError> {
         let target_name = self.filter.target_name(source_name);
         let Some(source) = self
             .compare
@@ -427,18 +448,8 @@ impl Recovery {
         else {
             return Ok(Err(format!("{target_name} does not exist on the target")));
         };
-        let key_in = |pk: &[String]| -> Option<Vec<Value>> {
-            pk.iter()
-                .map(|k| {
-                    m.key
-                        .iter()
-                        .chain(m.source_row.iter().flatten())
-                        .chain(m.target_row.iter().flatten())
-                        .find(|(c, _)| c.eq_ignore_ascii_case(k))
-                        .map(|(_, v)| v.clone())
-                })
-                .collect()
-        };
+        let key_in =
+            |pk: &[String]| -> Option<Vec<Value>> { pk.iter().map(|k| value_of(k)).collect() };
         let (Some(source_key), Some(target_key)) =
             (key_in(&source.primary_key), key_in(&target.primary_key))
         else {
@@ -457,7 +468,7 @@ impl Recovery {
     }
 
     /// One consistent cycle: S, then P, the replicator past P, then T.
-    async fn look(
+    pub(crate) async fn look(
         &self,
         source_name: &TableName,
         t: &Tables,
@@ -510,7 +521,7 @@ fn source_description(t: &TargetTable) -> Arc<SourceTable> {
 }
 
 /// The causes below an error, for a record a person reads.
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = Vec::new();
     let mut cause = e.source();
     while let Some(c) = cause {
