@@ -677,3 +677,33 @@ async fn refused_rows_are_retried_after_a_fix_repaired_from_the_source_or_ignore
     assert_eq!(history[1].get::<String, _>(1), "alice");
     assert!(history[1].get::<String, _>(2).starts_with("INSERT INTO"));
 }
+
+/// Kafka mode: the look and the lag wait for the table's topic (every partition) instead
+/// of the binlog checkpoint; recovery runs as its own process beside capture and replicators.
+#[tokio::test(flavor = "multi_thread")]
+async fn kafka_mode_repairs_after_the_replicators_applied_the_topic() {
+    use concord_e2e::pipeline::{Mode, Pipeline};
+    let db = TestDb::new("recovery_kafka").await;
+    fill(&db, "t", 200).await;
+    db.both("CREATE TABLE `{db}`.tick (id INT PRIMARY KEY)")
+        .await;
+    let pipeline = Pipeline::start(&db, Mode::Kafka, "2s", true).await;
+    // A change through the whole pipeline, so the capture and the replicators have saved
+    // positions and offsets to be asked about.
+    db.source("INSERT INTO `{db}`.tick VALUES (1)").await;
+    pipeline.wait_applied(&db, &["tick"]).await;
+    db.target("UPDATE `{db}`.t SET name = 'corrupt' WHERE id <= 30")
+        .await;
+    db.target("DELETE FROM `{db}`.t WHERE id BETWEEN 31 AND 40")
+        .await;
+    let mut config = pipeline.config.sibling();
+    config.extra = "\n[verifier]\nretry_after = \"300ms\"\n\n[checksum]\nchunk_time = \"20ms\"\n\
+                    \n[recovery]\nevery = \"200ms\"\ngrace = \"1s\"\n"
+        .into();
+    let table = format!("{}.t", db.name);
+    assert_eq!(checksum(&config, &table).await, Some(3));
+    let recovery = Concord::start_role(&config, "recovery").await;
+    wait_states(&config, &table, "repaired", 40).await;
+    db.assert_same("t", "*").await;
+    drop(recovery);
+}

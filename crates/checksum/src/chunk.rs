@@ -12,11 +12,14 @@
 use concord_change::Value;
 use concord_schema_cache::{quote_ident, quote_table, TargetTable};
 
-/// A primary-key range `(after, through]`; `None` is open.
+/// A primary-key range `(after, through]`; `None` is open. `from` and `until` bound it
+/// further (inclusive): the ends of a batch recovery's range, kept on every chunk of it.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct KeyRange {
     pub after: Option<Vec<Value>>,
     pub through: Option<Vec<Value>>,
+    pub from: Option<Vec<Value>>,
+    pub until: Option<Vec<Value>>,
 }
 
 /// A column both servers hash: its name, the source's type, and whether either side
@@ -133,7 +136,7 @@ impl ChunkSql {
         let filter = self.predicate(
             &KeyRange {
                 after: after.map(<[Value]>::to_vec),
-                through: None,
+                ..KeyRange::default()
             },
             &mut params,
         );
@@ -144,6 +147,32 @@ impl ChunkSql {
                 "SELECT {key} FROM {} WHERE {filter} ORDER BY {key} LIMIT 1 OFFSET ?",
                 self.table
             ),
+            params,
+        )
+    }
+
+    /// The largest key below `key` (where a range starting at `key` walks from).
+    pub fn key_before(&self, key: &[Value]) -> (String, Vec<mysql_async::Value>) {
+        let mut params = Vec::new();
+        let filter = compare(&self.key, key, "<", &mut params);
+        let order: Vec<String> = self.key.iter().map(|k| format!("{k} DESC")).collect();
+        (
+            format!(
+                "SELECT {} FROM {} WHERE {filter} ORDER BY {} LIMIT 1",
+                self.key.join(", "),
+                self.table,
+                order.join(", ")
+            ),
+            params,
+        )
+    }
+
+    /// Whether the range holds any row (`SELECT 1 … LIMIT 1`).
+    pub fn any(&self, range: &KeyRange) -> (String, Vec<mysql_async::Value>) {
+        let mut params = Vec::new();
+        let filter = self.predicate(range, &mut params);
+        (
+            format!("SELECT 1 FROM {} WHERE {filter} LIMIT 1", self.table),
             params,
         )
     }
@@ -193,6 +222,12 @@ impl ChunkSql {
         }
         if let Some(through) = &range.through {
             parts.push(compare(&self.key, through, "<=", params));
+        }
+        if let Some(from) = &range.from {
+            parts.push(compare(&self.key, from, ">=", params));
+        }
+        if let Some(until) = &range.until {
+            parts.push(compare(&self.key, until, "<=", params));
         }
         if parts.is_empty() {
             "TRUE".to_owned()
@@ -270,6 +305,7 @@ mod tests {
         let range = KeyRange {
             after: Some(vec![Value::Int(1), Value::Int(2)]),
             through: Some(vec![Value::Int(5), Value::Int(0)]),
+            ..KeyRange::default()
         };
         let (text, params) = sql.hash(&range);
         assert!(

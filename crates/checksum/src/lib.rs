@@ -18,16 +18,17 @@ mod pace;
 mod table;
 
 pub use error::ChecksumError;
-pub use table::TableReport;
+pub use table::{Bounds, TableReport};
 
 use concord_change::TableName;
 use concord_compare::Comparer;
 use concord_config::{Config, TableFilter, TransportKind};
+use concord_control::{ChecksumRun, Mismatch};
 use concord_target::{Replica, Stream};
 use mysql_async::prelude::Queryable;
 use mysql_async::Pool;
 use std::time::{Duration, Instant};
-use table::{checksum_table, Sides};
+use table::{checksum_table, RunOf, Sides};
 
 /// Which tables to check.
 #[derive(Clone, Debug)]
@@ -55,56 +56,104 @@ pub async fn run(
     tracing::info!(tables = tables.len(), "checksum starting");
     let mut reports = Vec::new();
     for name in tables {
-        let started = Instant::now();
-        let mut report = TableReport::new(name.clone());
-        let stream = match (&config.transport.kind, &config.kafka) {
-            (TransportKind::Kafka, Some(k)) => Stream::Topic(k.topic_for(&name.db, &name.table)),
-            _ => Stream::Binlog,
+        let of = RunOf {
+            scope: "",
+            restart,
+            bounds: &Bounds::default(),
         };
-        let mut backoff = Duration::from_millis(200);
-        let mut first = true;
-        // Each attempt describes the table afresh: a DDL that interrupted the last one
-        // (a column gone on one side, the table dropped and created again) is seen, and
-        // the run resumes from its last chunk over the columns both sides have now.
-        loop {
-            let sides = match describe(&checker, &filter, &name).await {
-                Ok(sides) => sides,
-                Err(problem) => {
-                    report.problem = Some(problem);
-                    break;
-                }
-            };
-            let r = checksum_table(
-                &checker,
-                &config.checksum,
-                &sides,
-                &stream,
-                restart && first,
-                &mut report,
-            )
-            .await;
-            first = false;
-            match r {
-                Ok(()) => break,
-                Err(e) if e.is_transient() => {
-                    tracing::warn!(table = %name, error = %e, retry_in = ?backoff, "checksum interrupted; resuming the table");
-                    checker.refresh_after(&e).await;
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(config.replicator.max_backoff);
-                }
-                Err(e) => {
-                    report.problem = Some(e.to_string());
-                    break;
-                }
-            }
-        }
-        report.elapsed = started.elapsed();
-        tracing::info!(table = %name, rows = report.rows, chunks = report.chunks,
-            differing = report.chunks_differ, mismatches = report.mismatches,
-            problem = report.problem.as_deref().unwrap_or(""), "table checked");
-        reports.push(report);
+        reports.push(check_table(config, &checker, &filter, &name, &of, &mut |_| {}).await);
     }
     Ok(reports)
+}
+
+/// Checks the rows of `table` whose keys are within `bounds` as the run of `scope` (a batch
+/// recovery job's: it resumes after its last finished chunk), calling `on_chunk` after each
+/// chunk. With `record` off, confirmed differences are returned instead of recorded.
+pub async fn check_range(
+    config: &Config,
+    table: &TableName,
+    bounds: &Bounds,
+    scope: &str,
+    record: bool,
+    on_chunk: &mut dyn FnMut(&ChecksumRun),
+) -> Result<(TableReport, Vec<Mismatch>), ChecksumError> {
+    let mut checker = Comparer::connect(config).await?;
+    checker.record = record;
+    require_replicator(config, &checker.replica).await?;
+    let filter = config.tables.filter();
+    let of = RunOf {
+        scope,
+        restart: false,
+        bounds,
+    };
+    let mut report = check_table(config, &checker, &filter, table, &of, on_chunk).await;
+    let found = std::mem::take(&mut report.found);
+    Ok((report, found))
+}
+
+/// One table, retried from its last chunk after transient errors; the report says what was
+/// found, or the problem that stopped it.
+async fn check_table(
+    config: &Config,
+    checker: &Comparer,
+    filter: &TableFilter,
+    name: &TableName,
+    of: &RunOf<'_>,
+    on_chunk: &mut dyn FnMut(&ChecksumRun),
+) -> TableReport {
+    let started = Instant::now();
+    let mut report = TableReport::new(name.clone());
+    let stream = match (&config.transport.kind, &config.kafka) {
+        (TransportKind::Kafka, Some(k)) => Stream::Topic(k.topic_for(&name.db, &name.table)),
+        _ => Stream::Binlog,
+    };
+    let mut backoff = Duration::from_millis(200);
+    let mut first = true;
+    // Each attempt describes the table afresh: a DDL that interrupted the last one (a
+    // column gone on one side, the table dropped and created again) is seen, and the run
+    // resumes from its last chunk over the columns both sides have now.
+    loop {
+        let sides = match describe(checker, filter, name).await {
+            Ok(sides) => sides,
+            Err(problem) => {
+                report.problem = Some(problem);
+                break;
+            }
+        };
+        let attempt = RunOf {
+            restart: of.restart && first,
+            ..*of
+        };
+        let r = checksum_table(
+            checker,
+            &config.checksum,
+            &sides,
+            &stream,
+            &attempt,
+            &mut report,
+            on_chunk,
+        )
+        .await;
+        first = false;
+        match r {
+            Ok(()) => break,
+            Err(e) if e.is_transient() => {
+                tracing::warn!(table = %name, error = %e, retry_in = ?backoff, "checksum interrupted; resuming the table");
+                checker.refresh_after(&e).await;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(config.replicator.max_backoff);
+            }
+            Err(e) => {
+                report.problem = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    report.elapsed = started.elapsed();
+    tracing::info!(table = %name, rows = report.rows, chunks = report.chunks,
+        differing = report.chunks_differ, mismatches = report.mismatches,
+        problem = report.problem.as_deref().unwrap_or(""), "table checked");
+    report
 }
 
 /// Both servers' view of the table, or why it cannot be checked.

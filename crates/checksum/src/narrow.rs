@@ -33,7 +33,7 @@ pub(crate) async fn narrow(
     loop {
         let page = KeyRange {
             after: after.clone(),
-            through: range.through.clone(),
+            ..range.clone()
         };
         let (text, params) = sides.source_sql.rows(&page, PAGE);
         let source_rows = read(&checker.source, Side::Source, &sides.source, text, params).await?;
@@ -46,6 +46,7 @@ pub(crate) async fn narrow(
         let page = KeyRange {
             after,
             through: through.clone(),
+            ..range.clone()
         };
         let (text, params) = sides.target_sql.rows(&page, u64::MAX);
         let target_rows = read(&checker.target, Side::Target, &sides.target, text, params).await?;

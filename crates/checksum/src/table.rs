@@ -19,7 +19,7 @@ use concord_compare::{
     shared_columns, sql, target_index, CompareError, Comparer, Expectation, Recheck, Side,
 };
 use concord_config::ChecksumConfig;
-use concord_control::Detector;
+use concord_control::{ChecksumRun, Detector, Mismatch};
 use concord_schema_cache::TargetTable;
 use concord_target::Stream;
 use mysql_async::prelude::Queryable;
@@ -44,6 +44,8 @@ pub struct TableReport {
     pub elapsed: Duration,
     /// Why the table was not (fully) checked.
     pub problem: Option<String>,
+    /// The confirmed differences, when they are not recorded (a dry run).
+    pub found: Vec<Mismatch>,
 }
 
 impl TableReport {
@@ -58,6 +60,7 @@ impl TableReport {
             superseded: 0,
             elapsed: Duration::ZERO,
             problem: None,
+            found: Vec::new(),
         }
     }
 }
@@ -195,25 +198,38 @@ pub(crate) async fn checksum_table(
     settings: &ChecksumConfig,
     sides: &Sides,
     stream: &Stream,
-    restart: bool,
+    of: &RunOf<'_>,
     report: &mut TableReport,
+    on_chunk: &mut dyn FnMut(&ChecksumRun),
 ) -> Result<(), CompareError> {
     let name = &sides.source.name;
     let label = name.to_string();
-    let mut run = checker.control.checksum_run(name, restart).await?;
+    let (restart, bounds) = (of.restart, of.bounds);
+    let mut run = checker
+        .control
+        .checksum_run_in(name, of.scope, restart)
+        .await?;
     let mut after: Option<Vec<Value>> = match run.last_key.as_deref() {
         None => None,
         Some(k) => match serde_json::from_str(k) {
             Ok(key) => Some(key),
             Err(e) => {
                 tracing::warn!(table = %name, error = %e, "saved checksum key unreadable; starting the table over");
-                run = checker.control.checksum_run(name, true).await?;
+                run = checker
+                    .control
+                    .checksum_run_in(name, of.scope, true)
+                    .await?;
                 None
             }
         },
     };
     if after.is_some() {
         tracing::info!(table = %name, chunks = run.chunks, rows = run.rows, "resuming checksum run");
+    } else if let Some(from) = &bounds.from {
+        // A range walks from the last source key below its start.
+        after = key_before(&checker.source, sides, from)
+            .await
+            .map_err(|e| sql(Side::Source, name, e))?;
     }
     let estimate = estimated_rows(&checker.source, name).await?;
     let mut sizer = ChunkSizer::new(settings.first_chunk_rows, settings.chunk_time);
@@ -232,6 +248,8 @@ pub(crate) async fn checksum_table(
         let range = KeyRange {
             after: after.clone(),
             through: through.clone(),
+            from: bounds.from.clone(),
+            until: bounds.to.clone(),
         };
         // First look: both servers at once. Equal hashes settle the chunk.
         let timed_source = async {
@@ -264,12 +282,14 @@ pub(crate) async fn checksum_table(
                         resolved,
                         superseded,
                         confirmed,
+                        found,
                         ..
                     } = checker
                         .recheck(&sides.target.name, &sides.target, found, Detector::Checksum)
                         .await?;
                     report.resolved += resolved as u64;
                     report.superseded += superseded as u64;
+                    report.found.extend(found);
                     run.mismatches += confirmed as i64;
                 }
             }
@@ -291,7 +311,11 @@ pub(crate) async fn checksum_table(
                 .with_label_values(&[&label])
                 .set((run.rows as f64 / estimate as f64).min(1.0));
         }
-        let done = through.is_none();
+        let done = match (&through, &bounds.to) {
+            (None, _) => true,
+            (Some(t), Some(_)) => !rows_beyond(checker, sides, t, &range).await?,
+            (Some(_), None) => false,
+        };
         if done {
             checker.control.finish_checksum(&run).await?;
             metrics::CHECKSUM_PROGRESS
@@ -304,11 +328,93 @@ pub(crate) async fn checksum_table(
         report.chunks = run.chunks as u64;
         report.chunks_differ = run.chunks_differ as u64;
         report.mismatches = run.mismatches as u64;
+        on_chunk(&run);
         if done {
             return Ok(());
         }
         after = through;
     }
+}
+
+/// Which run a table's check belongs to and what it covers.
+#[derive(Clone, Copy)]
+pub(crate) struct RunOf<'a> {
+    /// The run's scope (see `ControlStore::checksum_run_in`).
+    pub scope: &'a str,
+    /// Start over instead of resuming.
+    pub restart: bool,
+    pub bounds: &'a Bounds,
+}
+
+/// A key range to check, inclusive at both ends; `None`: open.
+#[derive(Clone, Debug, Default)]
+pub struct Bounds {
+    pub from: Option<Vec<Value>>,
+    pub to: Option<Vec<Value>>,
+}
+
+/// Whether either side has rows after `through` up to the range's end.
+async fn rows_beyond(
+    checker: &Comparer,
+    sides: &Sides,
+    through: &[Value],
+    range: &KeyRange,
+) -> Result<bool, CompareError> {
+    let rest = KeyRange {
+        after: Some(through.to_vec()),
+        through: None,
+        ..range.clone()
+    };
+    for (pool, sql_of, side, table) in [
+        (
+            &checker.source,
+            &sides.source_sql,
+            Side::Source,
+            &sides.source.name,
+        ),
+        (
+            &checker.target,
+            &sides.target_sql,
+            Side::Target,
+            &sides.target.name,
+        ),
+    ] {
+        let (text, params) = sql_of.any(&rest);
+        let mut conn = pool.get_conn().await.map_err(|e| sql(side, table, e))?;
+        let found: Option<u8> = conn
+            .exec_first(text, Params::Positional(params))
+            .await
+            .map_err(|e| sql(side, table, e))?;
+        if found.is_some() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// The largest source key below `key`.
+async fn key_before(
+    pool: &Pool,
+    sides: &Sides,
+    key: &[Value],
+) -> Result<Option<Vec<Value>>, mysql_async::Error> {
+    let (text, params) = sides.source_sql.key_before(key);
+    let mut conn = pool.get_conn().await?;
+    let row: Option<mysql_async::Row> = conn.exec_first(text, Params::Positional(params)).await?;
+    let types = sides.source.primary_key.iter().map(|k| {
+        sides
+            .source
+            .column(k)
+            .map(|c| c.data_type.clone())
+            .unwrap_or_default()
+    });
+    Ok(row.map(|r| {
+        r.unwrap()
+            .into_iter()
+            .zip(types)
+            .map(|(v, ty)| concord_compare::sql_value::from_sql(v, &ty))
+            .collect()
+    }))
 }
 
 type Hash = (u64, u64);

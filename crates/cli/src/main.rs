@@ -19,6 +19,7 @@ use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use supervise::supervise;
 
+mod batch;
 mod failed;
 mod records;
 mod supervise;
@@ -96,6 +97,15 @@ struct RecoveryArgs {
 
 #[derive(Subcommand)]
 enum RecoveryAction {
+    /// Re-sync one table's key range: every row the chunked checksum finds different (and
+    /// the source confirms) is repaired through the guarded write; resumable after kill -9;
+    /// `--dry-run` prints the SQL and changes nothing. Exit 3: some rows were not repaired.
+    Batch {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        args: batch::BatchArgs,
+    },
     /// Close the auto-repair circuit: automatic repair goes on.
     Resume {
         #[command(flatten)]
@@ -293,6 +303,13 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 if was_open { "closed" } else { "was not open" }
             );
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Recovery(RecoveryArgs {
+            action: Some(RecoveryAction::Batch { config, args }),
+            ..
+        }) => {
+            let config = load(&config)?;
+            batch::run(&config, args).await
         }
         command => role(command).await,
     }

@@ -90,6 +90,9 @@ pub struct Comparer {
     pub poll: Duration,
     /// Between the two cycles of a recheck.
     pub retry_after: Duration,
+    /// Record confirmed differences in the control store (off: a dry run collects them in
+    /// [`Recheck::found`] instead).
+    pub record: bool,
 }
 
 /// Connection options for comparing: sessions read TIMESTAMP values as UTC (see
@@ -133,6 +136,7 @@ impl Comparer {
             replica,
             poll: Duration::from_millis(50),
             retry_after: config.verifier.retry_after,
+            record: true,
         })
     }
 }

@@ -33,7 +33,7 @@ use std::collections::BTreeSet;
 
 /// How the rechecked rows of one table turned out, counted in the changes each row's
 /// expectation stands for (see [`Expectation::changes`]).
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct Recheck {
     pub resolved: usize,
     pub superseded: usize,
@@ -42,6 +42,8 @@ pub struct Recheck {
     pub no_key: usize,
     /// The table is gone on the source: nothing to confirm a difference against.
     pub no_source_table: usize,
+    /// The confirmed differences, when the comparer does not record them.
+    pub found: Vec<Mismatch>,
 }
 
 impl std::ops::AddAssign for Recheck {
@@ -51,6 +53,7 @@ impl std::ops::AddAssign for Recheck {
         self.confirmed += other.confirmed;
         self.no_key += other.no_key;
         self.no_source_table += other.no_source_table;
+        self.found.extend(other.found);
     }
 }
 
@@ -176,7 +179,9 @@ async fn recheck(
         tracing::warn!(table = %source_name, key = ?mismatch.key, kind = kind.as_str(),
             origin = %e.origin, "mismatch confirmed against the source");
         // Counted once per row: a row confirmed again updates its open record.
-        if comparer.control.record_mismatch(&mismatch).await? {
+        if !comparer.record {
+            out.found.push(mismatch);
+        } else if comparer.control.record_mismatch(&mismatch).await? {
             metrics::MISMATCHES
                 .with_label_values(&[&target_name.to_string(), kind.as_str()])
                 .inc();

@@ -32,13 +32,25 @@ impl ControlStore {
         table: &TableName,
         restart: bool,
     ) -> Result<ChecksumRun, ControlError> {
+        self.checksum_run_in(table, "", restart).await
+    }
+
+    /// As [`ControlStore::checksum_run`], for the runs of `scope` (`""`: whole-table runs
+    /// of `concord checksum`; `batch:<id>`: a batch recovery job's range).
+    pub async fn checksum_run_in(
+        &self,
+        table: &TableName,
+        scope: &str,
+        restart: bool,
+    ) -> Result<ChecksumRun, ControlError> {
         let open = sqlx::query(
             "SELECT id, last_key, chunks, rows_checked, chunks_differ, mismatches FROM checksum_runs \
-             WHERE db = ? AND tbl = ? AND state = ? ORDER BY id DESC LIMIT 1",
+             WHERE db = ? AND tbl = ? AND state = ? AND scope = ? ORDER BY id DESC LIMIT 1",
         )
         .bind(&table.db)
         .bind(&table.table)
         .bind(RUNNING)
+        .bind(scope)
         .fetch_optional(&self.pool)
         .await?;
         if let Some(r) = open {
@@ -69,22 +81,25 @@ impl ControlStore {
         }
         let now = now_ms();
         sqlx::query(
-            "INSERT INTO checksum_runs (db, tbl, state, started_ms, updated_ms) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO checksum_runs (db, tbl, state, started_ms, updated_ms, scope) \
+             VALUES (?, ?, ?, ?, ?, ?)",
         )
         .bind(&table.db)
         .bind(&table.table)
         .bind(RUNNING)
         .bind(now)
         .bind(now)
+        .bind(scope)
         .execute(&self.pool)
         .await?;
         let id: i64 = sqlx::query(
-            "SELECT id FROM checksum_runs WHERE db = ? AND tbl = ? AND state = ? \
+            "SELECT id FROM checksum_runs WHERE db = ? AND tbl = ? AND state = ? AND scope = ? \
              ORDER BY id DESC LIMIT 1",
         )
         .bind(&table.db)
         .bind(&table.table)
         .bind(RUNNING)
+        .bind(scope)
         .fetch_one(&self.pool)
         .await?
         .try_get(0)?;

@@ -7,6 +7,7 @@
 //! Invariant: recording the same failure twice (a replay after a crash) updates one
 //! record — its origin (binlog file, position, row index) is unique.
 
+mod batch_jobs;
 mod checksum_runs;
 mod failed;
 mod lifecycle;
@@ -14,6 +15,7 @@ mod mismatches;
 mod missing;
 mod positions;
 
+pub use batch_jobs::BatchJob;
 pub use checksum_runs::ChecksumRun;
 pub use failed::{FailedEvent, FailedEventRow, FailureReason};
 pub use lifecycle::{FailedState, HistoryRow, MismatchState, Move, NamedRow, Setting, Subject};

@@ -5,7 +5,7 @@
 use crate::settle::Mode;
 use crate::worker::{CIRCUIT, CLOSED};
 use crate::{Recovery, RecoveryError, Settled};
-use concord_control::{MismatchRow, MismatchState, Move, NamedRow};
+use concord_control::{Mismatch, MismatchRow, MismatchState, Move, NamedRow};
 use concord_target::repair::ShownStatement;
 
 /// What a repair of a record would do now.
@@ -20,6 +20,34 @@ pub struct Preview {
 }
 
 impl Recovery {
+    /// What repairing a difference found but not recorded (a dry run) would do now.
+    pub async fn preview_found(
+        &self,
+        m: &Mismatch,
+    ) -> Result<Result<Preview, String>, RecoveryError> {
+        let row = MismatchRow {
+            id: 0,
+            table: m.table.clone(),
+            key: m.key.clone(),
+            kind: m.kind,
+            columns: m.columns.clone(),
+            position: m.position.clone(),
+            detected_by: m.detected_by.as_str().into(),
+            state: MismatchState::Detected.as_str().into(),
+            occurrences: 1,
+            first_seen_ms: 0,
+            last_seen_ms: 0,
+            expected: m.expected.clone(),
+            source_row: m.source_row.clone(),
+            target_row: m.target_row.clone(),
+            previous_id: None,
+            state_ms: 0,
+            note: None,
+            attempts: 0,
+        };
+        self.preview(&row).await
+    }
+
     /// Repairs records as `actor` (mode `manual`, or `batch`): each is looked at again and,
     /// if it still differs, written through the guarded repair.
     pub async fn repair_records(

@@ -239,6 +239,7 @@ fn count(label: &str, outcome: Recheck) {
         confirmed,
         no_key,
         no_source_table,
+        ..
     } = outcome;
     for (result, n) in [
         ("resolved", resolved),

@@ -1,0 +1,340 @@
+//! `concord recovery batch`: re-syncs one table's key range after an outage or an incident.
+//! The range goes through the chunked checksum (paced like it, resumable per chunk as the
+//! job's own run); every difference the source confirms becomes a record, and each record
+//! is repaired through the guarded write in mode `batch` (rows only the target has are
+//! deleted). A killed job, asked again the same way, resumes where it stopped.
+//!
+//! Both steps are the library's (`concord_checksum::check_range`, the recovery engine);
+//! this module only strings them together for one job, with its progress and summary.
+
+use crate::records::Output;
+use concord_change::{TableName, Value};
+use concord_checksum::Bounds;
+use concord_config::Config;
+use concord_control::{BatchJob, ControlStore, Detector, MismatchFilter, MismatchState};
+use concord_recovery::{Mode, Recovery, Settled};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct BatchArgs {
+    /// The source table, `db.table`.
+    #[arg(long, value_parser = crate::parse_table)]
+    pub table: TableName,
+    /// The range's first key (inclusive): a value, or a JSON array for a composite key.
+    #[arg(long)]
+    pub pk_from: Option<String>,
+    /// The range's last key (inclusive).
+    #[arg(long)]
+    pub pk_to: Option<String>,
+    /// Print what would be repaired, and the SQL; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Who (default: $USER).
+    #[arg(long)]
+    pub user: Option<String>,
+    #[arg(long, value_enum, default_value_t = Output::Table)]
+    pub format: Output,
+}
+
+pub async fn run(config: &Config, a: BatchArgs) -> anyhow::Result<ExitCode> {
+    let recovery = Recovery::connect(config).await?;
+    let Some(source) = recovery.compare.source_schema.get(&a.table).await? else {
+        eprintln!("concord: table {} does not exist on the source", a.table);
+        return Ok(ExitCode::from(2));
+    };
+    if !config.tables.filter().matches(&a.table) {
+        eprintln!(
+            "concord: table {} is not replicated by this config",
+            a.table
+        );
+        return Ok(ExitCode::from(2));
+    }
+    let types: Vec<String> = source
+        .primary_key
+        .iter()
+        .map(|k| {
+            source
+                .column(k)
+                .map(|c| c.data_type.clone())
+                .unwrap_or_default()
+        })
+        .collect();
+    let mut bounds = Bounds::default();
+    for (arg, text, slot) in [
+        ("--pk-from", &a.pk_from, &mut bounds.from),
+        ("--pk-to", &a.pk_to, &mut bounds.to),
+    ] {
+        if let Some(text) = text {
+            match parse_key(text, &types) {
+                Ok(k) => *slot = Some(k),
+                Err(why) => {
+                    eprintln!("concord: {arg} `{text}`: {why}");
+                    return Ok(ExitCode::from(2));
+                }
+            }
+        }
+    }
+    let store = &recovery.compare.control;
+    let actor = crate::records::actor(a.user.clone());
+    let (mut job, resumed) = store
+        .start_batch(
+            &a.table,
+            a.pk_from.as_deref(),
+            a.pk_to.as_deref(),
+            a.dry_run,
+            &actor,
+        )
+        .await?;
+    tracing::info!(job = job.id, table = %a.table, resumed, dry_run = a.dry_run, "batch recovery");
+    let bar = progress_bar(estimate(&recovery, &a.table).await);
+    let mut on_chunk = |run: &concord_control::ChecksumRun| match &bar {
+        Some(bar) => {
+            bar.set_position(run.rows as u64);
+            bar.set_message(format!("{} differing", run.mismatches));
+        }
+        None => tracing::info!(
+            job = job.id,
+            rows = run.rows,
+            chunks = run.chunks,
+            differing = run.mismatches,
+            "batch recovery: checked"
+        ),
+    };
+    let checked = concord_checksum::check_range(
+        config,
+        &a.table,
+        &bounds,
+        &job.scope(),
+        !a.dry_run,
+        &mut on_chunk,
+    )
+    .await;
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    let (report, found) = match checked {
+        Ok(r) => r,
+        Err(e) => {
+            store
+                .save_batch(&job, "failed", Some(&format!("{e:#}")))
+                .await?;
+            return Err(e.into());
+        }
+    };
+    job.checked = report.rows as i64;
+    if let Some(problem) = &report.problem {
+        store.save_batch(&job, "failed", Some(problem)).await?;
+        eprintln!("concord: {}: {problem}", a.table);
+        return Ok(ExitCode::FAILURE);
+    }
+    if a.dry_run {
+        job.differing = found.len() as i64;
+        for m in &found {
+            match recovery.preview_found(m).await? {
+                Ok(p) if !p.statements.is_empty() => {
+                    for s in &p.statements {
+                        println!("{s};");
+                    }
+                }
+                Ok(_) => println!("-- {:?}: the rows agree now", m.key),
+                Err(why) => println!("-- {:?}: cannot be repaired: {why}", m.key),
+            }
+        }
+        store.save_batch(&job, "done", None).await?;
+        summary(&job, a.format);
+        return Ok(ExitCode::SUCCESS);
+    }
+    repair(&recovery, store, &mut job, &actor).await?;
+    store.save_batch(&job, "done", None).await?;
+    summary(&job, a.format);
+    Ok(if job.failed > 0 {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Repairs the records the job's check confirmed (every open checksum record of the table
+/// seen since the job started), saving the counts as it goes.
+async fn repair(
+    recovery: &Recovery,
+    store: &ControlStore,
+    job: &mut BatchJob,
+    actor: &str,
+) -> anyhow::Result<()> {
+    let filter = MismatchFilter {
+        tables: vec![job.table.clone()],
+        states: MismatchState::ALL
+            .into_iter()
+            .filter(|s| s.is_open())
+            .collect(),
+        detected_by: Some(Detector::Checksum),
+        seen_since_ms: Some(job.started_ms),
+        ..MismatchFilter::default()
+    };
+    // Each record is settled once; one the replicator moved under its repair (superseded)
+    // or that waited is looked at again in a later sweep.
+    let mut seen = std::collections::HashSet::new();
+    let mut settled = std::collections::HashSet::new();
+    for sweep in 0..SWEEPS {
+        let mut f = filter.clone();
+        let mut left = 0;
+        loop {
+            let page = store.find_mismatches(&f, 500).await?;
+            let Some(last) = page.last() else { break };
+            f.before_id = Some(last.id);
+            let todo: Vec<_> = page
+                .into_iter()
+                .filter(|m| !settled.contains(&m.id))
+                .collect();
+            for m in &todo {
+                if seen.insert(m.id) {
+                    job.differing += 1;
+                }
+            }
+            for (id, outcome) in recovery.repair_records(&todo, actor, Mode::Batch).await {
+                let done = match outcome {
+                    Ok(Settled::Repaired) | Ok(Settled::Resolved) => {
+                        job.repaired += 1;
+                        true
+                    }
+                    Ok(Settled::NeedsManual(why)) => {
+                        tracing::warn!(id, %why, "batch repair: needs a person");
+                        job.failed += 1;
+                        true
+                    }
+                    Ok(Settled::Superseded) => {
+                        job.superseded += 1;
+                        false
+                    }
+                    Ok(Settled::Waiting(why)) => {
+                        tracing::info!(id, %why, "batch repair waits");
+                        false
+                    }
+                    Err(e) => {
+                        tracing::warn!(id, error = %e, "batch repair failed; looked at again");
+                        false
+                    }
+                };
+                if done {
+                    settled.insert(id);
+                } else {
+                    left += 1;
+                }
+            }
+            store.save_batch(job, "running", None).await?;
+        }
+        if left == 0 {
+            return Ok(());
+        }
+        tracing::info!(
+            sweep,
+            left,
+            "batch recovery: rows still moving; looking again"
+        );
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+    // Still moving after every sweep: counted as not repaired; the worker goes on with them.
+    job.failed += (seen.len() - settled.len()) as i64;
+    Ok(())
+}
+
+/// Sweeps over a job's records before the ones still moving are left to the worker.
+const SWEEPS: usize = 5;
+
+/// A key from the command line: a value, or a JSON array of values for a composite key;
+/// numbers become numbers for number columns, everything else text.
+fn parse_key(text: &str, types: &[String]) -> Result<Vec<Value>, String> {
+    let parts: Vec<serde_json::Value> = match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(serde_json::Value::Array(items)) => items,
+        _ => vec![serde_json::Value::String(text.to_owned())],
+    };
+    if parts.len() != types.len() {
+        return Err(format!(
+            "the primary key has {} column(s); give {} value(s)",
+            types.len(),
+            types.len()
+        ));
+    }
+    parts
+        .iter()
+        .zip(types)
+        .map(|(v, ty)| {
+            let s = match v {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            let integer = matches!(
+                ty.as_str(),
+                "tinyint" | "smallint" | "mediumint" | "int" | "bigint"
+            );
+            if integer {
+                s.parse::<i64>()
+                    .map(Value::Int)
+                    .map_err(|_| format!("`{s}` is not a whole number ({ty} column)"))
+            } else {
+                Ok(Value::Text(s))
+            }
+        })
+        .collect()
+}
+
+async fn estimate(recovery: &Recovery, table: &TableName) -> u64 {
+    use mysql_async::prelude::Queryable;
+    let Ok(mut conn) = recovery.compare.source.get_conn().await else {
+        return 0;
+    };
+    conn.exec_first::<Option<u64>, _, _>(
+        "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+        (&table.db, &table.table),
+    )
+    .await
+    .ok()
+    .flatten()
+    .flatten()
+    .unwrap_or(0)
+}
+
+/// A bar on a terminal; `None` (log lines instead) otherwise.
+fn progress_bar(estimate: u64) -> Option<ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = ProgressBar::new(estimate.max(1));
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} {elapsed_precise} [{bar:40}] {pos}/~{len} rows ({per_sec}, ETA {eta}) {msg}",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    Some(bar)
+}
+
+fn summary(job: &BatchJob, format: Output) {
+    match format {
+        Output::Json => println!(
+            "{}",
+            serde_json::json!({
+                "job": job.id, "table": job.table.to_string(), "checked": job.checked,
+                "differing": job.differing, "repaired": job.repaired,
+                "superseded": job.superseded, "failed": job.failed, "dry_run": job.dry_run,
+            })
+        ),
+        Output::Table => {
+            println!(
+            "batch {} {}: rows checked {}, differing {}, repaired {}, superseded {}, failed {}{}",
+            job.id,
+            job.table,
+            job.checked,
+            job.differing,
+            job.repaired,
+            job.superseded,
+            job.failed,
+            if job.dry_run { " (dry run: nothing written)" } else { "" }
+        )
+        }
+    }
+}
