@@ -178,16 +178,23 @@ async fn recheck(
         };
         tracing::warn!(table = %source_name, key = ?mismatch.key, kind = kind.as_str(),
             origin = %e.origin, "mismatch confirmed against the source");
-        // Counted once per row: a row confirmed again updates its open record.
-        if !comparer.record {
-            out.found.push(mismatch);
-        } else if comparer.control.record_mismatch(&mismatch).await? {
-            metrics::MISMATCHES
-                .with_label_values(&[&target_name.to_string(), kind.as_str()])
-                .inc();
-        }
         metrics::RECHECKS.with_label_values(&["confirmed"]).inc();
         out.confirmed += e.changes;
+        out.found.push(mismatch);
+    }
+    if comparer.record && !out.found.is_empty() {
+        // One commit for the table's confirmed rows; each is counted once: a row confirmed
+        // again updates its open record.
+        let found = std::mem::take(&mut out.found);
+        let new = comparer.control.record_mismatches(&found).await?;
+        let label = target_name.to_string();
+        for (m, new) in found.iter().zip(new) {
+            if new {
+                metrics::MISMATCHES
+                    .with_label_values(&[&label, m.kind.as_str()])
+                    .inc();
+            }
+        }
     }
     Ok(out)
 }

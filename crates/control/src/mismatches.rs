@@ -162,6 +162,26 @@ impl ControlStore {
     /// the record is new (the row's first open record). A new record links to the row's
     /// last closed one.
     pub async fn record_mismatch(&self, m: &Mismatch) -> Result<bool, ControlError> {
+        Ok(self.record_mismatches(std::slice::from_ref(m)).await?[0])
+    }
+
+    /// As [`ControlStore::record_mismatch`] for many rows, in one transaction (a chunk's
+    /// or a round's differences cost one commit, not one each).
+    pub async fn record_mismatches(&self, all: &[Mismatch]) -> Result<Vec<bool>, ControlError> {
+        let mut tx = self.pool.begin().await?;
+        let mut out = Vec::with_capacity(all.len());
+        for m in all {
+            out.push(self.record_in(&mut tx, m).await?);
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn record_in(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        m: &Mismatch,
+    ) -> Result<bool, ControlError> {
         let key_json = serde_json::to_string(&m.key).expect("values always serialize");
         let columns = serde_json::to_string(&m.columns).expect("values always serialize");
         let upsert = match self.backend {
@@ -193,12 +213,11 @@ impl ControlStore {
         // confirming the same row at once must see 1 and 2, never both 2 (the row would
         // then never be counted as new).
         let open = open_key(&m.table, &key_json);
-        let mut tx = self.pool.begin().await?;
         let previous: Option<i64> = sqlx::query_scalar(
             "SELECT MAX(id) FROM mismatches WHERE row_key = ? AND open_key IS NULL",
         )
         .bind(&open)
-        .fetch_one(&mut *tx)
+        .fetch_one(&mut **tx)
         .await?;
         sqlx::query(upsert)
             .bind(&m.table.db)
@@ -219,14 +238,13 @@ impl ControlStore {
             .bind(to_json(&m.source_row))
             .bind(to_json(&m.target_row))
             .bind(now)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         let occurrences: i64 =
             sqlx::query_scalar("SELECT occurrences FROM mismatches WHERE open_key = ?")
                 .bind(&open)
-                .fetch_one(&mut *tx)
+                .fetch_one(&mut **tx)
                 .await?;
-        tx.commit().await?;
         Ok(occurrences == 1)
     }
 
