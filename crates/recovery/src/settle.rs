@@ -263,9 +263,18 @@ impl Recovery {
                     after: rows(&after, &t.source),
                     statement: Some(statement),
                 };
-                control
+                if !control
                     .move_mismatch(m.id, MismatchState::Rechecking, to, &mv)
-                    .await?;
+                    .await?
+                {
+                    // Someone moved the record meanwhile (a look taken for stopped): the
+                    // write stands; its SQL is kept here at least.
+                    tracing::warn!(
+                        id = m.id,
+                        statement = mv.statement.as_deref().unwrap_or(""),
+                        "a repaired record was moved by someone else before its outcome was kept"
+                    );
+                }
                 Ok(settled)
             }
         }

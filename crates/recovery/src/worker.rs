@@ -31,7 +31,6 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), Recovery
     let _counting = AbortOnDropHandle::new(tokio::spawn(
         concord_compare::metrics::report_open_records(control.clone(), Duration::from_secs(5)),
     ));
-    requeue_interrupted(&recovery).await?;
     ready.store(true, Ordering::Relaxed);
     tracing::info!(grace = ?recovery.grace(), "recovery worker running");
     let limit = config.recovery.max_auto_repairs_per_minute as usize;
@@ -54,6 +53,7 @@ async fn pass(
     repairs: &mut VecDeque<Instant>,
 ) -> Result<(), RecoveryError> {
     let control = &recovery.compare.control;
+    requeue_interrupted(recovery).await?;
     let circuit = control.setting(CIRCUIT).await?;
     let open = circuit.as_ref().is_some_and(|s| s.value == OPEN);
     crate::metrics::CIRCUIT_OPEN.set(i64::from(open));
@@ -128,16 +128,21 @@ async fn open_circuit(recovery: &Recovery, why: &str) -> Result<(), RecoveryErro
     Ok(())
 }
 
-/// Records a worker left in `rechecking` (it stopped during a look) go back to `detected`.
+/// Records left in `rechecking` by a look that never ended (its process stopped: a worker, or
+/// an operator's `concord repair`) go back to `detected`. A look waits for the replicator at
+/// most `recovery.grace` twice, so one older than that (and a minute) has stopped.
 async fn requeue_interrupted(recovery: &Recovery) -> Result<(), RecoveryError> {
     let control = &recovery.compare.control;
+    let stuck_before = now_ms() - 2 * recovery.grace().as_millis() as i64 - 60_000;
     let stuck = control
-        .mismatches_in_state_since(MismatchState::Rechecking, now_ms(), PASS)
+        .mismatches_in_state_since(MismatchState::Rechecking, stuck_before, PASS)
         .await?;
     for m in stuck {
         let mv = Move {
             actor: "system".into(),
-            reason: "the recovery worker stopped during a look; looked at again".into(),
+            reason: "the look at this record never ended (its process stopped); looked at \
+                     again"
+                .into(),
             ..Move::default()
         };
         control
