@@ -36,9 +36,20 @@ pub struct BatchArgs {
     pub user: Option<String>,
     #[arg(long, value_enum, default_value_t = Output::Table)]
     pub format: Output,
+    /// Serve /metrics on `metrics.listen` while running (not while `concord run` holds it).
+    #[arg(long)]
+    pub serve_metrics: bool,
 }
 
 pub async fn run(config: &Config, a: BatchArgs) -> anyhow::Result<ExitCode> {
+    if a.serve_metrics {
+        let readiness = concord_telemetry::Readiness::new();
+        readiness
+            .role("batch")
+            .flag()
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        concord_telemetry::serve(config.metrics.listen_addr(), readiness).await?;
+    }
     let recovery = Recovery::connect(config).await?;
     let Some(source) = recovery.compare.source_schema.get(&a.table).await? else {
         eprintln!("concord: table {} does not exist on the source", a.table);
@@ -102,8 +113,13 @@ pub async fn run(config: &Config, a: BatchArgs) -> anyhow::Result<ExitCode> {
             "batch recovery: checked"
         ),
     };
+    // The check's two source cycles need not be `verifier.retry_after` apart here: every
+    // difference it confirms is looked at again under the guarded repair before anything
+    // is written, and a row that only moved on is resolved there, nothing written.
+    let mut check_config = config.clone();
+    check_config.verifier.retry_after = RECHECK_PAUSE;
     let checked = concord_checksum::check_range(
-        config,
+        &check_config,
         &a.table,
         &bounds,
         &job.scope(),
@@ -117,15 +133,13 @@ pub async fn run(config: &Config, a: BatchArgs) -> anyhow::Result<ExitCode> {
     let (report, found) = match checked {
         Ok(r) => r,
         Err(e) => {
-            store
-                .save_batch(&job, "failed", Some(&format!("{e:#}")))
-                .await?;
+            save(store, &job, "failed", Some(&format!("{e:#}"))).await?;
             return Err(e.into());
         }
     };
     job.checked = report.rows as i64;
     if let Some(problem) = &report.problem {
-        store.save_batch(&job, "failed", Some(problem)).await?;
+        save(store, &job, "failed", Some(problem)).await?;
         eprintln!("concord: {}: {problem}", a.table);
         return Ok(ExitCode::FAILURE);
     }
@@ -142,12 +156,12 @@ pub async fn run(config: &Config, a: BatchArgs) -> anyhow::Result<ExitCode> {
                 Err(why) => println!("-- {:?}: cannot be repaired: {why}", m.key),
             }
         }
-        store.save_batch(&job, "done", None).await?;
+        save(store, &job, "done", None).await?;
         summary(&job, a.format);
         return Ok(ExitCode::SUCCESS);
     }
     repair(&recovery, store, &mut job, &actor).await?;
-    store.save_batch(&job, "done", None).await?;
+    save(store, &job, "done", None).await?;
     summary(&job, a.format);
     Ok(if job.failed > 0 {
         ExitCode::from(3)
@@ -224,7 +238,7 @@ async fn repair(
                     left += 1;
                 }
             }
-            store.save_batch(job, "running", None).await?;
+            save(store, job, "running", None).await?;
         }
         if left == 0 {
             return Ok(());
@@ -241,8 +255,34 @@ async fn repair(
     Ok(())
 }
 
+/// Saves the job's counts and state (see `ControlStore::save_batch`), and shows the counts
+/// as metrics.
+async fn save(
+    store: &ControlStore,
+    job: &BatchJob,
+    state: &str,
+    error: Option<&str>,
+) -> Result<(), concord_control::ControlError> {
+    let table = job.table.to_string();
+    for (count, value) in [
+        ("checked", job.checked),
+        ("differing", job.differing),
+        ("repaired", job.repaired),
+        ("superseded", job.superseded),
+        ("failed", job.failed),
+    ] {
+        concord_recovery::metrics::BATCH_ROWS
+            .with_label_values(&[&table, count])
+            .set(value);
+    }
+    store.save_batch(job, state, error).await
+}
+
 /// Sweeps over a job's records before the ones still moving are left to the worker.
 const SWEEPS: usize = 5;
+
+/// The pause between the range check's two source cycles (see [`run`]).
+const RECHECK_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// A key from the command line: a value, or a JSON array of values for a composite key;
 /// numbers become numbers for number columns, everything else text.

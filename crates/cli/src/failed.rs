@@ -48,15 +48,7 @@ pub async fn show(store: &ControlStore, id: i64) -> anyhow::Result<ExitCode> {
         eprintln!("concord: no failed event {id}");
         return Ok(ExitCode::from(2));
     };
-    let history: Vec<_> = store
-        .history(Subject::FailedEvent, id)
-        .await?
-        .iter()
-        .map(|h| {
-            json!({ "at_ms": h.at_ms, "actor": h.actor, "from": h.from_state, "to": h.to_state,
-                    "reason": h.reason, "sql": h.statement })
-        })
-        .collect();
+    let history = crate::records::history_json(&store.history(Subject::FailedEvent, id).await?);
     let change: serde_json::Value =
         serde_json::from_str(&r.event).unwrap_or(serde_json::Value::String(r.event.clone()));
     println!(
@@ -81,43 +73,26 @@ pub async fn act(
         );
         return Ok(ExitCode::from(2));
     }
-    let mut left = 0;
+    let mut outcomes = Vec::with_capacity(ids.len());
     for &id in ids {
         let text = match action {
             Some(a) => match recovery.act_on_failed(id, a, actor).await {
-                Ok(FailedOutcome::Done) => "done: written and verified".to_owned(),
+                Ok(FailedOutcome::Done) => Ok("done: written and verified".to_owned()),
                 Ok(FailedOutcome::StillRefused(e)) => {
-                    left += 1;
-                    format!("still refused by the target: {e}")
+                    Err(format!("still refused by the target: {e}"))
                 }
-                Ok(FailedOutcome::NotDone(why)) => {
-                    left += 1;
-                    format!("not done: {why}")
-                }
-                Err(e) => {
-                    left += 1;
-                    format!("error: {e:#}")
-                }
+                Ok(FailedOutcome::NotDone(why)) => Err(format!("not done: {why}")),
+                Err(e) => Err(format!("error: {e:#}")),
             },
             None => match recovery.ignore_failed(id, actor, reason).await {
-                Ok(true) => "ignored".to_owned(),
-                Ok(false) => {
-                    left += 1;
-                    "not open; left as it is".to_owned()
-                }
-                Err(e) => {
-                    left += 1;
-                    format!("error: {e:#}")
-                }
+                Ok(true) => Ok("ignored".to_owned()),
+                Ok(false) => Err("not open; left as it is".to_owned()),
+                Err(e) => Err(format!("error: {e:#}")),
             },
         };
-        println!("{id}: {text}");
+        outcomes.push((id, text));
     }
-    Ok(if left == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(3)
-    })
+    Ok(crate::records::print_outcomes(outcomes))
 }
 
 fn event_json(r: &concord_control::FailedEventRow) -> serde_json::Value {

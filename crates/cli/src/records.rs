@@ -209,16 +209,8 @@ pub async fn show(recovery: &Recovery, id: i64, output: Output) -> anyhow::Resul
         Ok(Err(why)) => (json!({ "problem": why }), json!([])),
         Err(e) => (json!({ "problem": format!("{e:#}") }), json!([])),
     };
-    let history: Vec<_> = history
-        .iter()
-        .map(|h| {
-            json!({ "at_ms": h.at_ms, "actor": h.actor, "from": h.from_state, "to": h.to_state,
-                    "mode": h.mode, "reason": h.reason, "before": row_json(&h.before),
-                    "after": row_json(&h.after), "sql": h.statement })
-        })
-        .collect();
     let doc = json!({ "record": record_json(&m), "now": now, "repair_sql": plan,
-                      "history": history });
+                      "history": history_json(&history) });
     match output {
         Output::Json => println!("{doc}"),
         Output::Table => println!("{}", serde_json::to_string_pretty(&doc)?),
@@ -265,27 +257,38 @@ pub async fn repair(
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let mut left = 0;
-    for (id, outcome) in recovery.repair_records(&records, actor, Mode::Manual).await {
+    let outcomes = recovery.repair_records(&records, actor, Mode::Manual).await;
+    Ok(print_outcomes(outcomes.into_iter().map(|(id, outcome)| {
         let text = match outcome {
-            Ok(Settled::Repaired) => "repaired".to_owned(),
-            Ok(Settled::Resolved) => "resolved (the rows agree now; nothing written)".to_owned(),
-            Ok(other) => {
-                left += 1;
-                format!("{other:?}")
+            Ok(Settled::Repaired) => Ok("repaired".to_owned()),
+            Ok(Settled::Resolved) => {
+                Ok("resolved (the rows agree now; nothing written)".to_owned())
             }
-            Err(e) => {
-                left += 1;
-                format!("error: {e:#}")
-            }
+            Ok(other) => Err(format!("{other:?}")),
+            Err(e) => Err(format!("error: {e:#}")),
         };
+        (id, text)
+    })))
+}
+
+/// Prints what became of each record (`Ok`: settled; `Err`: left, and why); exit code 3
+/// when any was left.
+pub fn print_outcomes(
+    outcomes: impl IntoIterator<Item = (i64, Result<String, String>)>,
+) -> ExitCode {
+    let mut left = 0;
+    for (id, text) in outcomes {
+        let text = text.unwrap_or_else(|why| {
+            left += 1;
+            why
+        });
         println!("{id}: {text}");
     }
-    Ok(if left == 0 {
+    if left == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(3)
-    })
+    }
 }
 
 pub async fn ignore(
@@ -369,6 +372,18 @@ fn key_json(key: &[(String, concord_change::Value)]) -> serde_json::Value {
             })
             .collect(),
     )
+}
+
+/// A record's history as `show` prints it, oldest first.
+pub fn history_json(history: &[concord_control::HistoryRow]) -> serde_json::Value {
+    history
+        .iter()
+        .map(|h| {
+            json!({ "at_ms": h.at_ms, "actor": h.actor, "from": h.from_state, "to": h.to_state,
+                    "mode": h.mode, "reason": h.reason, "before": row_json(&h.before),
+                    "after": row_json(&h.after), "sql": h.statement })
+        })
+        .collect()
 }
 
 fn row_json(row: &Option<NamedRow>) -> serde_json::Value {

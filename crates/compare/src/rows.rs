@@ -128,6 +128,27 @@ pub async fn fetch_by(
     by: &[String],
     keys: &[Vec<Value>],
 ) -> Result<Rows, mysql_async::Error> {
+    fetch(conn, table, by, keys, "").await
+}
+
+/// The rows of `table` with primary keys `keys` (each in `table.primary_key` order), read
+/// as [`fetch_by`] reads rows but with `FOR UPDATE`: inside an open transaction each row —
+/// or, where there is none, its key's gap — stays locked until the transaction ends.
+pub async fn fetch_locked(
+    conn: &mut Conn,
+    table: &TargetTable,
+    keys: &[Vec<Value>],
+) -> Result<Rows, mysql_async::Error> {
+    fetch(conn, table, &table.primary_key, keys, " FOR UPDATE").await
+}
+
+async fn fetch(
+    conn: &mut Conn,
+    table: &TargetTable,
+    by: &[String],
+    keys: &[Vec<Value>],
+    locking: &str,
+) -> Result<Rows, mysql_async::Error> {
     let mut out = Rows::with_capacity(keys.len());
     if keys.is_empty() || by.is_empty() || table.primary_key.is_empty() {
         return Ok(out);
@@ -164,7 +185,7 @@ pub async fn fetch_by(
             .map(|i| one(&chunk[i.min(chunk.len() - 1)]))
             .collect();
         let sql = format!(
-            "SELECT {columns} FROM {} WHERE {lhs} IN ({})",
+            "SELECT {columns} FROM {} WHERE {lhs} IN ({}){locking}",
             quote_table(&table.name),
             list.join(", ")
         );
@@ -178,35 +199,4 @@ pub async fn fetch_by(
         }
     }
     Ok(out)
-}
-
-/// The row of `table` with primary key `key` (in `table.primary_key` order), read as
-/// [`fetch_by`] reads rows but with `FOR UPDATE`: inside an open transaction the row — or,
-/// when there is none, its key's gap — stays locked until the transaction ends.
-pub async fn fetch_locked(
-    conn: &mut Conn,
-    table: &TargetTable,
-    key: &[Value],
-) -> Result<Option<Vec<Value>>, mysql_async::Error> {
-    let condition: Vec<String> = table
-        .primary_key
-        .iter()
-        .zip(key)
-        .map(|(k, v)| {
-            let mark = match table.column(k) {
-                Some(c) => c.compare_placeholder(v.charset()),
-                None => "?".to_owned(),
-            };
-            format!("{} = {mark}", quote_ident(k))
-        })
-        .collect();
-    let sql = format!(
-        "SELECT {} FROM {} WHERE {} FOR UPDATE",
-        select_list(table),
-        quote_table(&table.name),
-        condition.join(" AND ")
-    );
-    let params: Vec<mysql_async::Value> = key.iter().map(Value::to_mysql).collect();
-    let row: Option<Row> = conn.exec_first(sql, Params::Positional(params)).await?;
-    Ok(row.map(|r| stored_values(r, table)))
 }

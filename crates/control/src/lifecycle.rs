@@ -179,43 +179,46 @@ impl ControlStore {
         to: MismatchState,
         m: &Move,
     ) -> Result<bool, ControlError> {
+        let moved = self.move_mismatches(&[(id, from, to, m.clone())]).await?;
+        Ok(moved[0])
+    }
+
+    /// Many moves as [`ControlStore::move_mismatch`], in one transaction (a page of
+    /// records settled together costs one commit); for each, whether it moved.
+    pub async fn move_mismatches(
+        &self,
+        moves: &[(i64, MismatchState, MismatchState, Move)],
+    ) -> Result<Vec<bool>, ControlError> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        // Closing frees the row's open key; staying open keeps it.
-        let sql = if to.is_open() {
-            "UPDATE mismatches SET state = ?, state_ms = ?, note = ?, \
-             attempts = attempts + ? WHERE id = ? AND state = ?"
-        } else {
-            "UPDATE mismatches SET state = ?, state_ms = ?, note = ?, \
-             attempts = attempts + ?, open_key = NULL WHERE id = ? AND state = ?"
-        };
-        let attempted = i64::from(m.mode.is_some());
-        let moved = sqlx::query(sql)
-            .bind(to.as_str())
-            .bind(now)
-            .bind(&m.reason)
-            .bind(attempted)
-            .bind(id)
-            .bind(from.as_str())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if moved != 1 {
-            tx.rollback().await?;
-            return Ok(false);
+        let mut out = Vec::with_capacity(moves.len());
+        for (id, from, to, m) in moves {
+            // Closing frees the row's open key; staying open keeps it.
+            let sql = if to.is_open() {
+                "UPDATE mismatches SET state = ?, state_ms = ?, note = ?, \
+                 attempts = attempts + ? WHERE id = ? AND state = ?"
+            } else {
+                "UPDATE mismatches SET state = ?, state_ms = ?, note = ?, \
+                 attempts = attempts + ?, open_key = NULL WHERE id = ? AND state = ?"
+            };
+            let query = sqlx::query(sql)
+                .bind(to.as_str())
+                .bind(now)
+                .bind(&m.reason)
+                .bind(i64::from(m.mode.is_some()))
+                .bind(*id)
+                .bind(from.as_str());
+            let step = Step {
+                subject: Subject::Mismatch,
+                id: *id,
+                at_ms: now,
+                from: from.as_str(),
+                to: to.as_str(),
+            };
+            out.push(move_in(&mut tx, query, &step, m).await?);
         }
-        insert_history(
-            &mut tx,
-            Subject::Mismatch,
-            id,
-            now,
-            from.as_str(),
-            to.as_str(),
-            m,
-        )
-        .await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(out)
     }
 
     /// Moves failed event `id` from `from` to `to`, with its history row; `error`, when
@@ -231,7 +234,7 @@ impl ControlStore {
     ) -> Result<bool, ControlError> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        let moved = sqlx::query(
+        let query = sqlx::query(
             "UPDATE failed_events SET status = ?, state_ms = ?, note = ?, \
              error = COALESCE(?, error) WHERE id = ? AND status = ?",
         )
@@ -240,26 +243,17 @@ impl ControlStore {
         .bind(&m.reason)
         .bind(error)
         .bind(id)
-        .bind(from.as_str())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if moved != 1 {
-            tx.rollback().await?;
-            return Ok(false);
-        }
-        insert_history(
-            &mut tx,
-            Subject::FailedEvent,
+        .bind(from.as_str());
+        let step = Step {
+            subject: Subject::FailedEvent,
             id,
-            now,
-            from.as_str(),
-            to.as_str(),
-            m,
-        )
-        .await?;
+            at_ms: now,
+            from: from.as_str(),
+            to: to.as_str(),
+        };
+        let moved = move_in(&mut tx, query, &step, m).await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(moved)
     }
 
     /// The history of a record, oldest first.
@@ -381,26 +375,37 @@ pub struct Setting {
     pub updated_ms: i64,
 }
 
-async fn insert_history(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+/// One record's move, as its history row names it.
+struct Step<'a> {
     subject: Subject,
     id: i64,
     at_ms: i64,
-    from: &str,
-    to: &str,
+    from: &'a str,
+    to: &'a str,
+}
+
+/// Runs `update` (the record's guarded state change: it touches the row only while the
+/// record is still in `step.from`) and, when it moved the record, adds the history row.
+async fn move_in<'q>(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    update: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    step: &Step<'_>,
     m: &Move,
-) -> Result<(), ControlError> {
+) -> Result<bool, ControlError> {
+    if update.execute(&mut **tx).await?.rows_affected() != 1 {
+        return Ok(false);
+    }
     sqlx::query(
         "INSERT INTO recovery_history (subject, subject_id, at_ms, actor, from_state, to_state, \
          mode, reason, before_image, after_image, statement) \
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
-    .bind(subject.as_str())
-    .bind(id)
-    .bind(at_ms)
+    .bind(step.subject.as_str())
+    .bind(step.id)
+    .bind(step.at_ms)
     .bind(&m.actor)
-    .bind(from)
-    .bind(to)
+    .bind(step.from)
+    .bind(step.to)
     .bind(m.mode.as_deref())
     .bind(&m.reason)
     .bind(to_json(&m.before))
@@ -408,7 +413,7 @@ async fn insert_history(
     .bind(m.statement.as_deref())
     .execute(&mut **tx)
     .await?;
-    Ok(())
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -495,6 +500,49 @@ mod tests {
         assert_eq!(history[1].before, repaired.before);
         assert_eq!(history[1].statement, repaired.statement);
         assert_eq!(store.open_mismatch_counts().await.unwrap(), vec![]);
+    }
+
+    #[tokio::test]
+    async fn a_page_of_moves_is_one_transaction_and_each_move_keeps_its_own_guard() {
+        let (_dir, store) = store().await;
+        for key in ["a", "b", "c"] {
+            store.record_mismatch(&mismatch(key)).await.unwrap();
+        }
+        let ids: Vec<i64> = store
+            .mismatches(None, 3)
+            .await
+            .unwrap()
+            .iter()
+            .map(|m| m.id)
+            .collect();
+        use MismatchState::*;
+        // `b` was taken by someone else first.
+        assert!(store
+            .move_mismatch(ids[1], Detected, Ignored, &by("bob", "known"))
+            .await
+            .unwrap());
+        let page: Vec<_> = ids
+            .iter()
+            .map(|&id| (id, Detected, Rechecking, by("system", "batch look")))
+            .collect();
+        assert_eq!(
+            store.move_mismatches(&page).await.unwrap(),
+            vec![true, false, true]
+        );
+        for (id, state, moves) in [
+            (ids[0], Rechecking, 1),
+            (ids[1], Ignored, 1),
+            (ids[2], Rechecking, 1),
+        ] {
+            assert_eq!(
+                store.mismatch(id).await.unwrap().unwrap().state(),
+                Some(state)
+            );
+            assert_eq!(
+                store.history(Subject::Mismatch, id).await.unwrap().len(),
+                moves
+            );
+        }
     }
 
     #[tokio::test]

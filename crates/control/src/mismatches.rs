@@ -265,13 +265,7 @@ impl ControlStore {
     ) -> Result<Vec<MismatchRow>, ControlError> {
         let (mut sql, binds) = filter_sql(f);
         sql = format!("SELECT {COLUMNS} FROM mismatches{sql} ORDER BY id DESC LIMIT ?");
-        let mut q = sqlx::query(&sql);
-        for b in &binds {
-            q = match b {
-                Bind::Text(s) => q.bind(s.clone()),
-                Bind::Int(i) => q.bind(*i),
-            };
-        }
+        let q = bound(sqlx::query(&sql), &binds);
         let rows = q.bind(limit).fetch_all(&self.pool).await?;
         rows.iter().map(mismatch_row).collect()
     }
@@ -283,13 +277,7 @@ impl ControlStore {
     ) -> Result<Vec<(String, i64)>, ControlError> {
         let (sql, binds) = filter_sql(f);
         let sql = format!("SELECT state, COUNT(*) FROM mismatches{sql} GROUP BY state");
-        let mut q = sqlx::query(&sql);
-        for b in &binds {
-            q = match b {
-                Bind::Text(s) => q.bind(s.clone()),
-                Bind::Int(i) => q.bind(*i),
-            };
-        }
+        let q = bound(sqlx::query(&sql), &binds);
         let rows = q.fetch_all(&self.pool).await?;
         rows.iter()
             .map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?)))
@@ -424,6 +412,20 @@ enum Bind {
 }
 
 /// The WHERE clause of a filter and its values (always bound).
+/// `q` with a filter's values bound, in order.
+fn bound<'q>(
+    mut q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    binds: &[Bind],
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    for b in binds {
+        q = match b {
+            Bind::Text(s) => q.bind(s.clone()),
+            Bind::Int(i) => q.bind(*i),
+        };
+    }
+    q
+}
+
 fn filter_sql(f: &MismatchFilter) -> (String, Vec<Bind>) {
     let mut conds = Vec::new();
     let mut binds = Vec::new();

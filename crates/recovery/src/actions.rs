@@ -4,12 +4,9 @@
 
 use crate::settle::Mode;
 use crate::worker::{CIRCUIT, CLOSED};
-use crate::{Recovery, RecoveryError, Settled};
+use crate::{Outcomes, Recovery, RecoveryError};
 use concord_control::{Mismatch, MismatchRow, MismatchState, Move, NamedRow};
 use concord_target::repair::ShownStatement;
-
-/// Rows an operator's or a batch's repair works on at once.
-const REPAIRS_AT_ONCE: usize = 8;
 
 /// What a repair of a record would do now.
 #[derive(Clone, Debug)]
@@ -52,20 +49,16 @@ impl Recovery {
     }
 
     /// Repairs records as `actor` (mode `manual`, or `batch`): each is looked at again and,
-    /// if it still differs, written through the guarded repair — a few rows at once (each
-    /// repair is its own guarded transaction on its own row), results in the records' order.
+    /// if it still differs, written through the guarded repair — a page of one table's rows
+    /// in one guarded transaction; results in the records' order.
     pub async fn repair_records(
         &self,
         records: &[MismatchRow],
         actor: &str,
         mode: Mode,
-    ) -> Vec<(i64, Result<Settled, RecoveryError>)> {
-        use futures_util::stream::{self, StreamExt};
-        stream::iter(records)
-            .map(|m| async move { (m.id, self.settle(m, mode, actor, Ok(())).await) })
-            .buffered(REPAIRS_AT_ONCE)
-            .collect()
-            .await
+    ) -> Outcomes {
+        let asks = records.iter().map(|m| (m, Ok(()))).collect();
+        self.settle_all(asks, mode, actor).await
     }
 
     /// Ignores open records as `actor`; `reason` is required and kept in the history.

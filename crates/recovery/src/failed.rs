@@ -12,8 +12,8 @@
 //! operator's ignore with a reason, closes it; a retry the target refuses again keeps it
 //! open with the new error, and every attempt is in the history.
 
+use crate::look::Tables;
 use crate::metrics;
-use crate::settle::Tables;
 use crate::{Recovery, RecoveryError};
 use concord_change::{RowChange, Value};
 use concord_compare::equality::same;
@@ -103,7 +103,7 @@ impl Recovery {
                     .into(),
             ));
         }
-        let row = match self.row_repair(&t, target_now.clone()) {
+        let row = match self.row_repair(&t.pair(), &t.keys(), target_now.clone()) {
             Ok(row) => row,
             Err(why) => return Ok(FailedOutcome::NotDone(why)),
         };
@@ -149,7 +149,7 @@ impl Recovery {
                 self.close(&event, action, actor, before, after, Some(statement))
                     .await
             }
-            Err(e) => self.refused_again(&event, action, actor, &label, e).await,
+            Err(e) => self.refused_again(&event, action, actor, &label, &e).await,
         }
     }
 
@@ -220,15 +220,15 @@ impl Recovery {
         action: FailedAction,
         actor: &str,
         label: &str,
-        e: RepairError,
+        e: &RepairError,
     ) -> Result<FailedOutcome, RecoveryError> {
         metrics::REPAIRS
             .with_label_values(&[label, "manual", "failed"])
             .inc();
-        let transient = matches!(&e, RepairError::Target { source, .. }
+        let transient = matches!(e, RepairError::Target { source, .. }
             if classify(source) == ErrorClass::Transient)
             || matches!(e, RepairError::Source { .. });
-        let error = format!("{e}: {}", crate::settle::error_chain(&e));
+        let error = format!("{e}: {}", crate::look::error_chain(e));
         if transient {
             return Ok(FailedOutcome::NotDone(format!(
                 "a server was unavailable: {error}; try again"

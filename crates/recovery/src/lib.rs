@@ -17,12 +17,13 @@
 pub mod actions;
 pub mod failed;
 pub mod lag;
+mod look;
 pub mod metrics;
 mod reads;
 pub mod settle;
 pub mod worker;
 
-pub use settle::{Mode, Settled};
+pub use settle::{Ask, Mode, Outcomes, Settled};
 
 use concord_change::TableName;
 use concord_compare::{CompareError, Comparer};

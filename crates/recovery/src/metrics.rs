@@ -33,3 +33,13 @@ pub static REPLICATOR_LAG: LazyLock<prometheus::Gauge> = LazyLock::new(|| {
     )
     .expect("metric registers once")
 });
+
+pub static BATCH_ROWS: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
+    prometheus::register_int_gauge_vec!(
+        "concord_batch_rows",
+        "The running batch recovery job's rows by count: checked, differing, repaired, \
+         superseded, failed",
+        &["table", "count"]
+    )
+    .expect("metric registers once")
+});

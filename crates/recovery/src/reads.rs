@@ -1,5 +1,5 @@
-//! The reads the guarded repair makes, as the comparison makes them: the locked target row
-//! decoded exactly as the observed one was, and the source's current row.
+//! The reads the guarded repair makes, as the comparison makes them: the locked target rows
+//! decoded exactly as the observed ones were, and the source's current rows.
 
 use concord_change::Value;
 use concord_compare::rows::{fetch_locked, key_of};
@@ -12,8 +12,8 @@ pub(crate) struct Reads<'a> {
     pub compare: &'a Comparer,
     /// The source table as the source's schema cache describes it.
     pub source: &'a TargetTable,
-    /// The key in the source's primary-key order.
-    pub source_key: &'a [Value],
+    /// The page's keys in the source's primary-key order, one per row of the page.
+    pub source_keys: &'a [Vec<Value>],
 }
 
 impl RepairReads for Reads<'_> {
@@ -21,19 +21,27 @@ impl RepairReads for Reads<'_> {
         &self,
         conn: &mut Conn,
         table: &TargetTable,
-        key: &[Value],
-    ) -> Result<Option<Vec<Value>>, mysql_async::Error> {
-        fetch_locked(conn, table, key).await
+        keys: &[Vec<Value>],
+    ) -> Result<Vec<Option<Vec<Value>>>, mysql_async::Error> {
+        let rows = fetch_locked(conn, table, keys).await?;
+        Ok(keys
+            .iter()
+            .map(|k| rows.get(&key_of(table, k)).cloned())
+            .collect())
     }
 
     async fn source_now(
         &self,
-    ) -> Result<Option<Vec<Value>>, Box<dyn std::error::Error + Send + Sync>> {
-        let key = self.source_key.to_vec();
+        which: &[usize],
+    ) -> Result<Vec<Option<Vec<Value>>>, Box<dyn std::error::Error + Send + Sync>> {
+        let keys: Vec<Vec<Value>> = which.iter().map(|&i| self.source_keys[i].clone()).collect();
         let rows = self
             .compare
-            .read_rows(Side::Source, self.source, std::slice::from_ref(&key))
+            .read_rows(Side::Source, self.source, &keys)
             .await?;
-        Ok(rows.get(&key_of(self.source, &key)).cloned())
+        Ok(keys
+            .iter()
+            .map(|k| rows.get(&key_of(self.source, k)).cloned())
+            .collect())
     }
 }

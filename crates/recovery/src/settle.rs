@@ -1,27 +1,27 @@
-//! Settling one mismatch record: look at the row again on both sides, then resolve it,
-//! repair it through the guarded write, or hand it to a person.
+//! Settling mismatch records: look at their rows again on both sides, then resolve them,
+//! repair them through the guarded write, or hand them to a person.
 //!
-//! The look is one consistent cycle: the source row (S), the source's position P, the
-//! replicator past P on the row's stream, the target row (T). S equal to T: *resolved*.
-//! Otherwise, when writing is allowed, the guarded repair runs with T as the observed
-//! image; a committed repair is verified by another cycle before the record is
-//! *repaired*. A target row that moved under the repair (*superseded*) sends the record
-//! back to `detected`: it is looked at again, never forced.
+//! Records are settled a page of one table's rows at a time — claimed together, looked at
+//! in one consistent cycle ([`crate::look`]), written in one guarded transaction, verified
+//! in another cycle and their outcomes kept in one control-store transaction — so a batch
+//! of thousands costs a handful of round trips per page, not per row. S (the source row)
+//! equal to T (the target row): *resolved*. Otherwise, when writing is allowed, the guarded
+//! repair runs with T as the observed image; a committed repair is verified by another
+//! cycle before the record is *repaired*. A target row that moved under the repair
+//! (*superseded*) sends the record back to `detected`: it is looked at again, never forced.
 //!
 //! Invariant: a record moves only from the state this look saw it in, and every move —
 //! including one that wrote nothing — has its history row.
 
+use crate::look::{error_chain, refused, Keys, Pair, Seen, KEY_CHANGED};
 use crate::metrics;
-use crate::reads::Reads;
 use crate::{Recovery, RecoveryError};
-use concord_change::{SourceTable, TableName, Value};
+use concord_change::{TableName, Value};
 use concord_compare::recheck::named;
-use concord_compare::rows::key_of;
-use concord_compare::{differences, shared_columns, Side};
+use concord_compare::{differences, shared_columns};
 use concord_control::{MismatchRow, MismatchState, Move};
-use concord_schema_cache::{ColumnPlan, TargetTable};
-use concord_target::repair::{repair, RepairOutcome, RowRepair};
-use concord_target::{classify, ErrorClass};
+use concord_target::repair::{RepairError, RepairOutcome, RowRepair};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Who asked for a repair.
@@ -63,18 +63,45 @@ pub enum Settled {
 /// changing under every attempt.
 const MAX_SUPERSEDED: i64 = 5;
 
-/// What a look needs about the record's table.
-pub(crate) struct Tables {
-    pub source: Arc<TargetTable>,
-    pub target: Arc<TargetTable>,
-    /// The key in the source's and in the target's primary-key order.
-    pub source_key: Vec<Value>,
-    pub target_key: Vec<Value>,
+/// Rows of one table settled together.
+const PAGE: usize = 200;
+
+/// A record to settle, and whether its difference may be written now (when not, why it
+/// waits for a person).
+pub type Ask<'a> = (&'a MismatchRow, Result<(), String>);
+
+/// How each record of a call ended, in the order asked; an error is shared by the page of
+/// records it stopped.
+pub type Outcomes = Vec<(i64, Result<Settled, Arc<RecoveryError>>)>;
+
+/// A record of a page being settled: where it was, its key, and whether it may be written.
+struct Claim<'a> {
+    m: &'a MismatchRow,
+    from: MismatchState,
+    keys: Keys,
+    write: Result<(), String>,
+}
+
+/// What a page decided: the moves to keep (in one transaction) and each record's outcome.
+#[derive(Default)]
+struct Decided {
+    moves: Vec<(i64, MismatchState, MismatchState, Move)>,
+    settled: Vec<(i64, Settled)>,
+}
+
+impl Decided {
+    fn push(&mut self, id: i64, from: MismatchState, to: MismatchState, mv: Move, s: Settled) {
+        if from != to {
+            self.moves.push((id, from, to, mv));
+        }
+        self.settled.push((id, s));
+    }
 }
 
 impl Recovery {
     /// Looks at record `m` again and settles it (see the module's docs). `write`: whether
-    /// a difference may be repaired now; when not, `hold` says why it waits for a person.
+    /// a difference may be repaired now; when not, it says why the record waits for a
+    /// person.
     pub async fn settle(
         &self,
         m: &MismatchRow,
@@ -82,202 +109,338 @@ impl Recovery {
         actor: &str,
         write: Result<(), String>,
     ) -> Result<Settled, RecoveryError> {
-        let Some(from) = m.state().filter(|s| s.is_open()) else {
-            return Ok(Settled::Waiting(format!("the record is {}", m.state)));
-        };
-        let tables = match self.tables(m).await? {
-            Ok(t) => t,
-            Err(why) => return self.to_manual(m, from, actor, mode, why).await,
-        };
-        if self.replicator_lag(&m.table).await? > self.grace {
-            return Ok(Settled::Waiting(
-                "the replicator lags by more than recovery.grace".into(),
-            ));
+        let mut out = self
+            .settle_page(&m.table, vec![(m, write)], mode, actor)
+            .await?;
+        Ok(out.remove(0).1)
+    }
+
+    /// Settles many records, a page of one table's rows at a time; outcomes in the order
+    /// asked.
+    pub async fn settle_all(&self, asks: Vec<Ask<'_>>, mode: Mode, actor: &str) -> Outcomes {
+        let order: Vec<i64> = asks.iter().map(|(m, _)| m.id).collect();
+        let mut by_table: Vec<(TableName, Vec<Ask<'_>>)> = Vec::new();
+        for ask in asks {
+            match by_table.iter_mut().find(|(t, _)| *t == ask.0.table) {
+                Some((_, page)) => page.push(ask),
+                None => by_table.push((ask.0.table.clone(), vec![ask])),
+            }
         }
-        let moving = Move {
+        let mut done: HashMap<i64, Result<Settled, Arc<RecoveryError>>> = HashMap::new();
+        for (table, mut asks) in by_table {
+            while !asks.is_empty() {
+                let rest = asks.split_off(asks.len().min(PAGE));
+                let ids: Vec<i64> = asks.iter().map(|(m, _)| m.id).collect();
+                match self.settle_page(&table, asks, mode, actor).await {
+                    Ok(out) => done.extend(out.into_iter().map(|(id, s)| (id, Ok(s)))),
+                    Err(e) => {
+                        let e = Arc::new(e);
+                        done.extend(ids.into_iter().map(|id| (id, Err(e.clone()))));
+                    }
+                }
+                asks = rest;
+            }
+        }
+        order
+            .into_iter()
+            .filter_map(|id| done.remove(&id).map(|r| (id, r)))
+            .collect()
+    }
+
+    /// Settles a page of records of source table `table`. An error leaves every claimed
+    /// record where it was, to be looked at again.
+    async fn settle_page(
+        &self,
+        table: &TableName,
+        asks: Vec<Ask<'_>>,
+        mode: Mode,
+        actor: &str,
+    ) -> Result<Vec<(i64, Settled)>, RecoveryError> {
+        let control = &self.compare.control;
+        let mut decided = Decided::default();
+        let pair = match self.pair(table).await? {
+            Ok(p) => Some(p),
+            Err(why) => {
+                for (m, _) in &asks {
+                    if let Some(from) = open(m, &mut decided) {
+                        decided.push(
+                            m.id,
+                            from,
+                            MismatchState::NeedsManual,
+                            manual(actor, &why),
+                            Settled::NeedsManual(why.clone()),
+                        );
+                    }
+                }
+                None
+            }
+        };
+        let mut claims = Vec::new();
+        if let Some(pair) = &pair {
+            for (m, write) in asks {
+                let Some(from) = open(m, &mut decided) else {
+                    continue;
+                };
+                match pair.keys(|k| value_of(m, k)) {
+                    Some(keys) => claims.push(Claim {
+                        m,
+                        from,
+                        keys,
+                        write,
+                    }),
+                    None => decided.push(
+                        m.id,
+                        from,
+                        MismatchState::NeedsManual,
+                        manual(actor, KEY_CHANGED),
+                        Settled::NeedsManual(KEY_CHANGED.into()),
+                    ),
+                }
+            }
+        }
+        let (Some(pair), false) = (pair, claims.is_empty()) else {
+            control.move_mismatches(&decided.moves).await?;
+            return Ok(decided.settled);
+        };
+        if self.replicator_lag(table).await? > self.grace {
+            let why = "the replicator lags by more than recovery.grace";
+            for c in &claims {
+                decided.settled.push((c.m.id, Settled::Waiting(why.into())));
+            }
+            control.move_mismatches(&decided.moves).await?;
+            return Ok(decided.settled);
+        }
+        // The claim, with the moves decided so far: one transaction.
+        let looking = Move {
             actor: actor.into(),
             reason: format!("{} look", mode.as_str()),
             ..Move::default()
         };
-        if !self
-            .compare
-            .control
-            .move_mismatch(m.id, from, MismatchState::Rechecking, &moving)
-            .await?
+        let first = decided.moves.len();
+        decided.moves.extend(
+            claims
+                .iter()
+                .map(|c| (c.m.id, c.from, MismatchState::Rechecking, looking.clone())),
+        );
+        let moved = control.move_mismatches(&decided.moves).await?;
+        decided.moves.clear();
+        let mut held = Vec::new();
+        for (c, moved) in claims.into_iter().zip(&moved[first..]) {
+            if *moved {
+                held.push(c);
+            } else {
+                decided.settled.push((
+                    c.m.id,
+                    Settled::Waiting("someone else moved the record first".into()),
+                ));
+            }
+        }
+        if held.is_empty() {
+            return Ok(decided.settled);
+        }
+        match self
+            .look_and_write(table, &pair, &held, mode, actor, &mut decided)
+            .await
         {
-            return Ok(Settled::Waiting(
-                "someone else moved the record first".into(),
-            ));
-        }
-        let outcome = self.look_and_write(m, &tables, mode, actor, write).await;
-        if let Err(e) = &outcome {
-            // Put the record back where it was, so it is looked at again.
-            let back = Move {
-                actor: actor.into(),
-                reason: format!("the look failed and will be tried again: {e}"),
-                ..Move::default()
-            };
-            self.compare
-                .control
-                .move_mismatch(m.id, MismatchState::Rechecking, from, &back)
-                .await?;
-        }
-        outcome
-    }
-
-    async fn look_and_write(
-        &self,
-        m: &MismatchRow,
-        t: &Tables,
-        mode: Mode,
-        actor: &str,
-        write: Result<(), String>,
-    ) -> Result<Settled, RecoveryError> {
-        let label = m.table.to_string();
-        let (s, target_now) = self.look(&m.table, t).await?;
-        let shared = shared_columns(Some(&t.source), &t.target);
-        let control = &self.compare.control;
-        let rows =
-            |r: &Option<Vec<Value>>, table: &TargetTable| named(&table.columns, r.as_deref());
-        if differences(&shared, s.as_deref(), &t.target, target_now.as_deref()).is_none() {
-            let mv = Move {
-                actor: actor.into(),
-                reason: "source and target agree now; nothing written".into(),
-                before: rows(&target_now, &t.target),
-                after: rows(&target_now, &t.target),
-                ..Move::default()
-            };
-            control
-                .move_mismatch(
-                    m.id,
-                    MismatchState::Rechecking,
-                    MismatchState::Resolved,
-                    &mv,
-                )
-                .await?;
-            return Ok(Settled::Resolved);
-        }
-        if let Err(why) = write {
-            metrics::REPAIRS
-                .with_label_values(&[&label, mode.as_str(), "refused"])
-                .inc();
-            return self
-                .to_manual(m, MismatchState::Rechecking, actor, mode, why)
-                .await;
-        }
-        let row = match self.row_repair(t, target_now.clone()) {
-            Ok(row) => row,
-            Err(why) => {
-                return self
-                    .to_manual(m, MismatchState::Rechecking, actor, mode, why)
-                    .await
+            Ok(()) => {
+                self.keep(&decided).await?;
+                Ok(decided.settled)
             }
-        };
-        let outcome = match self.guarded_write(t, &row).await? {
-            Ok(o) => o,
-            Err(e) => return self.failed(m, &label, mode, actor, e).await,
-        };
-        match outcome {
-            RepairOutcome::Superseded { now } => {
-                metrics::REPAIRS
-                    .with_label_values(&[&label, mode.as_str(), "superseded"])
-                    .inc();
-                let again = m.attempts + 1 >= MAX_SUPERSEDED;
-                let mv = Move {
+            Err(e) => {
+                // Put the records back where they were, so they are looked at again.
+                let back = Move {
                     actor: actor.into(),
-                    mode: Some(mode.as_str().into()),
-                    reason: "superseded: the target row changed since it was observed (the \
-                             replicator moved it); nothing written, looked at again"
-                        .into(),
-                    before: rows(&target_now, &t.target),
-                    after: rows(&now, &t.target),
-                    statement: None,
-                };
-                let to = if again {
-                    MismatchState::NeedsManual
-                } else {
-                    MismatchState::Detected
-                };
-                control
-                    .move_mismatch(m.id, MismatchState::Rechecking, to, &mv)
-                    .await?;
-                Ok(if again {
-                    Settled::NeedsManual("superseded too often: the row keeps changing".into())
-                } else {
-                    Settled::Superseded
-                })
-            }
-            RepairOutcome::NothingToWrite => {
-                let mv = Move {
-                    actor: actor.into(),
-                    reason: "neither side has the row now; nothing written".into(),
+                    reason: format!("the look failed and will be tried again: {e}"),
                     ..Move::default()
                 };
-                control
-                    .move_mismatch(
-                        m.id,
-                        MismatchState::Rechecking,
-                        MismatchState::Resolved,
-                        &mv,
-                    )
-                    .await?;
-                Ok(Settled::Resolved)
-            }
-            RepairOutcome::Repaired {
-                before,
-                after,
-                statements,
-            } => {
-                let statement = statements
+                let moves: Vec<_> = held
                     .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(";\n");
-                // Verified again, as any change: both sides at a consistent point.
-                let (s2, t2) = self.look(&m.table, t).await?;
-                let holds = differences(&shared, s2.as_deref(), &t.target, t2.as_deref()).is_none();
-                let (to, reason, settled) = if holds {
-                    (
-                        MismatchState::Repaired,
-                        "the source's row was written and verified on both sides".to_owned(),
-                        Settled::Repaired,
-                    )
-                } else {
-                    (
-                        MismatchState::Detected,
-                        "the source's row was written, but the row differs again on \
-                         verification; looked at again"
-                            .to_owned(),
-                        Settled::Superseded,
-                    )
-                };
-                metrics::REPAIRS
-                    .with_label_values(&[&label, mode.as_str(), "repaired"])
-                    .inc();
-                // Before: the target row the repair locked; after: the source row it wrote.
-                let mv = Move {
-                    actor: actor.into(),
-                    mode: Some(mode.as_str().into()),
-                    reason,
-                    before: rows(&before, &t.target),
-                    after: rows(&after, &t.source),
-                    statement: Some(statement),
-                };
-                if !control
-                    .move_mismatch(m.id, MismatchState::Rechecking, to, &mv)
-                    .await?
-                {
-                    // Someone moved the record meanwhile (a look taken for stopped): the
-                    // write stands; its SQL is kept here at least.
-                    tracing::warn!(
-                        id = m.id,
-                        statement = mv.statement.as_deref().unwrap_or(""),
-                        "a repaired record was moved by someone else before its outcome was kept"
-                    );
-                }
-                Ok(settled)
+                    .map(|c| (c.m.id, MismatchState::Rechecking, c.from, back.clone()))
+                    .collect();
+                control.move_mismatches(&moves).await?;
+                Err(e)
             }
         }
+    }
+
+    /// Keeps a page's outcomes in one transaction; a repaired record someone else moved
+    /// meanwhile keeps its write and has its SQL logged at least.
+    async fn keep(&self, decided: &Decided) -> Result<(), RecoveryError> {
+        let moved = self.compare.control.move_mismatches(&decided.moves).await?;
+        for ((id, _, _, mv), moved) in decided.moves.iter().zip(moved) {
+            if !moved && mv.statement.is_some() {
+                tracing::warn!(
+                    id,
+                    statement = mv.statement.as_deref().unwrap_or(""),
+                    "a repaired record was moved by someone else before its outcome was kept"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The claimed records' look, their repairs and the verification of what was written;
+    /// every outcome goes into `decided`.
+    async fn look_and_write(
+        &self,
+        table: &TableName,
+        pair: &Pair,
+        held: &[Claim<'_>],
+        mode: Mode,
+        actor: &str,
+        decided: &mut Decided,
+    ) -> Result<(), RecoveryError> {
+        let label = table.to_string();
+        let keys: Vec<Keys> = held.iter().map(|c| c.keys.clone()).collect();
+        let seen = self.look_page(table, pair, &keys).await?;
+        let shared = shared_columns(Some(&pair.source), &pair.target);
+        let rechecking = MismatchState::Rechecking;
+        let mut to_write: Vec<(&Claim<'_>, RowRepair, Option<Vec<Value>>)> = Vec::new();
+        let mut template: Option<RowRepair> = None;
+        for (c, (s, t)) in held.iter().zip(seen) {
+            if differences(&shared, s.as_deref(), &pair.target, t.as_deref()).is_none() {
+                let image = named(&pair.target.columns, t.as_deref());
+                let mv = Move {
+                    actor: actor.into(),
+                    reason: "source and target agree now; nothing written".into(),
+                    before: image.clone(),
+                    after: image,
+                    ..Move::default()
+                };
+                decided.push(
+                    c.m.id,
+                    rechecking,
+                    MismatchState::Resolved,
+                    mv,
+                    Settled::Resolved,
+                );
+                continue;
+            }
+            if let Err(why) = &c.write {
+                metrics::REPAIRS
+                    .with_label_values(&[&label, mode.as_str(), "refused"])
+                    .inc();
+                decided.push(
+                    c.m.id,
+                    rechecking,
+                    MismatchState::NeedsManual,
+                    manual(actor, why),
+                    Settled::NeedsManual(why.clone()),
+                );
+                continue;
+            }
+            let row = match &template {
+                Some(t0) => Ok(RowRepair {
+                    key: c.keys.target.clone(),
+                    observed: t.clone(),
+                    ..t0.clone()
+                }),
+                None => self.row_repair(pair, &c.keys, t.clone()),
+            };
+            match row {
+                Ok(row) => {
+                    template.get_or_insert_with(|| row.clone());
+                    to_write.push((c, row, t));
+                }
+                Err(why) => decided.push(
+                    c.m.id,
+                    rechecking,
+                    MismatchState::NeedsManual,
+                    manual(actor, &why),
+                    Settled::NeedsManual(why),
+                ),
+            }
+        }
+        if to_write.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<RowRepair> = to_write.iter().map(|(_, r, _)| r.clone()).collect();
+        let keys: Vec<Keys> = to_write.iter().map(|(c, _, _)| c.keys.clone()).collect();
+        let written = self.guarded_page(pair, &rows, &keys).await?;
+        let mut verify = Vec::new();
+        for ((c, _, observed), w) in to_write.into_iter().zip(written) {
+            match w {
+                Ok(RepairOutcome::Repaired {
+                    before,
+                    after,
+                    statements,
+                }) => {
+                    metrics::REPAIRS
+                        .with_label_values(&[&label, mode.as_str(), "repaired"])
+                        .inc();
+                    let statement = statements
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(";\n");
+                    // Before: the target row the repair locked; after: the source row it wrote.
+                    let mv = Move {
+                        actor: actor.into(),
+                        mode: Some(mode.as_str().into()),
+                        before: named(&pair.target.columns, before.as_deref()),
+                        after: named(&pair.source.columns, after.as_deref()),
+                        statement: Some(statement),
+                        ..Move::default()
+                    };
+                    verify.push((c, mv));
+                }
+                Ok(RepairOutcome::Superseded { now }) => {
+                    metrics::REPAIRS
+                        .with_label_values(&[&label, mode.as_str(), "superseded"])
+                        .inc();
+                    superseded(c, actor, mode, pair, observed, now, decided);
+                }
+                Ok(RepairOutcome::NothingToWrite) => {
+                    let mv = Move {
+                        actor: actor.into(),
+                        reason: "neither side has the row now; nothing written".into(),
+                        ..Move::default()
+                    };
+                    decided.push(
+                        c.m.id,
+                        rechecking,
+                        MismatchState::Resolved,
+                        mv,
+                        Settled::Resolved,
+                    );
+                }
+                Err(e) => {
+                    metrics::REPAIRS
+                        .with_label_values(&[&label, mode.as_str(), "failed"])
+                        .inc();
+                    failed(c, actor, mode, &e, decided);
+                }
+            }
+        }
+        if verify.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<Keys> = verify.iter().map(|(c, _)| c.keys.clone()).collect();
+        // Verified again, as any change: both sides at a consistent point.
+        let again = self.look_page(table, pair, &keys).await;
+        for (i, (c, mut mv)) in verify.into_iter().enumerate() {
+            let holds = match &again {
+                Ok(seen) => {
+                    let (s, t) = &seen[i];
+                    differences(&shared, s.as_deref(), &pair.target, t.as_deref()).is_none()
+                }
+                Err(_) => false,
+            };
+            let (to, settled) = if holds {
+                mv.reason = "the source's row was written and verified on both sides".into();
+                (MismatchState::Repaired, Settled::Repaired)
+            } else {
+                mv.reason = match &again {
+                    Ok(_) => "the source's row was written, but the row differs again on \
+                              verification; looked at again"
+                        .into(),
+                    Err(e) => format!("the source's row was written, but it could not be verified ({e}); looked at again"),
+                };
+                (MismatchState::Detected, Settled::Superseded)
+            };
+            decided.push(c.m.id, rechecking, to, mv, settled);
+        }
+        Ok(())
     }
 
     /// What repairing `m` would do now: both rows as they are and the statements that
@@ -287,15 +450,15 @@ impl Recovery {
         &self,
         m: &MismatchRow,
     ) -> Result<Result<crate::actions::Preview, String>, RecoveryError> {
-        let t = match self.tables(m).await? {
+        let t = match self.tables_for(&m.table, |k| value_of(m, k)).await? {
             Ok(t) => t,
             Err(why) => return Ok(Err(why)),
         };
-        let (s, target_now) = self.look(&m.table, &t).await?;
+        let (s, target_now): Seen = self.look(&m.table, &t).await?;
         let shared = shared_columns(Some(&t.source), &t.target);
         let differs =
             differences(&shared, s.as_deref(), &t.target, target_now.as_deref()).is_some();
-        let row = match self.row_repair(&t, target_now.clone()) {
+        let row = match self.row_repair(&t.pair(), &t.keys(), target_now.clone()) {
             Ok(row) => row,
             Err(why) => return Ok(Err(why)),
         };
@@ -311,231 +474,98 @@ impl Recovery {
             statements,
         }))
     }
+}
 
-    /// The guarded repair of `t`'s row, observed as `observed` on the target; `Err`: why the
-    /// row cannot be written (no usable key on one side).
-    pub(crate) fn row_repair(
-        &self,
-        t: &Tables,
-        observed: Option<Vec<Value>>,
-    ) -> Result<RowRepair, String> {
-        let source = source_description(&t.source);
-        let plan = ColumnPlan::new(
-            &source,
-            &t.target,
-            &self.audit_flag_column,
-            &self.audit_ts_column,
-        )
-        .map_err(|e| format!("the row cannot be written: {e}"))?;
-        Ok(RowRepair {
-            target: t.target.clone(),
-            source,
-            plan,
-            key: t.target_key.clone(),
-            observed,
-        })
+/// The record's state when it is open; otherwise it is left alone, and `decided` says so.
+fn open(m: &MismatchRow, decided: &mut Decided) -> Option<MismatchState> {
+    let from = m.state().filter(|s| s.is_open());
+    if from.is_none() {
+        decided
+            .settled
+            .push((m.id, Settled::Waiting(format!("the record is {}", m.state))));
     }
+    from
+}
 
-    /// Runs the guarded repair of `row` in a fresh writer session.
-    pub(crate) async fn guarded_write(
-        &self,
-        t: &Tables,
-        row: &RowRepair,
-    ) -> Result<Result<RepairOutcome, concord_target::repair::RepairError>, RecoveryError> {
-        let reads = Reads {
-            compare: &self.compare,
-            source: &t.source,
-            source_key: &t.source_key,
-        };
-        let mut conn = self.writer().await?;
-        Ok(repair(&mut conn, row, &reads).await)
-    }
-
-    /// A repair that failed: a target refusing the source's row waits for a person; trouble
-    /// with a server puts the record back to be looked at again.
-    async fn failed(
-        &self,
-        m: &MismatchRow,
-        label: &str,
-        mode: Mode,
-        actor: &str,
-        e: concord_target::repair::RepairError,
-    ) -> Result<Settled, RecoveryError> {
-        use concord_target::repair::RepairError;
-        metrics::REPAIRS
-            .with_label_values(&[label, mode.as_str(), "failed"])
-            .inc();
-        let refused = match &e {
-            RepairError::Target { source, .. } => classify(source) == ErrorClass::Rejected,
-            RepairError::Source { .. } => false,
-        };
-        let why = format!("the repair failed: {e}: {}", error_chain(&e));
-        if refused {
-            return self
-                .to_manual(m, MismatchState::Rechecking, actor, mode, why)
-                .await;
-        }
-        let mv = Move {
-            actor: actor.into(),
-            mode: Some(mode.as_str().into()),
-            reason: format!("{why}; looked at again"),
-            ..Move::default()
-        };
-        self.compare
-            .control
-            .move_mismatch(
-                m.id,
-                MismatchState::Rechecking,
-                MismatchState::Detected,
-                &mv,
-            )
-            .await?;
-        Ok(Settled::Waiting(why))
-    }
-
-    async fn to_manual(
-        &self,
-        m: &MismatchRow,
-        from: MismatchState,
-        actor: &str,
-        mode: Mode,
-        why: String,
-    ) -> Result<Settled, RecoveryError> {
-        let mv = Move {
-            actor: actor.into(),
-            mode: None,
-            reason: why.clone(),
-            ..Move::default()
-        };
-        let _ = mode;
-        if from != MismatchState::NeedsManual {
-            self.compare
-                .control
-                .move_mismatch(m.id, from, MismatchState::NeedsManual, &mv)
-                .await?;
-        }
-        Ok(Settled::NeedsManual(why))
-    }
-
-    /// Both sides' descriptions of the record's table and its key in each side's order,
-    /// or why the record cannot be looked at.
-    async fn tables(&self, m: &MismatchRow) -> Result<Result<Tables, String>, RecoveryError> {
-        let value_of = |k: &str| {
-            m.key
-                .iter()
-                .chain(m.source_row.iter().flatten())
-                .chain(m.target_row.iter().flatten())
-                .find(|(c, _)| c.eq_ignore_ascii_case(k))
-                .map(|(_, v)| v.clone())
-        };
-        self.tables_for(&m.table, value_of).await
-    }
-
-    /// As [`Recovery::tables`], for source table `source_name` and a row whose column
-    /// values `value_of` gives by name.
-    pub(crate) async fn tables_for(
-        &self,
-        source_name: &TableName,
-        value_of: impl Fn(&str) -> Option<Value>,
-    ) -> Result<Result<Tables, String>, RecoveryError> {
-        let target_name = self.filter.target_name(source_name);
-        let Some(source) = self
-            .compare
-            .source_schema
-            .get(source_name)
-            .await
-            .map_err(cmp)?
-        else {
-            return Ok(Err(format!("{source_name} no longer exists on the source")));
-        };
-        let Some(target) = self
-            .compare
-            .target_schema
-            .get(&target_name)
-            .await
-            .map_err(cmp)?
-        else {
-            return Ok(Err(format!("{target_name} does not exist on the target")));
-        };
-        let key_in =
-            |pk: &[String]| -> Option<Vec<Value>> { pk.iter().map(|k| value_of(k)).collect() };
-        let (Some(source_key), Some(target_key)) =
-            (key_in(&source.primary_key), key_in(&target.primary_key))
-        else {
-            return Ok(Err(
-                "the record's key does not name every primary-key column of both tables \
-                 (a key changed since it was recorded)"
-                    .into(),
-            ));
-        };
-        Ok(Ok(Tables {
-            source,
-            target,
-            source_key,
-            target_key,
-        }))
-    }
-
-    /// One consistent cycle: S, then P, the replicator past P, then T.
-    pub(crate) async fn look(
-        &self,
-        source_name: &TableName,
-        t: &Tables,
-    ) -> Result<(Option<Vec<Value>>, Option<Vec<Value>>), RecoveryError> {
-        let c = &self.compare;
-        let s = c
-            .read_rows(Side::Source, &t.source, std::slice::from_ref(&t.source_key))
-            .await?
-            .get(&key_of(&t.source, &t.source_key))
-            .cloned();
-        let p = c.source_position(source_name).await?;
-        let stream = self.stream_of(source_name);
-        let waited = tokio::time::timeout(self.grace, c.replica.wait_applied(&p, &stream, c.poll));
-        match waited.await {
-            Ok(r) => r.map_err(|e| cmp(concord_compare::CompareError::Progress(e)))?,
-            Err(_) => {
-                return Err(RecoveryError::Refused(
-                    "the replicator did not reach the source's position within \
-                     recovery.grace"
-                        .into(),
-                ))
-            }
-        }
-        let target_now = c
-            .read_rows(Side::Target, &t.target, std::slice::from_ref(&t.target_key))
-            .await?
-            .get(&key_of(&t.target, &t.target_key))
-            .cloned();
-        Ok((s, target_now))
+/// A move to a person (`needs_manual`), and why.
+fn manual(actor: &str, why: &str) -> Move {
+    Move {
+        actor: actor.into(),
+        reason: why.into(),
+        ..Move::default()
     }
 }
 
-fn cmp(e: impl Into<concord_compare::CompareError>) -> RecoveryError {
-    RecoveryError::Compare(Box::new(e.into()))
-}
-
-/// A source table's description as the statements need it (names and key indexes).
-fn source_description(t: &TargetTable) -> Arc<SourceTable> {
-    let columns: Vec<String> = t.columns.iter().map(|c| c.name.clone()).collect();
-    let primary_key = t
-        .primary_key
+/// The value of column `k` in a record: its key, or the rows it recorded.
+fn value_of(m: &MismatchRow, k: &str) -> Option<Value> {
+    m.key
         .iter()
-        .filter_map(|k| columns.iter().position(|c| c.eq_ignore_ascii_case(k)))
-        .collect();
-    Arc::new(SourceTable {
-        name: t.name.clone(),
-        columns,
-        primary_key,
-    })
+        .chain(m.source_row.iter().flatten())
+        .chain(m.target_row.iter().flatten())
+        .find(|(c, _)| c.eq_ignore_ascii_case(k))
+        .map(|(_, v)| v.clone())
 }
 
-/// The causes below an error, for a record a person reads.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = Vec::new();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        out.push(c.to_string());
-        cause = c.source();
+/// A repair the replicator overtook: looked at again, or — after too many — handed to a
+/// person.
+fn superseded(
+    c: &Claim<'_>,
+    actor: &str,
+    mode: Mode,
+    pair: &Pair,
+    observed: Option<Vec<Value>>,
+    now: Option<Vec<Value>>,
+    decided: &mut Decided,
+) {
+    let again = c.m.attempts + 1 >= MAX_SUPERSEDED;
+    let mv = Move {
+        actor: actor.into(),
+        mode: Some(mode.as_str().into()),
+        reason: "superseded: the target row changed since it was observed (the \
+                 replicator moved it); nothing written, looked at again"
+            .into(),
+        before: named(&pair.target.columns, observed.as_deref()),
+        after: named(&pair.target.columns, now.as_deref()),
+        statement: None,
+    };
+    let (to, settled) = if again {
+        (
+            MismatchState::NeedsManual,
+            Settled::NeedsManual("superseded too often: the row keeps changing".into()),
+        )
+    } else {
+        (MismatchState::Detected, Settled::Superseded)
+    };
+    decided.push(c.m.id, MismatchState::Rechecking, to, mv, settled);
+}
+
+/// A repair that failed: a target refusing the source's row waits for a person; trouble
+/// with a server puts the record back to be looked at again.
+fn failed(c: &Claim<'_>, actor: &str, mode: Mode, e: &RepairError, decided: &mut Decided) {
+    let why = format!("the repair failed: {e}: {}", error_chain(e));
+    let rechecking = MismatchState::Rechecking;
+    if refused(e) {
+        let mv = manual(actor, &why);
+        decided.push(
+            c.m.id,
+            rechecking,
+            MismatchState::NeedsManual,
+            mv,
+            Settled::NeedsManual(why),
+        );
+        return;
     }
-    out.join(": ")
+    let mv = Move {
+        actor: actor.into(),
+        mode: Some(mode.as_str().into()),
+        reason: format!("{why}; looked at again"),
+        ..Move::default()
+    };
+    decided.push(
+        c.m.id,
+        rechecking,
+        MismatchState::Detected,
+        mv,
+        Settled::Waiting(why),
+    );
 }

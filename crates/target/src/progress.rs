@@ -67,8 +67,19 @@ pub enum ProgressError {
     Target(#[from] mysql_async::Error),
     #[error("reading the capture's position: {0}")]
     Control(#[from] concord_control::ControlError),
-    #[error("reading a high watermark from Kafka: {0}")]
-    Kafka(String),
+    #[error("kafka: reading {what} of topic {topic}")]
+    Kafka {
+        what: &'static str,
+        topic: String,
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    #[error("kafka: topic {0} has no partitions")]
+    NoPartitions(String),
+    /// The blocking task that asked the broker ended without an answer (the runtime is
+    /// shutting down).
+    #[error("kafka: the broker query did not finish")]
+    Interrupted(#[source] tokio::task::JoinError),
     /// The config lacks what this mode needs.
     #[error("{0}")]
     NotConfigured(&'static str),
@@ -81,7 +92,10 @@ impl ProgressError {
     /// config that lacks what the mode needs.
     pub fn is_transient(&self) -> bool {
         match self {
-            ProgressError::Target(_) | ProgressError::Kafka(_) => true,
+            ProgressError::Target(_)
+            | ProgressError::Kafka { .. }
+            | ProgressError::NoPartitions(_)
+            | ProgressError::Interrupted(_) => true,
             ProgressError::Control(e) => e.is_transient(),
             ProgressError::NotConfigured(_) | ProgressError::Client(_) => false,
         }
@@ -187,13 +201,17 @@ impl Replica {
                 let client = client.clone();
                 let (topic, partition) = (topic.clone(), *partition);
                 let high = tokio::task::spawn_blocking(move || {
-                    client
-                        .fetch_watermarks(&topic, partition, Duration::from_secs(5))
-                        .map(|(_, high)| (topic, high))
+                    match client.fetch_watermarks(&topic, partition, Duration::from_secs(5)) {
+                        Ok((_, high)) => Ok((topic, high)),
+                        Err(source) => Err(ProgressError::Kafka {
+                            what: "a high watermark",
+                            topic,
+                            source,
+                        }),
+                    }
                 })
                 .await
-                .map_err(|e| ProgressError::Kafka(e.to_string()))?
-                .map_err(|e| ProgressError::Kafka(e.to_string()))?;
+                .map_err(ProgressError::Interrupted)??;
                 Ok(Some(Mark::Offset {
                     topic: high.0,
                     partition,
@@ -285,7 +303,11 @@ async fn partitions(client: Arc<BaseConsumer>, topic: String) -> Result<Vec<i32>
     tokio::task::spawn_blocking(move || {
         let metadata = client
             .fetch_metadata(Some(&topic), Duration::from_secs(5))
-            .map_err(|e| ProgressError::Kafka(format!("metadata of {topic}: {e}")))?;
+            .map_err(|source| ProgressError::Kafka {
+                what: "the metadata",
+                topic: topic.clone(),
+                source,
+            })?;
         let ids: Vec<i32> = metadata
             .topics()
             .iter()
@@ -293,12 +315,10 @@ async fn partitions(client: Arc<BaseConsumer>, topic: String) -> Result<Vec<i32>
             .flat_map(|t| t.partitions().iter().map(|p| p.id()))
             .collect();
         if ids.is_empty() {
-            return Err(ProgressError::Kafka(format!(
-                "topic {topic} has no partitions"
-            )));
+            return Err(ProgressError::NoPartitions(topic));
         }
         Ok(ids)
     })
     .await
-    .map_err(|e| ProgressError::Kafka(e.to_string()))?
+    .map_err(ProgressError::Interrupted)?
 }

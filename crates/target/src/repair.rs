@@ -1,24 +1,26 @@
 //! The guarded repair write: the one way anything but the replicator's stream writes a row
 //! to the target — auto, manual, bulk and batch repair alike.
 //!
-//! In one target transaction: read the target row with `FOR UPDATE` (the row, or its key's
-//! gap, stays locked until commit), check that it still holds the image the difference was
-//! observed with, read the source's *current* row, write it (an upsert of the shared
-//! columns with the replicator's own statements, audit columns included, or a delete), and
-//! commit. The caller verifies the row again afterwards.
+//! In one target transaction, for a page of rows of one table: read the target rows with
+//! `FOR UPDATE` (each row, or its key's gap, stays locked until commit), keep only those
+//! that still hold the image their difference was observed with, read the source's
+//! *current* rows for those, write them (upserts of the shared columns with the
+//! replicator's own statements, audit columns included, and deletes — many rows to a
+//! statement), and commit. The caller verifies the rows again afterwards.
 //!
 //! Invariants:
 //! - a target row that changed since it was observed is never overwritten: the replicator
-//!   got there first, and the repair is [`RepairOutcome::Superseded`];
-//! - the source is read only once the target row is locked, so what is written is at least
-//!   as new as anything the replicator applied to the row before: a repair never writes an
-//!   older image over a newer one (the replicator may still apply changes older than the
+//!   got there first, and that row's repair is [`RepairOutcome::Superseded`];
+//! - the source is read only once the target rows are locked, so what is written is at
+//!   least as new as anything the replicator applied to a row before: a repair never writes
+//!   an older image over a newer one (the replicator may still apply changes older than the
 //!   written row after it, but it applies them in source order, ending at the source's);
 //! - the statements a preview shows ([`RowRepair::statements`]) are the statements that
-//!   run, built by [`crate::sql`] like the replicator's.
+//!   run, built by [`crate::sql`] like the replicator's; a page runs the same statements
+//!   with many rows' values in each.
 
 use crate::session::{LENIENT_SQL_MODE, STRICT_SQL_MODE};
-use crate::sql::{build, Statement};
+use crate::sql::{build, chunk_sizes, columns_per_row, Statement};
 use crate::write::{Write, WriteKind};
 use concord_change::{Op, Position, RowChange, SourceTable, Value};
 use concord_schema_cache::{ColumnPlan, TargetTable};
@@ -31,19 +33,24 @@ use std::sync::Arc;
 /// with the reads a comparison observes rows with, so that an unchanged target row reads
 /// back as exactly the image that was observed.
 pub trait RepairReads {
-    /// The target row with `key` (in `table`'s primary-key order), in `table`'s column
-    /// order, read inside the open transaction of `conn` with `FOR UPDATE`.
+    /// The target rows with `keys` (each in `table`'s primary-key order), in `table`'s
+    /// column order, read inside the open transaction of `conn` with `FOR UPDATE`; one
+    /// entry per key, `None` where the target has no such row.
     fn target_locked(
         &self,
         conn: &mut Conn,
         table: &TargetTable,
-        key: &[Value],
-    ) -> impl Future<Output = Result<Option<Vec<Value>>, mysql_async::Error>> + Send;
+        keys: &[Vec<Value>],
+    ) -> impl Future<Output = Result<Vec<Option<Vec<Value>>>, mysql_async::Error>> + Send;
 
-    /// The source's row with the repair's key now, in the source table's column order.
+    /// The source's rows now of the page's rows `which` (indexes into the page given to
+    /// [`repair_page`]), in the source table's column order; one entry per index.
     fn source_now(
         &self,
-    ) -> impl Future<Output = Result<Option<Vec<Value>>, Box<dyn std::error::Error + Send + Sync>>> + Send;
+        which: &[usize],
+    ) -> impl Future<
+        Output = Result<Vec<Option<Vec<Value>>>, Box<dyn std::error::Error + Send + Sync>>,
+    > + Send;
 }
 
 /// One row to repair.
@@ -122,32 +129,9 @@ pub enum RepairError {
 
 impl RowRepair {
     /// The statements that write `source_row` (the source's current row; `None`: delete the
-    /// target's row) — what a preview shows and what [`repair`] runs.
+    /// target's row) — what a preview shows and what [`repair_page`] runs.
     pub fn statements(&self, source_row: Option<&[Value]>) -> Vec<Statement> {
-        let change = match source_row {
-            Some(row) => RowChange {
-                table: self.source.clone(),
-                op: Op::Insert,
-                before: None,
-                after: Some(row.to_vec()),
-                position: Position::new("", 0),
-                row_index: 0,
-                commit_ts: 0,
-            },
-            None => RowChange {
-                table: self.source.clone(),
-                op: Op::Delete,
-                before: Some(self.key_image()),
-                after: None,
-                position: Position::new("", 0),
-                row_index: 0,
-                commit_ts: 0,
-            },
-        };
-        let kind = match source_row {
-            Some(_) => WriteKind::Upsert,
-            None => WriteKind::Delete,
-        };
+        let (kind, change) = self.change(source_row);
         let write = Write {
             kind,
             change: &change,
@@ -165,6 +149,25 @@ impl RowRepair {
             })
             .filter(|s| !s.sql.is_empty())
             .collect()
+    }
+
+    /// The write that puts `source_row` in place of the target's row: an upsert of it, or
+    /// (no source row) a delete by key.
+    fn change(&self, source_row: Option<&[Value]>) -> (WriteKind, RowChange) {
+        let (kind, op, before, after) = match source_row {
+            Some(row) => (WriteKind::Upsert, Op::Insert, None, Some(row.to_vec())),
+            None => (WriteKind::Delete, Op::Delete, Some(self.key_image()), None),
+        };
+        let change = RowChange {
+            table: self.source.clone(),
+            op,
+            before,
+            after,
+            position: Position::new("", 0),
+            row_index: 0,
+            commit_ts: 0,
+        };
+        (kind, change)
     }
 
     /// A source-ordered image holding only the key (for a delete's condition): the plan's
@@ -187,21 +190,38 @@ impl RowRepair {
     }
 }
 
-/// Repairs one row through `conn`, a writer session (see [`crate::session`]): see the
-/// module's docs. On any error the transaction is rolled back and nothing is written;
-/// the session may be left in the lenient SQL mode, so the caller opens a new one.
+/// Repairs one row through `conn`: [`repair_page`] with a page of one.
 pub async fn repair(
     conn: &mut Conn,
     row: &RowRepair,
     reads: &impl RepairReads,
 ) -> Result<RepairOutcome, RepairError> {
-    let err = row.target_error();
-    conn.query_drop("START TRANSACTION").await.map_err(&err)?;
-    let outcome = locked(conn, row, reads).await;
-    let end = match &outcome {
-        Ok(RepairOutcome::Repaired { .. }) => "COMMIT",
-        _ => "ROLLBACK",
+    let mut out = repair_page(conn, std::slice::from_ref(row), reads).await?;
+    Ok(out.remove(0))
+}
+
+/// Repairs a page of rows of one table (one plan: every row's `target`, `source` and
+/// `plan` are the first's) through `conn`, a writer session (see [`crate::session`]), in
+/// one transaction: see the module's docs. One outcome per row, in the page's order. On
+/// any error the transaction is rolled back and nothing is written — one row the target
+/// refuses fails the page, so a caller repairs such a page again row by row to find it;
+/// the session may be left in the lenient SQL mode, so the caller opens a new one.
+pub async fn repair_page(
+    conn: &mut Conn,
+    rows: &[RowRepair],
+    reads: &impl RepairReads,
+) -> Result<Vec<RepairOutcome>, RepairError> {
+    let Some(first) = rows.first() else {
+        return Ok(Vec::new());
     };
+    let err = first.target_error();
+    conn.query_drop("START TRANSACTION").await.map_err(&err)?;
+    let outcome = locked(conn, rows, reads).await;
+    let wrote = outcome.as_ref().is_ok_and(|o| {
+        o.iter()
+            .any(|r| matches!(r, RepairOutcome::Repaired { .. }))
+    });
+    let end = if wrote { "COMMIT" } else { "ROLLBACK" };
     match conn.query_drop(end).await {
         Ok(()) => outcome,
         // The first error is the one that says what went wrong.
@@ -209,57 +229,112 @@ pub async fn repair(
     }
 }
 
-/// The part of [`repair`] inside the transaction; it neither commits nor rolls back.
+/// The part of [`repair_page`] inside the transaction; it neither commits nor rolls back.
 async fn locked(
     conn: &mut Conn,
-    row: &RowRepair,
+    rows: &[RowRepair],
     reads: &impl RepairReads,
-) -> Result<RepairOutcome, RepairError> {
-    let err = row.target_error();
+) -> Result<Vec<RepairOutcome>, RepairError> {
+    let first = &rows[0];
+    let err = first.target_error();
+    let keys: Vec<Vec<Value>> = rows.iter().map(|r| r.key.clone()).collect();
     let now = reads
-        .target_locked(conn, &row.target, &row.key)
+        .target_locked(conn, &first.target, &keys)
         .await
         .map_err(&err)?;
-    if now != row.observed {
-        return Ok(RepairOutcome::Superseded { now });
-    }
-    let source_row = reads
-        .source_now()
-        .await
-        .map_err(|source| RepairError::Source {
-            table: row.source.name.to_string(),
-            source,
-        })?;
-    if source_row.is_none() && now.is_none() {
-        return Ok(RepairOutcome::NothingToWrite);
-    }
-    let mut ran = Vec::new();
-    for statement in row.statements(source_row.as_deref()) {
-        if statement.sql.is_empty() {
-            continue;
+    let mut out: Vec<Option<RepairOutcome>> = vec![None; rows.len()];
+    let mut unchanged = Vec::new();
+    for (i, (row, now)) in rows.iter().zip(&now).enumerate() {
+        if *now != row.observed {
+            out[i] = Some(RepairOutcome::Superseded { now: now.clone() });
+        } else {
+            unchanged.push(i);
         }
-        conn.exec_drop(&statement.sql, Params::Positional(statement.params.clone()))
+    }
+    let sources = if unchanged.is_empty() {
+        Vec::new()
+    } else {
+        reads
+            .source_now(&unchanged)
+            .await
+            .map_err(|source| RepairError::Source {
+                table: first.source.name.to_string(),
+                source,
+            })?
+    };
+    let mut writes: Vec<(usize, Option<Vec<Value>>)> = Vec::new();
+    for (&i, source_row) in unchanged.iter().zip(sources) {
+        if source_row.is_none() && now[i].is_none() {
+            out[i] = Some(RepairOutcome::NothingToWrite);
+        } else {
+            writes.push((i, source_row));
+        }
+    }
+    write_rows(conn, rows, &writes).await?;
+    for (i, source_row) in writes {
+        out[i] = Some(RepairOutcome::Repaired {
+            statements: rows[i].preview(source_row.as_deref()),
+            before: now[i].clone(),
+            after: source_row,
+        });
+    }
+    Ok(out
+        .into_iter()
+        .map(|o| o.expect("every row has an outcome"))
+        .collect())
+}
+
+/// Writes the source rows of `writes` (page index, the source's row or `None` to delete)
+/// with the page's plan: upserts, then deletes, as many rows to a statement as fit.
+async fn write_rows(
+    conn: &mut Conn,
+    rows: &[RowRepair],
+    writes: &[(usize, Option<Vec<Value>>)],
+) -> Result<(), RepairError> {
+    let first = &rows[0];
+    for kind in [WriteKind::Upsert, WriteKind::Delete] {
+        let changes: Vec<RowChange> = writes
+            .iter()
+            .map(|(i, s)| rows[*i].change(s.as_deref()))
+            .filter(|(k, _)| *k == kind)
+            .map(|(_, c)| c)
+            .collect();
+        let writes: Vec<Write<'_>> = changes
+            .iter()
+            .map(|change| Write { kind, change })
+            .collect();
+        let mut offset = 0;
+        for size in chunk_sizes(writes.len(), columns_per_row(kind, &first.plan)) {
+            let chunk = &writes[offset..offset + size];
+            offset += size;
+            let statement = build(kind, &first.target.name, &first.plan, chunk);
+            run(conn, first, &statement).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs one statement and its fix-ups (in a non-strict session, as the replicator does).
+async fn run(conn: &mut Conn, row: &RowRepair, statement: &Statement) -> Result<(), RepairError> {
+    let err = row.target_error();
+    if statement.sql.is_empty() {
+        return Ok(());
+    }
+    conn.exec_drop(&statement.sql, Params::Positional(statement.params.clone()))
+        .await
+        .map_err(&err)?;
+    if statement.fixups.is_empty() {
+        return Ok(());
+    }
+    conn.query_drop(format!("SET SESSION sql_mode = '{LENIENT_SQL_MODE}'"))
+        .await
+        .map_err(&err)?;
+    for f in &statement.fixups {
+        conn.exec_drop(&f.sql, Params::Positional(f.params.clone()))
             .await
             .map_err(&err)?;
-        ran.push(shown(&statement.sql, &statement.params));
-        if !statement.fixups.is_empty() {
-            conn.query_drop(format!("SET SESSION sql_mode = '{LENIENT_SQL_MODE}'"))
-                .await
-                .map_err(&err)?;
-            for f in &statement.fixups {
-                conn.exec_drop(&f.sql, Params::Positional(f.params.clone()))
-                    .await
-                    .map_err(&err)?;
-                ran.push(shown(&f.sql, &f.params));
-            }
-            conn.query_drop(format!("SET SESSION sql_mode = '{STRICT_SQL_MODE}'"))
-                .await
-                .map_err(&err)?;
-        }
     }
-    Ok(RepairOutcome::Repaired {
-        before: now,
-        after: source_row,
-        statements: ran,
-    })
+    conn.query_drop(format!("SET SESSION sql_mode = '{STRICT_SQL_MODE}'"))
+        .await
+        .map_err(&err)
 }

@@ -222,11 +222,23 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), Replicat
                         what: "reading a partition's stored offset",
                         source,
                     })?;
+                // Nothing of the partition applied yet: it starts at the log's beginning,
+                // never at whichever message came first — messages of it dropped at a
+                // rebalance (above) moved the consumer's position past them.
+                let next = match stored {
+                    Some(next) => next,
+                    None => {
+                        low_watermark(&consumer, &key).map_err(|source| ReplicatorError::Kafka {
+                            what: "reading where a partition's log begins",
+                            source,
+                        })?
+                    }
+                };
                 parts.insert(
                     key.clone(),
                     PartitionState {
                         stored,
-                        next: stored.unwrap_or(m.offset()),
+                        next,
                         gaps: GapWatch::default(),
                     },
                 );
@@ -372,6 +384,18 @@ fn report_consumer_lag(
             }
         }
     });
+}
+
+/// The first offset the broker still holds of a partition.
+fn low_watermark(
+    consumer: &StreamConsumer<GroupContext>,
+    (topic, partition): &PartitionKey,
+) -> Result<i64, rdkafka::error::KafkaError> {
+    tokio::task::block_in_place(|| {
+        consumer
+            .fetch_watermarks(topic, *partition, Duration::from_secs(5))
+            .map(|(low, _)| low)
+    })
 }
 
 const LAG_EVERY: Duration = Duration::from_secs(5);
