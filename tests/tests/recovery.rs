@@ -321,6 +321,87 @@ async fn a_table_without_auto_repair_waits_for_a_person_who_repairs_or_ignores_w
     drop(concord);
 }
 
+/// Manual repairs of many records run as one page (one guarded transaction); a row the
+/// target refuses fails that page's statement, and the page is written again row by row, so
+/// only that row waits for a person.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_row_the_target_refuses_fails_alone_and_the_rest_of_its_page_is_repaired() {
+    let db = TestDb::new("recovery_page").await;
+    let rules = format!(
+        "grace = \"1s\"\n\n[recovery.tables.\"{}.ledger\"]\nauto_repair = false",
+        db.name
+    );
+    let config = config(&db, &rules);
+    fill(&db, "ledger", 50).await;
+    db.target("ALTER TABLE `{db}`.ledger ADD CONSTRAINT no_negative CHECK (amount >= 0)")
+        .await;
+    let concord = Concord::start(&config).await;
+    concord
+        .wait_caught_up(&db.servers, Duration::from_secs(30))
+        .await;
+    db.target("UPDATE `{db}`.ledger SET amount = 0 WHERE id <= 5")
+        .await;
+    // The target refuses this row (a failed event), so it differs too — and a repair of it
+    // is refused the same way.
+    db.source("UPDATE `{db}`.ledger SET amount = -1 WHERE id = 6")
+        .await;
+    concord
+        .wait_caught_up(&db.servers, Duration::from_secs(30))
+        .await;
+    let ledger = format!("{}.ledger", db.name);
+    assert_eq!(checksum(&config, &ledger).await, Some(3));
+    wait_states(&config, &ledger, "needs_manual", 6).await;
+    let ids: Vec<String> = states(&config, &ledger)
+        .await
+        .iter()
+        .map(|(id, _)| id.to_string())
+        .collect();
+    assert_eq!(ids.len(), 6);
+    let args: Vec<&str> = ["repair"]
+        .into_iter()
+        .chain(ids.iter().map(String::as_str))
+        .collect();
+    let (code, out) = cli(&config, &args).await;
+    assert_eq!(code, Some(3), "one row was not repaired: {out}");
+    let s = states(&config, &ledger).await;
+    assert_eq!(
+        s.iter().filter(|(_, st)| st == "repaired").count(),
+        5,
+        "{s:?}"
+    );
+    let amounts = |source: bool| {
+        let db = &db;
+        async move {
+            db.rows(!source, "ledger", "id, amount")
+                .await
+                .into_iter()
+                .take(6)
+                .collect::<Vec<_>>()
+        }
+    };
+    let (source, target) = (amounts(true).await, amounts(false).await);
+    assert_eq!(source[..5], target[..5], "rows 1-5 repaired");
+    assert_ne!(source[5], target[5], "row 6 refused, left as it was");
+    use sqlx::Row;
+    let refused = s
+        .iter()
+        .find(|(_, st)| st == "needs_manual")
+        .expect("one left")
+        .0;
+    let why = control(
+        &config,
+        &format!(
+            "SELECT reason FROM recovery_history WHERE subject_id = {refused} \
+             ORDER BY id DESC LIMIT 1"
+        ),
+    )
+    .await;
+    let why: String = why[0].get(0);
+    assert!(why.contains("the repair failed"), "{why}");
+    assert!(why.contains("no_negative"), "names the constraint: {why}");
+    drop(concord);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_mass_difference_opens_the_circuit_and_nothing_is_written_until_resumed() {
     let db = TestDb::new("recovery_circuit").await;

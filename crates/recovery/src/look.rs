@@ -238,9 +238,20 @@ impl Recovery {
                 source: &pair.source,
                 source_keys: std::slice::from_ref(&source_keys[i]),
             };
-            let mut conn = self.writer().await?;
-            let one = repair_page(&mut conn, std::slice::from_ref(row), &reads).await;
-            out.push(one.map(|mut o| o.remove(0)).map_err(Arc::new));
+            // Rows before this one may be written already: a session that cannot be opened
+            // is this row's failure (looked at again), not the page's, so their outcomes
+            // and SQL are kept.
+            let one = match self.writer().await {
+                Ok(mut conn) => repair_page(&mut conn, std::slice::from_ref(row), &reads)
+                    .await
+                    .map(|mut o| o.remove(0)),
+                Err(RecoveryError::Writer(source)) => Err(RepairError::Target {
+                    table: pair.target.name.to_string(),
+                    source,
+                }),
+                Err(e) => return Err(e),
+            };
+            out.push(one.map_err(Arc::new));
         }
         Ok(out)
     }
