@@ -220,3 +220,146 @@ async fn a_key_range_is_resynced_exactly_resumably_and_a_dry_run_changes_nothing
         "the dry run and one resumed job"
     );
 }
+
+/// The rows of one table that transactions committed in a window changed, read back from
+/// the source's binlogs: exactly those of them that differ are repaired (a dry run first
+/// shows the SQL); rows that differ but were not changed in the window are left alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_time_window_resyncs_exactly_the_rows_changed_in_it() {
+    let db = TestDb::new("batch_window").await;
+    let mut config = ConcordConfig::new(&db);
+    config.extra = "\n[verifier]\nretry_after = \"200ms\"\n\n[recovery]\ngrace = \"5s\"\n".into();
+    db.both("CREATE TABLE `{db}`.t (id INT PRIMARY KEY, k INT NOT NULL, pad VARCHAR(60))")
+        .await;
+    db.both(
+        "INSERT INTO `{db}`.t SELECT seq, seq % 100, CONCAT('pad-', seq) FROM `{db}`.seq_1_to_5000",
+    )
+    .await;
+    db.both("CREATE TABLE `{db}`.other (id INT PRIMARY KEY, k INT NOT NULL)")
+        .await;
+    let replicator = Concord::start_role(&config, "replicate").await;
+    // Before the window: a change, then a difference on the target.
+    db.source("UPDATE `{db}`.t SET k = k + 1 WHERE id = 10")
+        .await;
+    replicator
+        .wait_caught_up(&db.servers, Duration::from_secs(60))
+        .await;
+    db.target("UPDATE `{db}`.t SET pad = 'before' WHERE id = 10")
+        .await;
+    let now = |db: &TestDb| {
+        let pool = db.servers.source.clone();
+        async move {
+            let mut c = pool.get_conn().await.unwrap();
+            let t: String = c
+                .query_first("SELECT DATE_FORMAT(UTC_TIMESTAMP(), '%Y-%m-%d %H:%i:%s')")
+                .await
+                .unwrap()
+                .unwrap();
+            t
+        }
+    };
+    // Commit times are whole seconds: the window starts on the next one.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let since = now(&db).await;
+    // In the window: 51 rows changed, 10 inserted, 6 deleted, and another table's rows.
+    db.source("UPDATE `{db}`.t SET k = k + 1 WHERE id BETWEEN 100 AND 150")
+        .await;
+    db.source("INSERT INTO `{db}`.t SELECT 5000 + seq, seq, 'new' FROM `{db}`.seq_1_to_10")
+        .await;
+    db.source("DELETE FROM `{db}`.t WHERE id BETWEEN 200 AND 205")
+        .await;
+    db.source("INSERT INTO `{db}`.other VALUES (1, 1), (2, 2)")
+        .await;
+    replicator
+        .wait_caught_up(&db.servers, Duration::from_secs(60))
+        .await;
+    // Differences among them: 11 changed, 3 missing, 1 extra (a deleted row back); and
+    // one of a row not changed in the window, which the batch must leave alone.
+    db.target("UPDATE `{db}`.t SET pad = 'corrupt' WHERE id BETWEEN 100 AND 110")
+        .await;
+    db.target("DELETE FROM `{db}`.t WHERE id BETWEEN 5001 AND 5003")
+        .await;
+    db.target("INSERT INTO `{db}`.t VALUES (203, 0, 'extra')")
+        .await;
+    db.target("UPDATE `{db}`.t SET pad = 'outside' WHERE id = 3000")
+        .await;
+    let table = format!("{}.t", db.name);
+    let args = |dry_run: bool| {
+        let mut a = vec![
+            "recovery".to_owned(),
+            "batch".into(),
+            "--table".into(),
+            table.clone(),
+            "--since".into(),
+            since.clone(),
+        ];
+        if dry_run {
+            a.push("--dry-run".into());
+        }
+        a
+    };
+    let window = "id BETWEEN 100 AND 110 OR id BETWEEN 5001 AND 5003 OR id = 203";
+    let corrupted = fingerprint(&db, true, window).await;
+
+    let a = args(true);
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let mut dry = Concord::spawn(&config.sibling(), &a).await;
+    assert_eq!(
+        dry.wait_exit(Duration::from_secs(120)).await,
+        Some(0),
+        "{}",
+        dry.log()
+    );
+    let log = dry.log();
+    assert!(log.contains("differing 15"), "{log}");
+    assert!(
+        log.contains("INSERT INTO") && log.contains("DELETE FROM"),
+        "{log}"
+    );
+    assert_eq!(
+        fingerprint(&db, true, window).await,
+        corrupted,
+        "a dry run writes nothing"
+    );
+
+    let a = args(false);
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let mut run = Concord::spawn(&config.sibling(), &a).await;
+    assert_eq!(
+        run.wait_exit(Duration::from_secs(120)).await,
+        Some(0),
+        "{}",
+        run.log()
+    );
+    let log = run.log();
+    assert!(log.contains("repaired 15"), "{log}");
+    assert!(
+        !log.contains("binlogs begin after --since"),
+        "the binlogs reach back to the window: {log}"
+    );
+    assert_eq!(
+        fingerprint(&db, true, window).await,
+        fingerprint(&db, false, window).await,
+        "the window's differing rows are re-synced"
+    );
+    let mut target = db.servers.target_conn().await;
+    for (id, pad) in [(10, "before"), (3000, "outside")] {
+        let now: Option<String> = target
+            .query_first(format!("SELECT pad FROM `{}`.t WHERE id = {id}", db.name))
+            .await
+            .unwrap();
+        assert_eq!(
+            now.as_deref(),
+            Some(pad),
+            "row {id}, not changed in the window, is left alone"
+        );
+    }
+    use sqlx::Row;
+    let repaired = control(
+        &config,
+        "SELECT COUNT(DISTINCT subject_id) FROM recovery_history WHERE mode = 'batch' \
+         AND to_state = 'repaired'",
+    )
+    .await;
+    assert_eq!(repaired[0].get::<i64, _>(0), 15);
+}

@@ -15,6 +15,7 @@ mod reader;
 mod rows;
 mod settings;
 mod statement;
+mod window;
 
 pub use decode::{Collations, ColumnKind, DecodeError, TableInfo};
 pub use error::BinlogError;
@@ -23,3 +24,4 @@ pub use queue::{queue, Closed, Receiver, Sender, TryRecvError};
 pub use reader::{BinlogReader, FragmentBound, ReaderEvent, ReaderOptions, Resume};
 pub use settings::{check_settings, current_position, earliest_position, ServerInfo};
 pub use statement::{classify, report_statement, QueryKind};
+pub use window::{changes_in_window, Scanned, Window};

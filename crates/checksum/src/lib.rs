@@ -12,12 +12,14 @@
 mod chunk;
 mod ends;
 mod error;
+mod keys;
 mod metrics;
 mod narrow;
 mod pace;
 mod table;
 
 pub use error::ChecksumError;
+pub use keys::check_keys;
 pub use table::{Bounds, TableReport};
 
 use concord_change::TableName;
@@ -103,10 +105,7 @@ async fn check_table(
 ) -> TableReport {
     let started = Instant::now();
     let mut report = TableReport::new(name.clone());
-    let stream = match (&config.transport.kind, &config.kafka) {
-        (TransportKind::Kafka, Some(k)) => Stream::Topic(k.topic_for(&name.db, &name.table)),
-        _ => Stream::Binlog,
-    };
+    let stream = stream_of(config, name);
     let mut backoff = Duration::from_millis(200);
     let mut first = true;
     // Each attempt describes the table afresh: a DDL that interrupted the last one (a
@@ -154,6 +153,14 @@ async fn check_table(
         differing = report.chunks_differ, mismatches = report.mismatches,
         problem = report.problem.as_deref().unwrap_or(""), "table checked");
     report
+}
+
+/// The stream a source table's rows travel in.
+fn stream_of(config: &Config, name: &TableName) -> Stream {
+    match (&config.transport.kind, &config.kafka) {
+        (TransportKind::Kafka, Some(k)) => Stream::Topic(k.topic_for(&name.db, &name.table)),
+        _ => Stream::Binlog,
+    }
 }
 
 /// Both servers' view of the table, or why it cannot be checked.

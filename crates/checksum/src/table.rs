@@ -79,6 +79,8 @@ pub(crate) struct Sides {
     source_for_target_key: Vec<usize>,
     /// Target column index of each source key column, in the source's key order.
     target_for_source_key: Vec<usize>,
+    /// Place in the source's key of each target key column, in the target's key order.
+    source_key_for_target_key: Vec<usize>,
     /// The source table as a change describes it, for recheck expectations.
     change_table: Arc<SourceTable>,
 }
@@ -116,6 +118,17 @@ impl Sides {
             .iter()
             .map(|k| index(&target, k))
             .collect();
+        let source_key_for_target_key = target
+            .primary_key
+            .iter()
+            .map(|k| {
+                source
+                    .primary_key
+                    .iter()
+                    .position(|s| s.eq_ignore_ascii_case(k))
+                    .expect("the same key columns, checked above")
+            })
+            .collect();
         let shared = shared_columns(Some(&source), &target);
         // The same column list, with the source's types, for both statements.
         let hashed: Vec<HashedColumn> = shared
@@ -147,8 +160,17 @@ impl Sides {
             source_key,
             source_for_target_key,
             target_for_source_key,
+            source_key_for_target_key,
             change_table,
         })
+    }
+
+    /// A key given in the source's key order, in the target's.
+    pub fn key_in_target_order(&self, key: &[Value]) -> Vec<Value> {
+        self.source_key_for_target_key
+            .iter()
+            .map(|&i| key[i].clone())
+            .collect()
     }
 
     /// The key of a source row, in the source's key order.

@@ -1,18 +1,24 @@
-//! `concord recovery batch`: re-syncs one table's key range after an outage or an incident.
-//! The range goes through the chunked checksum (paced like it, resumable per chunk as the
-//! job's own run); every difference the source confirms becomes a record, and each record
-//! is repaired through the guarded write in mode `batch` (rows only the target has are
-//! deleted). A killed job, asked again the same way, resumes where it stopped.
+//! `concord recovery batch`: re-syncs one table's key range, or the rows a time window
+//! changed, after an outage or an incident. A range goes through the chunked checksum
+//! (paced like it, resumable per chunk as the job's own run); a window's keys are read back
+//! from the source's binlogs and checked page by page the same way. Every difference the
+//! source confirms becomes a record, and each record is repaired through the guarded write
+//! in mode `batch` (rows only the target has are deleted). A killed job, asked again the
+//! same way, resumes where it stopped.
 //!
-//! Both steps are the library's (`concord_checksum::check_range`, the recovery engine);
+//! The steps are the libraries' (`concord_checksum::check_range` and `check_keys`, the
+//! binlog's window read, the recovery engine);
 //! this module only strings them together for one job, with its progress and summary.
 
 use crate::records::Output;
 use concord_change::{TableName, Value};
 use concord_checksum::Bounds;
 use concord_config::Config;
-use concord_control::{BatchJob, ControlStore, Detector, MismatchFilter, MismatchState};
+use concord_control::{
+    BatchJob, BatchRequest, ControlStore, Detector, MismatchFilter, MismatchState,
+};
 use concord_recovery::{Mode, Recovery, Settled};
+use concord_schema_cache::TargetTable;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -28,6 +34,14 @@ pub struct BatchArgs {
     /// The range's last key (inclusive).
     #[arg(long)]
     pub pk_to: Option<String>,
+    /// Instead of a range, the rows transactions committed since this time changed (read
+    /// back from the source's binlogs): `2026-12-03 10:00:00` (UTC), RFC 3339, or a
+    /// duration ago (`2h`).
+    #[arg(long, conflicts_with_all = ["pk_from", "pk_to"])]
+    pub since: Option<String>,
+    /// The window's end (default: now).
+    #[arg(long, requires = "since")]
+    pub until: Option<String>,
     /// Print what would be repaired, and the SQL; change nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -39,6 +53,13 @@ pub struct BatchArgs {
     /// Serve /metrics on `metrics.listen` while running (not while `concord run` holds it).
     #[arg(long)]
     pub serve_metrics: bool,
+}
+
+/// What a job covers: a key range, or the keys a time window changed.
+enum Cover {
+    Range(Bounds),
+    /// Commit times in milliseconds, both ends included.
+    Window(i64, i64),
 }
 
 pub async fn run(config: &Config, a: BatchArgs) -> anyhow::Result<ExitCode> {
@@ -62,79 +83,41 @@ pub async fn run(config: &Config, a: BatchArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::from(2));
     }
-    let types: Vec<String> = source
-        .primary_key
-        .iter()
-        .map(|k| {
-            source
-                .column(k)
-                .map(|c| c.data_type.clone())
-                .unwrap_or_default()
-        })
-        .collect();
-    let mut bounds = Bounds::default();
-    for (arg, text, slot) in [
-        ("--pk-from", &a.pk_from, &mut bounds.from),
-        ("--pk-to", &a.pk_to, &mut bounds.to),
-    ] {
-        if let Some(text) = text {
-            match parse_key(text, &types) {
-                Ok(k) => *slot = Some(k),
-                Err(why) => {
-                    eprintln!("concord: {arg} `{text}`: {why}");
-                    return Ok(ExitCode::from(2));
-                }
-            }
+    let cover = match cover(&a, &source) {
+        Ok(c) => c,
+        Err(why) => {
+            eprintln!("concord: {why}");
+            return Ok(ExitCode::from(2));
         }
-    }
+    };
     let store = &recovery.compare.control;
     let actor = crate::records::actor(a.user.clone());
-    let (mut job, resumed) = store
-        .start_batch(
-            &a.table,
-            a.pk_from.as_deref(),
-            a.pk_to.as_deref(),
-            a.dry_run,
-            &actor,
-        )
-        .await?;
-    tracing::info!(job = job.id, table = %a.table, resumed, dry_run = a.dry_run, "batch recovery");
-    let bar = progress_bar(estimate(&recovery, &a.table).await);
-    let mut on_chunk = |run: &concord_control::ChecksumRun| match &bar {
-        Some(bar) => {
-            bar.set_position(run.rows as u64);
-            bar.set_message(format!("{} differing", run.mismatches));
-        }
-        None => tracing::info!(
-            job = job.id,
-            rows = run.rows,
-            chunks = run.chunks,
-            differing = run.mismatches,
-            "batch recovery: checked"
-        ),
+    let request = BatchRequest {
+        table: a.table.clone(),
+        pk_from: a.pk_from.clone(),
+        pk_to: a.pk_to.clone(),
+        since_text: a.since.clone(),
+        until_text: a.until.clone(),
+        window: match cover {
+            Cover::Window(since, until) => Some((since, until)),
+            Cover::Range(_) => None,
+        },
+        dry_run: a.dry_run,
+        actor: actor.clone(),
     };
-    // The check's two source cycles need not be `verifier.retry_after` apart here: every
-    // difference it confirms is looked at again under the guarded repair before anything
-    // is written, and a row that only moved on is resolved there, nothing written.
-    let mut check_config = config.clone();
-    check_config.verifier.retry_after = RECHECK_PAUSE;
-    let checked = concord_checksum::check_range(
-        &check_config,
-        &a.table,
-        &bounds,
-        &job.scope(),
-        !a.dry_run,
-        &mut on_chunk,
-    )
-    .await;
-    if let Some(bar) = &bar {
-        bar.finish_and_clear();
-    }
+    let (mut job, resumed) = store.start_batch(&request).await?;
+    // A resumed window job keeps the window it resolved when it started.
+    let cover = match (job.window, cover) {
+        (Some((since, until)), _) => Cover::Window(since, until),
+        (None, cover) => cover,
+    };
+    tracing::info!(job = job.id, table = %a.table, resumed, dry_run = a.dry_run, "batch recovery");
+    let checked = check(config, &recovery, &a, &source, &job, &cover).await;
     let (report, found) = match checked {
         Ok(r) => r,
         Err(e) => {
             save(store, &job, "failed", Some(&format!("{e:#}"))).await?;
-            return Err(e.into());
+            return Err(e);
         }
     };
     job.checked = report.rows as i64;
@@ -168,6 +151,127 @@ pub async fn run(config: &Config, a: BatchArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The job's cover from the arguments, or what is wrong with them.
+fn cover(a: &BatchArgs, source: &TargetTable) -> Result<Cover, String> {
+    if let Some(since) = &a.since {
+        let since_ms = crate::records::parse_time(since)
+            .ok_or_else(|| format!("--since `{since}`: not a time (`2026-12-03 10:00:00` UTC, RFC 3339) or a duration ago (`2h`)"))?;
+        let until_ms = match &a.until {
+            Some(until) => crate::records::parse_time(until)
+                .ok_or_else(|| format!("--until `{until}`: not a time or a duration ago"))?,
+            None => crate::records::parse_time("0s").expect("now parses"),
+        };
+        if until_ms < since_ms {
+            return Err("--until is before --since".into());
+        }
+        return Ok(Cover::Window(since_ms, until_ms));
+    }
+    let types: Vec<String> = source
+        .primary_key
+        .iter()
+        .map(|k| {
+            source
+                .column(k)
+                .map(|c| c.data_type.clone())
+                .unwrap_or_default()
+        })
+        .collect();
+    let mut bounds = Bounds::default();
+    for (arg, text, slot) in [
+        ("--pk-from", &a.pk_from, &mut bounds.from),
+        ("--pk-to", &a.pk_to, &mut bounds.to),
+    ] {
+        if let Some(text) = text {
+            *slot = Some(parse_key(text, &types).map_err(|why| format!("{arg} `{text}`: {why}"))?);
+        }
+    }
+    Ok(Cover::Range(bounds))
+}
+
+/// The job's check: the range through the chunked checksum, or the window's keys page by
+/// page; what it confirmed is recorded (or, in a dry run, returned).
+async fn check(
+    config: &Config,
+    recovery: &Recovery,
+    a: &BatchArgs,
+    source: &TargetTable,
+    job: &BatchJob,
+    cover: &Cover,
+) -> anyhow::Result<(
+    concord_checksum::TableReport,
+    Vec<concord_control::Mismatch>,
+)> {
+    // The check's two source cycles need not be `verifier.retry_after` apart here: every
+    // difference it confirms is looked at again under the guarded repair before anything
+    // is written, and a row that only moved on is resolved there, nothing written.
+    let mut check_config = config.clone();
+    check_config.verifier.retry_after = RECHECK_PAUSE;
+    // A window becomes its keys first.
+    let keys = match cover {
+        Cover::Range(bounds) => Err(bounds),
+        Cover::Window(since, until) => {
+            let w = crate::window::keys_changed(config, &a.table, source, (*since, *until)).await?;
+            if !w.complete {
+                tracing::warn!(table = %a.table, "the source's binlogs begin after --since: changes made before its oldest binlog are not in the window; check those with a key range");
+                eprintln!("concord: warning: the source's binlogs begin after --since; only the changes they still hold are checked");
+            }
+            if w.unreadable > 0 {
+                tracing::warn!(table = %a.table, changes = w.unreadable, "changes in the window whose rows the binlog does not show (undecodable, logged as statements, truncates); check the table with a key range too");
+                eprintln!("concord: warning: {} change(s) in the window have no row images in the binlog; check the table with a key range too", w.unreadable);
+            }
+            tracing::info!(table = %a.table, keys = w.keys.len(), transactions = w.transactions, "batch recovery: the window's keys");
+            Ok(w.keys)
+        }
+    };
+    let rows = match &keys {
+        Ok(k) => k.len() as u64,
+        Err(_) => estimate(recovery, &a.table).await,
+    };
+    let bar = progress_bar(rows);
+    let mut on_chunk = |run: &concord_control::ChecksumRun| match &bar {
+        Some(bar) => {
+            bar.set_position(run.rows as u64);
+            bar.set_message(format!("{} differing", run.mismatches));
+        }
+        None => tracing::info!(
+            job = job.id,
+            rows = run.rows,
+            chunks = run.chunks,
+            differing = run.mismatches,
+            "batch recovery: checked"
+        ),
+    };
+    let scope = job.scope();
+    let checked = match &keys {
+        Ok(keys) => {
+            concord_checksum::check_keys(
+                &check_config,
+                &a.table,
+                keys,
+                &scope,
+                !a.dry_run,
+                &mut on_chunk,
+            )
+            .await
+        }
+        Err(bounds) => {
+            concord_checksum::check_range(
+                &check_config,
+                &a.table,
+                bounds,
+                &scope,
+                !a.dry_run,
+                &mut on_chunk,
+            )
+            .await
+        }
+    };
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    Ok(checked?)
 }
 
 /// Repairs the records the job's check confirmed (every open checksum record of the table

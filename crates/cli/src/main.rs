@@ -23,6 +23,7 @@ mod batch;
 mod failed;
 mod records;
 mod supervise;
+mod window;
 
 #[derive(Parser)]
 #[command(

@@ -84,7 +84,7 @@ pub async fn filter(
         }
     }
     if let Some(since) = &args.since {
-        f.seen_since_ms = Some(match parse_since(since) {
+        f.seen_since_ms = Some(match parse_time(since) {
             Some(ms) => ms,
             None => {
                 return Ok(Err(format!(
@@ -122,7 +122,9 @@ pub async fn filter(
     Ok(Ok(f))
 }
 
-fn parse_since(s: &str) -> Option<i64> {
+/// A time given on the command line, in milliseconds since the epoch: RFC 3339 (or
+/// `2026-12-03 10:00:00`, UTC), or a duration ago (`2h`).
+pub fn parse_time(s: &str) -> Option<i64> {
     let now = std::time::SystemTime::now();
     let at = match humantime::parse_duration(s) {
         Ok(d) => now.checked_sub(d)?,

@@ -16,6 +16,9 @@ pub struct BatchJob {
     /// The range's ends as given (JSON of key values), `None`: open.
     pub pk_from: Option<String>,
     pub pk_to: Option<String>,
+    /// The time window (commit times, milliseconds since the epoch, both ends included) as
+    /// resolved when the job started; `None`: a key range job.
+    pub window: Option<(i64, i64)>,
     pub dry_run: bool,
     pub state: String,
     pub checked: i64,
@@ -24,6 +27,21 @@ pub struct BatchJob {
     pub superseded: i64,
     pub failed: i64,
     pub started_ms: i64,
+}
+
+/// What a job is asked to do; the same request finds an unfinished job again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchRequest {
+    pub table: TableName,
+    pub pk_from: Option<String>,
+    pub pk_to: Option<String>,
+    /// A time window as given (`--since`, `--until`), and as resolved now; a resumed job
+    /// keeps the window it resolved when it started.
+    pub since_text: Option<String>,
+    pub until_text: Option<String>,
+    pub window: Option<(i64, i64)>,
+    pub dry_run: bool,
+    pub actor: String,
 }
 
 impl BatchJob {
@@ -37,65 +55,70 @@ const RUNNING: &str = "running";
 
 impl ControlStore {
     /// The unfinished job for this request, or a new one; `resumed` says which.
-    pub async fn start_batch(
-        &self,
-        table: &TableName,
-        pk_from: Option<&str>,
-        pk_to: Option<&str>,
-        dry_run: bool,
-        actor: &str,
-    ) -> Result<(BatchJob, bool), ControlError> {
+    pub async fn start_batch(&self, r: &BatchRequest) -> Result<(BatchJob, bool), ControlError> {
+        let text = |t: &Option<String>| t.clone().unwrap_or_default();
         let find = || {
             sqlx::query(
-                "SELECT id, checked, differing, repaired, superseded, failed, started_ms \
-                 FROM batch_jobs WHERE db = ? AND tbl = ? AND state = ? AND dry_run = ? \
-                 AND COALESCE(pk_from, '') = ? AND COALESCE(pk_to, '') = ? \
+                "SELECT id, checked, differing, repaired, superseded, failed, started_ms, \
+                 since_ms, until_ms FROM batch_jobs WHERE db = ? AND tbl = ? AND state = ? \
+                 AND dry_run = ? AND COALESCE(pk_from, '') = ? AND COALESCE(pk_to, '') = ? \
+                 AND COALESCE(since_text, '') = ? AND COALESCE(until_text, '') = ? \
                  ORDER BY id DESC LIMIT 1",
             )
-            .bind(&table.db)
-            .bind(&table.table)
+            .bind(&r.table.db)
+            .bind(&r.table.table)
             .bind(RUNNING)
-            .bind(i64::from(dry_run))
-            .bind(pk_from.unwrap_or(""))
-            .bind(pk_to.unwrap_or(""))
+            .bind(i64::from(r.dry_run))
+            .bind(text(&r.pk_from))
+            .bind(text(&r.pk_to))
+            .bind(text(&r.since_text))
+            .bind(text(&r.until_text))
         };
-        let job = |r: &sqlx::any::AnyRow| -> Result<BatchJob, sqlx::Error> {
+        let job = |row: &sqlx::any::AnyRow| -> Result<BatchJob, sqlx::Error> {
+            let since: Option<i64> = row.try_get(7)?;
+            let until: Option<i64> = row.try_get(8)?;
             Ok(BatchJob {
-                id: r.try_get(0)?,
-                table: table.clone(),
-                pk_from: pk_from.map(str::to_owned),
-                pk_to: pk_to.map(str::to_owned),
-                dry_run,
+                id: row.try_get(0)?,
+                table: r.table.clone(),
+                pk_from: r.pk_from.clone(),
+                pk_to: r.pk_to.clone(),
+                window: since.zip(until),
+                dry_run: r.dry_run,
                 state: RUNNING.into(),
-                checked: r.try_get(1)?,
-                differing: r.try_get(2)?,
-                repaired: r.try_get(3)?,
-                superseded: r.try_get(4)?,
-                failed: r.try_get(5)?,
-                started_ms: r.try_get(6)?,
+                checked: row.try_get(1)?,
+                differing: row.try_get(2)?,
+                repaired: row.try_get(3)?,
+                superseded: row.try_get(4)?,
+                failed: row.try_get(5)?,
+                started_ms: row.try_get(6)?,
             })
         };
-        if let Some(r) = find().fetch_optional(&self.pool).await? {
-            return Ok((job(&r)?, true));
+        if let Some(row) = find().fetch_optional(&self.pool).await? {
+            return Ok((job(&row)?, true));
         }
         let now = now_ms();
         sqlx::query(
-            "INSERT INTO batch_jobs (db, tbl, pk_from, pk_to, dry_run, state, actor, \
-             started_ms, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO batch_jobs (db, tbl, pk_from, pk_to, since_text, until_text, since_ms, \
+             until_ms, dry_run, state, actor, started_ms, updated_ms) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
-        .bind(&table.db)
-        .bind(&table.table)
-        .bind(pk_from)
-        .bind(pk_to)
-        .bind(i64::from(dry_run))
+        .bind(&r.table.db)
+        .bind(&r.table.table)
+        .bind(r.pk_from.as_deref())
+        .bind(r.pk_to.as_deref())
+        .bind(r.since_text.as_deref())
+        .bind(r.until_text.as_deref())
+        .bind(r.window.map(|w| w.0))
+        .bind(r.window.map(|w| w.1))
+        .bind(i64::from(r.dry_run))
         .bind(RUNNING)
-        .bind(actor)
+        .bind(&r.actor)
         .bind(now)
         .bind(now)
         .execute(&self.pool)
         .await?;
-        let r = find().fetch_one(&self.pool).await?;
-        Ok((job(&r)?, false))
+        let row = find().fetch_one(&self.pool).await?;
+        Ok((job(&row)?, false))
     }
 
     /// Saves the job's counts; `state` other than running ends it (`done`, `failed`,
@@ -129,41 +152,65 @@ impl ControlStore {
 mod tests {
     use super::*;
 
+    fn request(
+        pk_to: Option<&str>,
+        since: Option<&str>,
+        window: Option<(i64, i64)>,
+    ) -> BatchRequest {
+        BatchRequest {
+            table: TableName::new("shop", "orders"),
+            pk_from: Some("[1]".into()),
+            pk_to: pk_to.map(str::to_owned),
+            since_text: since.map(str::to_owned),
+            until_text: None,
+            window,
+            dry_run: false,
+            actor: "alice".into(),
+        }
+    }
+
     #[tokio::test]
     async fn an_unfinished_job_is_resumed_by_the_same_request_only() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("c.db").display());
         let store = ControlStore::connect(&url, &url).await.unwrap();
-        let t = TableName::new("shop", "orders");
         let (mut job, resumed) = store
-            .start_batch(&t, Some("[1]"), Some("[9]"), false, "alice")
+            .start_batch(&request(Some("[9]"), None, None))
             .await
             .unwrap();
         assert!(!resumed);
         job.checked = 40;
         store.save_batch(&job, "running", None).await.unwrap();
         let (again, resumed) = store
-            .start_batch(&t, Some("[1]"), Some("[9]"), false, "alice")
+            .start_batch(&request(Some("[9]"), None, None))
             .await
             .unwrap();
         assert!(resumed);
         assert_eq!((again.id, again.checked), (job.id, 40));
-        let (other, resumed) = store
-            .start_batch(&t, Some("[1]"), None, false, "alice")
-            .await
-            .unwrap();
+        let (other, resumed) = store.start_batch(&request(None, None, None)).await.unwrap();
         assert!(
             !resumed && other.id != job.id,
             "another range is another job"
         );
         store.save_batch(&again, "done", None).await.unwrap();
         let (fresh, resumed) = store
-            .start_batch(&t, Some("[1]"), Some("[9]"), false, "alice")
+            .start_batch(&request(Some("[9]"), None, None))
             .await
             .unwrap();
         assert!(
             !resumed && fresh.id != job.id,
             "a finished job is not resumed"
         );
+        // A window asked for as "2h" keeps the window it resolved when it started.
+        let (first, _) = store
+            .start_batch(&request(None, Some("2h"), Some((1_000, 2_000))))
+            .await
+            .unwrap();
+        let (later, resumed) = store
+            .start_batch(&request(None, Some("2h"), Some((5_000, 6_000))))
+            .await
+            .unwrap();
+        assert!(resumed);
+        assert_eq!((later.id, later.window), (first.id, Some((1_000, 2_000))));
     }
 }

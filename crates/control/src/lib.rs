@@ -15,7 +15,7 @@ mod mismatches;
 mod missing;
 mod positions;
 
-pub use batch_jobs::BatchJob;
+pub use batch_jobs::{BatchJob, BatchRequest};
 pub use checksum_runs::ChecksumRun;
 pub use failed::{FailedEvent, FailedEventRow, FailureReason};
 pub use lifecycle::{FailedState, HistoryRow, MismatchState, Move, NamedRow, Setting, Subject};
