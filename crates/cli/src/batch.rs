@@ -300,7 +300,7 @@ async fn repair(
         let mut f = filter.clone();
         let mut left = 0;
         loop {
-            let page = store.find_mismatches(&f, 500).await?;
+            let page = store.find_mismatches(&f, RECORDS_AT_ONCE).await?;
             let Some(last) = page.last() else { break };
             f.before_id = Some(last.id);
             let todo: Vec<_> = page
@@ -381,6 +381,10 @@ async fn save(
     }
     store.save_batch(job, state, error).await
 }
+
+/// Records handed to the recovery engine at once (it settles them a page at a time, a few
+/// pages side by side).
+const RECORDS_AT_ONCE: i64 = 3_000;
 
 /// Sweeps over a job's records before the ones still moving are left to the worker.
 const SWEEPS: usize = 5;

@@ -184,41 +184,79 @@ impl ControlStore {
     }
 
     /// Many moves as [`ControlStore::move_mismatch`], in one transaction (a page of
-    /// records settled together costs one commit); for each, whether it moved.
+    /// records settled together costs one commit); for each, whether it moved. Each record
+    /// appears at most once. Moves between the same two states are made together: one read
+    /// of which records are still where the mover saw them, one guarded `UPDATE`, one
+    /// multi-row insert of their history — a handful of statements per page, not two a row.
     pub async fn move_mismatches(
         &self,
         moves: &[(i64, MismatchState, MismatchState, Move)],
     ) -> Result<Vec<bool>, ControlError> {
         let now = now_ms();
+        let mut groups: std::collections::BTreeMap<(&str, &str, bool), Vec<usize>> =
+            Default::default();
+        for (i, (_, from, to, m)) in moves.iter().enumerate() {
+            groups
+                .entry((from.as_str(), to.as_str(), m.mode.is_some()))
+                .or_default()
+                .push(i);
+        }
+        let mut moved = vec![false; moves.len()];
         let mut tx = self.pool.begin().await?;
-        let mut out = Vec::with_capacity(moves.len());
-        for (id, from, to, m) in moves {
-            // Closing frees the row's open key; staying open keeps it.
-            let sql = if to.is_open() {
-                "UPDATE mismatches SET state = ?, state_ms = ?, note = ?, \
-                 attempts = attempts + ? WHERE id = ? AND state = ?"
-            } else {
-                "UPDATE mismatches SET state = ?, state_ms = ?, note = ?, \
-                 attempts = attempts + ?, open_key = NULL WHERE id = ? AND state = ?"
-            };
-            let query = sqlx::query(sql)
-                .bind(to.as_str())
-                .bind(now)
-                .bind(&m.reason)
-                .bind(i64::from(m.mode.is_some()))
-                .bind(*id)
-                .bind(from.as_str());
-            let step = Step {
-                subject: Subject::Mismatch,
-                id: *id,
-                at_ms: now,
-                from: from.as_str(),
-                to: to.as_str(),
-            };
-            out.push(move_in(&mut tx, query, &step, m).await?);
+        for ((from, to, attempted), members) in groups {
+            let closing = !MismatchState::parse(to).is_some_and(|s| s.is_open());
+            for chunk in members.chunks(MOVES_PER_STATEMENT) {
+                let ids: Vec<i64> = chunk.iter().map(|&i| moves[i].0).collect();
+                let still = self.still_in(&mut tx, from, &ids).await?;
+                let these: Vec<usize> = chunk
+                    .iter()
+                    .copied()
+                    .filter(|&i| still.contains(&moves[i].0))
+                    .collect();
+                if these.is_empty() {
+                    continue;
+                }
+                let step = Step {
+                    subject: Subject::Mismatch,
+                    id: 0,
+                    at_ms: now,
+                    from,
+                    to,
+                };
+                let rows: Vec<(i64, &Move)> =
+                    these.iter().map(|&i| (moves[i].0, &moves[i].3)).collect();
+                update_states(&mut tx, &step, &rows, attempted, closing).await?;
+                insert_histories(&mut tx, &step, &rows).await?;
+                for i in these {
+                    moved[i] = true;
+                }
+            }
         }
         tx.commit().await?;
-        Ok(out)
+        Ok(moved)
+    }
+
+    /// Which of the records `ids` are in state `from` now, inside `tx` (locked on MySQL, so
+    /// the update that follows sees the same).
+    async fn still_in(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        from: &str,
+        ids: &[i64],
+    ) -> Result<std::collections::HashSet<i64>, ControlError> {
+        let lock = match self.backend {
+            crate::Backend::MySql => " FOR UPDATE",
+            crate::Backend::Sqlite => "",
+        };
+        let sql = format!(
+            "SELECT id FROM mismatches WHERE state = ? AND id IN ({}){lock}",
+            marks(ids.len())
+        );
+        let mut q = sqlx::query_scalar::<_, i64>(&sql).bind(from);
+        for id in ids {
+            q = q.bind(*id);
+        }
+        Ok(q.fetch_all(&mut **tx).await?.into_iter().collect())
     }
 
     /// Moves failed event `id` from `from` to `to`, with its history row; `error`, when
@@ -375,6 +413,73 @@ pub struct Setting {
     pub updated_ms: i64,
 }
 
+/// Records moved by one statement, at most (binds stay far below every backend's limit).
+const MOVES_PER_STATEMENT: usize = 500;
+
+/// `n` placeholders, comma-separated.
+fn marks(n: usize) -> String {
+    vec!["?"; n].join(", ")
+}
+
+/// Moves the records `rows` (all in `step.from`, checked by the caller in the same
+/// transaction) to `step.to`, each with its own note.
+async fn update_states(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    step: &Step<'_>,
+    rows: &[(i64, &Move)],
+    attempted: bool,
+    closing: bool,
+) -> Result<(), ControlError> {
+    // Closing frees the row's open key; staying open keeps it.
+    let free = if closing { ", open_key = NULL" } else { "" };
+    let sql = format!(
+        "UPDATE mismatches SET state = ?, state_ms = ?, note = CASE id {} END, \
+         attempts = attempts + ?{free} WHERE state = ? AND id IN ({})",
+        vec!["WHEN ? THEN ?"; rows.len()].join(" "),
+        marks(rows.len())
+    );
+    let mut q = sqlx::query(&sql).bind(step.to).bind(step.at_ms);
+    for (id, m) in rows {
+        q = q.bind(*id).bind(m.reason.clone());
+    }
+    q = q.bind(i64::from(attempted)).bind(step.from);
+    for (id, _) in rows {
+        q = q.bind(*id);
+    }
+    q.execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// The history rows of `rows`' moves, in one statement.
+async fn insert_histories(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    step: &Step<'_>,
+    rows: &[(i64, &Move)],
+) -> Result<(), ControlError> {
+    let sql = format!(
+        "INSERT INTO recovery_history (subject, subject_id, at_ms, actor, from_state, to_state, \
+         mode, reason, before_image, after_image, statement) VALUES {}",
+        vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; rows.len()].join(", ")
+    );
+    let mut q = sqlx::query(&sql);
+    for (id, m) in rows {
+        q = q
+            .bind(step.subject.as_str())
+            .bind(*id)
+            .bind(step.at_ms)
+            .bind(m.actor.clone())
+            .bind(step.from)
+            .bind(step.to)
+            .bind(m.mode.clone())
+            .bind(m.reason.clone())
+            .bind(to_json(&m.before))
+            .bind(to_json(&m.after))
+            .bind(m.statement.clone());
+    }
+    q.execute(&mut **tx).await?;
+    Ok(())
+}
+
 /// One record's move, as its history row names it.
 struct Step<'a> {
     subject: Subject,
@@ -395,24 +500,7 @@ async fn move_in<'q>(
     if update.execute(&mut **tx).await?.rows_affected() != 1 {
         return Ok(false);
     }
-    sqlx::query(
-        "INSERT INTO recovery_history (subject, subject_id, at_ms, actor, from_state, to_state, \
-         mode, reason, before_image, after_image, statement) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(step.subject.as_str())
-    .bind(step.id)
-    .bind(step.at_ms)
-    .bind(&m.actor)
-    .bind(step.from)
-    .bind(step.to)
-    .bind(m.mode.as_deref())
-    .bind(&m.reason)
-    .bind(to_json(&m.before))
-    .bind(to_json(&m.after))
-    .bind(m.statement.as_deref())
-    .execute(&mut **tx)
-    .await?;
+    insert_histories(tx, step, &[(step.id, m)]).await?;
     Ok(true)
 }
 

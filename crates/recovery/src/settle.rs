@@ -64,7 +64,10 @@ pub enum Settled {
 const MAX_SUPERSEDED: i64 = 5;
 
 /// Rows of one table settled together.
-const PAGE: usize = 200;
+const PAGE: usize = 500;
+
+/// Pages settled at once.
+const PAGES_AT_ONCE: usize = 3;
 
 /// A record to settle, and whether its difference may be written now (when not, why it
 /// waits for a person).
@@ -115,9 +118,10 @@ impl Recovery {
         Ok(out.remove(0).1)
     }
 
-    /// Settles many records, a page of one table's rows at a time; outcomes in the order
-    /// asked.
+    /// Settles many records, a page of one table's rows at a time (a few pages at once);
+    /// outcomes in the order asked.
     pub async fn settle_all(&self, asks: Vec<Ask<'_>>, mode: Mode, actor: &str) -> Outcomes {
+        use futures_util::stream::{self, StreamExt};
         let order: Vec<i64> = asks.iter().map(|(m, _)| m.id).collect();
         let mut by_table: Vec<(TableName, Vec<Ask<'_>>)> = Vec::new();
         for ask in asks {
@@ -126,19 +130,32 @@ impl Recovery {
                 None => by_table.push((ask.0.table.clone(), vec![ask])),
             }
         }
-        let mut done: HashMap<i64, Result<Settled, Arc<RecoveryError>>> = HashMap::new();
+        let mut pages = Vec::new();
         for (table, mut asks) in by_table {
             while !asks.is_empty() {
                 let rest = asks.split_off(asks.len().min(PAGE));
-                let ids: Vec<i64> = asks.iter().map(|(m, _)| m.id).collect();
-                match self.settle_page(&table, asks, mode, actor).await {
-                    Ok(out) => done.extend(out.into_iter().map(|(id, s)| (id, Ok(s)))),
-                    Err(e) => {
-                        let e = Arc::new(e);
-                        done.extend(ids.into_iter().map(|id| (id, Err(e.clone()))));
-                    }
-                }
+                pages.push((table.clone(), asks));
                 asks = rest;
+            }
+        }
+        // Pages of one table hold different rows (a record's key is open once), so they
+        // are settled side by side; each keeps its own guarded transaction.
+        let settled: Vec<_> = stream::iter(pages)
+            .map(|(table, asks)| async move {
+                let ids: Vec<i64> = asks.iter().map(|(m, _)| m.id).collect();
+                (ids, self.settle_page(&table, asks, mode, actor).await)
+            })
+            .buffer_unordered(PAGES_AT_ONCE)
+            .collect()
+            .await;
+        let mut done: HashMap<i64, Result<Settled, Arc<RecoveryError>>> = HashMap::new();
+        for (ids, outcome) in settled {
+            match outcome {
+                Ok(out) => done.extend(out.into_iter().map(|(id, s)| (id, Ok(s)))),
+                Err(e) => {
+                    let e = Arc::new(e);
+                    done.extend(ids.into_iter().map(|id| (id, Err(e.clone()))));
+                }
             }
         }
         order
