@@ -12,6 +12,7 @@ use concord_change::{Position, TableName, Value};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::Row;
+use std::collections::HashMap;
 
 /// How the target row differs from the source row.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -157,6 +158,50 @@ fn open_key(table: &TableName, key_json: &str) -> String {
         .collect::<String>()
 }
 
+/// The multi-row upsert of mismatch records: its head, one row's values, and each
+/// backend's tail (a row whose key has an open record updates that record).
+const UPSERT_HEAD: &str = "INSERT INTO mismatches (db, tbl, pk, kind, columns, source_file, \
+     source_pos, detected_by, state, first_seen_ms, last_seen_ms, open_key, row_key, \
+     previous_id, expected, source_row, target_row, state_ms) VALUES ";
+const UPSERT_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+const UPSERT_TAIL_SQLITE: &str = " ON CONFLICT (open_key) DO UPDATE SET kind = excluded.kind, \
+     columns = excluded.columns, source_file = excluded.source_file, \
+     source_pos = excluded.source_pos, last_seen_ms = excluded.last_seen_ms, \
+     expected = excluded.expected, source_row = excluded.source_row, \
+     target_row = excluded.target_row, occurrences = occurrences + 1";
+const UPSERT_TAIL_MYSQL: &str = " ON DUPLICATE KEY UPDATE kind = VALUES(kind), \
+     columns = VALUES(columns), source_file = VALUES(source_file), \
+     source_pos = VALUES(source_pos), last_seen_ms = VALUES(last_seen_ms), \
+     expected = VALUES(expected), source_row = VALUES(source_row), \
+     target_row = VALUES(target_row), occurrences = occurrences + 1";
+
+/// Records per statement, at most (18 values each).
+const RECORDS_PER_STATEMENT: usize = 500;
+
+/// `all` cut into consecutive groups in which no row's key repeats, each at most
+/// [`RECORDS_PER_STATEMENT`]: a repeated key's second record must see the first.
+fn groups_without_repeats(all: &[Mismatch]) -> Vec<&[Mismatch]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut seen = std::collections::HashSet::new();
+    for (i, m) in all.iter().enumerate() {
+        let key = (
+            &m.table,
+            serde_json::to_string(&m.key).expect("values always serialize"),
+        );
+        if i - start == RECORDS_PER_STATEMENT || seen.contains(&key) {
+            out.push(&all[start..i]);
+            start = i;
+            seen.clear();
+        }
+        seen.insert(key);
+    }
+    if start < all.len() {
+        out.push(&all[start..]);
+    }
+    out
+}
+
 impl ControlStore {
     /// Records a mismatch, or updates the row's open record if it has one. Returns whether
     /// the record is new (the row's first open record). A new record links to the row's
@@ -166,86 +211,97 @@ impl ControlStore {
     }
 
     /// As [`ControlStore::record_mismatch`] for many rows, in one transaction (a chunk's
-    /// or a round's differences cost one commit, not one each).
+    /// or a round's differences cost one commit, not one each), a few statements per group
+    /// of rows rather than three a row.
     pub async fn record_mismatches(&self, all: &[Mismatch]) -> Result<Vec<bool>, ControlError> {
         let mut tx = self.pool.begin().await?;
         let mut out = Vec::with_capacity(all.len());
-        for m in all {
-            out.push(self.record_in(&mut tx, m).await?);
+        for group in groups_without_repeats(all) {
+            out.extend(self.record_group(&mut tx, group).await?);
         }
         tx.commit().await?;
         Ok(out)
     }
 
-    async fn record_in(
+    /// Records rows whose keys all differ: the rows' last closed records (to link to), one
+    /// multi-row upsert, then the open records' counts — in `tx`, so two verifier rounds
+    /// confirming the same row at once see 1 and 2, never both 2 (the row would then never
+    /// be counted as new).
+    async fn record_group(
         &self,
         tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-        m: &Mismatch,
-    ) -> Result<bool, ControlError> {
-        let key_json = serde_json::to_string(&m.key).expect("values always serialize");
-        let columns = serde_json::to_string(&m.columns).expect("values always serialize");
-        let upsert = match self.backend {
-            Backend::Sqlite => {
-                "INSERT INTO mismatches (db, tbl, pk, kind, columns, source_file, source_pos, \
-                 detected_by, state, first_seen_ms, last_seen_ms, open_key, row_key, \
-                 previous_id, expected, source_row, target_row, state_ms) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-                 ON CONFLICT (open_key) DO UPDATE SET kind = excluded.kind, \
-                 columns = excluded.columns, source_file = excluded.source_file, \
-                 source_pos = excluded.source_pos, last_seen_ms = excluded.last_seen_ms, \
-                 expected = excluded.expected, source_row = excluded.source_row, \
-                 target_row = excluded.target_row, occurrences = occurrences + 1"
-            }
-            Backend::MySql => {
-                "INSERT INTO mismatches (db, tbl, pk, kind, columns, source_file, source_pos, \
-                 detected_by, state, first_seen_ms, last_seen_ms, open_key, row_key, \
-                 previous_id, expected, source_row, target_row, state_ms) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-                 ON DUPLICATE KEY UPDATE kind = VALUES(kind), columns = VALUES(columns), \
-                 source_file = VALUES(source_file), source_pos = VALUES(source_pos), \
-                 last_seen_ms = VALUES(last_seen_ms), expected = VALUES(expected), \
-                 source_row = VALUES(source_row), target_row = VALUES(target_row), \
-                 occurrences = occurrences + 1"
-            }
-        };
+        group: &[Mismatch],
+    ) -> Result<Vec<bool>, ControlError> {
+        let rows: Vec<(String, String, String)> = group
+            .iter()
+            .map(|m| {
+                let key_json = serde_json::to_string(&m.key).expect("values always serialize");
+                let columns = serde_json::to_string(&m.columns).expect("values always serialize");
+                let open = open_key(&m.table, &key_json);
+                (key_json, columns, open)
+            })
+            .collect();
+        let marks = vec!["?"; rows.len()].join(", ");
+        let sql = format!(
+            "SELECT row_key, MAX(id) FROM mismatches WHERE open_key IS NULL AND row_key IN \
+             ({marks}) GROUP BY row_key"
+        );
+        let mut q = sqlx::query(&sql);
+        for (_, _, open) in &rows {
+            q = q.bind(open.clone());
+        }
+        let previous: HashMap<String, i64> = q
+            .fetch_all(&mut **tx)
+            .await?
+            .iter()
+            .map(|r| Ok((text(r, 0)?, r.try_get::<i64, _>(1)?)))
+            .collect::<Result<_, sqlx::Error>>()?;
         let now = now_ms();
-        // The upsert and the read of its count in one transaction: two verifier rounds
-        // confirming the same row at once must see 1 and 2, never both 2 (the row would
-        // then never be counted as new).
-        let open = open_key(&m.table, &key_json);
-        let previous: Option<i64> = sqlx::query_scalar(
-            "SELECT MAX(id) FROM mismatches WHERE row_key = ? AND open_key IS NULL",
-        )
-        .bind(&open)
-        .fetch_one(&mut **tx)
-        .await?;
-        sqlx::query(upsert)
-            .bind(&m.table.db)
-            .bind(&m.table.table)
-            .bind(&key_json)
-            .bind(m.kind.as_str())
-            .bind(&columns)
-            .bind(&*m.position.file)
-            .bind(m.position.pos as i64)
-            .bind(m.detected_by.as_str())
-            .bind(DETECTED)
-            .bind(now)
-            .bind(now)
-            .bind(&open)
-            .bind(&open)
-            .bind(previous)
-            .bind(to_json(&m.expected))
-            .bind(to_json(&m.source_row))
-            .bind(to_json(&m.target_row))
-            .bind(now)
-            .execute(&mut **tx)
-            .await?;
-        let occurrences: i64 =
-            sqlx::query_scalar("SELECT occurrences FROM mismatches WHERE open_key = ?")
-                .bind(&open)
-                .fetch_one(&mut **tx)
-                .await?;
-        Ok(occurrences == 1)
+        let mut q_text = String::from(UPSERT_HEAD);
+        q_text.push_str(&vec![UPSERT_ROW; rows.len()].join(", "));
+        q_text.push_str(match self.backend {
+            Backend::Sqlite => UPSERT_TAIL_SQLITE,
+            Backend::MySql => UPSERT_TAIL_MYSQL,
+        });
+        let mut q = sqlx::query(&q_text);
+        for (m, (key_json, columns, open)) in group.iter().zip(&rows) {
+            q = q
+                .bind(m.table.db.clone())
+                .bind(m.table.table.clone())
+                .bind(key_json.clone())
+                .bind(m.kind.as_str())
+                .bind(columns.clone())
+                .bind(m.position.file.to_string())
+                .bind(m.position.pos as i64)
+                .bind(m.detected_by.as_str())
+                .bind(DETECTED)
+                .bind(now)
+                .bind(now)
+                .bind(open.clone())
+                .bind(open.clone())
+                .bind(previous.get(open).copied())
+                .bind(to_json(&m.expected))
+                .bind(to_json(&m.source_row))
+                .bind(to_json(&m.target_row))
+                .bind(now);
+        }
+        q.execute(&mut **tx).await?;
+        let sql =
+            format!("SELECT open_key, occurrences FROM mismatches WHERE open_key IN ({marks})");
+        let mut q = sqlx::query(&sql);
+        for (_, _, open) in &rows {
+            q = q.bind(open.clone());
+        }
+        let counts: HashMap<String, i64> = q
+            .fetch_all(&mut **tx)
+            .await?
+            .iter()
+            .map(|r| Ok((text(r, 0)?, r.try_get::<i64, _>(1)?)))
+            .collect::<Result<_, sqlx::Error>>()?;
+        Ok(rows
+            .iter()
+            .map(|(_, _, open)| counts.get(open) == Some(&1))
+            .collect())
     }
 
     /// One record.
@@ -514,6 +570,45 @@ mod tests {
             source_row: Some(vec![("id".into(), Value::Int(id))]),
             target_row: None,
         }
+    }
+
+    #[tokio::test]
+    async fn many_rows_recorded_at_once_count_a_repeated_key_once_and_link_closed_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("c.db").display());
+        let store = ControlStore::connect(&url, &url).await.unwrap();
+        let rows: Vec<Mismatch> = [1, 2, 1, 3]
+            .into_iter()
+            .map(|id| mismatch(id, MismatchKind::ColumnsDiffer))
+            .collect();
+        assert_eq!(
+            store.record_mismatches(&rows).await.unwrap(),
+            vec![true, true, false, true],
+            "the second record of key 1 updates the first"
+        );
+        let open = store.mismatches(None, 10).await.unwrap();
+        assert_eq!(open.len(), 3);
+        let one = open.iter().find(|m| m.key == rows[0].key).unwrap();
+        assert_eq!(one.occurrences, 2);
+        // Closed, then found again in a later group: a new record linking the old one.
+        let mv = crate::Move {
+            actor: "system".into(),
+            reason: "agree".into(),
+            ..crate::Move::default()
+        };
+        store
+            .move_mismatch(
+                one.id,
+                MismatchState::Detected,
+                MismatchState::Resolved,
+                &mv,
+            )
+            .await
+            .unwrap();
+        let again = store.record_mismatches(&rows[..2]).await.unwrap();
+        assert_eq!(again, vec![true, false]);
+        let newest = store.mismatches(None, 1).await.unwrap()[0].clone();
+        assert_eq!(newest.previous_id, Some(one.id));
     }
 
     #[tokio::test]
