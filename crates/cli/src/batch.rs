@@ -390,7 +390,7 @@ const RECORDS_AT_ONCE: i64 = 3_000;
 const SWEEPS: usize = 5;
 
 /// The pause between the range check's two source cycles (see [`run`]).
-const RECHECK_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+const RECHECK_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// A key from the command line: a value, or a JSON array of values for a composite key;
 /// numbers become numbers for number columns, everything else text.
