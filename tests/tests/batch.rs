@@ -300,6 +300,15 @@ async fn a_time_window_resyncs_exactly_the_rows_changed_in_it() {
     };
     let window = "id BETWEEN 100 AND 110 OR id BETWEEN 5001 AND 5003 OR id = 203";
     let corrupted = fingerprint(&db, true, window).await;
+    // A whole-table checksum found every difference first (rows 10 and 3000 too): the
+    // batch still repairs exactly the window's, and leaves the others' records open.
+    let mut checksum = Concord::spawn(&config.sibling(), &["checksum", "--table", &table]).await;
+    assert_eq!(
+        checksum.wait_exit(Duration::from_secs(120)).await,
+        Some(3),
+        "{}",
+        checksum.log()
+    );
 
     let a = args(true);
     let a: Vec<&str> = a.iter().map(String::as_str).collect();
@@ -362,4 +371,79 @@ async fn a_time_window_resyncs_exactly_the_rows_changed_in_it() {
     )
     .await;
     assert_eq!(repaired[0].get::<i64, _>(0), 15);
+    let open = control(
+        &config,
+        "SELECT COUNT(*) FROM mismatches WHERE state IN ('detected', 'rechecking', 'needs_manual')",
+    )
+    .await;
+    assert_eq!(open[0].get::<i64, _>(0), 2, "rows 10 and 3000 stay open");
+}
+
+/// A window job killed with SIGKILL mid-check and asked for again the same way (with a
+/// relative `--since`) resumes the same window after its last finished page.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_window_job_resumes_its_window_after_its_last_page() {
+    let db = TestDb::new("batch_window_kill").await;
+    let mut config = ConcordConfig::new(&db);
+    config.extra = "\n[verifier]\nretry_after = \"200ms\"\n".into();
+    db.both("CREATE TABLE `{db}`.t (id INT PRIMARY KEY, k INT NOT NULL, pad VARCHAR(60))")
+        .await;
+    db.both("INSERT INTO `{db}`.t SELECT seq, 0, CONCAT('pad-', seq) FROM `{db}`.seq_1_to_60000")
+        .await;
+    let replicator = Concord::start_role(&config, "replicate").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // 60,000 keys changed in the window (60 pages), 300 of them corrupted on the target.
+    db.source("UPDATE `{db}`.t SET k = 1").await;
+    replicator
+        .wait_caught_up(&db.servers, Duration::from_secs(120))
+        .await;
+    db.target("UPDATE `{db}`.t SET pad = 'corrupt' WHERE id % 200 = 0")
+        .await;
+    let table = format!("{}.t", db.name);
+    let args = ["recovery", "batch", "--table", &table, "--since", "10m"];
+    let mut first = Concord::spawn(&config.sibling(), &args).await;
+    wait_for(
+        "the window's check under way",
+        Duration::from_secs(120),
+        || async {
+            let runs = control(
+            &config,
+            "SELECT chunks FROM checksum_runs WHERE scope LIKE 'batch:%' AND state = 'running' \
+             AND chunks >= 2",
+        )
+        .await;
+            (!runs.is_empty()).then_some(())
+        },
+    )
+    .await;
+    first.kill9().await;
+    let mut second = Concord::spawn(&config.sibling(), &args).await;
+    let code = second.wait_exit(Duration::from_secs(300)).await;
+    let log = second.log();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(
+        log.contains("resumed=true"),
+        "the second run resumed the job: {log}"
+    );
+    assert!(log.contains("repaired 300"), "{log}");
+    let all = "id > 0";
+    assert_eq!(
+        fingerprint(&db, true, all).await,
+        fingerprint(&db, false, all).await,
+        "the window's rows are re-synced"
+    );
+    use sqlx::Row;
+    let jobs = control(&config, "SELECT state FROM batch_jobs ORDER BY id").await;
+    let states: Vec<String> = jobs.iter().map(|r| r.get(0)).collect();
+    assert_eq!(states, vec!["done"], "one job, resumed");
+    let resumed_at = control(
+        &config,
+        "SELECT rows_checked FROM checksum_runs WHERE scope LIKE 'batch:%'",
+    )
+    .await;
+    assert_eq!(
+        resumed_at[0].get::<i64, _>(0),
+        60_000,
+        "every key checked once"
+    );
 }

@@ -20,19 +20,23 @@ use std::time::{Duration, Instant};
 /// Keys per page: one read of each side, one recheck.
 const PAGE: usize = 1_000;
 
-/// Checks the rows of `table` with `keys` (each in the source's primary-key order) as the
-/// run of `scope`, calling `on_page` after each page. With `record` off, confirmed
-/// differences are returned instead of recorded.
+/// Checks the rows of `table` with `keys` (each in the source's primary-key order) for
+/// batch recovery job `job`, calling `on_page` after each page. With `record` off,
+/// confirmed differences are returned instead of recorded; recorded, they are marked as
+/// the job's.
 pub async fn check_keys(
     config: &Config,
     table: &TableName,
     keys: &[Vec<Value>],
-    scope: &str,
+    job: i64,
     record: bool,
     on_page: &mut dyn FnMut(&ChecksumRun),
 ) -> Result<(TableReport, Vec<Mismatch>), ChecksumError> {
     let mut checker = Comparer::connect(config).await?;
     checker.record = record;
+    checker.batch_job = Some(job);
+    let scope = crate::batch_scope(job);
+    let scope = scope.as_str();
     require_replicator(config, &checker.replica).await?;
     let filter = config.tables.filter();
     let started = Instant::now();

@@ -68,23 +68,26 @@ pub async fn run(
     Ok(reports)
 }
 
-/// Checks the rows of `table` whose keys are within `bounds` as the run of `scope` (a batch
-/// recovery job's: it resumes after its last finished chunk), calling `on_chunk` after each
-/// chunk. With `record` off, confirmed differences are returned instead of recorded.
+/// Checks the rows of `table` whose keys are within `bounds` for batch recovery job `job`
+/// (its run resumes after its last finished chunk), calling `on_chunk` after each chunk.
+/// With `record` off, confirmed differences are returned instead of recorded; recorded,
+/// they are marked as the job's.
 pub async fn check_range(
     config: &Config,
     table: &TableName,
     bounds: &Bounds,
-    scope: &str,
+    job: i64,
     record: bool,
     on_chunk: &mut dyn FnMut(&ChecksumRun),
 ) -> Result<(TableReport, Vec<Mismatch>), ChecksumError> {
     let mut checker = Comparer::connect(config).await?;
     checker.record = record;
+    checker.batch_job = Some(job);
+    let scope = batch_scope(job);
     require_replicator(config, &checker.replica).await?;
     let filter = config.tables.filter();
     let of = RunOf {
-        scope,
+        scope: &scope,
         restart: false,
         bounds,
     };
@@ -153,6 +156,12 @@ async fn check_table(
         differing = report.chunks_differ, mismatches = report.mismatches,
         problem = report.problem.as_deref().unwrap_or(""), "table checked");
     report
+}
+
+/// The checksum run scope of batch recovery job `job` (its own, so a whole-table checksum
+/// and the job resume independently).
+pub fn batch_scope(job: i64) -> String {
+    format!("batch:{job}")
 }
 
 /// The stream a source table's rows travel in.

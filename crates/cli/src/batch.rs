@@ -14,9 +14,7 @@ use crate::records::Output;
 use concord_change::{TableName, Value};
 use concord_checksum::Bounds;
 use concord_config::Config;
-use concord_control::{
-    BatchJob, BatchRequest, ControlStore, Detector, MismatchFilter, MismatchState,
-};
+use concord_control::{BatchJob, BatchRequest, ControlStore, MismatchFilter, MismatchState};
 use concord_recovery::{Mode, Recovery, Settled};
 use concord_schema_cache::TargetTable;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -243,14 +241,13 @@ async fn check(
             "batch recovery: checked"
         ),
     };
-    let scope = job.scope();
     let checked = match &keys {
         Ok(keys) => {
             concord_checksum::check_keys(
                 &check_config,
                 &a.table,
                 keys,
-                &scope,
+                job.id,
                 !a.dry_run,
                 &mut on_chunk,
             )
@@ -261,7 +258,7 @@ async fn check(
                 &check_config,
                 &a.table,
                 bounds,
-                &scope,
+                job.id,
                 !a.dry_run,
                 &mut on_chunk,
             )
@@ -274,8 +271,8 @@ async fn check(
     Ok(checked?)
 }
 
-/// Repairs the records the job's check confirmed (every open checksum record of the table
-/// seen since the job started), saving the counts as it goes.
+/// Repairs the records the job's check confirmed (marked as the job's, whichever detector
+/// recorded them first), saving the counts as it goes.
 async fn repair(
     recovery: &Recovery,
     store: &ControlStore,
@@ -288,8 +285,7 @@ async fn repair(
             .into_iter()
             .filter(|s| s.is_open())
             .collect(),
-        detected_by: Some(Detector::Checksum),
-        seen_since_ms: Some(job.started_ms),
+        batch_job: Some(job.id),
         ..MismatchFilter::default()
     };
     // Each record is settled once; one the replicator moved under its repair (superseded)

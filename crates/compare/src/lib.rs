@@ -93,6 +93,9 @@ pub struct Comparer {
     /// Record confirmed differences in the control store (off: a dry run collects them in
     /// [`Recheck::found`] instead).
     pub record: bool,
+    /// The batch recovery job whose check this is: the records it confirms are marked as
+    /// that job's (it repairs exactly those).
+    pub batch_job: Option<i64>,
 }
 
 /// Connection options for comparing: sessions read TIMESTAMP values as UTC (see
@@ -137,6 +140,7 @@ impl Comparer {
             poll: Duration::from_millis(50),
             retry_after: config.verifier.retry_after,
             record: true,
+            batch_job: None,
         })
     }
 }

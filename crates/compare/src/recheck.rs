@@ -186,7 +186,10 @@ async fn recheck(
         // One commit for the table's confirmed rows; each is counted once: a row confirmed
         // again updates its open record.
         let found = std::mem::take(&mut out.found);
-        let new = comparer.control.record_mismatches(&found).await?;
+        let new = comparer
+            .control
+            .record_mismatches_for(&found, comparer.batch_job)
+            .await?;
         let label = target_name.to_string();
         for (m, new) in found.iter().zip(new) {
             if new {

@@ -44,13 +44,6 @@ pub struct BatchRequest {
     pub actor: String,
 }
 
-impl BatchJob {
-    /// The scope of the job's checksum run.
-    pub fn scope(&self) -> String {
-        format!("batch:{}", self.id)
-    }
-}
-
 const RUNNING: &str = "running";
 
 impl ControlStore {

@@ -139,6 +139,8 @@ pub struct MismatchFilter {
     pub key_contains: Option<String>,
     pub ids: Vec<i64>,
     pub before_id: Option<i64>,
+    /// Records a batch recovery job's check confirmed.
+    pub batch_job: Option<i64>,
 }
 
 const COLUMNS: &str = "id, db, tbl, pk, kind, columns, source_file, source_pos, detected_by, \
@@ -162,20 +164,22 @@ fn open_key(table: &TableName, key_json: &str) -> String {
 /// backend's tail (a row whose key has an open record updates that record).
 const UPSERT_HEAD: &str = "INSERT INTO mismatches (db, tbl, pk, kind, columns, source_file, \
      source_pos, detected_by, state, first_seen_ms, last_seen_ms, open_key, row_key, \
-     previous_id, expected, source_row, target_row, state_ms) VALUES ";
-const UPSERT_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+     previous_id, expected, source_row, target_row, state_ms, batch_job) VALUES ";
+const UPSERT_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 const UPSERT_TAIL_SQLITE: &str = " ON CONFLICT (open_key) DO UPDATE SET kind = excluded.kind, \
      columns = excluded.columns, source_file = excluded.source_file, \
      source_pos = excluded.source_pos, last_seen_ms = excluded.last_seen_ms, \
      expected = excluded.expected, source_row = excluded.source_row, \
-     target_row = excluded.target_row, occurrences = occurrences + 1";
+     target_row = excluded.target_row, occurrences = occurrences + 1, \
+     batch_job = COALESCE(excluded.batch_job, batch_job)";
 const UPSERT_TAIL_MYSQL: &str = " ON DUPLICATE KEY UPDATE kind = VALUES(kind), \
      columns = VALUES(columns), source_file = VALUES(source_file), \
      source_pos = VALUES(source_pos), last_seen_ms = VALUES(last_seen_ms), \
      expected = VALUES(expected), source_row = VALUES(source_row), \
-     target_row = VALUES(target_row), occurrences = occurrences + 1";
+     target_row = VALUES(target_row), occurrences = occurrences + 1, \
+     batch_job = COALESCE(VALUES(batch_job), batch_job)";
 
-/// Records per statement, at most (18 values each).
+/// Records per statement, at most (19 values each).
 const RECORDS_PER_STATEMENT: usize = 500;
 
 /// `all` cut into consecutive groups in which no row's key repeats, each at most
@@ -214,10 +218,20 @@ impl ControlStore {
     /// or a round's differences cost one commit, not one each), a few statements per group
     /// of rows rather than three a row.
     pub async fn record_mismatches(&self, all: &[Mismatch]) -> Result<Vec<bool>, ControlError> {
+        self.record_mismatches_for(all, None).await
+    }
+
+    /// As [`ControlStore::record_mismatches`], marking each record (new or found again) as
+    /// confirmed by batch recovery job `batch_job`.
+    pub async fn record_mismatches_for(
+        &self,
+        all: &[Mismatch],
+        batch_job: Option<i64>,
+    ) -> Result<Vec<bool>, ControlError> {
         let mut tx = self.pool.begin().await?;
         let mut out = Vec::with_capacity(all.len());
         for group in groups_without_repeats(all) {
-            out.extend(self.record_group(&mut tx, group).await?);
+            out.extend(self.record_group(&mut tx, group, batch_job).await?);
         }
         tx.commit().await?;
         Ok(out)
@@ -231,6 +245,7 @@ impl ControlStore {
         &self,
         tx: &mut sqlx::Transaction<'_, sqlx::Any>,
         group: &[Mismatch],
+        batch_job: Option<i64>,
     ) -> Result<Vec<bool>, ControlError> {
         let rows: Vec<(String, String, String)> = group
             .iter()
@@ -283,7 +298,8 @@ impl ControlStore {
                 .bind(to_json(&m.expected))
                 .bind(to_json(&m.source_row))
                 .bind(to_json(&m.target_row))
-                .bind(now);
+                .bind(now)
+                .bind(batch_job);
         }
         q.execute(&mut **tx).await?;
         let sql =
@@ -543,6 +559,10 @@ fn filter_sql(f: &MismatchFilter) -> (String, Vec<Bind>) {
         conds.push("id < ?".into());
         binds.push(Bind::Int(id));
     }
+    if let Some(job) = f.batch_job {
+        conds.push("batch_job = ?".into());
+        binds.push(Bind::Int(job));
+    }
     if conds.is_empty() {
         (String::new(), binds)
     } else {
@@ -609,6 +629,27 @@ mod tests {
         assert_eq!(again, vec![true, false]);
         let newest = store.mismatches(None, 1).await.unwrap()[0].clone();
         assert_eq!(newest.previous_id, Some(one.id));
+        // A batch job's check marks what it confirms, also a record another detector made.
+        store
+            .record_mismatches_for(&rows[3..], Some(7))
+            .await
+            .unwrap();
+        let of_job = MismatchFilter {
+            batch_job: Some(7),
+            ..MismatchFilter::default()
+        };
+        let marked = store.find_mismatches(&of_job, 10).await.unwrap();
+        assert_eq!(marked.len(), 1);
+        assert_eq!(
+            (marked[0].key.clone(), marked[0].occurrences),
+            (rows[3].key.clone(), 2)
+        );
+        store.record_mismatches(&rows[3..]).await.unwrap();
+        assert_eq!(
+            store.find_mismatches(&of_job, 10).await.unwrap().len(),
+            1,
+            "a mark stays"
+        );
     }
 
     #[tokio::test]

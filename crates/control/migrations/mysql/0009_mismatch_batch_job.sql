@@ -1,0 +1,3 @@
+-- The batch recovery job whose check confirmed a record (found again or first), so the job
+-- repairs exactly the rows it confirmed — also those another detector recorded first.
+ALTER TABLE mismatches ADD COLUMN batch_job BIGINT NULL;
