@@ -18,8 +18,11 @@ use std::time::Duration;
 /// sysbench's table shape: about 190 bytes a row.
 const T: &str = "CREATE TABLE `{db}`.{t} (id INT PRIMARY KEY, k INT NOT NULL, \
                  c CHAR(120) NOT NULL, pad CHAR(60) NOT NULL)";
-/// What `concord run` may hold at its peak, whatever the transaction size.
-const PEAK_RSS_LIMIT: u64 = 150 * 1024 * 1024;
+/// What `concord run` may hold at its peak, whatever the transaction size — in this test's
+/// debug build, whose peak varied from 128 to 151 MiB between runs of the same code. The
+/// 150 MiB target is the release build's, checked by `bench/bigtxn.sh` (docs/BENCHMARKS.md);
+/// this guards the bound itself: a transaction held whole took ten times as much.
+const PEAK_RSS_LIMIT: u64 = 200 * 1024 * 1024;
 
 fn rows(var: &str, default: u64) -> u64 {
     std::env::var(var)
