@@ -8,13 +8,13 @@
 //! starts after it — no key is skipped, none of a finished page checked twice.
 
 use crate::metrics;
-use crate::table::{Sides, TableReport};
+use crate::table::{confirm, Sides, TableReport};
 use crate::{describe, require_replicator, stream_of, ChecksumError};
 use concord_change::{TableName, Value};
 use concord_compare::rows::key_of;
-use concord_compare::{differences, CompareError, Comparer, Recheck, Side};
+use concord_compare::{differences, CompareError, Comparer, Side};
 use concord_config::Config;
-use concord_control::{ChecksumRun, Detector, Mismatch};
+use concord_control::{ChecksumRun, Mismatch};
 use std::time::{Duration, Instant};
 
 /// Keys per page: one read of each side, one recheck.
@@ -110,19 +110,7 @@ async fn check_pages(
             .map_err(|e| concord_compare::sql(Side::Source, name, e))?;
         let found = differing(checker, sides, &stream, page).await?;
         if !found.is_empty() {
-            let Recheck {
-                resolved,
-                superseded,
-                confirmed,
-                found,
-                ..
-            } = checker
-                .recheck(&sides.target.name, &sides.target, found, Detector::Checksum)
-                .await?;
-            report.resolved += resolved as u64;
-            report.superseded += superseded as u64;
-            report.found.extend(found);
-            run.mismatches += confirmed as i64;
+            confirm(checker, sides, found, report, &mut run).await?;
             run.chunks_differ += 1;
         }
         run.chunks += 1;

@@ -300,19 +300,7 @@ pub(crate) async fn checksum_table(
                 let found = narrow(checker, sides, &range, stream, &origin).await?;
                 tracing::info!(table = %name, ?range, rows = found.len(), "chunk differs; rechecking its differing rows");
                 if !found.is_empty() {
-                    let Recheck {
-                        resolved,
-                        superseded,
-                        confirmed,
-                        found,
-                        ..
-                    } = checker
-                        .recheck(&sides.target.name, &sides.target, found, Detector::Checksum)
-                        .await?;
-                    report.resolved += resolved as u64;
-                    report.superseded += superseded as u64;
-                    report.found.extend(found);
-                    run.mismatches += confirmed as i64;
+                    confirm(checker, sides, found, report, &mut run).await?;
                 }
             }
         }
@@ -356,6 +344,31 @@ pub(crate) async fn checksum_table(
         }
         after = through;
     }
+}
+
+/// Rows that differed, through the source recheck: the report and the run count what it
+/// resolved, superseded and confirmed.
+pub(crate) async fn confirm(
+    checker: &Comparer,
+    sides: &Sides,
+    found: Vec<Expectation>,
+    report: &mut TableReport,
+    run: &mut ChecksumRun,
+) -> Result<(), CompareError> {
+    let Recheck {
+        resolved,
+        superseded,
+        confirmed,
+        found,
+        ..
+    } = checker
+        .recheck(&sides.target.name, &sides.target, found, Detector::Checksum)
+        .await?;
+    report.resolved += resolved as u64;
+    report.superseded += superseded as u64;
+    report.found.extend(found);
+    run.mismatches += confirmed as i64;
+    Ok(())
 }
 
 /// Which run a table's check belongs to and what it covers.

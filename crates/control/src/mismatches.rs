@@ -179,6 +179,24 @@ const UPSERT_TAIL_MYSQL: &str = " ON DUPLICATE KEY UPDATE kind = VALUES(kind), \
      target_row = VALUES(target_row), occurrences = occurrences + 1, \
      batch_job = COALESCE(VALUES(batch_job), batch_job)";
 
+/// Runs `sql` (one placeholder per open key) and maps its rows' first column (an open key)
+/// to their second (a number).
+async fn by_open_key(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    sql: &str,
+    opens: &[&String],
+) -> Result<HashMap<String, i64>, ControlError> {
+    let mut q = sqlx::query(sql);
+    for open in opens {
+        q = q.bind((*open).clone());
+    }
+    Ok(q.fetch_all(&mut **tx)
+        .await?
+        .iter()
+        .map(|r| Ok((text(r, 0)?, r.try_get::<i64, _>(1)?)))
+        .collect::<Result<_, sqlx::Error>>()?)
+}
+
 /// Records per statement, at most (19 values each).
 const RECORDS_PER_STATEMENT: usize = 500;
 
@@ -261,16 +279,8 @@ impl ControlStore {
             "SELECT row_key, MAX(id) FROM mismatches WHERE open_key IS NULL AND row_key IN \
              ({marks}) GROUP BY row_key"
         );
-        let mut q = sqlx::query(&sql);
-        for (_, _, open) in &rows {
-            q = q.bind(open.clone());
-        }
-        let previous: HashMap<String, i64> = q
-            .fetch_all(&mut **tx)
-            .await?
-            .iter()
-            .map(|r| Ok((text(r, 0)?, r.try_get::<i64, _>(1)?)))
-            .collect::<Result<_, sqlx::Error>>()?;
+        let opens: Vec<&String> = rows.iter().map(|(_, _, open)| open).collect();
+        let previous = by_open_key(tx, &sql, &opens).await?;
         let now = now_ms();
         let mut q_text = String::from(UPSERT_HEAD);
         q_text.push_str(&vec![UPSERT_ROW; rows.len()].join(", "));
@@ -304,16 +314,7 @@ impl ControlStore {
         q.execute(&mut **tx).await?;
         let sql =
             format!("SELECT open_key, occurrences FROM mismatches WHERE open_key IN ({marks})");
-        let mut q = sqlx::query(&sql);
-        for (_, _, open) in &rows {
-            q = q.bind(open.clone());
-        }
-        let counts: HashMap<String, i64> = q
-            .fetch_all(&mut **tx)
-            .await?
-            .iter()
-            .map(|r| Ok((text(r, 0)?, r.try_get::<i64, _>(1)?)))
-            .collect::<Result<_, sqlx::Error>>()?;
+        let counts = by_open_key(tx, &sql, &opens).await?;
         Ok(rows
             .iter()
             .map(|(_, _, open)| counts.get(open) == Some(&1))
