@@ -8,6 +8,7 @@
 pub mod broker;
 pub mod charsets;
 pub mod concord;
+pub mod console;
 pub mod db;
 pub mod pipeline;
 pub mod proxy;

@@ -30,7 +30,7 @@ pub async fn check_keys(
     keys: &[Vec<Value>],
     job: i64,
     record: bool,
-    on_page: &mut dyn FnMut(&ChecksumRun),
+    on_page: &mut (dyn FnMut(&ChecksumRun) + Send),
 ) -> Result<(TableReport, Vec<Mismatch>), ChecksumError> {
     let mut checker = Comparer::connect(config).await?;
     checker.record = record;
@@ -77,7 +77,7 @@ async fn check_pages(
     keys: &[Vec<Value>],
     scope: &str,
     report: &mut TableReport,
-    on_page: &mut dyn FnMut(&ChecksumRun),
+    on_page: &mut (dyn FnMut(&ChecksumRun) + Send),
 ) -> Result<(), CompareError> {
     let name = &sides.source.name;
     let label = name.to_string();

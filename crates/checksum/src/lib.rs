@@ -78,7 +78,7 @@ pub async fn check_range(
     bounds: &Bounds,
     job: i64,
     record: bool,
-    on_chunk: &mut dyn FnMut(&ChecksumRun),
+    on_chunk: &mut (dyn FnMut(&ChecksumRun) + Send),
 ) -> Result<(TableReport, Vec<Mismatch>), ChecksumError> {
     let mut checker = Comparer::connect(config).await?;
     checker.record = record;
@@ -104,7 +104,7 @@ async fn check_table(
     filter: &TableFilter,
     name: &TableName,
     of: &RunOf<'_>,
-    on_chunk: &mut dyn FnMut(&ChecksumRun),
+    on_chunk: &mut (dyn FnMut(&ChecksumRun) + Send),
 ) -> TableReport {
     let started = Instant::now();
     let mut report = TableReport::new(name.clone());
@@ -222,7 +222,7 @@ async fn require_replicator(config: &Config, replica: &Replica) -> Result<(), Ch
 }
 
 /// Every base table on the source that the config replicates, in name order.
-async fn replicated_tables(
+pub async fn replicated_tables(
     config: &Config,
     filter: &TableFilter,
     source: &Pool,

@@ -222,7 +222,7 @@ pub(crate) async fn checksum_table(
     stream: &Stream,
     of: &RunOf<'_>,
     report: &mut TableReport,
-    on_chunk: &mut dyn FnMut(&ChecksumRun),
+    on_chunk: &mut (dyn FnMut(&ChecksumRun) + Send),
 ) -> Result<(), CompareError> {
     let name = &sides.source.name;
     let label = name.to_string();

@@ -84,6 +84,18 @@ enum Command {
     Failed(FailedCommand),
     /// Load and validate the config, print it with secrets hidden, and exit.
     CheckConfig(ConfigArg),
+    /// The web console: `hash-password` prints the argon2 hash of a password for
+    /// `[[console.users]]`. The console itself is served by `concord run` and
+    /// `concord recovery` when `[console]` is set.
+    #[command(subcommand)]
+    Console(ConsoleCommand),
+}
+
+#[derive(Subcommand)]
+enum ConsoleCommand {
+    /// Read a password (from the terminal without echo, or one line of standard input)
+    /// and print its argon2id PHC string for `console.users[].password_hash`.
+    HashPassword,
 }
 
 #[derive(clap::Args)]
@@ -278,6 +290,9 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         let config = load(&a.config)?;
         return checksum(config, a).await;
     }
+    if let Command::Console(ConsoleCommand::HashPassword) = command {
+        return hash_password();
+    }
     if let Command::MissingTables(a) = command {
         let config = load(&a.config)?;
         return missing_tables(config, a.resolve).await;
@@ -459,7 +474,8 @@ async fn role(command: Command) -> anyhow::Result<ExitCode> {
         | Command::Mismatches(_)
         | Command::Repair(_)
         | Command::Ignore(_)
-        | Command::Failed(_) => unreachable!("handled above"),
+        | Command::Failed(_)
+        | Command::Console(_) => unreachable!("handled above"),
     }
     .map(|()| ExitCode::SUCCESS)
 }
@@ -524,6 +540,7 @@ async fn run_all(config: Config) -> anyhow::Result<()> {
     let verifier = readiness.role("verifier");
     let recovery = readiness.role("recovery");
     concord_telemetry::serve(config.metrics.listen_addr(), readiness).await?;
+    start_console(&config).await?;
     // The verifier starts where the replicator first started in this process, once the
     // replicator has checked the source (so a refusal at start — settings, keyless tables
     // — is reported once, by the replicator), and so it sees every change the replicator
@@ -559,11 +576,53 @@ async fn run_all(config: Config) -> anyhow::Result<()> {
 }
 
 async fn recovery(config: Config) -> anyhow::Result<()> {
+    start_console(&config).await?;
     let config = &config;
     one_role(config, "recovery", move |ready| {
         concord_recovery::worker::run(config, ready)
     })
     .await
+}
+
+/// Serves the web console in the background when the config has `[console]`.
+async fn start_console(config: &Config) -> anyhow::Result<()> {
+    if config.console.is_none() {
+        return Ok(());
+    }
+    let recovery = concord_recovery::Recovery::connect(config)
+        .await
+        .context("starting the console")?;
+    let state = concord_recovery_ui::AppState::new(
+        std::sync::Arc::new(config.clone()),
+        std::sync::Arc::new(recovery),
+    )?;
+    concord_recovery_ui::serve(state).await?;
+    Ok(())
+}
+
+fn hash_password() -> anyhow::Result<ExitCode> {
+    use std::io::{BufRead, IsTerminal};
+    let password = if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("password: ")?;
+        let again = rpassword::prompt_password("again: ")?;
+        if first != again {
+            eprintln!("concord: the two passwords differ");
+            return Ok(ExitCode::from(2));
+        }
+        first
+    } else {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    };
+    if password.is_empty() {
+        eprintln!("concord: an empty password cannot be used");
+        return Ok(ExitCode::from(2));
+    }
+    let hash = concord_recovery_ui::auth::hash_password(&password)
+        .map_err(|e| anyhow::anyhow!("hashing the password: {e}"))?;
+    println!("{hash}");
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn capture(config: Config) -> anyhow::Result<()> {

@@ -4,12 +4,16 @@
 //! Invariant: a [`Config`] that was returned by [`Config::load`] is valid — every role can
 //! rely on it without re-checking — and its `Debug` output never contains a secret.
 
+mod console;
 mod error;
 mod recovery;
 mod sections;
 mod tables;
 mod verifier;
 
+pub use console::{
+    ConsoleAuth, ConsoleConfig, ConsoleRole, ConsoleUser, CookieSecure, HeaderAuthConfig,
+};
 pub use error::ConfigError;
 pub use recovery::{RecoveryConfig, RecoveryRules, TableRecovery};
 pub use sections::*;

@@ -37,6 +37,9 @@ pub struct Config {
     pub checksum: ChecksumConfig,
     #[serde(default)]
     pub recovery: crate::RecoveryConfig,
+    /// The web console; served by `concord run` and `concord recovery` when set.
+    #[serde(default)]
+    pub console: Option<crate::ConsoleConfig>,
 }
 
 /// A secret string: read from the file, from the environment or from a `*_file`, and never
@@ -545,6 +548,9 @@ impl Config {
 
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         self.recovery.rules()?;
+        if let Some(console) = &self.console {
+            console.validate()?;
+        }
         if self.recovery.max_auto_repairs_per_minute == 0 {
             return Err(ConfigError::invalid(
                 "recovery.max_auto_repairs_per_minute",

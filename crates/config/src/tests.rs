@@ -373,3 +373,70 @@ fn the_target_tables_written_to_are_known_through_renames() {
     let c = with_section("replicator", "target_triggers = \"refuse\"").unwrap();
     assert_eq!(c.replicator.target_triggers, TargetTriggers::Refuse);
 }
+
+/// A well-formed argon2id PHC string (its parts are arbitrary).
+const HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$2Kl4fHbmDLu3/1S7qs4cDxvDUu9XwMwMCvK6I6O1lTU";
+
+#[test]
+fn the_console_needs_users_with_argon2_hashes_or_trusted_proxies() {
+    let users = format!(
+        "listen = \"127.0.0.1:8080\"\n[[console.users]]\nname = \"ada\"\npassword_hash = \"{HASH}\"\nrole = \"admin\"\n"
+    );
+    let c = with_section("console", &users).unwrap();
+    let console = c.console.unwrap();
+    assert_eq!(console.users[0].role, ConsoleRole::Admin);
+    assert_eq!(console.auth, ConsoleAuth::Users);
+    assert!(
+        !format!("{:?}", console.users[0]).contains("argon2"),
+        "the hash is not printed"
+    );
+
+    let none = with_section("console", "auth = \"users\"")
+        .unwrap_err()
+        .to_string();
+    assert!(none.contains("console.users"), "{none}");
+    let plain = with_section(
+        "console",
+        "[[console.users]]\nname = \"ada\"\npassword_hash = \"hunter2\"\nrole = \"admin\"\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(plain.contains("console.users[0].password_hash"), "{plain}");
+    assert!(
+        !plain.contains("hunter2"),
+        "the value is not echoed: {plain}"
+    );
+    let role = with_section(
+        "console",
+        &format!(
+            "[[console.users]]\nname = \"ada\"\npassword_hash = \"{HASH}\"\nrole = \"root\"\n"
+        ),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(role.contains("root"), "{role}");
+
+    let open = with_section("console", "auth = \"header\"")
+        .unwrap_err()
+        .to_string();
+    assert!(open.contains("console.header.trusted_proxies"), "{open}");
+    let bad = with_section(
+        "console",
+        "auth = \"header\"\n[console.header]\ntrusted_proxies = [\"10.0.0.0/33\"]\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(bad.contains("trusted_proxies[0]"), "{bad}");
+    let proxy = with_section(
+        "console",
+        "auth = \"header\"\n[console.header]\ntrusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\"]\n\
+         groups_header = \"X-Forwarded-Groups\"\n[console.header.roles]\nsre = \"admin\"\n",
+    )
+    .unwrap()
+    .console
+    .unwrap();
+    assert_eq!(proxy.trusted_proxies().len(), 2);
+    assert_eq!(proxy.header.user_header, "X-Forwarded-User");
+    assert_eq!(proxy.header.roles["sre"], ConsoleRole::Admin);
+}

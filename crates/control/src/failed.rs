@@ -260,10 +260,11 @@ impl ControlStore {
     }
 }
 
-const FAILED_COLUMNS: &str = "id, source_file, source_pos, row_index, db, tbl, op, reason, \
+pub(crate) const FAILED_COLUMNS: &str =
+    "id, source_file, source_pos, row_index, db, tbl, op, reason, \
                               error, event, status, occurrences";
 
-fn failed_row(r: &sqlx::any::AnyRow) -> Result<FailedEventRow, sqlx::Error> {
+pub(crate) fn failed_row(r: &sqlx::any::AnyRow) -> Result<FailedEventRow, sqlx::Error> {
     Ok(FailedEventRow {
         id: r.try_get(0)?,
         position: Position::new(r.try_get::<String, _>(1)?, r.try_get::<i64, _>(2)? as u64),

@@ -7,20 +7,26 @@
 //! Invariant: recording the same failure twice (a replay after a crash) updates one
 //! record — its origin (binlog file, position, row index) is unique.
 
+mod audit;
 mod batch_jobs;
 mod checksum_runs;
+mod console;
 mod failed;
 mod lifecycle;
+mod listing;
 mod mismatches;
 mod missing;
 mod positions;
 
+pub use audit::AuditFilter;
 pub use batch_jobs::{BatchJob, BatchRequest};
 pub use checksum_runs::ChecksumRun;
+pub use console::{AuditRow, BulkJob, ConsoleSession, Heartbeat};
 pub use failed::{FailedEvent, FailedEventRow, FailureReason};
 pub use lifecycle::{FailedState, HistoryRow, MismatchState, Move, NamedRow, Setting, Subject};
+pub use listing::{BatchJobRow, ChecksumRunRow, FailedFilter};
 pub use mismatches::{
-    ColumnDiff, Detector, Mismatch, MismatchFilter, MismatchKind, MismatchRow, DETECTED,
+    ColumnDiff, Detector, ListOrder, Mismatch, MismatchFilter, MismatchKind, MismatchRow, DETECTED,
 };
 pub use missing::{MissingRows, MissingTable};
 pub use positions::{SavedPosition, VerifierPosition};

@@ -109,6 +109,14 @@ impl FailedState {
 pub enum Subject {
     Mismatch,
     FailedEvent,
+    /// A bulk action of the console (its id is the bulk job's).
+    Bulk,
+    /// The auto-repair circuit (id 0).
+    Circuit,
+    /// A batch recovery job started or cancelled from the console.
+    BatchJob,
+    /// A checksum run started from the console (id 0: every table).
+    Checksum,
 }
 
 impl Subject {
@@ -116,7 +124,24 @@ impl Subject {
         match self {
             Subject::Mismatch => "mismatch",
             Subject::FailedEvent => "failed_event",
+            Subject::Bulk => "bulk",
+            Subject::Circuit => "circuit",
+            Subject::BatchJob => "batch_job",
+            Subject::Checksum => "checksum",
         }
+    }
+
+    pub const ALL: [Subject; 6] = [
+        Subject::Mismatch,
+        Subject::FailedEvent,
+        Subject::Bulk,
+        Subject::Circuit,
+        Subject::BatchJob,
+        Subject::Checksum,
+    ];
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|x| x.as_str() == s)
     }
 }
 
@@ -150,6 +175,35 @@ pub struct HistoryRow {
     pub before: Option<NamedRow>,
     pub after: Option<NamedRow>,
     pub statement: Option<String>,
+}
+
+/// The columns [`history_row`] reads, in its order.
+pub(crate) const HISTORY_COLUMNS: &str = "id, at_ms, actor, from_state, to_state, mode, \
+     reason, before_image, after_image, statement";
+
+/// A history row from [`HISTORY_COLUMNS`], read starting at column `at`.
+pub(crate) fn history_row(r: &sqlx::any::AnyRow, at: usize) -> Result<HistoryRow, ControlError> {
+    let opt = |i: usize| -> Result<Option<String>, ControlError> {
+        let v: Option<Vec<u8>> = match r.try_get::<Option<String>, _>(at + i) {
+            Ok(s) => s.map(String::into_bytes),
+            Err(_) => r.try_get(at + i)?,
+        };
+        v.map(String::from_utf8)
+            .transpose()
+            .map_err(|e| ControlError::Query(sqlx::Error::Decode(Box::new(e))))
+    };
+    Ok(HistoryRow {
+        id: r.try_get(at)?,
+        at_ms: r.try_get(at + 1)?,
+        actor: text(r, at + 2)?,
+        from_state: text(r, at + 3)?,
+        to_state: text(r, at + 4)?,
+        mode: opt(5)?,
+        reason: text(r, at + 6)?,
+        before: from_json(opt(7)?)?,
+        after: from_json(opt(8)?)?,
+        statement: opt(9)?,
+    })
 }
 
 pub(crate) fn to_json(row: &Option<NamedRow>) -> Option<String> {
@@ -300,40 +354,15 @@ impl ControlStore {
         subject: Subject,
         id: i64,
     ) -> Result<Vec<HistoryRow>, ControlError> {
-        let rows = sqlx::query(
-            "SELECT id, at_ms, actor, from_state, to_state, mode, reason, before_image, \
-             after_image, statement FROM recovery_history WHERE subject = ? AND subject_id = ? \
-             ORDER BY id",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT {HISTORY_COLUMNS} FROM recovery_history WHERE subject = ? AND \
+             subject_id = ? ORDER BY id"
+        ))
         .bind(subject.as_str())
         .bind(id)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                let opt = |i: usize| -> Result<Option<String>, ControlError> {
-                    let v: Option<Vec<u8>> = match r.try_get::<Option<String>, _>(i) {
-                        Ok(s) => s.map(String::into_bytes),
-                        Err(_) => r.try_get(i)?,
-                    };
-                    v.map(String::from_utf8)
-                        .transpose()
-                        .map_err(|e| ControlError::Query(sqlx::Error::Decode(Box::new(e))))
-                };
-                Ok(HistoryRow {
-                    id: r.try_get(0)?,
-                    at_ms: r.try_get(1)?,
-                    actor: r.try_get(2)?,
-                    from_state: r.try_get(3)?,
-                    to_state: r.try_get(4)?,
-                    mode: r.try_get(5)?,
-                    reason: text(r, 6)?,
-                    before: from_json(opt(7)?)?,
-                    after: from_json(opt(8)?)?,
-                    statement: opt(9)?,
-                })
-            })
-            .collect()
+        rows.iter().map(|r| history_row(r, 0)).collect()
     }
 
     /// A recovery switch (`circuit`): its value, why and by whom it was set, when.

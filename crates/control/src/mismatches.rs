@@ -121,6 +121,42 @@ impl MismatchRow {
     }
 }
 
+/// The order of a list of records; each pages by its own keyset (never OFFSET).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ListOrder {
+    /// The newest record first (by id).
+    #[default]
+    Newest,
+    /// The oldest record first.
+    Oldest,
+    /// The record seen most recently first.
+    LastSeen,
+}
+
+impl ListOrder {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListOrder::Newest => "newest",
+            ListOrder::Oldest => "oldest",
+            ListOrder::LastSeen => "last_seen",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Newest, Self::Oldest, Self::LastSeen]
+            .into_iter()
+            .find(|o| o.as_str() == s)
+    }
+
+    fn sql(self) -> &'static str {
+        match self {
+            ListOrder::Newest => " ORDER BY id DESC",
+            ListOrder::Oldest => " ORDER BY id",
+            ListOrder::LastSeen => " ORDER BY last_seen_ms DESC, id DESC",
+        }
+    }
+}
+
 /// The state every new record starts in (the recovery service moves it on).
 pub const DETECTED: &str = "detected";
 
@@ -138,7 +174,13 @@ pub struct MismatchFilter {
     /// A substring of the key's text (its JSON form).
     pub key_contains: Option<String>,
     pub ids: Vec<i64>,
+    /// The page: in [`ListOrder::Newest`] order, records below this id.
     pub before_id: Option<i64>,
+    /// In [`ListOrder::Oldest`] order, records above this id.
+    pub after_id: Option<i64>,
+    /// In [`ListOrder::LastSeen`] order, records seen before this (last seen ms, id).
+    pub seen_before: Option<(i64, i64)>,
+    pub order: ListOrder,
     /// Records a batch recovery job's check confirmed.
     pub batch_job: Option<i64>,
 }
@@ -330,14 +372,17 @@ impl ControlStore {
         row.as_ref().map(mismatch_row).transpose()
     }
 
-    /// Records matching `f`, newest first, at most `limit`.
+    /// Records matching `f`, in `f.order`, at most `limit`.
     pub async fn find_mismatches(
         &self,
         f: &MismatchFilter,
         limit: i64,
     ) -> Result<Vec<MismatchRow>, ControlError> {
         let (mut sql, binds) = filter_sql(f);
-        sql = format!("SELECT {COLUMNS} FROM mismatches{sql} ORDER BY id DESC LIMIT ?");
+        sql = format!(
+            "SELECT {COLUMNS} FROM mismatches{sql}{} LIMIT ?",
+            f.order.sql()
+        );
         let q = bound(sqlx::query(&sql), &binds);
         let rows = q.bind(limit).fetch_all(&self.pool).await?;
         rows.iter().map(mismatch_row).collect()
@@ -354,6 +399,27 @@ impl ControlStore {
         let rows = q.fetch_all(&self.pool).await?;
         rows.iter()
             .map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(ControlError::from)
+    }
+
+    /// How many records match `f`, by table.
+    pub async fn count_mismatches_by_table(
+        &self,
+        f: &MismatchFilter,
+    ) -> Result<Vec<(TableName, i64)>, ControlError> {
+        let (sql, binds) = filter_sql(f);
+        let sql = format!("SELECT db, tbl, COUNT(*) FROM mismatches{sql} GROUP BY db, tbl");
+        let rows = bound(sqlx::query(&sql), &binds)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    TableName::new(text(r, 0)?, text(r, 1)?),
+                    r.try_get::<i64, _>(2)?,
+                ))
+            })
             .collect::<Result<_, sqlx::Error>>()
             .map_err(ControlError::from)
     }
@@ -472,7 +538,7 @@ fn mismatch_row(r: &sqlx::any::AnyRow) -> Result<MismatchRow, ControlError> {
 }
 
 /// A nullable TEXT column (see [`text`]).
-fn opt_text(r: &sqlx::any::AnyRow, i: usize) -> Result<Option<String>, sqlx::Error> {
+pub(crate) fn opt_text(r: &sqlx::any::AnyRow, i: usize) -> Result<Option<String>, sqlx::Error> {
     if r.try_get::<Option<String>, _>(i).is_ok_and(|v| v.is_none()) {
         return Ok(None);
     }
@@ -559,6 +625,14 @@ fn filter_sql(f: &MismatchFilter) -> (String, Vec<Bind>) {
     if let Some(id) = f.before_id {
         conds.push("id < ?".into());
         binds.push(Bind::Int(id));
+    }
+    if let Some(id) = f.after_id {
+        conds.push("id > ?".into());
+        binds.push(Bind::Int(id));
+    }
+    if let Some((ms, id)) = f.seen_before {
+        conds.push("(last_seen_ms < ? OR (last_seen_ms = ? AND id < ?))".into());
+        binds.extend([Bind::Int(ms), Bind::Int(ms), Bind::Int(id)]);
     }
     if let Some(job) = f.batch_job {
         conds.push("batch_job = ?".into());

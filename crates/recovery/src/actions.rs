@@ -5,7 +5,7 @@
 use crate::settle::Mode;
 use crate::worker::{CIRCUIT, CLOSED};
 use crate::{Outcomes, Recovery, RecoveryError};
-use concord_control::{Mismatch, MismatchRow, MismatchState, Move, NamedRow};
+use concord_control::{Mismatch, MismatchRow, MismatchState, Move, NamedRow, Subject};
 use concord_target::repair::ShownStatement;
 
 /// What a repair of a record would do now.
@@ -73,26 +73,33 @@ impl Recovery {
                 "a reason is required to ignore a mismatch".into(),
             ));
         }
-        let mut out = Vec::with_capacity(records.len());
-        for m in records {
-            let moved = match m.state().filter(|s| s.is_open()) {
-                Some(from) => {
-                    let mv = Move {
-                        actor: actor.into(),
-                        reason: reason.into(),
-                        before: m.target_row.clone(),
-                        after: m.target_row.clone(),
-                        ..Move::default()
-                    };
-                    self.compare
-                        .control
-                        .move_mismatch(m.id, from, MismatchState::Ignored, &mv)
-                        .await?
-                }
-                None => false,
-            };
-            out.push((m.id, moved));
-        }
+        // One guarded move per record, all in one control-store transaction: a bulk
+        // ignore of thousands is a handful of statements.
+        let open: Vec<(i64, MismatchState, MismatchState, Move)> = records
+            .iter()
+            .filter_map(|m| {
+                let from = m.state().filter(|s| s.is_open())?;
+                let mv = Move {
+                    actor: actor.into(),
+                    reason: reason.into(),
+                    before: m.target_row.clone(),
+                    after: m.target_row.clone(),
+                    ..Move::default()
+                };
+                Some((m.id, from, MismatchState::Ignored, mv))
+            })
+            .collect();
+        let moved = self.compare.control.move_mismatches(&open).await?;
+        let moved: std::collections::HashSet<i64> = open
+            .iter()
+            .zip(moved)
+            .filter(|(_, ok)| *ok)
+            .map(|((id, ..), _)| *id)
+            .collect();
+        let out = records
+            .iter()
+            .map(|m| (m.id, moved.contains(&m.id)))
+            .collect();
         Ok(out)
     }
 
@@ -108,6 +115,12 @@ impl Recovery {
             .control
             .set_setting(CIRCUIT, CLOSED, reason, actor)
             .await?;
+        if changed {
+            self.compare
+                .control
+                .audit(Subject::Circuit, 0, actor, CLOSED, reason)
+                .await?;
+        }
         crate::metrics::CIRCUIT_OPEN.set(0);
         Ok(changed)
     }

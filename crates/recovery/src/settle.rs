@@ -140,11 +140,17 @@ impl Recovery {
         }
         // Pages of one table hold different rows (a record's key is open once), so they
         // are settled side by side; each keeps its own guarded transaction.
-        let settled: Vec<_> = stream::iter(pages)
+        // The futures are made before they become a stream: a stream mapping with a
+        // closure makes the whole future's `Send` unprovable to rustc (a known limit with
+        // higher-ranked lifetimes), and the console runs this in spawned tasks.
+        let pages: Vec<_> = pages
+            .into_iter()
             .map(|(table, asks)| async move {
                 let ids: Vec<i64> = asks.iter().map(|(m, _)| m.id).collect();
                 (ids, self.settle_page(&table, asks, mode, actor).await)
             })
+            .collect();
+        let settled: Vec<_> = stream::iter(pages)
             .buffer_unordered(PAGES_AT_ONCE)
             .collect()
             .await;

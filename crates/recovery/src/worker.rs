@@ -22,6 +22,15 @@ pub const CIRCUIT: &str = "circuit";
 pub const OPEN: &str = "open";
 pub const CLOSED: &str = "closed";
 
+/// How often the worker says it is alive (`role_heartbeats`).
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
+
+/// The worker's name in its heartbeat: the host (a pod's name) and the process.
+fn heartbeat_name() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
+    format!("{host}:{}", std::process::id())
+}
+
 /// Records looked at per pass, at most.
 const PASS: i64 = 1000;
 
@@ -35,7 +44,16 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), Recovery
     tracing::info!(grace = ?recovery.grace(), "recovery worker running");
     let limit = config.recovery.max_auto_repairs_per_minute as usize;
     let mut repairs: VecDeque<Instant> = VecDeque::new();
+    let name = heartbeat_name();
+    let mut last_beat: Option<Instant> = None;
     loop {
+        // The console's overview shows when the worker last went round.
+        if last_beat.is_none_or(|at| at.elapsed() >= HEARTBEAT_EVERY) {
+            match control.beat("recovery", &name, "worker pass").await {
+                Ok(()) => last_beat = Some(Instant::now()),
+                Err(e) => tracing::warn!(error = %e, "recovery heartbeat not stored"),
+            }
+        }
         if let Err(e) = pass(&recovery, limit, &mut repairs).await {
             if !e.is_transient() {
                 return Err(e);

@@ -8,6 +8,7 @@
 
 pub mod checkpoint;
 pub mod error;
+pub mod heartbeat;
 pub mod offsets;
 pub mod progress;
 pub mod repair;

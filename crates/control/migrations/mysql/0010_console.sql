@@ -1,0 +1,45 @@
+-- The web console (docs/CONSOLE.md). Sessions live here so that console replicas behind
+-- one Service share them; only a digest of each session's token is kept.
+CREATE TABLE console_sessions (
+    token_hash CHAR(64)     NOT NULL PRIMARY KEY,
+    user_name  VARCHAR(191) NOT NULL,
+    role       VARCHAR(16)  NOT NULL,
+    csrf       CHAR(64)     NOT NULL,
+    created_ms BIGINT       NOT NULL,
+    seen_ms    BIGINT       NOT NULL,
+    KEY console_sessions_seen (seen_ms)
+) DEFAULT CHARSET = utf8mb4;
+
+-- Bulk actions over a selection or a filter: their progress, so a large one can be watched
+-- (and survives a page reload). Each record's move is in recovery_history, and the bulk
+-- action itself is one more history row (subject 'bulk', subject_id = id).
+CREATE TABLE console_bulk_jobs (
+    id          BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+    actor       VARCHAR(191) NOT NULL,
+    action      VARCHAR(16)  NOT NULL,
+    selection   TEXT         NOT NULL,
+    reason      TEXT         NOT NULL,
+    total       BIGINT       NOT NULL,
+    done        BIGINT       NOT NULL DEFAULT 0,
+    succeeded   BIGINT       NOT NULL DEFAULT 0,
+    failed      BIGINT       NOT NULL DEFAULT 0,
+    state       VARCHAR(16)  NOT NULL,
+    error       TEXT         NULL,
+    started_ms  BIGINT       NOT NULL,
+    updated_ms  BIGINT       NOT NULL
+) DEFAULT CHARSET = utf8mb4;
+
+-- The console's list: keyset pages of one state, newest first, and the audit log's filters.
+CREATE INDEX mismatches_state_id ON mismatches (state, id);
+CREATE INDEX recovery_history_at ON recovery_history (at_ms, id);
+CREATE INDEX recovery_history_actor ON recovery_history (actor, id);
+
+-- Roles that keep nothing else in the control store say here that they are alive (the
+-- recovery worker, the console); the others' positions carry their own times.
+CREATE TABLE role_heartbeats (
+    role   VARCHAR(32)  NOT NULL,
+    name   VARCHAR(191) NOT NULL,
+    at_ms  BIGINT       NOT NULL,
+    detail TEXT         NOT NULL,
+    PRIMARY KEY (role, name)
+) DEFAULT CHARSET = utf8mb4;

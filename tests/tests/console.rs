@@ -1,0 +1,631 @@
+//! The console's handlers, driven in-process over its router against real servers, a real
+//! control store and (where rows are repaired) a real `concord run` replicating beside it:
+//! logins, sessions and roles, CSRF and origin checks, every page, the actions through the
+//! recovery engine, bulk actions, keyset pages and escaping of hostile keys.
+
+use axum::http::StatusCode;
+use concord_change::{Position, TableName, Value};
+use concord_control::{ColumnDiff, ControlStore, Detector, Mismatch, MismatchKind};
+use concord_e2e::console::{free_port, password, router, users_section, Client};
+use concord_e2e::{wait_for, Concord, ConcordConfig, TestDb};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+async fn store(config: &ConcordConfig) -> ControlStore {
+    let url = format!("sqlite://{}", config.control_db().display());
+    ControlStore::connect(&url, &url).await.unwrap()
+}
+
+/// A record of a difference in `table` with key `key`, made up (no row behind it).
+fn made_up(table: &TableName, key: Value) -> Mismatch {
+    Mismatch {
+        table: table.clone(),
+        key: vec![("id".into(), key.clone())],
+        kind: MismatchKind::ColumnsDiffer,
+        columns: vec![ColumnDiff {
+            column: "v".into(),
+            source: Value::Text("source's".into()),
+            target: Value::Text("target's".into()),
+        }],
+        position: Position::new("mysql-bin.000001", 4),
+        detected_by: Detector::Verifier,
+        expected: None,
+        source_row: Some(vec![
+            ("id".into(), key.clone()),
+            ("v".into(), Value::Text("source's".into())),
+        ]),
+        target_row: Some(vec![
+            ("id".into(), key),
+            ("v".into(), Value::Text("target's".into())),
+        ]),
+    }
+}
+
+/// A config for `db` with the console on a free port; `more` goes into `[console]`.
+fn console_config(db: &TestDb, more: &str, extra: &str) -> ConcordConfig {
+    let mut config = ConcordConfig::new(db);
+    config.extra = format!("{extra}\n{}", users_section(free_port(), more));
+    config
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn logins_sessions_and_roles() {
+    let db = TestDb::new("console_login").await;
+    let config = console_config(&db, "login_attempts = 3", "");
+    let app = router(&config.toml()).await;
+    let mut c = Client::new(app.clone());
+
+    let a = c.get("/mismatches?state=detected").await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER);
+    assert_eq!(a.location(), "/login?next=%2Fmismatches%3Fstate%3Ddetected");
+    let a = c.post("/mismatches/1/repair", &[]).await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED, "no session, no action");
+
+    let a = c.login("olga", "not it").await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    assert!(a.body.contains("wrong name or password"));
+    let a = c.login("nobody", "x").await;
+    assert_eq!(
+        a.status,
+        StatusCode::UNAUTHORIZED,
+        "an unknown name reads the same"
+    );
+    c.login("olga", "again not").await;
+    c.login("olga", "still not").await;
+    let a = c.login("olga", password("olga")).await;
+    assert_eq!(
+        a.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "three failures hold even the right password back: {}",
+        a.body
+    );
+    let mut other = Client::new(app.clone());
+    other.peer = "127.0.0.2:40000".parse().unwrap();
+    let a = other.login("olga", password("olga")).await;
+    assert_eq!(
+        a.status,
+        StatusCode::SEE_OTHER,
+        "another address may log in"
+    );
+    let set = a
+        .headers
+        .get("set-cookie")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    for flag in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(set.contains(flag), "{flag} in {set}");
+    }
+    assert!(!set.contains("Secure"), "not behind TLS: {set}");
+    let a = other.get("/").await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert!(a.body.contains("olga") && a.body.contains("operator"));
+
+    // A viewer reads every page and changes nothing.
+    let mut v = Client::new(app.clone());
+    v.peer = "127.0.0.3:40000".parse().unwrap();
+    assert_eq!(
+        v.login("vic", password("vic")).await.status,
+        StatusCode::SEE_OTHER
+    );
+    for page in [
+        "/",
+        "/mismatches",
+        "/failed",
+        "/batch",
+        "/checksums",
+        "/audit",
+    ] {
+        assert_eq!(v.get(page).await.status, StatusCode::OK, "{page}");
+    }
+    for action in [
+        "/mismatches/1/repair",
+        "/mismatches/1/recheck",
+        "/failed/1/retry",
+        "/checksums",
+    ] {
+        let a = v.post(action, &[("reason", "r"), ("table", "x.y")]).await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN, "{action}: {}", a.body);
+        assert!(a.body.contains("vic is a viewer"), "{}", a.body);
+    }
+    let a = v
+        .post(
+            "/mismatches/bulk",
+            &[("do", "ignore:filter"), ("reason", "r")],
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    // Operators may not close the circuit; admins may.
+    let a = other.post("/circuit/close", &[("reason", "looked")]).await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    assert!(a.body.contains("needs the admin role"), "{}", a.body);
+    let mut admin = Client::new(app.clone());
+    admin.peer = "127.0.0.4:40000".parse().unwrap();
+    admin.login("ada", password("ada")).await;
+    let a = admin
+        .post("/circuit/close", &[("reason", "looked at it")])
+        .await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+    let audit = admin.get("/audit?subject=circuit").await;
+    assert!(
+        audit.body.contains("looked at it") || audit.body.contains("No"),
+        "{}",
+        audit.body
+    );
+
+    // Logging out ends the session on the server, not only in the browser.
+    let cookie = other.cookie.clone();
+    let a = other.post("/logout", &[]).await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER);
+    assert_eq!(other.cookie, None);
+    other.cookie = cookie;
+    assert_eq!(
+        other.get("/").await.status,
+        StatusCode::SEE_OTHER,
+        "the old cookie is dead"
+    );
+
+    // A session unused past the idle timeout ends.
+    let store = store(&config).await;
+    sqlx::query("UPDATE console_sessions SET seen_ms = seen_ms - 3600000")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        admin.get("/").await.status,
+        StatusCode::SEE_OTHER,
+        "idle for an hour"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn state_changing_requests_need_the_token_and_this_origin() {
+    let db = TestDb::new("console_csrf").await;
+    let config = console_config(&db, "", "");
+    let store = store(&config).await;
+    let table = TableName::new(db.name.clone(), "t");
+    store
+        .record_mismatch(&made_up(&table, Value::Int(1)))
+        .await
+        .unwrap();
+    let id = store.mismatches(None, 1).await.unwrap()[0].id;
+    let mut c = Client::new(router(&config.toml()).await);
+    c.login("olga", password("olga")).await;
+    let token = c.csrf.clone().expect("a page carries the token");
+    let path = format!("/mismatches/{id}/ignore");
+    let same = [
+        ("origin", "http://console.test"),
+        ("sec-fetch-site", "same-origin"),
+    ];
+    let reason = ("reason".to_string(), "known".to_string());
+
+    let a = c
+        .post_raw(&path, std::slice::from_ref(&reason), &same)
+        .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    assert!(a.body.contains("no CSRF token"), "{}", a.body);
+    let wrong = [reason.clone(), ("csrf".into(), "0".repeat(64))];
+    let a = c.post_raw(&path, &wrong, &same).await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    assert!(a.body.contains("not this session"), "{}", a.body);
+    let good = [reason.clone(), ("csrf".into(), token.clone())];
+    let a = c
+        .post_raw(&path, &good, &[("origin", "https://evil.example")])
+        .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    assert!(
+        a.body.contains("Origin: https://evil.example"),
+        "{}",
+        a.body
+    );
+    let a = c
+        .post_raw(&path, &good, &[("sec-fetch-site", "cross-site")])
+        .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    assert!(a.body.contains("Sec-Fetch-Site: cross-site"), "{}", a.body);
+    let open = store.mismatch(id).await.unwrap().unwrap();
+    assert_eq!(open.state, "detected", "nothing refused changed anything");
+
+    let a = c.post_raw(&path, &good, &same).await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+    assert_eq!(a.location(), format!("/mismatches/{id}?outcome=ignored"));
+    let m = store.mismatch(id).await.unwrap().unwrap();
+    assert_eq!(m.state, "ignored");
+    let h = store
+        .history(concord_control::Subject::Mismatch, id)
+        .await
+        .unwrap();
+    assert_eq!(
+        (h[0].actor.as_str(), h[0].reason.as_str()),
+        ("olga", "known")
+    );
+    // A login form posted from elsewhere is refused too.
+    let mut fresh = Client::new(c.app.clone());
+    let a = fresh
+        .post_raw(
+            "/login",
+            &[
+                ("name".into(), "olga".into()),
+                ("password".into(), password("olga").into()),
+            ],
+            &[("origin", "https://evil.example")],
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_keys_render_as_text_and_pages_follow_their_keyset() {
+    let db = TestDb::new("console_escape").await;
+    let config = console_config(&db, "", "");
+    let store = store(&config).await;
+    let table = TableName::new(db.name.clone(), "t");
+    let hostile = "<script>alert('x')</script>\"><img src=x>";
+    store
+        .record_mismatch(&made_up(&table, Value::Text(hostile.into())))
+        .await
+        .unwrap();
+    store
+        .record_mismatch(&made_up(&table, Value::Bytes(vec![0xff, 0x00, b'<'])))
+        .await
+        .unwrap();
+    let all: Vec<Mismatch> = (0..118).map(|i| made_up(&table, Value::Int(i))).collect();
+    store.record_mismatches(&all).await.unwrap();
+    let mut c = Client::new(router(&config.toml()).await);
+    c.login("vic", password("vic")).await;
+
+    let list = c.get("/mismatches").await;
+    assert_eq!(list.status, StatusCode::OK);
+    assert!(
+        !list.body.contains("<script>alert"),
+        "a key is never markup"
+    );
+    assert!(!list.body.contains("<img src=x>"));
+    assert!(list.body.contains("&lt;script&gt;"), "it is shown as text");
+    assert!(
+        list.body.contains("0xFF003C"),
+        "bytes that are not text are hex"
+    );
+    let newest = store.mismatches(None, 200).await.unwrap();
+    let hostile_id = newest
+        .iter()
+        .find(|m| m.key[0].1 == Value::Text(hostile.into()))
+        .unwrap()
+        .id;
+    let detail = c.get(&format!("/mismatches/{hostile_id}")).await;
+    assert_eq!(detail.status, StatusCode::OK);
+    assert!(!detail.body.contains("<script>alert") && !detail.body.contains("<img src=x>"));
+    assert!(
+        detail.body.contains("as recorded"),
+        "no such table: the recorded rows are shown"
+    );
+    let search = c
+        .get(&format!("/mismatches?key={}", urlencode("<script>")))
+        .await;
+    assert!(search.body.contains(&format!("/mismatches/{hostile_id}")));
+
+    // Keyset pages: every record once, in order, 50 at a time.
+    let mut seen = Vec::new();
+    let mut next = Some(format!("/mismatches?table={}.t&limit=50", db.name));
+    while let Some(path) = next {
+        let page = c.get(&path.replace("&amp;", "&")).await;
+        assert_eq!(page.status, StatusCode::OK, "{path}");
+        seen.extend(ids_in(&page.body));
+        next = link(&page.body, "id=\"next\" href=\"");
+    }
+    let mut expected: Vec<i64> = newest.iter().map(|m| m.id).collect();
+    expected.sort_by(|a, b| b.cmp(a));
+    assert_eq!(seen, expected, "120 records over three pages, none twice");
+    let oldest = c
+        .get(&format!(
+            "/mismatches?table={}.t&sort=oldest&limit=5",
+            db.name
+        ))
+        .await;
+    let first: Vec<i64> = ids_in(&oldest.body);
+    assert_eq!(
+        first,
+        expected.iter().rev().take(5).copied().collect::<Vec<_>>()
+    );
+    let bad = c.get("/mismatches?state=exploded").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.body.contains("exploded"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bulk_ignore_over_a_filter_audits_every_row_and_the_action() {
+    let db = TestDb::new("console_bulk").await;
+    let config = console_config(&db, "", "");
+    let store = store(&config).await;
+    let (t, u) = (
+        TableName::new(db.name.clone(), "t"),
+        TableName::new(db.name.clone(), "u"),
+    );
+    let rows: Vec<Mismatch> = (0..60)
+        .map(|i| made_up(if i < 50 { &t } else { &u }, Value::Int(i)))
+        .collect();
+    store.record_mismatches(&rows).await.unwrap();
+    let mut c = Client::new(router(&config.toml()).await);
+    c.login("olga", password("olga")).await;
+    let filter = format!("{}.t", db.name);
+    let confirm = c
+        .post(
+            "/mismatches/bulk",
+            &[
+                ("do", "ignore:filter"),
+                ("table", &filter),
+                ("state", "detected"),
+            ],
+        )
+        .await;
+    assert_eq!(confirm.status, StatusCode::OK, "{}", confirm.body);
+    assert!(
+        confirm.body.contains("Ignore 50 open records?"),
+        "{}",
+        confirm.body
+    );
+    assert!(confirm.body.contains(&filter));
+    assert_eq!(
+        store.count_mismatches(&Default::default()).await.unwrap(),
+        vec![("detected".to_string(), 60)],
+        "the confirmation changes nothing"
+    );
+    let started = c
+        .post(
+            "/mismatches/bulk",
+            &[
+                ("action", "ignore"),
+                ("scope", "filter"),
+                ("table", &filter),
+                ("state", "detected"),
+                ("confirm", "yes"),
+                ("reason", "test data, dropped"),
+            ],
+        )
+        .await;
+    assert_eq!(started.status, StatusCode::SEE_OTHER, "{}", started.body);
+    let job = started.location();
+    assert!(job.starts_with("/bulk/"), "{job}");
+    wait_for("the bulk job to finish", WAIT, || {
+        let mut c = Client {
+            app: c.app.clone(),
+            peer: c.peer,
+            cookie: c.cookie.clone(),
+            csrf: None,
+            headers: vec![],
+        };
+        let job = job.clone();
+        async move {
+            let p = c.get(&job).await;
+            p.body.contains(">finished<").then_some(())
+        }
+    })
+    .await;
+    let p = c.get(&job).await;
+    assert!(p.body.contains("id=\"succeeded\">50<"), "{}", p.body);
+    let counts = store.count_mismatches(&Default::default()).await.unwrap();
+    let mut counts = counts;
+    counts.sort();
+    assert_eq!(
+        counts,
+        vec![("detected".to_string(), 10), ("ignored".to_string(), 50)],
+        "only the filter's records"
+    );
+    let audit = store
+        .find_audit(
+            &concord_control::AuditFilter {
+                actor: Some("olga".into()),
+                ..Default::default()
+            },
+            1000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(audit.iter().filter(|a| a.subject == "mismatch").count(), 50);
+    let bulk: Vec<_> = audit.iter().filter(|a| a.subject == "bulk").collect();
+    assert_eq!(bulk.len(), 1, "one entry for the bulk action itself");
+    assert!(bulk[0].history.reason.contains("test data, dropped"));
+    let csv = c.get("/audit.csv?actor=olga").await;
+    assert_eq!(csv.status, StatusCode::OK);
+    assert_eq!(
+        csv.body.lines().count(),
+        1 + 51,
+        "a header and a line per entry"
+    );
+
+    // Selected records only, and an ignore needs its reason.
+    let some = store.mismatches(None, 3).await.unwrap();
+    let ids: Vec<String> = some.iter().map(|m| m.id.to_string()).collect();
+    let mut pairs = vec![
+        ("action", "ignore"),
+        ("scope", "selected"),
+        ("confirm", "yes"),
+    ];
+    for id in &ids {
+        pairs.push(("id", id));
+    }
+    let again = c.post("/mismatches/bulk", &pairs).await;
+    assert_eq!(
+        again.status,
+        StatusCode::OK,
+        "without a reason it asks again"
+    );
+    assert!(
+        again.body.contains("Ignore 3 open records?"),
+        "{}",
+        again.body
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_repair_from_the_console_fixes_the_target_row() {
+    let db = TestDb::new("console_repair").await;
+    db.both("CREATE TABLE `{db}`.t (id INT PRIMARY KEY, v VARCHAR(200) NOT NULL)")
+        .await;
+    let config = console_config(
+        &db,
+        "",
+        "[verifier]\ndelay = \"1s\"\n\n[recovery]\ngrace = \"1s\"\nauto_repair = false\nevery = \"200ms\"\n",
+    );
+    // The same rows on both sides, as a copy made before concord started would be.
+    db.both("INSERT INTO `{db}`.t VALUES (1, 'right'), (2, 'also right')")
+        .await;
+    let concord = Concord::start(&config).await;
+    db.target("UPDATE `{db}`.t SET v = 'wrong' WHERE id = 1")
+        .await;
+    let mut c = Client::new(router(&config.toml()).await);
+    c.login("olga", password("olga")).await;
+    // The checksum started from the console finds the difference.
+    let table = format!("{}.t", db.name);
+    let a = c.post("/checksums", &[("table", &table)]).await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+    let store = store(&config).await;
+    let record = wait_for("a record waiting for a person", WAIT, || {
+        let store = store.clone();
+        async move {
+            let m = store.mismatches(None, 10).await.ok()?;
+            m.into_iter().find(|m| m.state == "needs_manual")
+        }
+    })
+    .await;
+    let detail = c.get(&format!("/mismatches/{}", record.id)).await;
+    assert_eq!(detail.status, StatusCode::OK);
+    assert!(detail.body.contains("Rows (now)"), "{}", detail.body);
+    assert!(detail.body.contains(">right<") && detail.body.contains(">wrong<"));
+    assert!(
+        detail.body.contains("class=\"differs\""),
+        "the differing column is marked"
+    );
+    assert!(
+        detail.body.contains("UPDATE") || detail.body.contains("INSERT"),
+        "the plan: {}",
+        detail.body
+    );
+    for page in [
+        "/",
+        "/failed",
+        "/batch",
+        "/checksums",
+        "/audit",
+        "/audit.csv",
+    ] {
+        assert_eq!(c.get(page).await.status, StatusCode::OK, "{page}");
+    }
+    let a = c
+        .post(&format!("/mismatches/{}/repair", record.id), &[])
+        .await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+    assert_eq!(
+        a.location(),
+        format!("/mismatches/{}?outcome=repaired", record.id)
+    );
+    db.assert_same("t", "id, v").await;
+    let m = store.mismatch(record.id).await.unwrap().unwrap();
+    assert_eq!(m.state, "repaired");
+    let shown = c.get(&a.location()).await;
+    assert!(
+        shown.body.contains("Repaired: the source"),
+        "{}",
+        shown.body
+    );
+    assert!(
+        shown.body.contains("<td>olga</td>"),
+        "the history names the operator"
+    );
+    let runs = c.get("/checksums").await;
+    assert!(
+        runs.body.contains(&table),
+        "the run is listed: {}",
+        runs.body
+    );
+    let audit = c.get("/audit?actor=olga").await;
+    assert!(audit.body.contains("checksum") && audit.body.contains(&format!("table {table}")));
+    drop(concord);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn behind_a_proxy_the_header_names_the_user_only_from_the_proxy() {
+    let db = TestDb::new("console_header").await;
+    let mut config = ConcordConfig::new(&db);
+    config.extra = format!(
+        "\n[console]\nlisten = \"127.0.0.1:{}\"\nauth = \"header\"\n\n[console.header]\n\
+         trusted_proxies = [\"127.0.0.1\"]\ngroups_header = \"X-Forwarded-Groups\"\n\n\
+         [console.header.roles]\nops = \"operator\"\nsre = \"admin\"\nbob = \"viewer\"\n",
+        free_port()
+    );
+    let app = router(&config.toml()).await;
+    let mut c = Client::new(app.clone());
+    c.peer = "10.9.9.9:5000".parse().unwrap();
+    c.headers = vec![
+        ("x-forwarded-user".into(), "mallory".into()),
+        ("x-forwarded-groups".into(), "sre".into()),
+    ];
+    let a = c.get("/").await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN, "not from the proxy");
+    assert!(a.body.contains("10.9.9.9"));
+
+    let mut c = Client::new(app.clone());
+    let a = c.get("/").await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED, "the proxy named nobody");
+    c.headers = vec![("x-forwarded-user".into(), "eve".into())];
+    assert_eq!(
+        c.get("/").await.status,
+        StatusCode::FORBIDDEN,
+        "eve has no role"
+    );
+    c.headers = vec![
+        ("x-forwarded-user".into(), "bob".into()),
+        ("x-forwarded-groups".into(), "ops, other".into()),
+    ];
+    let a = c.get("/").await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert!(
+        a.body.contains("operator"),
+        "the group's role is higher than the user's"
+    );
+    let a = c.post("/circuit/close", &[("reason", "r")]).await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    c.headers = vec![
+        ("x-forwarded-user".into(), "carol".into()),
+        ("x-forwarded-groups".into(), "sre".into()),
+    ];
+    c.get("/").await;
+    let a = c.post("/circuit/close", &[("reason", "r")]).await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+    let a = c
+        .post_raw("/circuit/close", &[("reason".into(), "r".into())], &[])
+        .await;
+    assert_eq!(
+        a.status,
+        StatusCode::FORBIDDEN,
+        "the token is needed here too"
+    );
+}
+
+fn urlencode(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// The record ids a list page links to, in its order.
+fn ids_in(body: &str) -> Vec<i64> {
+    let mut out = Vec::new();
+    for row in body.split("<tr class=").skip(1) {
+        if let Some(at) = row.find("<td><a href=\"/mismatches/") {
+            let rest = &row[at + "<td><a href=\"/mismatches/".len()..];
+            if let Some(end) = rest.find('"') {
+                if let Ok(id) = rest[..end].parse() {
+                    out.push(id);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn link(body: &str, marker: &str) -> Option<String> {
+    let at = body.find(marker)? + marker.len();
+    let end = body[at..].find('"')?;
+    Some(body[at..at + end].to_owned())
+}
