@@ -148,11 +148,17 @@ impl ControlStore {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        let id = inserted.last_insert_id().ok_or_else(|| {
-            ControlError::Query(sqlx::Error::Protocol(
-                "the control store did not say which id the bulk job got".into(),
-            ))
-        })?;
+        // The id this connection inserted (sqlx's `Any` does not carry it for SQLite).
+        let id: i64 = match inserted.last_insert_id() {
+            Some(id) => id,
+            None => {
+                let sql = match self.backend {
+                    crate::Backend::Sqlite => "SELECT last_insert_rowid()",
+                    crate::Backend::MySql => "SELECT CAST(LAST_INSERT_ID() AS SIGNED)",
+                };
+                sqlx::query_scalar(sql).fetch_one(&mut *tx).await?
+            }
+        };
         let why = format!("{action} of {total} records: {selection}; {reason}");
         audit_in(&mut tx, Subject::Bulk, id, actor, action, &why).await?;
         tx.commit().await?;
