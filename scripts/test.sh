@@ -5,6 +5,21 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/concord-target}"
 
+# What only the tests use, from Debian: pt-online-schema-change for the online schema
+# change tests, Chromium and chromedriver for the console's browser test (its WebDriver
+# client builds against OpenSSL).
+need=()
+command -v pt-online-schema-change >/dev/null 2>&1 || need+=(percona-toolkit)
+[ -x /usr/bin/chromium ] || need+=(chromium)
+[ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
+command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+[ -f /usr/include/openssl/ssl.h ] || need+=(libssl-dev)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "test: installing ${need[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
 scripts/services.sh start
 cargo build -p concord
 if cargo nextest --version >/dev/null 2>&1; then

@@ -635,3 +635,122 @@ fn link(body: &str, marker: &str) -> Option<String> {
     let end = body[at..].find('"')?;
     Some(body[at..at + end].to_owned())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn batch_jobs_start_and_cancel_from_the_console() {
+    let db = TestDb::new("console_batch").await;
+    db.both("CREATE TABLE `{db}`.t (id INT PRIMARY KEY, v VARCHAR(200) NOT NULL)")
+        .await;
+    let rows: Vec<String> = (1..=200).map(|i| format!("({i}, 'row {i}')")).collect();
+    db.both(&format!(
+        "INSERT INTO `{{db}}`.t VALUES {}",
+        rows.join(", ")
+    ))
+    .await;
+    let config = console_config(&db, "", "[checksum]\nchunk_time = \"20ms\"\n");
+    let concord = Concord::start(&config).await;
+    db.target("UPDATE `{db}`.t SET v = 'wrong' WHERE id IN (5, 50, 150)")
+        .await;
+    let mut c = Client::new(router(&config.toml()).await);
+    c.login("olga", password("olga")).await;
+    let table = format!("{}.t", db.name);
+
+    let bad = c
+        .post("/batch", &[("table", &table), ("pk_from", "x")])
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.body.contains("not a whole number"), "{}", bad.body);
+    let both = c
+        .post(
+            "/batch",
+            &[("table", &table), ("pk_from", "1"), ("since", "1h")],
+        )
+        .await;
+    assert_eq!(both.status, StatusCode::BAD_REQUEST);
+
+    // A dry run finds the rows and writes nothing; the real job repairs exactly them.
+    let a = c
+        .post(
+            "/batch",
+            &[
+                ("table", &table),
+                ("pk_from", "1"),
+                ("pk_to", "100"),
+                ("dry_run", "1"),
+            ],
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+    let store = store(&config).await;
+    let done = |dry: bool| {
+        let store = store.clone();
+        async move {
+            let jobs = store.batch_jobs(10).await.ok()?;
+            jobs.into_iter()
+                .find(|j| j.dry_run == dry && j.state == "done")
+        }
+    };
+    let dry = wait_for("the dry run to finish", WAIT, || done(true)).await;
+    assert_eq!((dry.checked, dry.differing, dry.repaired), (100, 2, 0));
+    assert_eq!(db.count(true, "t").await, 200, "the dry run wrote nothing");
+    let a = c
+        .post(
+            "/batch",
+            &[("table", &table), ("pk_from", "1"), ("pk_to", "100")],
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+    let job = wait_for("the job to finish", WAIT, || done(false)).await;
+    assert_eq!(
+        (job.differing, job.repaired, job.actor.as_str()),
+        (2, 2, "olga")
+    );
+    let page = c.get("/batch").await;
+    assert!(page.body.contains("keys 1 to 100"), "{}", page.body);
+    let wrong = {
+        use mysql_async::prelude::Queryable;
+        let mut conn = db.servers.target_conn().await;
+        conn.query::<i64, _>(format!("SELECT id FROM `{}`.t WHERE v = 'wrong'", db.name))
+            .await
+            .unwrap()
+    };
+    assert_eq!(
+        wrong,
+        vec![150],
+        "the range's rows repaired, the one outside left"
+    );
+
+    // A job another process runs is cancelled by its mark; a finished one cannot be.
+    let (other, _) = store
+        .start_batch(&concord_control::BatchRequest {
+            table: TableName::new(db.name.clone(), "t"),
+            pk_from: Some("101".into()),
+            pk_to: None,
+            since_text: None,
+            until_text: None,
+            window: None,
+            dry_run: false,
+            actor: "cli".into(),
+        })
+        .await
+        .unwrap();
+    let a = c.post(&format!("/batch/{}/cancel", other.id), &[]).await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+    let cancelled = store.batch_job(other.id).await.unwrap().unwrap();
+    assert_eq!(cancelled.state, "cancelled");
+    store.save_batch(&other, "done", None).await.unwrap();
+    assert_eq!(
+        store.batch_job(other.id).await.unwrap().unwrap().state,
+        "cancelled",
+        "the job's process cannot overwrite the cancel"
+    );
+    let again = c.post(&format!("/batch/{}/cancel", job.id), &[]).await;
+    assert_eq!(again.status, StatusCode::BAD_REQUEST);
+    let audit = c.get("/audit?subject=batch_job").await;
+    assert!(
+        audit.body.contains("cancel") && audit.body.contains("start"),
+        "{}",
+        audit.body
+    );
+    drop(concord);
+}

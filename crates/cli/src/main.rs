@@ -23,7 +23,6 @@ mod batch;
 mod failed;
 mod records;
 mod supervise;
-mod window;
 
 #[derive(Parser)]
 #[command(

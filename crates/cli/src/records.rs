@@ -122,18 +122,7 @@ pub async fn filter(
     Ok(Ok(f))
 }
 
-/// A time given on the command line, in milliseconds since the epoch: RFC 3339 (or
-/// `2026-12-03 10:00:00`, UTC), or a duration ago (`2h`).
-pub fn parse_time(s: &str) -> Option<i64> {
-    let now = std::time::SystemTime::now();
-    let at = match humantime::parse_duration(s) {
-        Ok(d) => now.checked_sub(d)?,
-        Err(_) => humantime::parse_rfc3339_weak(s).ok()?,
-    };
-    at.duration_since(std::time::UNIX_EPOCH)
-        .ok()
-        .map(|d| d.as_millis() as i64)
-}
+pub use concord_recovery::batch::parse_time;
 
 pub async fn list(
     store: &ControlStore,

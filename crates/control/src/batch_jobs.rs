@@ -114,6 +114,36 @@ impl ControlStore {
         Ok((job(&row)?, false))
     }
 
+    /// Marks a running job cancelled (its process stops at its next page); returns whether
+    /// it was running. A cancelled job keeps its counts and is never resumed.
+    pub async fn cancel_batch(&self, id: i64, actor: &str) -> Result<bool, ControlError> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE batch_jobs SET state = 'cancelled', error = ?, updated_ms = ? \
+             WHERE id = ? AND state = ?",
+        )
+        .bind(format!("cancelled by {actor}"))
+        .bind(now_ms())
+        .bind(id)
+        .bind(RUNNING)
+        .execute(&mut *tx)
+        .await?;
+        let cancelled = done.rows_affected() == 1;
+        if cancelled {
+            crate::console::audit_in(
+                &mut tx,
+                crate::Subject::BatchJob,
+                id,
+                actor,
+                "cancel",
+                "cancelled from the console",
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(cancelled)
+    }
+
     /// Saves the job's counts; `state` other than running ends it (`done`, `failed`,
     /// `cancelled`), with `error` saying why when it failed.
     pub async fn save_batch(
@@ -124,7 +154,8 @@ impl ControlStore {
     ) -> Result<(), ControlError> {
         sqlx::query(
             "UPDATE batch_jobs SET state = ?, checked = ?, differing = ?, repaired = ?, \
-             superseded = ?, failed = ?, error = ?, updated_ms = ? WHERE id = ?",
+             superseded = ?, failed = ?, error = ?, updated_ms = ? WHERE id = ? \
+             AND state <> 'cancelled'",
         )
         .bind(state)
         .bind(job.checked)

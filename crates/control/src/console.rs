@@ -284,7 +284,7 @@ impl ControlStore {
     }
 }
 
-async fn audit_in(
+pub(crate) async fn audit_in(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     subject: Subject,
     id: i64,

@@ -103,7 +103,11 @@ pub fn router(state: AppState) -> Router {
         .route("/failed", get(pages::failed::list))
         .route("/failed/{id}", get(pages::failed::detail))
         .route("/failed/{id}/{action}", post(pages::failed::act))
-        .route("/batch", get(pages::jobs::batch_jobs))
+        .route(
+            "/batch",
+            get(pages::jobs::batch_jobs).post(pages::jobs::start_batch),
+        )
+        .route("/batch/{id}/cancel", post(pages::jobs::cancel_batch))
         .route(
             "/checksums",
             get(pages::jobs::checksums).post(pages::jobs::start_checksum),

@@ -15,6 +15,7 @@
 //!   before and after and the SQL that ran.
 
 pub mod actions;
+pub mod batch;
 pub mod failed;
 pub mod lag;
 mod look;

@@ -1,4 +1,6 @@
-//! Jobs: batch recovery jobs with their summaries, and checksum runs — the runs of
+//! Jobs: batch recovery jobs — started here (a key range or a time window, maybe a dry
+//! run) or by `concord recovery batch` — with their progress, summaries and a cancel
+//! button; and checksum runs — the runs of
 //! `concord checksum`, and runs started here (one table or every replicated table), which
 //! the console runs in the background with the process's config.
 
@@ -8,14 +10,15 @@ use crate::error::PageError;
 use crate::view::{ago, at, error_chain, Nav};
 use crate::AppState;
 use askama::Template;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Form};
 use concord_checksum::Selection;
 use concord_config::ConsoleRole;
 use concord_control::{BatchJobRow, ChecksumRunRow, Subject};
+use concord_recovery::batch::{self, BatchError, BatchSpec, Quiet};
 use serde::Deserialize;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{LazyLock, Mutex};
 
 pub struct BatchLine {
@@ -30,6 +33,156 @@ pub struct BatchLine {
 struct BatchPage {
     nav: Nav,
     jobs: Vec<BatchLine>,
+    can_act: bool,
+}
+
+/// Jobs this process runs, by id: stopping one aborts its task at once (a job run by
+/// another process stops at its next page of repairs, when it sees the mark).
+static BATCHES: LazyLock<Mutex<HashMap<i64, tokio::task::AbortHandle>>> =
+    LazyLock::new(Default::default);
+
+fn batches() -> std::sync::MutexGuard<'static, HashMap<i64, tokio::task::AbortHandle>> {
+    BATCHES.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[derive(Deserialize)]
+pub struct BatchForm {
+    #[serde(default)]
+    table: String,
+    #[serde(default)]
+    pk_from: Option<String>,
+    #[serde(default)]
+    pk_to: Option<String>,
+    #[serde(default)]
+    since: Option<String>,
+    #[serde(default)]
+    until: Option<String>,
+    #[serde(default)]
+    dry_run: Option<String>,
+}
+
+/// Starts a batch recovery job (a key range, or the rows a time window changed), which
+/// this console runs in the background; its progress is on the jobs page.
+pub async fn start_batch(
+    State(state): State<AppState>,
+    Extension(user): Extension<User>,
+    Form(form): Form<BatchForm>,
+) -> Result<Response, PageError> {
+    user.require(ConsoleRole::Operator, "start a batch recovery job")?;
+    let table = parse_table("table", &form.table)?;
+    let spec = BatchSpec {
+        table,
+        pk_from: given(&form.pk_from).map(str::to_owned),
+        pk_to: given(&form.pk_to).map(str::to_owned),
+        since: given(&form.since).map(str::to_owned),
+        until: given(&form.until).map(str::to_owned),
+        dry_run: form.dry_run.is_some(),
+        actor: user.name.clone(),
+    };
+    if spec.since.is_some() && (spec.pk_from.is_some() || spec.pk_to.is_some()) {
+        return Err(PageError::BadRequest(
+            "give a key range or a time window, not both".into(),
+        ));
+    }
+    if spec.until.is_some() && spec.since.is_none() {
+        return Err(PageError::BadRequest(
+            "a window's end needs its start (since)".into(),
+        ));
+    }
+    let config = state.0.config.clone();
+    let started = match batch::start(&config, state.recovery(), &spec).await {
+        Ok(s) => s,
+        Err(BatchError::Refused(why)) => return Err(PageError::BadRequest(why)),
+        Err(e) => {
+            return Err(PageError::BadRequest(format!(
+                "the job could not start: {}",
+                error_chain(&e)
+            )))
+        }
+    };
+    let id = started.job().id;
+    if batches().contains_key(&id) {
+        return Err(PageError::BadRequest(format!(
+            "batch job {id} (the same request) is already running here"
+        )));
+    }
+    let covers = covers_of(&spec.since, &spec.until, &spec.pk_from, &spec.pk_to);
+    state
+        .store()
+        .audit(
+            Subject::BatchJob,
+            id,
+            &user.name,
+            "start",
+            &format!(
+                "{} {covers}{}",
+                spec.table,
+                if spec.dry_run { " (dry run)" } else { "" }
+            ),
+        )
+        .await?;
+    tracing::info!(user = %user.name, job = id, table = %spec.table, %covers, "batch recovery started from the console");
+    let run_state = state.clone();
+    let task = tokio::spawn(async move {
+        let recovery = run_state.recovery();
+        match started.run(&config, recovery, &spec, &mut Quiet).await {
+            Ok(done) => tracing::info!(
+                job = id,
+                checked = done.job.checked,
+                differing = done.job.differing,
+                repaired = done.job.repaired,
+                failed = done.job.failed,
+                "console batch job done"
+            ),
+            Err(e) => tracing::warn!(job = id, error = %error_chain(&e), "console batch job ended"),
+        }
+        batches().remove(&id);
+    });
+    batches().insert(id, task.abort_handle());
+    Ok(Redirect::to("/batch").into_response())
+}
+
+/// What a job covers, as a person reads it.
+fn covers_of(
+    since: &Option<String>,
+    until: &Option<String>,
+    pk_from: &Option<String>,
+    pk_to: &Option<String>,
+) -> String {
+    match (since, pk_from, pk_to) {
+        (Some(since), _, _) => format!(
+            "changed since {since}{}",
+            until
+                .as_ref()
+                .map(|u| format!(" until {u}"))
+                .unwrap_or_default()
+        ),
+        (None, None, None) => "the whole table".into(),
+        (None, from, to) => format!(
+            "keys {} to {}",
+            from.as_deref().unwrap_or("(first)"),
+            to.as_deref().unwrap_or("(last)")
+        ),
+    }
+}
+
+/// Cancels a running job: it writes nothing more (its counts so far stay).
+pub async fn cancel_batch(
+    State(state): State<AppState>,
+    Extension(user): Extension<User>,
+    Path(id): Path<i64>,
+) -> Result<Response, PageError> {
+    user.require(ConsoleRole::Operator, "cancel a batch recovery job")?;
+    if !state.store().cancel_batch(id, &user.name).await? {
+        return Err(PageError::BadRequest(format!(
+            "batch job {id} is not running"
+        )));
+    }
+    if let Some(task) = batches().remove(&id) {
+        task.abort();
+    }
+    tracing::info!(user = %user.name, job = id, "batch recovery cancelled from the console");
+    Ok(Redirect::to("/batch").into_response())
 }
 
 pub async fn batch_jobs(
@@ -40,21 +193,7 @@ pub async fn batch_jobs(
     let jobs = jobs
         .into_iter()
         .map(|job| {
-            let covers = match (&job.since_text, &job.pk_from, &job.pk_to) {
-                (Some(since), _, _) => format!(
-                    "changed since {since}{}",
-                    job.until_text
-                        .as_ref()
-                        .map(|u| format!(" until {u}"))
-                        .unwrap_or_default()
-                ),
-                (None, None, None) => "the whole table".into(),
-                (None, from, to) => format!(
-                    "keys {} to {}",
-                    from.as_deref().unwrap_or("(first)"),
-                    to.as_deref().unwrap_or("(last)")
-                ),
-            };
+            let covers = covers_of(&job.since_text, &job.until_text, &job.pk_from, &job.pk_to);
             BatchLine {
                 covers,
                 started: at(job.started_ms),
@@ -66,6 +205,7 @@ pub async fn batch_jobs(
     render(BatchPage {
         nav: user.nav("batch"),
         jobs,
+        can_act: user.role >= ConsoleRole::Operator,
     })
 }
 

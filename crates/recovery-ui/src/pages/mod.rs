@@ -52,19 +52,12 @@ pub fn given(v: &Option<String>) -> Option<&str> {
 /// A time from a filter field, in ms since the epoch: RFC 3339 (`2026-12-04T10:00:00Z`),
 /// `2026-12-04 10:00:00` (UTC), or a duration ago (`2h`).
 pub fn parse_time(field: &str, s: &str) -> Result<i64, PageError> {
-    let now = std::time::SystemTime::now();
-    let at = match humantime::parse_duration(s) {
-        Ok(d) => now.checked_sub(d),
-        Err(_) => humantime::parse_rfc3339_weak(s).ok(),
-    };
-    at.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_millis() as i64)
-        .ok_or_else(|| {
-            PageError::BadRequest(format!(
-                "{field} = {s:?}: expected a time such as 2026-12-04 10:00:00 (UTC) or a \
-                 duration ago such as 2h"
-            ))
-        })
+    concord_recovery::batch::parse_time(s).ok_or_else(|| {
+        PageError::BadRequest(format!(
+            "{field} = {s:?}: expected a time such as 2026-12-04 10:00:00 (UTC) or a \
+             duration ago such as 2h"
+        ))
+    })
 }
 
 /// `db.table`, or why it is not one.
