@@ -175,7 +175,6 @@ async fn an_operator_repairs_and_bulk_ignores_in_a_real_browser() {
     );
     let base = format!("http://127.0.0.1:{port}");
     wait_for("the console to answer", WAIT, || {
-        let port = port;
         async move {
             concord_e2e::concord::http_get(port, "/login")
                 .await

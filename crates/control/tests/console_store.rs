@@ -151,7 +151,7 @@ async fn exercise(store: ControlStore) {
     let moved = olga.iter().find(|a| a.subject == "mismatch").unwrap();
     assert_eq!(moved.table.as_ref(), Some(&t));
     assert!(
-        moved.key.as_deref().unwrap().contains("Int"),
+        moved.key.as_deref().unwrap().contains("\"int\""),
         "{:?}",
         moved.key
     );

@@ -15,13 +15,16 @@ const OVER: Duration = Duration::from_secs(60);
 pub const APPLIED: &str = "concord_applied_events_total";
 pub const VERIFIED: &str = "concord_verified_total";
 
+/// Counter values by (metric, table).
+type Counters = HashMap<(String, String), f64>;
+
 #[derive(Default)]
 pub struct Rates {
-    samples: Mutex<VecDeque<(Instant, HashMap<(String, String), f64>)>>,
+    samples: Mutex<VecDeque<(Instant, Counters)>>,
 }
 
 /// This process's counters of `names`, summed per (metric, table).
-fn counters(names: &[&str]) -> HashMap<(String, String), f64> {
+fn counters(names: &[&str]) -> Counters {
     let mut out = HashMap::new();
     for family in prometheus::gather() {
         if !names.contains(&family.name()) {

@@ -41,6 +41,6 @@ pub async fn progress(conn: &mut Conn, schema: &str) -> Result<Vec<Progress>, my
             Err(e) => return Err(e),
         }
     }
-    out.sort_by(|a, b| b.updated_ms.cmp(&a.updated_ms));
+    out.sort_by_key(|p| std::cmp::Reverse(p.updated_ms));
     Ok(out)
 }
