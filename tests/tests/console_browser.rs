@@ -174,12 +174,10 @@ async fn an_operator_repairs_and_bulk_ignores_in_a_real_browser() {
         "the checksum records the 52 rows"
     );
     let base = format!("http://127.0.0.1:{port}");
-    wait_for("the console to answer", WAIT, || {
-        async move {
-            concord_e2e::concord::http_get(port, "/login")
-                .await
-                .map(|_| ())
-        }
+    wait_for("the console to answer", WAIT, || async move {
+        concord_e2e::concord::http_get(port, "/login")
+            .await
+            .map(|_| ())
     })
     .await;
 
