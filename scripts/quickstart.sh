@@ -36,6 +36,7 @@ concord is starting. In another terminal, write to the source:
 and read the target:
   mariadb -uroot -h127.0.0.1 -P3308 -e "SELECT * FROM shop.orders"
 Metrics: curl -s 127.0.0.1:9187/metrics | grep ^concord_
+Console: http://127.0.0.1:8080/ (user admin, password concord-demo)
 
 MSG
 exec "$CARGO_TARGET_DIR/release/concord" run --config examples/concord.toml
