@@ -76,9 +76,9 @@ if [ "$CONTROL" = mariadb ]; then
   sql "$TARGET_PORT" "USE concord_control;
     INSERT INTO mismatches (db, tbl, pk, kind, columns, source_file, source_pos, detected_by, state,
       first_seen_ms, last_seen_ms, open_key, row_key, state_ms)
-    SELECT $record_values FROM seq_1_to_$RECORDS AS s(n);
+    SELECT $record_values FROM (SELECT seq AS n FROM seq_1_to_$RECORDS) s;
     INSERT INTO recovery_history (subject, subject_id, at_ms, actor, from_state, to_state, reason)
-    SELECT $history_values FROM seq_1_to_$HISTORY AS s(n);"
+    SELECT $history_values FROM (SELECT seq AS n FROM seq_1_to_$HISTORY) s;"
 else
   DB="$BENCH_DATA/concord-control.db"
   sqlite_values="'sbtest', 'sbtest1', '[[\"id\",{\"type\":\"int\",\"value\":' || n || '}]]', 'differs', \

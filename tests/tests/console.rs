@@ -754,3 +754,66 @@ async fn batch_jobs_start_and_cancel_from_the_console() {
     );
     drop(concord);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_events_are_shown_and_settled_from_the_console() {
+    let db = TestDb::new("console_failed").await;
+    let config = console_config(&db, "", "");
+    let store = store(&config).await;
+    let table = TableName::new(db.name.clone(), "t");
+    store
+        .record_failed(&concord_control::FailedEvent {
+            position: Position::new("mysql-bin.000042", 1234),
+            row_index: 7,
+            table: table.clone(),
+            op: "insert".into(),
+            reason: concord_control::FailureReason::Rejected,
+            error: "Data too long for column 'v' at row 1 <b>bold</b>".into(),
+            event: r#"{"not":"a change"}"#.into(),
+        })
+        .await
+        .unwrap();
+    let id = store.failed_events(None, 1).await.unwrap()[0].id;
+    let mut c = Client::new(router(&config.toml()).await);
+    c.login("olga", password("olga")).await;
+    let list = c.get("/failed").await;
+    assert_eq!(list.status, StatusCode::OK);
+    assert!(list.body.contains(&format!("/failed/{id}")));
+    assert!(!list.body.contains("<b>bold</b>"), "errors are text too");
+    let detail = c.get(&format!("/failed/{id}")).await;
+    assert!(
+        detail.body.contains("mysql-bin.000042:1234 row 7"),
+        "{}",
+        detail.body
+    );
+    assert!(
+        detail.body.contains("a change"),
+        "the stored change is shown"
+    );
+    let retry = c.post(&format!("/failed/{id}/retry"), &[]).await;
+    assert_eq!(retry.status, StatusCode::OK, "{}", retry.body);
+    assert!(retry.body.contains("Nothing was done"), "{}", retry.body);
+    let no_reason = c
+        .post(&format!("/failed/{id}/ignore"), &[("reason", " ")])
+        .await;
+    assert_eq!(no_reason.status, StatusCode::BAD_REQUEST);
+    let ignored = c
+        .post(&format!("/failed/{id}/ignore"), &[("reason", "a test row")])
+        .await;
+    assert_eq!(ignored.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        store.failed_event(id).await.unwrap().unwrap().status,
+        "ignored"
+    );
+    let open = c.get("/failed").await;
+    assert!(
+        !open.body.contains(&format!("/failed/{id}\"")),
+        "only open events by default"
+    );
+    let all = c.get("/failed?status=all").await;
+    assert!(all.body.contains(&format!("/failed/{id}\"")));
+    assert_eq!(
+        c.get("/failed/1/explode").await.status,
+        StatusCode::METHOD_NOT_ALLOWED
+    );
+}

@@ -26,6 +26,9 @@ pub enum PageError {
     Recovery(#[from] RecoveryError),
     #[error("a page could not be rendered")]
     Render(#[from] askama::Error),
+    /// Counting records failed (the cache keeps only the message of the store's error).
+    #[error("the control store failed to count records: {0}")]
+    Counting(String),
 }
 
 impl PageError {
@@ -37,9 +40,10 @@ impl PageError {
             PageError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             PageError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             PageError::Recovery(RecoveryError::Refused(_)) => StatusCode::BAD_REQUEST,
-            PageError::Control(_) | PageError::Recovery(_) | PageError::Render(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            PageError::Control(_)
+            | PageError::Recovery(_)
+            | PageError::Render(_)
+            | PageError::Counting(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }

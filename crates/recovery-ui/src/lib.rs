@@ -32,6 +32,9 @@ use concord_recovery::Recovery;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+/// How long the list's counts per state are reused (the page says they may be this old).
+pub const COUNTS_FOR: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
@@ -44,6 +47,11 @@ struct Inner {
     proxies: Vec<ipnet::IpNet>,
     limiter: limiter::Limiter,
     rates: rates::Rates,
+    tables: pages::overview::TableList,
+    /// The list's counts per state, by filter, for a few seconds: counting a filter over
+    /// 100,000 records costs more than the page itself, and twenty people (or one
+    /// reloading) ask for the same counts again and again.
+    counts: moka::future::Cache<String, std::sync::Arc<Vec<(String, i64)>>>,
 }
 
 impl AppState {
@@ -59,6 +67,11 @@ impl AppState {
             proxies,
             limiter,
             rates: rates::Rates::default(),
+            tables: Default::default(),
+            counts: moka::future::Cache::builder()
+                .max_capacity(1_000)
+                .time_to_live(COUNTS_FOR)
+                .build(),
         })))
     }
 

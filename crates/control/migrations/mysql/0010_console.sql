@@ -31,6 +31,7 @@ CREATE TABLE console_bulk_jobs (
 
 -- The console's list: keyset pages of one state, newest first, and the audit log's filters.
 CREATE INDEX mismatches_state_id ON mismatches (state, id);
+CREATE INDEX mismatches_state_seen ON mismatches (state, last_seen_ms, id);
 CREATE INDEX recovery_history_at ON recovery_history (at_ms, id);
 CREATE INDEX recovery_history_actor ON recovery_history (actor, id);
 

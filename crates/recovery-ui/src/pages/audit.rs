@@ -20,8 +20,9 @@ use serde::Deserialize;
 const PAGE: i64 = 100;
 /// Rows read per query while exporting.
 const EXPORT_PAGE: i64 = 5_000;
-/// The most rows one export holds (narrow the filter for more).
-const EXPORT_MAX: usize = 1_000_000;
+/// The most rows one export holds (the export is built in memory; narrow the filter by
+/// time for more).
+const EXPORT_MAX: usize = 100_000;
 
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct AuditQuery {

@@ -18,6 +18,7 @@ use concord_control::{
     Subject,
 };
 use serde::Deserialize;
+use std::sync::Arc;
 
 /// Records per page unless the link asks for another size.
 const PAGE: i64 = 50;
@@ -192,6 +193,7 @@ struct ListPage {
     /// Records matching the filters (whatever their state), by state.
     counts: Vec<(&'static str, i64, String)>,
     total: i64,
+    counts_age: u64,
     table_text: String,
     since: String,
     until: String,
@@ -217,7 +219,15 @@ pub async fn list(
     let store = state.store();
     let mut all_states = f.clone();
     all_states.states.clear();
-    let counted = store.count_mismatches(&all_states).await?;
+    all_states.order = ListOrder::Newest;
+    let counted = state
+        .0
+        .counts
+        .try_get_with(format!("{all_states:?}"), async {
+            store.count_mismatches(&all_states).await.map(Arc::new)
+        })
+        .await
+        .map_err(|e| PageError::Counting(e.to_string()))?;
     f.before_id = q.before;
     f.after_id = q.after;
     f.seen_before = match given(&q.seen) {
@@ -264,6 +274,7 @@ pub async fn list(
         nav: user.nav("mismatches"),
         rows: found.iter().map(ListRow::of).collect(),
         total: counted.iter().map(|(_, n)| n).sum(),
+        counts_age: crate::COUNTS_FOR.as_secs(),
         counts,
         table_text: q.table.first().cloned().unwrap_or_default(),
         since: given(&q.since).unwrap_or_default().to_owned(),

@@ -67,10 +67,12 @@ fn rate(v: Option<f64>) -> String {
     }
 }
 
-static TABLES: Mutex<Option<(Instant, Vec<TableName>)>> = Mutex::new(None);
+/// The replicated tables as last read from the source, and when.
+pub type TableList = Mutex<Option<(Instant, Vec<TableName>)>>;
 
 async fn replicated(state: &AppState) -> Result<Vec<TableName>, String> {
-    if let Some((when, tables)) = TABLES.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+    let cached = &state.0.tables;
+    if let Some((when, tables)) = cached.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
         if when.elapsed() < TABLES_FOR {
             return Ok(tables.clone());
         }
@@ -83,7 +85,7 @@ async fn replicated(state: &AppState) -> Result<Vec<TableName>, String> {
     )
     .await
     .map_err(|e| error_chain(&e))?;
-    *TABLES.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), tables.clone()));
+    *cached.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), tables.clone()));
     Ok(tables)
 }
 
