@@ -308,12 +308,6 @@ pub(crate) async fn audit_in(
 }
 
 fn bulk_row(r: &sqlx::any::AnyRow) -> Result<BulkJob, ControlError> {
-    let error: Option<String> = match r.try_get::<Option<String>, _>(10) {
-        Ok(e) => e,
-        Err(_) => r
-            .try_get::<Option<Vec<u8>>, _>(10)?
-            .map(|b| String::from_utf8_lossy(&b).into_owned()),
-    };
     Ok(BulkJob {
         id: r.try_get(0)?,
         actor: text(r, 1)?,
@@ -325,7 +319,7 @@ fn bulk_row(r: &sqlx::any::AnyRow) -> Result<BulkJob, ControlError> {
         succeeded: r.try_get(7)?,
         failed: r.try_get(8)?,
         state: text(r, 9)?,
-        error,
+        error: crate::mismatches::opt_text(r, 10)?,
         started_ms: r.try_get(11)?,
         updated_ms: r.try_get(12)?,
     })
