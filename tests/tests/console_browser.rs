@@ -93,26 +93,39 @@ async fn text(b: &Client, css: &str) -> String {
         .expect("its text")
 }
 
-async fn login(b: &Client, base: &str, name: &str) {
-    b.goto(&format!("{base}/login")).await.unwrap();
-    b.find(Locator::Css("#name"))
+async fn click(b: &Client, css: &str) {
+    b.find(Locator::Css(css))
         .await
-        .unwrap()
-        .send_keys(name)
-        .await
-        .unwrap();
-    b.find(Locator::Css("#password"))
-        .await
-        .unwrap()
-        .send_keys(password(name))
-        .await
-        .unwrap();
-    b.find(Locator::Css("#login"))
-        .await
-        .unwrap()
+        .unwrap_or_else(|e| panic!("{css} on the page: {e}"))
         .click()
         .await
-        .unwrap();
+        .unwrap_or_else(|e| panic!("clicking {css}: {e}"));
+}
+
+async fn type_in(b: &Client, css: &str, keys: &str) {
+    b.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css} on the page: {e}"))
+        .send_keys(keys)
+        .await
+        .unwrap_or_else(|e| panic!("typing into {css}: {e}"));
+}
+
+/// Waits until the browser's address satisfies `ok` (a form's answer has loaded).
+async fn wait_url(b: &Client, what: &str, ok: impl Fn(&url::Url) -> bool) {
+    wait_for(what, WAIT, || {
+        let b = b.clone();
+        let ok = &ok;
+        async move { b.current_url().await.ok().filter(|u| ok(u)).map(|_| ()) }
+    })
+    .await;
+}
+
+async fn login(b: &Client, base: &str, name: &str) {
+    b.goto(&format!("{base}/login")).await.unwrap();
+    type_in(b, "#name", name).await;
+    type_in(b, "#password", password(name)).await;
+    click(b, "#login").await;
     assert_eq!(text(b, "#user").await, name);
 }
 
@@ -202,52 +215,21 @@ async fn an_operator_repairs_and_bulk_ignores_in_a_real_browser() {
 
     // Filter the list to one key, open its diff, repair it.
     b.goto(&format!("{base}/mismatches")).await.unwrap();
-    b.find(Locator::Css("#key"))
-        .await
-        .unwrap()
-        .send_keys("r1")
-        .await
-        .unwrap();
-    b.find(Locator::Css("#apply"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    wait_for("the filtered list", WAIT, || {
-        let b = b.clone();
-        async move {
-            b.current_url()
-                .await
-                .ok()?
-                .as_str()
-                .contains("key=r1")
-                .then_some(())
-        }
-    })
-    .await;
+    type_in(&b, "#key", "r1").await;
+    click(&b, "#apply").await;
+    wait_url(&b, "the filtered list", |u| u.as_str().contains("key=r1")).await;
     let listed = text(&b, "#records tbody").await;
     assert!(
         listed.contains("id=r1") && !listed.contains("bulk-"),
         "{listed}"
     );
     shot(&b, "list").await;
-    b.find(Locator::Css("#records td.key a"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&b, "#records td.key a").await;
     let diff = text(&b, "#diff").await;
     assert!(diff.contains("right") && diff.contains("wrong"), "{diff}");
     assert!(text(&b, "#plan").await.contains("UPDATE"));
     shot(&b, "detail").await;
-    b.find(Locator::Css("#repair"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&b, "#repair").await;
     assert!(text(&b, "#outcome").await.starts_with("Repaired"));
     let r1 = target_v(&db, "r1").await;
     assert_eq!(
@@ -261,43 +243,15 @@ async fn an_operator_repairs_and_bulk_ignores_in_a_real_browser() {
     ))
     .await
     .unwrap();
-    b.find(Locator::Css("#all"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    b.find(Locator::Css("button[value='ignore:selected']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&b, "#all").await;
+    click(&b, "button[value='ignore:selected']").await;
     assert!(text(&b, "h1").await.contains("Ignore 50 open records?"));
-    b.find(Locator::Css("#reason"))
-        .await
-        .unwrap()
-        .send_keys("test rows, known to differ")
-        .await
-        .unwrap();
-    b.find(Locator::Css("#go"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    type_in(&b, "#reason", "test rows, known to differ").await;
+    click(&b, "#go").await;
     // Reloading is safe only once the browser is on the job's page (the confirmation was
     // a POST).
-    wait_for("the bulk job's page", WAIT, || {
-        let b = b.clone();
-        async move {
-            b.current_url()
-                .await
-                .ok()?
-                .path()
-                .starts_with("/bulk/")
-                .then_some(())
-        }
+    wait_url(&b, "the bulk job's page", |u| {
+        u.path().starts_with("/bulk/")
     })
     .await;
     wait_for("the bulk ignore to finish", WAIT, || {
@@ -317,12 +271,7 @@ async fn an_operator_repairs_and_bulk_ignores_in_a_real_browser() {
     assert!(text(&b, "#records tbody")
         .await
         .contains("<script>alert('pk')</script>"));
-    b.find(Locator::Css("#records td.key a"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&b, "#records td.key a").await;
     assert_eq!(text(&b, "#key").await, format!("id={HOSTILE}"));
     assert!(b.get_alert_text().await.is_err(), "no script ran");
     assert!(
@@ -341,12 +290,7 @@ async fn an_operator_repairs_and_bulk_ignores_in_a_real_browser() {
 
     // A viewer sees no buttons, and a repair sent anyway is refused.
     b.goto(&format!("{base}/")).await.unwrap();
-    b.find(Locator::Css(".who button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&b, ".who button").await;
     text(&b, "#login").await;
     login(&b, &base, "vic").await;
     b.goto(hostile_page.as_str()).await.unwrap();

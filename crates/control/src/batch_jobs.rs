@@ -5,10 +5,12 @@
 //! Invariant: a job that did not finish is found again by the same request (table, range,
 //! dry run) and resumed, never started twice.
 
-use crate::{now_ms, ControlError, ControlStore};
+use crate::mismatches::opt_text;
+use crate::{now_ms, text, ControlError, ControlStore};
 use concord_change::TableName;
 use sqlx::Row;
 
+/// A batch job as stored: what it was asked, how far it got, and how it ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BatchJob {
     pub id: i64,
@@ -16,17 +18,55 @@ pub struct BatchJob {
     /// The range's ends as given (JSON of key values), `None`: open.
     pub pk_from: Option<String>,
     pub pk_to: Option<String>,
+    /// The time window as given (`--since`, `--until`).
+    pub since_text: Option<String>,
+    pub until_text: Option<String>,
     /// The time window (commit times, milliseconds since the epoch, both ends included) as
     /// resolved when the job started; `None`: a key range job.
     pub window: Option<(i64, i64)>,
     pub dry_run: bool,
+    /// `running`, `done`, `failed`, `cancelled`.
     pub state: String,
     pub checked: i64,
     pub differing: i64,
     pub repaired: i64,
     pub superseded: i64,
     pub failed: i64,
+    pub actor: String,
+    pub error: Option<String>,
     pub started_ms: i64,
+    pub updated_ms: i64,
+}
+
+/// The columns [`batch_job`] reads, in its order.
+pub(crate) const BATCH_COLUMNS: &str = "id, db, tbl, pk_from, pk_to, since_text, until_text, \
+    since_ms, until_ms, dry_run, state, checked, differing, repaired, superseded, failed, \
+    actor, error, started_ms, updated_ms";
+
+/// A row of [`BATCH_COLUMNS`].
+pub(crate) fn batch_job(r: &sqlx::any::AnyRow) -> Result<BatchJob, sqlx::Error> {
+    let since: Option<i64> = r.try_get(7)?;
+    let until: Option<i64> = r.try_get(8)?;
+    Ok(BatchJob {
+        id: r.try_get(0)?,
+        table: TableName::new(text(r, 1)?, text(r, 2)?),
+        pk_from: opt_text(r, 3)?,
+        pk_to: opt_text(r, 4)?,
+        since_text: opt_text(r, 5)?,
+        until_text: opt_text(r, 6)?,
+        window: since.zip(until),
+        dry_run: r.try_get::<i64, _>(9)? != 0,
+        state: text(r, 10)?,
+        checked: r.try_get(11)?,
+        differing: r.try_get(12)?,
+        repaired: r.try_get(13)?,
+        superseded: r.try_get(14)?,
+        failed: r.try_get(15)?,
+        actor: text(r, 16)?,
+        error: opt_text(r, 17)?,
+        started_ms: r.try_get(18)?,
+        updated_ms: r.try_get(19)?,
+    })
 }
 
 /// What a job is asked to do; the same request finds an unfinished job again.
@@ -49,45 +89,26 @@ const RUNNING: &str = "running";
 impl ControlStore {
     /// The unfinished job for this request, or a new one; `resumed` says which.
     pub async fn start_batch(&self, r: &BatchRequest) -> Result<(BatchJob, bool), ControlError> {
-        let text = |t: &Option<String>| t.clone().unwrap_or_default();
+        let blank = |t: &Option<String>| t.clone().unwrap_or_default();
+        let sql = format!(
+            "SELECT {BATCH_COLUMNS} FROM batch_jobs WHERE db = ? AND tbl = ? AND state = ? \
+             AND dry_run = ? AND COALESCE(pk_from, '') = ? AND COALESCE(pk_to, '') = ? \
+             AND COALESCE(since_text, '') = ? AND COALESCE(until_text, '') = ? \
+             ORDER BY id DESC LIMIT 1"
+        );
         let find = || {
-            sqlx::query(
-                "SELECT id, checked, differing, repaired, superseded, failed, started_ms, \
-                 since_ms, until_ms FROM batch_jobs WHERE db = ? AND tbl = ? AND state = ? \
-                 AND dry_run = ? AND COALESCE(pk_from, '') = ? AND COALESCE(pk_to, '') = ? \
-                 AND COALESCE(since_text, '') = ? AND COALESCE(until_text, '') = ? \
-                 ORDER BY id DESC LIMIT 1",
-            )
-            .bind(&r.table.db)
-            .bind(&r.table.table)
-            .bind(RUNNING)
-            .bind(i64::from(r.dry_run))
-            .bind(text(&r.pk_from))
-            .bind(text(&r.pk_to))
-            .bind(text(&r.since_text))
-            .bind(text(&r.until_text))
-        };
-        let job = |row: &sqlx::any::AnyRow| -> Result<BatchJob, sqlx::Error> {
-            let since: Option<i64> = row.try_get(7)?;
-            let until: Option<i64> = row.try_get(8)?;
-            Ok(BatchJob {
-                id: row.try_get(0)?,
-                table: r.table.clone(),
-                pk_from: r.pk_from.clone(),
-                pk_to: r.pk_to.clone(),
-                window: since.zip(until),
-                dry_run: r.dry_run,
-                state: RUNNING.into(),
-                checked: row.try_get(1)?,
-                differing: row.try_get(2)?,
-                repaired: row.try_get(3)?,
-                superseded: row.try_get(4)?,
-                failed: row.try_get(5)?,
-                started_ms: row.try_get(6)?,
-            })
+            sqlx::query(&sql)
+                .bind(&r.table.db)
+                .bind(&r.table.table)
+                .bind(RUNNING)
+                .bind(i64::from(r.dry_run))
+                .bind(blank(&r.pk_from))
+                .bind(blank(&r.pk_to))
+                .bind(blank(&r.since_text))
+                .bind(blank(&r.until_text))
         };
         if let Some(row) = find().fetch_optional(&self.pool).await? {
-            return Ok((job(&row)?, true));
+            return Ok((batch_job(&row)?, true));
         }
         let now = now_ms();
         sqlx::query(
@@ -111,13 +132,13 @@ impl ControlStore {
         .execute(&self.pool)
         .await?;
         let row = find().fetch_one(&self.pool).await?;
-        Ok((job(&row)?, false))
+        Ok((batch_job(&row)?, false))
     }
 
     /// Marks a running job cancelled (its process stops at its next page); returns whether
     /// it was running. A cancelled job keeps its counts and is never resumed.
     pub async fn cancel_batch(&self, id: i64, actor: &str) -> Result<bool, ControlError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query(
             "UPDATE batch_jobs SET state = 'cancelled', error = ?, updated_ms = ? \
              WHERE id = ? AND state = ?",

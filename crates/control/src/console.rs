@@ -134,7 +134,7 @@ impl ControlStore {
         total: i64,
     ) -> Result<i64, ControlError> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let inserted = sqlx::query(
             "INSERT INTO console_bulk_jobs (actor, action, selection, reason, total, state, \
              started_ms, updated_ms) VALUES (?, ?, ?, ?, ?, 'running', ?, ?)",
@@ -212,7 +212,7 @@ impl ControlStore {
         action: &str,
         reason: &str,
     ) -> Result<(), ControlError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         audit_in(&mut tx, subject, id, actor, action, reason).await?;
         tx.commit().await?;
         Ok(())
@@ -221,7 +221,7 @@ impl ControlStore {
     /// Says role `role` (instance `name`) is alive now.
     pub async fn beat(&self, role: &str, name: &str, detail: &str) -> Result<(), ControlError> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let updated = sqlx::query(
             "UPDATE role_heartbeats SET at_ms = ?, detail = ? WHERE role = ? AND name = ?",
         )

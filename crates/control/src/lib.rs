@@ -24,7 +24,7 @@ pub use checksum_runs::ChecksumRun;
 pub use console::{AuditRow, BulkJob, ConsoleSession, Heartbeat};
 pub use failed::{FailedEvent, FailedEventRow, FailureReason};
 pub use lifecycle::{FailedState, HistoryRow, MismatchState, Move, NamedRow, Setting, Subject};
-pub use listing::{BatchJobRow, ChecksumRunRow, FailedFilter};
+pub use listing::{ChecksumRunRow, FailedFilter};
 pub use mismatches::{
     ColumnDiff, Detector, ListOrder, Mismatch, MismatchFilter, MismatchKind, MismatchRow, DETECTED,
 };
@@ -126,6 +126,19 @@ impl ControlStore {
 
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// A transaction that will write. On SQLite it begins as the writer (`BEGIN
+    /// IMMEDIATE`): a deferred transaction that reads and then writes fails at once with
+    /// "database is locked" when another process committed in between (WAL's busy
+    /// snapshot, which no busy timeout waits out), while an immediate one waits its turn.
+    pub(crate) async fn begin_write(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::MySql => self.pool.begin().await,
+        }
     }
 }
 

@@ -256,7 +256,7 @@ impl ControlStore {
                 .push(i);
         }
         let mut moved = vec![false; moves.len()];
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         for ((from, to, attempted), members) in groups {
             let closing = !MismatchState::parse(to).is_some_and(|s| s.is_open());
             for chunk in members.chunks(MOVES_PER_STATEMENT) {
@@ -325,7 +325,7 @@ impl ControlStore {
         error: Option<&str>,
     ) -> Result<bool, ControlError> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let query = sqlx::query(
             "UPDATE failed_events SET status = ?, state_ms = ?, note = ?, \
              error = COALESCE(?, error) WHERE id = ? AND status = ?",
@@ -392,7 +392,7 @@ impl ControlStore {
         reason: &str,
         actor: &str,
     ) -> Result<bool, ControlError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let old: Option<String> =
             sqlx::query_scalar("SELECT value FROM recovery_settings WHERE name = ?")
                 .bind(name)

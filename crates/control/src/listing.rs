@@ -1,8 +1,8 @@
 //! Lists for people: failed events by table and status, checksum runs and batch jobs with
 //! their outcomes — newest first, paged by id.
 
+use crate::batch_jobs::{batch_job, BatchJob, BATCH_COLUMNS};
 use crate::failed::{failed_row, FAILED_COLUMNS};
-use crate::mismatches::opt_text;
 use crate::{text, ControlError, ControlStore, FailedEventRow};
 use concord_change::TableName;
 use sqlx::Row;
@@ -28,28 +28,6 @@ pub struct ChecksumRunRow {
     pub rows: i64,
     pub chunks_differ: i64,
     pub mismatches: i64,
-    pub started_ms: i64,
-    pub updated_ms: i64,
-}
-
-/// A batch recovery job as listed, with how it ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BatchJobRow {
-    pub id: i64,
-    pub table: TableName,
-    pub pk_from: Option<String>,
-    pub pk_to: Option<String>,
-    pub since_text: Option<String>,
-    pub until_text: Option<String>,
-    pub dry_run: bool,
-    pub state: String,
-    pub checked: i64,
-    pub differing: i64,
-    pub repaired: i64,
-    pub superseded: i64,
-    pub failed: i64,
-    pub actor: String,
-    pub error: Option<String>,
     pub started_ms: i64,
     pub updated_ms: i64,
 }
@@ -129,55 +107,18 @@ impl ControlStore {
     }
 
     /// Batch recovery jobs, newest first.
-    pub async fn batch_jobs(&self, limit: i64) -> Result<Vec<BatchJobRow>, ControlError> {
-        self.batch_jobs_where("", None, limit).await
+    pub async fn batch_jobs(&self, limit: i64) -> Result<Vec<BatchJob>, ControlError> {
+        let sql = format!("SELECT {BATCH_COLUMNS} FROM batch_jobs ORDER BY id DESC LIMIT ?");
+        let rows = sqlx::query(&sql).bind(limit).fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(batch_job).collect::<Result<_, _>>()?)
     }
 
-    pub async fn batch_job(&self, id: i64) -> Result<Option<BatchJobRow>, ControlError> {
-        Ok(self
-            .batch_jobs_where(" WHERE id = ?", Some(id), 1)
-            .await?
-            .pop())
-    }
-
-    async fn batch_jobs_where(
-        &self,
-        wher: &str,
-        id: Option<i64>,
-        limit: i64,
-    ) -> Result<Vec<BatchJobRow>, ControlError> {
-        let sql = format!(
-            "SELECT id, db, tbl, pk_from, pk_to, since_text, until_text, dry_run, state, \
-             checked, differing, repaired, superseded, failed, actor, error, started_ms, \
-             updated_ms FROM batch_jobs{wher} ORDER BY id DESC LIMIT ?"
-        );
-        let mut q = sqlx::query(&sql);
-        if let Some(id) = id {
-            q = q.bind(id);
-        }
-        let rows = q.bind(limit).fetch_all(&self.pool).await?;
-        rows.iter()
-            .map(|r| {
-                Ok(BatchJobRow {
-                    id: r.try_get(0)?,
-                    table: TableName::new(text(r, 1)?, text(r, 2)?),
-                    pk_from: opt_text(r, 3)?,
-                    pk_to: opt_text(r, 4)?,
-                    since_text: opt_text(r, 5)?,
-                    until_text: opt_text(r, 6)?,
-                    dry_run: r.try_get::<i64, _>(7)? != 0,
-                    state: text(r, 8)?,
-                    checked: r.try_get(9)?,
-                    differing: r.try_get(10)?,
-                    repaired: r.try_get(11)?,
-                    superseded: r.try_get(12)?,
-                    failed: r.try_get(13)?,
-                    actor: text(r, 14)?,
-                    error: opt_text(r, 15)?,
-                    started_ms: r.try_get(16)?,
-                    updated_ms: r.try_get(17)?,
-                })
-            })
-            .collect()
+    pub async fn batch_job(&self, id: i64) -> Result<Option<BatchJob>, ControlError> {
+        let sql = format!("SELECT {BATCH_COLUMNS} FROM batch_jobs WHERE id = ?");
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(batch_job).transpose()?)
     }
 }

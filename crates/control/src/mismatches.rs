@@ -288,7 +288,7 @@ impl ControlStore {
         all: &[Mismatch],
         batch_job: Option<i64>,
     ) -> Result<Vec<bool>, ControlError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let mut out = Vec::with_capacity(all.len());
         for group in groups_without_repeats(all) {
             out.extend(self.record_group(&mut tx, group, batch_job).await?);

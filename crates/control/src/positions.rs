@@ -143,7 +143,7 @@ impl ControlStore {
             }
         };
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         for p in positions {
             sqlx::query(sql)
                 .bind(name)

@@ -69,6 +69,10 @@ const PAGE: usize = 500;
 /// Pages settled at once.
 const PAGES_AT_ONCE: usize = 3;
 
+/// Attempts at keeping a finished look's outcome (100 ms doubling: about 25 s in all,
+/// beside each attempt's own wait for the store's lock).
+const KEEP_ATTEMPTS: u32 = 9;
+
 /// A record to settle, and whether its difference may be written now (when not, why it
 /// waits for a person).
 pub type Ask<'a> = (&'a MismatchRow, Result<(), String>);
@@ -280,7 +284,7 @@ impl Recovery {
                     .iter()
                     .map(|c| (c.m.id, MismatchState::Rechecking, c.from, back.clone()))
                     .collect();
-                control.move_mismatches(&moves).await?;
+                self.moves_kept(&moves).await?;
                 Err(e)
             }
         }
@@ -289,7 +293,7 @@ impl Recovery {
     /// Keeps a page's outcomes in one transaction; a repaired record someone else moved
     /// meanwhile keeps its write and has its SQL logged at least.
     async fn keep(&self, decided: &Decided) -> Result<(), RecoveryError> {
-        let moved = self.compare.control.move_mismatches(&decided.moves).await?;
+        let moved = self.moves_kept(&decided.moves).await?;
         for ((id, _, _, mv), moved) in decided.moves.iter().zip(moved) {
             if !moved && mv.statement.is_some() {
                 tracing::warn!(
@@ -300,6 +304,31 @@ impl Recovery {
             }
         }
         Ok(())
+    }
+
+    /// Moves claimed records out of `rechecking`, trying a few times: the look is over
+    /// (and a repair may be committed on the target), so giving up at the first busy
+    /// control store would leave them claimed until `requeue_interrupted` puts them back
+    /// a minute or more later — and a repaired row would then be found equal and closed
+    /// as merely resolved, its repair missing from its history.
+    async fn moves_kept(
+        &self,
+        moves: &[(i64, MismatchState, MismatchState, Move)],
+    ) -> Result<Vec<bool>, RecoveryError> {
+        let mut backoff = std::time::Duration::from_millis(100);
+        let mut attempt = 1;
+        loop {
+            match self.compare.control.move_mismatches(moves).await {
+                Ok(moved) => return Ok(moved),
+                Err(e) if e.is_transient() && attempt < KEEP_ATTEMPTS => {
+                    tracing::warn!(error = %e, attempt, retry_in = ?backoff, "outcome of a look not kept yet; trying again");
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// The claimed records' look, their repairs and the verification of what was written;

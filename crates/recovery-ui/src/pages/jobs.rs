@@ -15,14 +15,14 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Form};
 use concord_checksum::Selection;
 use concord_config::ConsoleRole;
-use concord_control::{BatchJobRow, ChecksumRunRow, Subject};
+use concord_control::{BatchJob, ChecksumRunRow, Subject};
 use concord_recovery::batch::{self, BatchError, BatchSpec, Quiet};
 use serde::Deserialize;
 use std::collections::{HashMap, HashSet};
 use std::sync::{LazyLock, Mutex};
 
 pub struct BatchLine {
-    pub job: BatchJobRow,
+    pub job: BatchJob,
     pub covers: String,
     pub started: String,
     pub updated: String,

@@ -1,0 +1,86 @@
+//! Two processes writing one SQLite control store (as `concord run` and `concord recovery`
+//! do): a move reads the records' states and then writes them, and must wait for the other
+//! writer rather than fail with "database is locked" when that one committed in between.
+
+use concord_change::{Position, TableName, Value};
+use concord_control::{
+    ColumnDiff, ControlStore, Detector, Mismatch, MismatchKind, MismatchState, Move,
+};
+
+fn record(table: &TableName, id: i64) -> Mismatch {
+    Mismatch {
+        table: table.clone(),
+        key: vec![("id".into(), Value::Int(id))],
+        kind: MismatchKind::ColumnsDiffer,
+        columns: vec![ColumnDiff {
+            column: "v".into(),
+            source: Value::Int(1),
+            target: Value::Int(2),
+        }],
+        position: Position::new("mysql-bin.000001", 4),
+        detected_by: Detector::Checksum,
+        expected: None,
+        source_row: None,
+        target_row: None,
+    }
+}
+
+/// Moves records `ids` to `rechecking` and back, `rounds` times, beating between rounds.
+async fn churn(store: ControlStore, name: &str, ids: Vec<i64>, rounds: usize) {
+    let mv = Move {
+        actor: name.into(),
+        reason: "churn".into(),
+        ..Move::default()
+    };
+    let (detected, rechecking) = (MismatchState::Detected, MismatchState::Rechecking);
+    for round in 0..rounds {
+        for (from, to) in [(detected, rechecking), (rechecking, detected)] {
+            let moves: Vec<_> = ids.iter().map(|&id| (id, from, to, mv.clone())).collect();
+            let moved = store
+                .move_mismatches(&moves)
+                .await
+                .unwrap_or_else(|e| panic!("{name}, round {round}: {e}"));
+            assert!(moved.iter().all(|m| *m), "{name}: every record moved");
+        }
+        store
+            .beat("recovery", name, "churn")
+            .await
+            .unwrap_or_else(|e| panic!("{name}'s heartbeat, round {round}: {e}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_moving_records_wait_for_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("c.db").display());
+    let one = ControlStore::connect(&url, &url).await.unwrap();
+    // A second pool is what another process has: its own connection to the file.
+    let two = ControlStore::connect(&url, &url).await.unwrap();
+    let t = TableName::new("shop", "t");
+    let all: Vec<Mismatch> = (0..40).map(|i| record(&t, i)).collect();
+    assert!(one
+        .record_mismatches(&all)
+        .await
+        .unwrap()
+        .iter()
+        .all(|n| *n));
+    let ids: Vec<i64> = one
+        .mismatches_in_state_since(MismatchState::Detected, i64::MAX, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(ids.len(), 40);
+    let (a, b) = ids.split_at(20);
+    let rounds = 150;
+    let first = tokio::spawn(churn(one.clone(), "one", a.to_vec(), rounds));
+    let second = tokio::spawn(churn(two, "two", b.to_vec(), rounds));
+    first.await.unwrap();
+    second.await.unwrap();
+    let history = one
+        .history(concord_control::Subject::Mismatch, ids[0])
+        .await
+        .unwrap();
+    assert_eq!(history.len(), 2 * rounds, "each move has its history row");
+}
