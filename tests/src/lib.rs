@@ -12,6 +12,7 @@ pub mod console;
 pub mod db;
 pub mod pipeline;
 pub mod proxy;
+pub mod race;
 pub mod server;
 pub mod writer;
 

@@ -551,6 +551,101 @@ async fn a_repair_from_the_console_fixes_the_target_row() {
     drop(concord);
 }
 
+/// The console writes to the target beside the replicator: a bulk repair of 200 records
+/// while a writer keeps changing the same rows on the source never writes an older row
+/// over a newer one, and the target ends equal to the source.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bulk_repair_racing_a_writer_never_writes_an_older_row() {
+    use concord_e2e::race::{assert_never_older, hot_table, HotWriter};
+    let db = TestDb::new("console_race").await;
+    hot_table(&db, 200).await;
+    let config = console_config(
+        &db,
+        "",
+        "[checksum]\nchunk_time = \"20ms\"\n\n[recovery]\ngrace = \"1s\"\nauto_repair = false\n\
+         every = \"200ms\"\n",
+    );
+    let concord = Concord::start(&config).await;
+    concord
+        .wait_caught_up(&db.servers, Duration::from_secs(30))
+        .await;
+    db.target("UPDATE `{db}`.hot SET payload = 'corrupt'").await;
+    let mut c = Client::new(router(&config.toml()).await);
+    c.login("olga", password("olga")).await;
+    let table = format!("{}.hot", db.name);
+    let a = c.post("/checksums", &[("table", &table)]).await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+    let store = store(&config).await;
+    wait_for("200 records waiting for a person", WAIT, || {
+        let store = store.clone();
+        async move {
+            let counts = store.count_mismatches(&Default::default()).await.ok()?;
+            (counts == vec![("needs_manual".to_string(), 200)]).then_some(())
+        }
+    })
+    .await;
+
+    let writer = HotWriter::start(&db, 200);
+    wait_for("the writer to be under way", WAIT, || {
+        let n = writer.updates();
+        async move { (n >= 10).then_some(()) }
+    })
+    .await;
+    let started = c
+        .post(
+            "/mismatches/bulk",
+            &[
+                ("action", "repair"),
+                ("scope", "filter"),
+                ("table", &table),
+                ("state", "needs_manual"),
+                ("confirm", "yes"),
+            ],
+        )
+        .await;
+    assert_eq!(started.status, StatusCode::SEE_OTHER, "{}", started.body);
+    let id: i64 = started
+        .location()
+        .trim_start_matches("/bulk/")
+        .parse()
+        .unwrap();
+    let job = wait_for("the bulk repair to end", WAIT, || {
+        let store = store.clone();
+        async move {
+            store
+                .bulk_job(id)
+                .await
+                .ok()?
+                .filter(|j| j.state != "running")
+        }
+    })
+    .await;
+    let updates = writer.stop().await;
+    assert_eq!((job.state.as_str(), job.done), ("finished", 200), "{job:?}");
+    assert!(
+        updates > 20,
+        "the writer raced the repairs ({updates} updates)"
+    );
+    concord
+        .wait_caught_up(&db.servers, Duration::from_secs(30))
+        .await;
+    db.assert_same("hot", "*").await;
+
+    use sqlx::Row;
+    let repairs: Vec<(String, String)> = sqlx::query(
+        "SELECT before_image, after_image FROM recovery_history \
+         WHERE statement IS NOT NULL ORDER BY id",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect();
+    assert_never_older(&repairs);
+    drop(concord);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn behind_a_proxy_the_header_names_the_user_only_from_the_proxy() {
     let db = TestDb::new("console_header").await;

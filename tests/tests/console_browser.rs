@@ -3,7 +3,8 @@
 //! servers. An operator logs in, filters the mismatches, opens a diff, repairs a row (the
 //! target is fixed in the target database) and bulk-ignores 50 with a reason; a viewer's
 //! repair and a form without its CSRF token are refused; a key holding a script renders as
-//! text. Screenshots of the overview, the list and the detail are kept as artifacts
+//! text; the audit log shows who did it. Screenshots of the overview, the list, the
+//! detail and the audit log are kept as artifacts
 //! (`$CONCORD_SCREENSHOTS`, else `console-screenshots/` under the build's target dir).
 
 use concord_e2e::console::{free_port, password, users_section};
@@ -263,6 +264,28 @@ async fn an_operator_repairs_and_bulk_ignores_in_a_real_browser() {
     })
     .await;
     assert_eq!(text(&b, "#succeeded").await, "50");
+
+    // The audit log has the repair, the 50 ignores and the bulk action, under olga's name;
+    // the checksum that found them is listed with its result.
+    b.goto(&format!("{base}/audit?actor=olga&action=ignored"))
+        .await
+        .unwrap();
+    let audit = text(&b, "#audit tbody").await;
+    assert_eq!(
+        audit.matches("test rows, known to differ").count(),
+        50,
+        "{audit}"
+    );
+    b.goto(&format!("{base}/audit?actor=olga")).await.unwrap();
+    let audit = text(&b, "#audit tbody").await;
+    assert!(
+        audit.contains("bulk") && audit.contains("repaired"),
+        "{audit}"
+    );
+    shot(&b, "audit").await;
+    b.goto(&format!("{base}/checksums")).await.unwrap();
+    let runs = text(&b, "#checksum-runs tbody").await;
+    assert!(runs.contains(&format!("{}.t", db.name)), "{runs}");
 
     // A key holding a script is text on every page.
     b.goto(&format!("{base}/mismatches?key={}", "%3Cscript"))

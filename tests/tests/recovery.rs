@@ -501,17 +501,10 @@ async fn nothing_is_repaired_while_the_replicator_lags_beyond_the_grace() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn repairs_racing_a_hot_row_writer_never_write_an_older_row_over_a_newer_one() {
-    use mysql_async::prelude::Queryable;
+    use concord_e2e::race::{assert_never_older, hot_table, HotWriter};
     let db = TestDb::new("recovery_race").await;
     let config = config(&db, "grace = \"1s\"");
-    db.both("CREATE TABLE `{db}`.hot (id INT PRIMARY KEY, version BIGINT NOT NULL, payload VARCHAR(40))")
-        .await;
-    let rows: Vec<String> = (1..=200).map(|i| format!("({i}, 1, 'v1')")).collect();
-    db.both(&format!(
-        "INSERT INTO `{{db}}`.hot VALUES {}",
-        rows.join(", ")
-    ))
-    .await;
+    hot_table(&db, 200).await;
     let concord = Concord::start(&config).await;
     concord
         .wait_caught_up(&db.servers, Duration::from_secs(30))
@@ -521,26 +514,7 @@ async fn repairs_racing_a_hot_row_writer_never_write_an_older_row_over_a_newer_o
     assert_eq!(checksum(&config, &table).await, Some(3));
 
     // The writer bumps random rows' versions while the repairs run.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer = {
-        let (stop, pool, name) = (stop.clone(), db.servers.source.clone(), db.name.clone());
-        tokio::spawn(async move {
-            let mut conn = pool.get_conn().await.unwrap();
-            let mut n = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let id = 1 + (n * 37) % 200;
-                conn.query_drop(format!(
-                    "UPDATE `{name}`.hot SET version = version + 1, \
-                     payload = CONCAT('v', version + 1) WHERE id = {id}"
-                ))
-                .await
-                .unwrap();
-                n += 1;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            n
-        })
-    };
+    let writer = HotWriter::start(&db, 200);
     wait_for("every record settled", Duration::from_secs(120), || async {
         let s = states(&config, &table).await;
         s.iter()
@@ -548,8 +522,7 @@ async fn repairs_racing_a_hot_row_writer_never_write_an_older_row_over_a_newer_o
             .then_some(())
     })
     .await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let updates = writer.await.unwrap();
+    let updates = writer.stop().await;
     assert!(
         updates > 100,
         "the writer raced the repairs ({updates} updates)"
@@ -560,33 +533,16 @@ async fn repairs_racing_a_hot_row_writer_never_write_an_older_row_over_a_newer_o
     db.assert_same("hot", "*").await;
 
     use sqlx::Row;
-    let repairs = control(
+    let repairs: Vec<(String, String)> = control(
         &config,
         "SELECT before_image, after_image FROM recovery_history \
          WHERE statement IS NOT NULL ORDER BY id",
     )
-    .await;
-    assert!(
-        !repairs.is_empty(),
-        "some rows were repaired while the writer ran"
-    );
-    let version = |image: &str| -> i64 {
-        let row: Vec<(String, serde_json::Value)> = serde_json::from_str(image).unwrap();
-        let v = &row.iter().find(|(c, _)| c == "version").unwrap().1;
-        v["value"]
-            .as_i64()
-            .unwrap_or_else(|| panic!("a version in {image}"))
-    };
-    for r in &repairs {
-        let before: String = r.get(0);
-        let after: String = r.get(1);
-        assert!(
-            version(&after) >= version(&before),
-            "a repair wrote version {} over version {}",
-            version(&after),
-            version(&before)
-        );
-    }
+    .await
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect();
+    assert_never_older(&repairs);
 }
 
 #[tokio::test(flavor = "multi_thread")]
