@@ -182,6 +182,26 @@ impl ControlStore {
         Ok(())
     }
 
+    /// Ends as `interrupted` every running bulk job with no progress saved since
+    /// `updated_before_ms`: the console that ran it stopped (a job saves its progress after
+    /// every few hundred records). Returns how many. The records it had not reached are as
+    /// they were; each one it did reach has its own audit row.
+    pub async fn end_stalled_bulk_jobs(&self, updated_before_ms: i64) -> Result<u64, ControlError> {
+        let done = sqlx::query(
+            "UPDATE console_bulk_jobs SET state = 'interrupted', error = ?, updated_ms = ? \
+             WHERE state = 'running' AND updated_ms < ?",
+        )
+        .bind(
+            "no progress saved for minutes: the console running it stopped; the records it \
+             had not reached are as they were — start it again to finish them",
+        )
+        .bind(now_ms())
+        .bind(updated_before_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     pub async fn bulk_job(&self, id: i64) -> Result<Option<BulkJob>, ControlError> {
         let row = sqlx::query(&format!(
             "SELECT {BULK_COLUMNS} FROM console_bulk_jobs WHERE id = ?"

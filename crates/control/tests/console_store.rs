@@ -121,6 +121,13 @@ async fn exercise(store: ControlStore) {
         .await
         .unwrap();
     assert!(second > id, "each job its own id");
+    // A running job whose console stopped is ended; a finished one is left alone.
+    assert_eq!(store.end_stalled_bulk_jobs(0).await.unwrap(), 0);
+    assert_eq!(store.end_stalled_bulk_jobs(i64::MAX).await.unwrap(), 1);
+    let stalled = store.bulk_job(second).await.unwrap().unwrap();
+    assert_eq!(stalled.state, "interrupted");
+    assert!(stalled.error.unwrap().contains("start it again"));
+    assert_eq!(store.bulk_job(id).await.unwrap().unwrap().state, "finished");
 
     // The audit search: a record's move joined with its table and key, the bulk row.
     let m = store.mismatches(Some(&t), 1).await.unwrap().remove(0);

@@ -209,7 +209,7 @@ fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -376,18 +376,6 @@ pub async fn logout(
         HeaderValue::from_str(&gone.to_string()).expect("a valid header"),
     );
     Ok(response)
-}
-
-/// Ends sessions past the idle timeout every minute (a session is also ended when it is
-/// used after its timeout).
-pub async fn end_idle_sessions_forever(state: AppState) {
-    let idle = state.console().idle_timeout.as_millis() as i64;
-    loop {
-        if let Err(e) = state.store().end_idle_sessions(now_ms() - idle).await {
-            tracing::warn!(error = %e, "idle console sessions not ended");
-        }
-        tokio::time::sleep(Duration::from_secs(60)).await;
-    }
 }
 
 /// `concord console hash-password`: the argon2id PHC string of `password` (a fresh salt).

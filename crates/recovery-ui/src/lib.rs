@@ -17,6 +17,7 @@ pub mod auth;
 mod bulk;
 mod error;
 mod guard;
+mod housekeeping;
 mod limiter;
 mod pages;
 mod rates;
@@ -149,7 +150,7 @@ pub async fn serve(state: AppState) -> Result<SocketAddr, ConsoleError> {
         .local_addr()
         .map_err(|source| ConsoleError::Listen { addr, source })?;
     tokio::spawn(rates::sample_forever(state.clone()));
-    tokio::spawn(auth::end_idle_sessions_forever(state.clone()));
+    tokio::spawn(housekeeping::forever(state.clone()));
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
