@@ -28,6 +28,7 @@ impl Answer {
 
 /// A browser-like client of the router: it keeps the session cookie and the last CSRF
 /// token it saw on a page.
+#[derive(Clone)]
 pub struct Client {
     pub app: Router,
     pub peer: SocketAddr,

@@ -395,13 +395,7 @@ async fn bulk_ignore_over_a_filter_audits_every_row_and_the_action() {
     let job = started.location();
     assert!(job.starts_with("/bulk/"), "{job}");
     wait_for("the bulk job to finish", WAIT, || {
-        let mut c = Client {
-            app: c.app.clone(),
-            peer: c.peer,
-            cookie: c.cookie.clone(),
-            csrf: None,
-            headers: vec![],
-        };
+        let mut c = c.clone();
         let job = job.clone();
         async move {
             let p = c.get(&job).await;
@@ -548,6 +542,27 @@ async fn a_repair_from_the_console_fixes_the_target_row() {
     );
     let audit = c.get("/audit?actor=olga").await;
     assert!(audit.body.contains("checksum") && audit.body.contains(&format!("table {table}")));
+    // The overview, served here apart from the `concord run` process, shows that
+    // process's heartbeat and its rates from what it published in the control store.
+    db.source("INSERT INTO `{db}`.t VALUES (3, 'replicated')")
+        .await;
+    let overview = wait_for("the run's published counters on the overview", WAIT, || {
+        let mut c = c.clone();
+        async move {
+            let p = c.get("/").await;
+            // Rates come from samples up to 5 s old; the heartbeat is read each time.
+            (p.body.contains("concord run")
+                && p.body.contains("changes applied")
+                && p.body.contains("/s</td>"))
+            .then_some(p)
+        }
+    })
+    .await;
+    assert!(
+        !overview.body.contains("no running process reports it"),
+        "{}",
+        overview.body
+    );
     drop(concord);
 }
 

@@ -246,7 +246,15 @@ async fn an_operator_repairs_and_bulk_ignores_in_a_real_browser() {
     .unwrap();
     click(&b, "#all").await;
     click(&b, "button[value='ignore:selected']").await;
-    assert!(text(&b, "h1").await.contains("Ignore 50 open records?"));
+    // Every page has an h1: wait for the confirmation's, not the list's still showing.
+    wait_for("the confirmation page", WAIT, || {
+        let b = b.clone();
+        async move {
+            let h1 = b.find(Locator::Css("h1")).await.ok()?.text().await.ok()?;
+            h1.contains("Ignore 50 open records?").then_some(())
+        }
+    })
+    .await;
     type_in(&b, "#reason", "test rows, known to differ").await;
     click(&b, "#go").await;
     // Reloading is safe only once the browser is on the job's page (the confirmation was

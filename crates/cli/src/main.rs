@@ -18,9 +18,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use supervise::supervise;
+use tokio_util::task::AbortOnDropHandle;
 
 mod batch;
 mod failed;
+mod publish;
 mod records;
 mod supervise;
 
@@ -497,6 +499,10 @@ where
     let readiness = Readiness::new();
     let health = readiness.role(role);
     concord_telemetry::serve(config.metrics.listen_addr(), readiness).await?;
+    let _beating = AbortOnDropHandle::new(tokio::spawn(publish::forever(
+        config.clone(),
+        command_of(role),
+    )));
     tokio::select! {
         e = supervise(health, config.replicator.max_backoff, attempt) => {
             Err(anyhow::Error::new(e).context(format!("{role} stopped")))
@@ -505,6 +511,17 @@ where
             tracing::info!("shutting down");
             Ok(())
         }
+    }
+}
+
+/// The command a role runs under, as its process's heartbeat names it.
+fn command_of(role: &str) -> &'static str {
+    match role {
+        "replicator" => "concord replicate",
+        "verifier" => "concord verify",
+        "capture" => "concord capture",
+        "recovery" => "concord recovery",
+        _ => "concord",
     }
 }
 
@@ -539,6 +556,10 @@ async fn run_all(config: Config) -> anyhow::Result<()> {
     let verifier = readiness.role("verifier");
     let recovery = readiness.role("recovery");
     concord_telemetry::serve(config.metrics.listen_addr(), readiness).await?;
+    let _beating = AbortOnDropHandle::new(tokio::spawn(publish::forever(
+        config.clone(),
+        "concord run",
+    )));
     start_console(&config).await?;
     // The verifier starts where the replicator first started in this process, once the
     // replicator has checked the source (so a refusal at start — settings, keyless tables

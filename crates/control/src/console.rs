@@ -50,6 +50,12 @@ pub struct Heartbeat {
     pub detail: String,
 }
 
+/// The name a process beats under: its host (a pod's name) and its pid.
+pub fn process_name() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
+    format!("{host}:{}", std::process::id())
+}
+
 const BULK_COLUMNS: &str = "id, actor, action, selection, reason, total, done, succeeded, \
                             failed, state, error, started_ms, updated_ms";
 
@@ -240,30 +246,73 @@ impl ControlStore {
 
     /// Says role `role` (instance `name`) is alive now.
     pub async fn beat(&self, role: &str, name: &str, detail: &str) -> Result<(), ControlError> {
+        self.beat_with(role, name, detail, None).await
+    }
+
+    /// Says process `name` (running `role`) is alive now, with its counters (JSON) for
+    /// consoles in other processes.
+    pub async fn publish(
+        &self,
+        role: &str,
+        name: &str,
+        detail: &str,
+        counters: &str,
+    ) -> Result<(), ControlError> {
+        self.beat_with(role, name, detail, Some(counters)).await
+    }
+
+    async fn beat_with(
+        &self,
+        role: &str,
+        name: &str,
+        detail: &str,
+        counters: Option<&str>,
+    ) -> Result<(), ControlError> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
         let updated = sqlx::query(
-            "UPDATE role_heartbeats SET at_ms = ?, detail = ? WHERE role = ? AND name = ?",
+            "UPDATE role_heartbeats SET at_ms = ?, detail = ?, counters = ? \
+             WHERE role = ? AND name = ?",
         )
         .bind(now)
         .bind(detail)
+        .bind(counters)
         .bind(role)
         .bind(name)
         .execute(&mut *tx)
         .await?;
         if updated.rows_affected() == 0 {
             sqlx::query(
-                "INSERT INTO role_heartbeats (role, name, at_ms, detail) VALUES (?, ?, ?, ?)",
+                "INSERT INTO role_heartbeats (role, name, at_ms, detail, counters) \
+                 VALUES (?, ?, ?, ?, ?)",
             )
             .bind(role)
             .bind(name)
             .bind(now)
             .bind(detail)
+            .bind(counters)
             .execute(&mut *tx)
             .await?;
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// The counters published since `since_ms`: (process, when, JSON), newest first.
+    pub async fn published_counters(
+        &self,
+        since_ms: i64,
+    ) -> Result<Vec<(String, i64, String)>, ControlError> {
+        let rows = sqlx::query(
+            "SELECT name, at_ms, counters FROM role_heartbeats \
+             WHERE counters IS NOT NULL AND at_ms >= ? ORDER BY at_ms DESC",
+        )
+        .bind(since_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((text(r, 0)?, r.try_get(1)?, text(r, 2)?)))
+            .collect()
     }
 
     /// Every role's heartbeat, the ones kept in their positions included (the capture's,

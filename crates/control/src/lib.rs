@@ -21,7 +21,7 @@ mod positions;
 pub use audit::AuditFilter;
 pub use batch_jobs::{BatchJob, BatchRequest};
 pub use checksum_runs::ChecksumRun;
-pub use console::{AuditRow, BulkJob, ConsoleSession, Heartbeat};
+pub use console::{process_name, AuditRow, BulkJob, ConsoleSession, Heartbeat};
 pub use failed::{FailedEvent, FailedEventRow, FailureReason};
 pub use lifecycle::{FailedState, HistoryRow, MismatchState, Move, NamedRow, Setting, Subject};
 pub use listing::{ChecksumRunRow, FailedFilter};

@@ -228,6 +228,43 @@ async fn exercise(store: ControlStore) {
         .iter()
         .any(|b| b.role == "capture" && b.detail == "mysql-bin.000003:99"));
     assert_eq!(beats.iter().filter(|b| b.role == "recovery").count(), 1);
+    // A process's published counters: the newest per process, only while recent.
+    assert!(store.published_counters(0).await.unwrap().is_empty());
+    store
+        .publish(
+            "concord replicate",
+            "pod-2:7",
+            "5 changes applied",
+            "{\"a\":1}",
+        )
+        .await
+        .unwrap();
+    store
+        .publish(
+            "concord replicate",
+            "pod-2:7",
+            "6 changes applied",
+            "{\"a\":2}",
+        )
+        .await
+        .unwrap();
+    let published = store.published_counters(0).await.unwrap();
+    assert_eq!(published.len(), 1);
+    assert_eq!(
+        (published[0].0.as_str(), published[0].2.as_str()),
+        ("pod-2:7", "{\"a\":2}")
+    );
+    assert!(store
+        .published_counters(published[0].1 + 1)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store
+        .heartbeats()
+        .await
+        .unwrap()
+        .iter()
+        .any(|b| b.role == "concord replicate" && b.detail == "6 changes applied"));
 
     // Failed events by status.
     store

@@ -25,12 +25,6 @@ pub const CLOSED: &str = "closed";
 /// How often the worker says it is alive (`role_heartbeats`).
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
 
-/// The worker's name in its heartbeat: the host (a pod's name) and the process.
-fn heartbeat_name() -> String {
-    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
-    format!("{host}:{}", std::process::id())
-}
-
 /// Records looked at per pass, at most.
 const PASS: i64 = 1000;
 
@@ -44,7 +38,7 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), Recovery
     tracing::info!(grace = ?recovery.grace(), "recovery worker running");
     let limit = config.recovery.max_auto_repairs_per_minute as usize;
     let mut repairs: VecDeque<Instant> = VecDeque::new();
-    let name = heartbeat_name();
+    let name = concord_control::process_name();
     let mut last_beat: Option<Instant> = None;
     loop {
         // The console's overview shows when the worker last went round.

@@ -4,8 +4,10 @@
 //! answer names it and says why).
 
 mod readiness;
+pub mod snapshot;
 
 pub use readiness::{Readiness, RoleHealth};
+pub use snapshot::Snapshot;
 
 use axum::extract::State;
 use axum::http::StatusCode;

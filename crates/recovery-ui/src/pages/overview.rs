@@ -5,7 +5,7 @@
 use super::render;
 use crate::auth::User;
 use crate::error::PageError;
-use crate::rates::{gauge, APPLIED, VERIFIED};
+use crate::rates::{APPLIED, REPLICATION_LAG, VERIFIED, VERIFIER_LAG};
 use crate::view::{ago, at, error_chain, Nav};
 use crate::AppState;
 use askama::Template;
@@ -132,6 +132,11 @@ pub async fn show(
         l.checksum_when = ago(r.updated_ms);
     }
     let rates = &state.0.rates;
+    if let Err(e) = rates.refresh(store).await {
+        problems.push(format!(
+            "the processes' published counters could not be read: {e}"
+        ));
+    }
     let (applies, verifies) = (rates.has(APPLIED), rates.has(VERIFIED));
     for (name, l) in lines.iter_mut() {
         l.table = name.clone();
@@ -182,9 +187,10 @@ pub async fn show(
         })
         .unwrap_or_else(|| "closed (never opened)".into());
     let seconds = |name: &str| {
-        gauge(name)
+        rates
+            .gauge(name)
             .map(|s| format!("{s:.1} s"))
-            .unwrap_or_else(|| "- (not in this process)".into())
+            .unwrap_or_else(|| "- (no running process reports it)".into())
     };
     let page = OverviewPage {
         nav: user.nav("overview"),
@@ -193,8 +199,8 @@ pub async fn show(
         beats,
         circuit_open,
         circuit_note,
-        replication_lag: seconds("concord_replication_lag_seconds"),
-        verifier_lag: seconds("concord_verifier_lag_seconds"),
+        replication_lag: seconds(REPLICATION_LAG),
+        verifier_lag: seconds(VERIFIER_LAG),
         problems,
         can_close: user.role >= ConsoleRole::Admin,
     };
