@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One command to see concord work: starts a local MariaDB source and target
-# (scripts/services.sh), creates the demo schema `shop` on both, builds concord and runs
-# it in direct mode with examples/concord.toml. Ctrl-C stops concord; the servers stay up
-# (scripts/services.sh stop stops them).
+# (`scripts/services.sh databases`: direct mode needs no Kafka broker), creates the demo
+# schema `shop` on both, builds concord and runs it in direct mode with
+# examples/concord.toml. Ctrl-C stops concord; the servers stay up (`scripts/services.sh
+# stop` stops them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/concord-target}"
@@ -11,7 +12,7 @@ if ! command -v cargo >/dev/null 2>&1; then
   echo "quickstart: cargo is needed (https://rustup.rs)" >&2
   exit 1
 fi
-scripts/services.sh start
+scripts/services.sh databases
 
 schema="CREATE DATABASE IF NOT EXISTS shop CHARACTER SET utf8mb4;
 CREATE TABLE IF NOT EXISTS shop.orders (

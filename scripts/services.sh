@@ -6,7 +6,9 @@
 #           (the Kafka-mode tests also start brokers of their own on free ports: tansu,
 #           or nisshi where a test SIGKILLs consumer-group members)
 # Each has its own datadir under $CONCORD_SERVICES_DIR (default /tmp/concord-services).
-# Usage: scripts/services.sh start|stop|status|reset
+# Usage: scripts/services.sh start|databases|stop|status|reset
+#   start      the source, the target and the broker (installing the brokers once)
+#   databases  the source and the target only (direct mode: the quickstart)
 set -euo pipefail
 
 DIR="${CONCORD_SERVICES_DIR:-/tmp/concord-services}"
@@ -117,15 +119,24 @@ stop_one() {
   fi
 }
 
+start_databases() {
+  ensure_packages
+  mkdir -p "$DIR"
+  start_one source "$SOURCE_PORT" 1 \
+    --log-bin="$DIR/source/mysql-bin" --binlog-format=ROW \
+    --binlog-row-image=FULL --binlog-row-metadata=FULL \
+    --sync-binlog=0 --max-binlog-size=256M
+  start_one target "$TARGET_PORT" 2
+}
+
 case "${1:-start}" in
+  databases)
+    # Direct mode needs no broker: the quickstart starts only these.
+    start_databases
+    log "source 127.0.0.1:$SOURCE_PORT, target 127.0.0.1:$TARGET_PORT ready"
+    ;;
   start)
-    ensure_packages
-    mkdir -p "$DIR"
-    start_one source "$SOURCE_PORT" 1 \
-      --log-bin="$DIR/source/mysql-bin" --binlog-format=ROW \
-      --binlog-row-image=FULL --binlog-row-metadata=FULL \
-      --sync-binlog=0 --max-binlog-size=256M
-    start_one target "$TARGET_PORT" 2
+    start_databases
     ensure_tool tansu 0.6.0
     ensure_tool nisshi 0.6.0
     start_broker
@@ -148,7 +159,7 @@ case "${1:-start}" in
     done
     ;;
   *)
-    echo "usage: $0 start|stop|status|reset" >&2
+    echo "usage: $0 start|databases|stop|status|reset" >&2
     exit 2
     ;;
 esac
