@@ -14,12 +14,15 @@ command -v pt-online-schema-change >/dev/null 2>&1 || need+=(percona-toolkit)
 [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 [ -f /usr/include/openssl/ssl.h ] || need+=(libssl-dev)
+# deploy/check.sh tests the alert rules with promtool.
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
   echo "test: installing ${need[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
+deploy/check.sh
 scripts/services.sh start
 cargo build -p concord
 if cargo nextest --version >/dev/null 2>&1; then

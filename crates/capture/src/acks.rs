@@ -2,10 +2,12 @@
 
 use crate::error::CaptureError;
 use crate::metrics;
+use crate::progress::Progress;
 use crate::publish::{now_ms, MAX_BACKOFF};
 use concord_change::Position;
 use concord_control::{until_stored, ControlStore, SavedPosition};
 use rdkafka::producer::DeliveryFuture;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
@@ -24,6 +26,7 @@ pub(crate) struct Pending {
 pub(crate) struct Acker {
     control: ControlStore,
     name: String,
+    progress: Arc<Progress>,
 }
 
 /// How often the acknowledged position is written (a crash re-publishes at most this
@@ -31,8 +34,12 @@ pub(crate) struct Acker {
 const SAVE_EVERY: Duration = Duration::from_millis(250);
 
 impl Acker {
-    pub fn new(control: ControlStore, name: String) -> Self {
-        Self { control, name }
+    pub fn new(control: ControlStore, name: String, progress: Arc<Progress>) -> Self {
+        Self {
+            control,
+            name,
+            progress,
+        }
     }
 
     /// Awaits acknowledgements strictly in order; a refused message stops the capture
@@ -73,6 +80,7 @@ impl Acker {
                     }
                 }
             }
+            self.progress.acked();
             let lag = (now_ms() as f64 / 1000.0 - f64::from(p.commit_ts)).max(0.0);
             metrics::LAG.set(lag);
             let Some(end) = p.end else { continue };

@@ -11,6 +11,7 @@
 mod acks;
 mod error;
 mod metrics;
+mod progress;
 mod publish;
 
 pub use error::CaptureError;
@@ -24,6 +25,7 @@ use concord_change::TableName;
 use concord_config::Config;
 use concord_control::ControlStore;
 use mysql_async::Conn;
+use progress::Progress;
 use rdkafka::producer::FutureProducer;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -83,7 +85,9 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), CaptureE
     // Aborted with this run: a restarted role must not leave its old reader behind.
     let reading = AbortOnDropHandle::new(tokio::spawn(async move { reader.run(start, tx).await }));
     let (pending_tx, pending_rx) = mpsc::channel::<Pending>(config.replicator.queue_transactions);
-    let acker = Acker::new(control.clone(), name);
+    let progress = Progress::new();
+    let _reporting = AbortOnDropHandle::new(tokio::spawn(progress.clone().report_forever()));
+    let acker = Acker::new(control.clone(), name, progress.clone());
     let acking = AbortOnDropHandle::new(tokio::spawn(acker.run(pending_rx)));
     let publisher =
         publish::Publisher::new(producer, kafka.clone(), config.source.server_id, control);
@@ -94,6 +98,7 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), CaptureE
         while let Some(event) = rx.recv().await {
             let (txn, whole) = match event {
                 ReaderEvent::CaughtUp { .. } => {
+                    progress.caught_up();
                     ready.store(true, Ordering::Relaxed);
                     metrics::LAG.set(0.0);
                     continue;
@@ -107,6 +112,7 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), CaptureE
             } else {
                 published + pending.deliveries.len() as u32
             };
+            progress.sent();
             if pending_tx.send(pending).await.is_err() {
                 break; // the acker stopped; its error is reported below
             }

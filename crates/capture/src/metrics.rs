@@ -27,3 +27,12 @@ pub static LAG: LazyLock<Gauge> = LazyLock::new(|| {
     )
     .expect("metric registers once")
 });
+
+pub static UNPUBLISHED: LazyLock<Gauge> = LazyLock::new(|| {
+    register_gauge!(
+        "concord_capture_unpublished_seconds",
+        "Seconds since the capture last had everything it read acknowledged by the broker \
+         (0 when caught up): grows while the source writes and nothing gets published"
+    )
+    .expect("metric registers once")
+});

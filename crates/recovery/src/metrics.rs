@@ -43,3 +43,12 @@ pub static BATCH_ROWS: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
     )
     .expect("metric registers once")
 });
+
+pub static GRACE: LazyLock<prometheus::Gauge> = LazyLock::new(|| {
+    prometheus::register_gauge!(
+        "concord_recovery_grace_seconds",
+        "recovery.grace: how long a detected mismatch waits before recovery looks at it \
+         (the alert on mismatches open too long compares with it)"
+    )
+    .expect("metric registers once")
+});

@@ -34,6 +34,7 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), Recovery
     let _counting = AbortOnDropHandle::new(tokio::spawn(
         concord_compare::metrics::report_open_records(control.clone(), Duration::from_secs(5)),
     ));
+    crate::metrics::GRACE.set(recovery.grace().as_secs_f64());
     ready.store(true, Ordering::Relaxed);
     tracing::info!(grace = ?recovery.grace(), "recovery worker running");
     let limit = config.recovery.max_auto_repairs_per_minute as usize;

@@ -70,7 +70,23 @@ pub async fn serve(addr: SocketAddr, ready: Readiness) -> Result<SocketAddr, Ser
     Ok(bound)
 }
 
-async fn metrics() -> impl IntoResponse {
+/// `concord_role_ready{role}`: 1 while the role is ready, as `/readyz` says.
+static ROLE_READY: std::sync::LazyLock<prometheus::IntGaugeVec> = std::sync::LazyLock::new(|| {
+    prometheus::register_int_gauge_vec!(
+        "concord_role_ready",
+        "1 while the role is connected and doing its work (as /readyz says), 0 otherwise",
+        &["role"]
+    )
+    .expect("metric registers once")
+});
+
+async fn metrics(State(ready): State<Readiness>) -> impl IntoResponse {
+    // Read at each scrape, so the gauge is never older than the flags.
+    ready.each(|role, is_ready| {
+        ROLE_READY
+            .with_label_values(&[role])
+            .set(i64::from(is_ready));
+    });
     let mut buf = Vec::new();
     let families = prometheus::gather();
     match TextEncoder::new().encode(&families, &mut buf) {

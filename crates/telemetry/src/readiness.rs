@@ -44,6 +44,13 @@ impl Readiness {
         role
     }
 
+    /// Calls `f` with each role's name and whether it is ready.
+    pub fn each(&self, mut f: impl FnMut(&'static str, bool)) {
+        for role in lock(&self.roles).iter() {
+            f(role.name, role.is_ready());
+        }
+    }
+
     /// `None` when every role is ready; otherwise one line per role saying how it is.
     pub fn report(&self) -> Option<String> {
         let roles = lock(&self.roles);

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Offline checks of what deploy/ holds (run by scripts/test.sh):
+#   - the alert rules parse (promtool check rules) and pass their unit tests (promtool test
+#     rules: for each alert a series that fires it and one that must not);
+#   - the PrometheusRule is exactly what deploy/prometheus/generate.sh makes of the rules;
+#   - every alert has a severity, a summary, a description and a runbook_url whose section
+#     exists in docs/OPERATIONS.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+fail() { echo "deploy/check.sh: $*" >&2; exit 1; }
+command -v promtool >/dev/null 2>&1 || fail "promtool is missing (apt-get install prometheus)"
+
+promtool check rules deploy/prometheus/concord-rules.yaml >/dev/null ||
+  fail "deploy/prometheus/concord-rules.yaml does not parse (promtool check rules)"
+(cd deploy/prometheus && promtool test rules concord-rules.test.yaml) ||
+  fail "the alert rules' unit tests failed"
+deploy/prometheus/generate.sh --check
+
+rules=$(grep -v '^ *#' deploy/prometheus/concord-rules.yaml)
+alerts=$(grep -c -- '- alert:' <<<"$rules")
+for field in 'severity:' 'summary:' 'description:' 'runbook_url:'; do
+  n=$(grep -c -- "$field" <<<"$rules")
+  [ "$n" = "$alerts" ] || fail "$alerts alerts but $n with $field"
+done
+grep -o 'runbook_url: "[^"]*"' deploy/prometheus/concord-rules.yaml | sed 's/.*#\([^"]*\)"/\1/' |
+  while read -r anchor; do
+    grep -qi "^### ${anchor}\$" docs/OPERATIONS.md ||
+      fail "runbook_url #$anchor has no section '### …' in docs/OPERATIONS.md"
+  done
+echo "deploy/check.sh: alert rules, their tests, the PrometheusRule and the runbook agree"
