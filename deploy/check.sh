@@ -4,7 +4,10 @@
 #     rules: for each alert a series that fires it and one that must not);
 #   - the PrometheusRule is exactly what deploy/prometheus/generate.sh makes of the rules;
 #   - every alert has a severity, a summary, a description and a runbook_url whose section
-#     exists in docs/OPERATIONS.md.
+#     exists in docs/OPERATIONS.md;
+#   - the Kubernetes manifests (deploy/kubernetes/check.py: kustomizations resolve, every
+#     manifest validates against the Kubernetes schemas or the CRD schemas kept there).
+# kubernetes-validate (PyPI) is installed once into a venv under $CONCORD_TOOLS_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fail() { echo "deploy/check.sh: $*" >&2; exit 1; }
@@ -28,3 +31,19 @@ grep -o 'runbook_url: "[^"]*"' deploy/prometheus/concord-rules.yaml | sed 's/.*#
       fail "runbook_url #$anchor has no section '### …' in docs/OPERATIONS.md"
   done
 echo "deploy/check.sh: alert rules, their tests, the PrometheusRule and the runbook agree"
+
+tools="${CONCORD_TOOLS_DIR:-/var/cache/concord-tools}"
+python=python3
+if ! python3 -c 'import kubernetes_validate' 2>/dev/null; then
+  python="$tools/venv/bin/python"
+  if ! "$python" -c 'import kubernetes_validate' 2>/dev/null; then
+    echo "deploy/check.sh: installing kubernetes-validate into $tools/venv"
+    python3 -m venv "$tools/venv" 2>/dev/null || {
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+      python3 -m venv "$tools/venv"
+    }
+    "$tools/venv/bin/pip" install -q kubernetes-validate
+  fi
+  export PATH="$tools/venv/bin:$PATH"
+fi
+"$python" deploy/kubernetes/check.py

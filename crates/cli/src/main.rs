@@ -29,7 +29,7 @@ mod supervise;
 #[derive(Parser)]
 #[command(
     name = "concord",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("CONCORD_GIT_REV"), ")"),
     about = "Keeps a target database a verified copy of a MySQL/MariaDB source"
 )]
 struct Cli {

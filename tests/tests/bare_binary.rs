@@ -1,0 +1,155 @@
+//! What the container image relies on (deploy/Dockerfile copies the binary alone into a
+//! distroless image): the binary runs from an empty directory with nothing but its config
+//! and an empty environment — migrations, templates and the console's files are inside it —
+//! says its version with the git revision, and serves a real `concord run` from there.
+
+use concord_e2e::concord::{binary, http_get};
+use concord_e2e::console::{free_port, users_section};
+use concord_e2e::{wait_for, ConcordConfig, TestDb};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+/// `concord ARGS` run in `dir` with an empty environment.
+fn bare(bin: &Path, dir: &Path) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(bin);
+    c.current_dir(dir).env_clear().kill_on_drop(true);
+    c
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_binary_alone_with_its_config_runs_every_part() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("concord");
+    std::fs::copy(binary(), &bin).expect("copy the binary");
+
+    let out = bare(&bin, dir.path())
+        .arg("--version")
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success());
+    let version = String::from_utf8(out.stdout).unwrap();
+    let rev = version
+        .trim()
+        .strip_prefix(&format!("concord {} (", env!("CARGO_PKG_VERSION")))
+        .and_then(|r| r.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("a version with its revision: {version}"));
+    assert!(
+        rev.len() >= 7 && rev.chars().all(|c| c.is_ascii_hexdigit()),
+        "the git revision, built from a clone: {version}"
+    );
+
+    // A config whose control store lives in the bare directory.
+    let db = TestDb::new("bare_binary").await;
+    db.both("CREATE TABLE `{db}`.t (id INT PRIMARY KEY, v VARCHAR(20))")
+        .await;
+    let console = free_port();
+    let mut config = ConcordConfig::new(&db);
+    config.extra = users_section(console, "");
+    let toml = config.toml().replace(
+        &format!("sqlite://{}", config.control_db().display()),
+        "sqlite://control.db",
+    );
+    std::fs::write(dir.path().join("concord.toml"), &toml).unwrap();
+
+    let out = bare(&bin, dir.path())
+        .args(["check-config", "--config", "concord.toml"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "check-config: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut run = bare(&bin, dir.path())
+        .args(["run", "--config", "concord.toml"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let metrics = config.metrics_port;
+    wait_for(
+        "the bare run to be ready",
+        Duration::from_secs(60),
+        || async move {
+            http_get(metrics, "/readyz")
+                .await
+                .filter(|(code, _)| *code == 200)
+        },
+    )
+    .await;
+    db.source("INSERT INTO `{db}`.t VALUES (1, 'from a bare dir')")
+        .await;
+    wait_for("the row on the target", Duration::from_secs(30), || {
+        let db = &db;
+        async move {
+            use mysql_async::prelude::Queryable;
+            let mut conn = db.servers.target_conn().await;
+            conn.query_first::<String, _>(format!("SELECT v FROM `{}`.t WHERE id = 1", db.name))
+                .await
+                .ok()
+                .flatten()
+        }
+    })
+    .await;
+    // The console's page and its stylesheet come from inside the binary.
+    let (code, page) = http_get(console, "/login")
+        .await
+        .expect("the console answers");
+    assert_eq!(code, 200);
+    assert!(page.contains("<form"), "{page}");
+    let (code, css) = http_get(console, "/static/console.css").await.unwrap();
+    assert_eq!(code, 200);
+    assert!(css.contains(".state"), "the stylesheet");
+    assert!(
+        dir.path().join("control.db").exists(),
+        "the control store was made where the config said"
+    );
+    run.kill().await.ok();
+}
+
+/// The configs deploy/kubernetes ships load and validate, with the Secret's files where the
+/// pods mount them (here: a temporary directory, through the environment overrides the
+/// pods could use as well).
+#[tokio::test]
+async fn the_kubernetes_configs_are_valid() {
+    let secrets = tempfile::tempdir().unwrap();
+    for key in ["source-password", "target-password"] {
+        std::fs::write(secrets.path().join(key), "not-a-real-password\n").unwrap();
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for overlay in ["base", "kafka"] {
+        let file = root.join(format!("deploy/kubernetes/{overlay}/concord.toml"));
+        let out = tokio::process::Command::new(binary())
+            .args(["check-config", "--config"])
+            .arg(&file)
+            .env(
+                "CONCORD_SOURCE__PASSWORD_FILE",
+                secrets.path().join("source-password"),
+            )
+            .env(
+                "CONCORD_TARGET__PASSWORD_FILE",
+                secrets.path().join("target-password"),
+            )
+            .output()
+            .await
+            .unwrap();
+        let printed = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            !printed.contains("not-a-real-password"),
+            "secrets are hidden: {printed}"
+        );
+        if overlay == "kafka" {
+            assert!(printed.contains("kafka"), "{printed}");
+        }
+    }
+}
