@@ -284,6 +284,23 @@ impl Concord {
         let _ = self.child.start_kill();
     }
 
+    /// SIGTERM, as Kubernetes sends it: returns how the process exited and how long it
+    /// took, or `None` when it was still running after `within` (then it is killed).
+    pub async fn terminate(
+        &mut self,
+        within: Duration,
+    ) -> Option<(std::process::ExitStatus, Duration)> {
+        let started = std::time::Instant::now();
+        self.signal("-TERM").await;
+        match tokio::time::timeout(within, self.child.wait()).await {
+            Ok(status) => Some((status.expect("wait for concord"), started.elapsed())),
+            Err(_) => {
+                let _ = self.child.start_kill();
+                None
+            }
+        }
+    }
+
     /// SIGSTOP: the process stays, does nothing (a replicator that falls behind).
     pub async fn pause(&self) {
         self.signal("-STOP").await;
