@@ -32,7 +32,9 @@ pub use missing::{MissingRows, MissingTable};
 pub use positions::{SavedPosition, VerifierPosition};
 
 use sqlx::any::AnyPoolOptions;
+use sqlx::migrate::Migrator;
 use sqlx::AnyPool;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -69,8 +71,20 @@ pub struct ControlStore {
     backend: Backend,
 }
 
-static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
-static MYSQL_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/mysql");
+/// The migrations, which only ever add (tables, indexes, nullable columns): a store migrated
+/// by a newer concord is read and written by an older one, so a rollback of the binary
+/// needs no rollback of the store. An older binary skips the migrations it does not know
+/// (`ignore_missing`) instead of refusing to start.
+static SQLITE_MIGRATIONS: LazyLock<Migrator> = LazyLock::new(|| {
+    let mut m = sqlx::migrate!("./migrations/sqlite");
+    m.set_ignore_missing(true);
+    m
+});
+static MYSQL_MIGRATIONS: LazyLock<Migrator> = LazyLock::new(|| {
+    let mut m = sqlx::migrate!("./migrations/mysql");
+    m.set_ignore_missing(true);
+    m
+});
 
 impl ControlStore {
     /// Connects (creating a SQLite file if needed) and brings the schema up to date.
