@@ -153,3 +153,52 @@ async fn the_kubernetes_configs_are_valid() {
         }
     }
 }
+
+/// `--log-format json`, as the manifests run every role: each line on stderr is one JSON
+/// object, and the lines of `concord run` say which role wrote them and, where it matters,
+/// the position.
+#[tokio::test(flavor = "multi_thread")]
+async fn json_logs_name_the_role_and_the_position() {
+    use concord_e2e::Concord;
+    let db = TestDb::new("json_logs").await;
+    let mut config = ConcordConfig::new(&db);
+    config.extra = "\n[verifier]\ndelay = \"1s\"\n".into();
+    let run = Concord::spawn(&config, &["run", "--log-format", "json"]).await;
+    let metrics = config.metrics_port;
+    wait_for(
+        "concord run to be ready",
+        Duration::from_secs(60),
+        || async move {
+            http_get(metrics, "/readyz")
+                .await
+                .filter(|(code, _)| *code == 200)
+        },
+    )
+    .await;
+    let log = run.log();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(lines
+        .iter()
+        .all(|l| l["level"].is_string() && l["timestamp"].is_string()));
+    let role_of = |l: &serde_json::Value| l["span"]["role"].as_str().map(str::to_owned);
+    for role in ["replicator", "verifier", "recovery"] {
+        assert!(
+            lines.iter().any(|l| role_of(l).as_deref() == Some(role)),
+            "a line from the {role}: {log}"
+        );
+    }
+    let start = lines
+        .iter()
+        .find(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("checkpoint"))
+        })
+        .unwrap_or_else(|| panic!("the replicator's start: {log}"));
+    assert_eq!(role_of(start).as_deref(), Some("replicator"), "{start}");
+    assert!(start["position"].is_string(), "{start}");
+}

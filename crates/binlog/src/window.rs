@@ -18,6 +18,7 @@ use crate::BinlogError;
 use concord_change::{Position, RowChange};
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
+use tracing::Instrument;
 
 /// Commit times, seconds since the epoch, both ends included.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -166,7 +167,7 @@ impl Reading {
         let reader = BinlogReader::new(options.clone(), server.clone());
         let (tx, rx) = crate::queue(QUEUE_TRANSACTIONS, QUEUE_BYTES);
         let resume = Resume::at(at.clone());
-        let task = tokio::spawn(async move { reader.run(resume, tx).await });
+        let task = tokio::spawn(async move { reader.run(resume, tx).await }.in_current_span());
         Self { rx: Some(rx), task }
     }
 

@@ -31,6 +31,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::task::AbortOnDropHandle;
+use tracing::Instrument;
 
 /// Runs the capture until a definite error.
 pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), CaptureError> {
@@ -83,12 +84,14 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), CaptureE
         config.replicator.queue_bytes.as_u64(),
     );
     // Aborted with this run: a restarted role must not leave its old reader behind.
-    let reading = AbortOnDropHandle::new(tokio::spawn(async move { reader.run(start, tx).await }));
+    let reading = AbortOnDropHandle::new(tokio::spawn(
+        async move { reader.run(start, tx).await }.in_current_span(),
+    ));
     let (pending_tx, pending_rx) = mpsc::channel::<Pending>(config.replicator.queue_transactions);
     let progress = Progress::new();
     let _reporting = AbortOnDropHandle::new(tokio::spawn(progress.clone().report_forever()));
     let acker = Acker::new(control.clone(), name, progress.clone());
-    let acking = AbortOnDropHandle::new(tokio::spawn(acker.run(pending_rx)));
+    let acking = AbortOnDropHandle::new(tokio::spawn(acker.run(pending_rx).in_current_span()));
     let publisher =
         publish::Publisher::new(producer, kafka.clone(), config.source.server_id, control);
 

@@ -12,6 +12,7 @@ use std::future::Future;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
+use tracing::Instrument;
 
 static RESTARTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
@@ -76,7 +77,11 @@ where
     let mut backoff = FIRST_BACKOFF;
     loop {
         let started = tokio::time::Instant::now();
-        let outcome = attempt(health.flag()).await;
+        // Every line the role logs (and the tasks it starts, which take its span along)
+        // says which role it came from: `concord run` runs three.
+        let outcome = attempt(health.flag())
+            .instrument(tracing::info_span!("role", role))
+            .await;
         if started.elapsed() >= HEALTHY_RUN {
             backoff = FIRST_BACKOFF;
         }

@@ -15,6 +15,7 @@ use mysql_async::{Conn, OptsBuilder, Pool};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use tokio_util::task::AbortOnDropHandle;
+use tracing::Instrument;
 
 /// Checks the source, then replicates until an unrecoverable error.
 pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), ReplicatorError> {
@@ -117,7 +118,9 @@ pub async fn run_telling_start(
         config.replicator.queue_bytes.as_u64(),
     );
     // Aborted with this run: a restarted role must not leave its old reader behind.
-    let reading = AbortOnDropHandle::new(tokio::spawn(async move { reader.run(start, tx).await }));
+    let reading = AbortOnDropHandle::new(tokio::spawn(
+        async move { reader.run(start, tx).await }.in_current_span(),
+    ));
     // The applier ends when the reader does (its channel closes) or on an error of its
     // own; the reader's end says why it ended (a definite error must not pass for Ok).
     applier.run(rx, ready).await?;

@@ -30,6 +30,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::task::AbortOnDropHandle;
+use tracing::Instrument;
 
 const STREAM: &str = "binlog";
 
@@ -124,7 +125,9 @@ pub async fn run_from(
         config.replicator.queue_bytes.as_u64(),
     );
     // Aborted with this run: a restarted role must not leave its old reader behind.
-    let reading = AbortOnDropHandle::new(tokio::spawn(async move { reader.run(start, tx).await }));
+    let reading = AbortOnDropHandle::new(tokio::spawn(
+        async move { reader.run(start, tx).await }.in_current_span(),
+    ));
     ready.store(true, Ordering::Relaxed);
     // The loop ends when the reader does (its channel closes) or on an error of its own;
     // the reader's end says why it ended (a definite error must not pass for Ok).

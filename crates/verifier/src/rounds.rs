@@ -15,6 +15,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::task::AbortOnDropHandle;
+use tracing::Instrument;
 
 /// Aborted when dropped: rounds of a verifier run that stopped end with it.
 type Round = AbortOnDropHandle<Result<(), VerifierError>>;
@@ -59,9 +60,10 @@ impl<T> Rounds<T> {
         }
         let checker = self.checker.clone();
         let max_backoff = self.max_backoff;
-        let task = AbortOnDropHandle::new(tokio::spawn(async move {
-            verify_with_retry(&checker, &items, round, max_backoff).await
-        }));
+        let task = AbortOnDropHandle::new(tokio::spawn(
+            async move { verify_with_retry(&checker, &items, round, max_backoff).await }
+                .in_current_span(),
+        ));
         self.running.push_back((task, round, token));
         while self.running.front().is_some_and(|(t, ..)| t.is_finished()) {
             self.finish_oldest().await?;
