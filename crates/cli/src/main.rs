@@ -22,6 +22,7 @@ use tokio_util::task::AbortOnDropHandle;
 
 mod batch;
 mod failed;
+mod guard;
 mod publish;
 mod records;
 mod supervise;
@@ -503,14 +504,45 @@ where
         config.clone(),
         command_of(role),
     )));
+    let Some(mut lease) = guarded(config, role, &health).await? else {
+        return Ok(()); // a signal while waiting as the standby
+    };
     tokio::select! {
         e = supervise(health, config.replicator.max_backoff, attempt) => {
             Err(anyhow::Error::new(e).context(format!("{role} stopped")))
         }
+        e = lost(&mut lease) => Err(e.into()),
         _ = shutdown_signal() => {
             tracing::info!("shutting down");
             Ok(())
         }
+    }
+}
+
+/// The singleton lock when `role` needs one (waiting for it as the standby): `Some(None)`
+/// for a role that needs none, `None` when a signal came first.
+async fn guarded(
+    config: &Config,
+    role: &str,
+    health: &concord_telemetry::RoleHealth,
+) -> anyhow::Result<Option<Option<concord_lease::Lease>>> {
+    let Some(name) = guard::singleton(config, role) else {
+        return Ok(Some(None));
+    };
+    tokio::select! {
+        lease = guard::hold(config, &name, health) => Ok(Some(Some(lease?))),
+        _ = shutdown_signal() => {
+            tracing::info!("shutting down (the standby)");
+            Ok(None)
+        }
+    }
+}
+
+/// Resolves when a held lease is lost; never without one.
+async fn lost(lease: &mut Option<concord_lease::Lease>) -> concord_lease::LeaseError {
+    match lease {
+        Some(l) => l.lost().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -560,6 +592,11 @@ async fn run_all(config: Config) -> anyhow::Result<()> {
         config.clone(),
         "concord run",
     )));
+    // The replicator of this replicator.name runs once: the whole process waits as the
+    // standby until it holds the lock.
+    let Some(mut lease) = guarded(&config, "replicator", &replicator).await? else {
+        return Ok(());
+    };
     start_console(&config).await?;
     // The verifier starts where the replicator first started in this process, once the
     // replicator has checked the source (so a refusal at start — settings, keyless tables
@@ -588,6 +625,7 @@ async fn run_all(config: Config) -> anyhow::Result<()> {
         e = replicating => Err(anyhow::Error::new(e).context("replicator stopped")),
         e = verifying => Err(anyhow::Error::new(e).context("verifier stopped")),
         e = recovering => Err(anyhow::Error::new(e).context("recovery stopped")),
+        e = lost(&mut lease) => Err(e.into()),
         _ = shutdown_signal() => {
             tracing::info!("shutting down");
             Ok(())

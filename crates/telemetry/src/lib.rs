@@ -80,6 +80,26 @@ static ROLE_READY: std::sync::LazyLock<prometheus::IntGaugeVec> = std::sync::Laz
     .expect("metric registers once")
 });
 
+/// `concord_role_standby{role}`: 1 while the process waits as the standby of a role that
+/// runs once (another process holds its lock).
+static ROLE_STANDBY: std::sync::LazyLock<prometheus::IntGaugeVec> =
+    std::sync::LazyLock::new(|| {
+        prometheus::register_int_gauge_vec!(
+            "concord_role_standby",
+            "1 while this process waits as the hot standby of the role (another process is \
+             the active one), 0 once it is the active one",
+            &["role"]
+        )
+        .expect("metric registers once")
+    });
+
+/// Says whether this process is the standby of `role`.
+pub fn set_standby(role: &str, standby: bool) {
+    ROLE_STANDBY
+        .with_label_values(&[role])
+        .set(i64::from(standby));
+}
+
 async fn metrics(State(ready): State<Readiness>) -> impl IntoResponse {
     // Read at each scrape, so the gauge is never older than the flags.
     ready.each(|role, is_ready| {

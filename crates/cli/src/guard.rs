@@ -1,0 +1,67 @@
+//! The singleton guard of the roles that must never run twice: the capture of a topic and
+//! the direct-mode replicator of a `replicator.name` (alone or in `concord run`). The
+//! process holds a named lock ([`concord_lease`]) on the control store's MariaDB — or on
+//! the target when the control store is a SQLite file — before the role starts, and stops
+//! the moment it loses it. A second process waits as a hot standby, saying so on `/readyz`
+//! and in `concord_role_standby`.
+
+use anyhow::Context;
+use concord_config::{Config, TransportKind};
+use concord_lease::{acquire, lock_name, Lease, Waiting};
+use concord_telemetry::RoleHealth;
+use std::time::Duration;
+
+/// What must run once, for `role` under `config` (`None`: the role may run many times).
+pub fn singleton(config: &Config, role: &str) -> Option<String> {
+    match (role, config.transport.kind) {
+        ("capture", _) => config
+            .kafka
+            .as_ref()
+            .map(|k| lock_name(&format!("capture:{}", k.topic))),
+        ("replicator", TransportKind::Direct) => {
+            Some(lock_name(&format!("replicator:{}", config.replicator.name)))
+        }
+        _ => None,
+    }
+}
+
+/// Waits until this process holds `name`, reporting the wait on `health`.
+pub async fn hold(config: &Config, name: &str, health: &RoleHealth) -> anyhow::Result<Lease> {
+    let control = config.control.url.expose();
+    let (opts, server) = if control.starts_with("mysql:") || control.starts_with("mariadb:") {
+        let url = control.replacen("mariadb://", "mysql://", 1);
+        let opts = mysql_async::Opts::from_url(&url).context("control.url")?;
+        (
+            opts,
+            format!("the control store {}", config.control.url.redacted()),
+        )
+    } else {
+        (
+            config.target.opts(),
+            format!("the target {}", config.target.url.redacted()),
+        )
+    };
+    let role = health.name();
+    concord_telemetry::set_standby(role, true);
+    tracing::info!(lock = name, %server, "waiting for the lock that makes this process the active {role}");
+    let mut last = None;
+    let lease = acquire(opts, name, |w| {
+        let why = match &w {
+            Waiting::HeldBy(id) => format!(
+                "standby: another process is the active {role} (lock {name} on {server} held by \
+                 connection {id})"
+            ),
+            Waiting::Unreachable(e) => {
+                format!("standby: {server} (which keeps lock {name}) is unreachable: {e}")
+            }
+        };
+        if last.as_ref() != Some(&w) {
+            tracing::info!(lock = name, "{why}");
+            last = Some(w);
+        }
+        health.set_down(why, Duration::ZERO);
+    })
+    .await?;
+    concord_telemetry::set_standby(role, false);
+    Ok(lease)
+}
