@@ -3,6 +3,8 @@
 #   - the alert rules parse (promtool check rules) and pass their unit tests (promtool test
 #     rules: for each alert a series that fires it and one that must not);
 #   - the PrometheusRule is exactly what deploy/prometheus/generate.sh makes of the rules;
+#   - the Grafana dashboard and its ConfigMap are what deploy/grafana/dashboard.py makes, and
+#     every panel's query parses (promtool);
 #   - every alert has a severity, a summary, a description and a runbook_url whose section
 #     exists in docs/OPERATIONS.md;
 #   - the Kubernetes manifests (deploy/kubernetes/check.py: kustomizations resolve, every
@@ -18,6 +20,16 @@ promtool check rules deploy/prometheus/concord-rules.yaml >/dev/null ||
 (cd deploy/prometheus && promtool test rules concord-rules.test.yaml) ||
   fail "the alert rules' unit tests failed"
 deploy/prometheus/generate.sh --check
+
+# The dashboard: its two files are what dashboard.py gives, and every panel's query parses
+# (as a recording rule, which promtool checks like any expression).
+python3 deploy/grafana/dashboard.py --check
+panels=$(mktemp)
+trap 'rm -f "$panels"' EXIT
+python3 deploy/grafana/dashboard.py --exprs | awk '
+  BEGIN { print "groups:\n  - name: panels\n    rules:" }
+  { gsub(/\\/, "\\\\"); gsub(/"/, "\\\""); printf "      - record: panel_%d\n        expr: \"%s\"\n", NR, $0 }' >"$panels"
+promtool check rules "$panels" >/dev/null || fail "a dashboard panel's query does not parse: promtool check rules $panels"
 
 rules=$(grep -v '^ *#' deploy/prometheus/concord-rules.yaml)
 alerts=$(grep -c -- '- alert:' <<<"$rules")
