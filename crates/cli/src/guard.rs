@@ -2,7 +2,8 @@
 //! the direct-mode replicator of a `replicator.name` (alone or in `concord run`). The
 //! process holds a named lock ([`concord_lease`]) on the control store's MariaDB — or on
 //! the target when the control store is a SQLite file — before the role starts, and stops
-//! the moment it loses it. A second process waits as a hot standby, saying so on `/readyz`
+//! the role the moment it loses it (the server went away, or the lock is another's), then
+//! waits to hold it again. A second process waits as a hot standby, saying so on `/readyz`
 //! and in `concord_role_standby`.
 
 use anyhow::Context;
@@ -14,10 +15,13 @@ use std::time::Duration;
 /// What must run once, for `role` under `config` (`None`: the role may run many times).
 pub fn singleton(config: &Config, role: &str) -> Option<String> {
     match (role, config.transport.kind) {
+        // The server id names the source (it is unique among the source's replicas), so
+        // captures of different sources to topics of the same name do not wait for each
+        // other when their locks share a server.
         ("capture", _) => config
             .kafka
             .as_ref()
-            .map(|k| lock_name(&format!("capture:{}", k.topic))),
+            .map(|k| lock_name(&format!("capture:{}:{}", config.source.server_id, k.topic))),
         ("replicator", TransportKind::Direct) => {
             Some(lock_name(&format!("replicator:{}", config.replicator.name)))
         }

@@ -504,18 +504,31 @@ where
         config.clone(),
         command_of(role),
     )));
-    let Some(mut lease) = guarded(config, role, &health).await? else {
-        return Ok(()); // a signal while waiting as the standby
-    };
-    tokio::select! {
-        e = supervise(health, config.replicator.max_backoff, attempt) => {
-            Err(anyhow::Error::new(e).context(format!("{role} stopped")))
+    let mut attempt = attempt;
+    loop {
+        let Some(mut lease) = guarded(config, role, &health).await? else {
+            return Ok(()); // a signal while waiting as the standby
+        };
+        tokio::select! {
+            e = supervise(health.clone(), config.replicator.max_backoff, &mut attempt) => {
+                return Err(anyhow::Error::new(e).context(format!("{role} stopped")));
+            }
+            e = lost(&mut lease) => lost_lock(&e, &[&health]),
+            _ = shutdown_signal() => {
+                tracing::info!("shutting down");
+                return Ok(());
+            }
         }
-        e = lost(&mut lease) => Err(e.into()),
-        _ = shutdown_signal() => {
-            tracing::info!("shutting down");
-            Ok(())
-        }
+    }
+}
+
+/// The lock was lost (its server went away, or another session holds it): the roles have
+/// been stopped by now — dropped mid-step, their open target transactions rolled back —
+/// and the process waits to hold the lock again, as the standby.
+fn lost_lock(e: &concord_lease::LeaseError, roles: &[&concord_telemetry::RoleHealth]) {
+    tracing::warn!(error = %e, "the singleton lock was lost: the roles stopped; waiting to hold it again");
+    for r in roles {
+        r.set_down(e.to_string(), std::time::Duration::ZERO);
     }
 }
 
@@ -593,18 +606,42 @@ async fn run_all(config: Config) -> anyhow::Result<()> {
         "concord run",
     )));
     // The replicator of this replicator.name runs once: the whole process waits as the
-    // standby until it holds the lock.
-    let Some(mut lease) = guarded(&config, "replicator", &replicator).await? else {
-        return Ok(());
-    };
-    start_console(&config).await?;
+    // standby until it holds the lock, and again whenever it loses it.
+    let mut console = false;
+    loop {
+        let Some(mut lease) = guarded(&config, "replicator", &replicator).await? else {
+            return Ok(());
+        };
+        if !console {
+            start_console(&config).await?;
+            console = true;
+        }
+        tokio::select! {
+            e = run_roles(&config, &replicator, &verifier, &recovery) => return Err(e),
+            e = lost(&mut lease) => lost_lock(&e, &[&replicator, &verifier, &recovery]),
+            _ = shutdown_signal() => {
+                tracing::info!("shutting down");
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// `concord run`'s roles side by side, until one stops with an error no restart gets past.
+async fn run_roles(
+    config: &Config,
+    replicator: &concord_telemetry::RoleHealth,
+    verifier: &concord_telemetry::RoleHealth,
+    recovery: &concord_telemetry::RoleHealth,
+) -> anyhow::Error {
     // The verifier starts where the replicator first started in this process, once the
     // replicator has checked the source (so a refusal at start — settings, keyless tables
     // — is reported once, by the replicator), and so it sees every change the replicator
     // applies. A verifier that saved a position resumes from that instead.
     let (started, mut start) = tokio::sync::watch::channel(None);
-    let (config, started) = (&config, &started);
-    let replicating = supervise(replicator, config.replicator.max_backoff, move |ready| {
+    let started = &started;
+    let max_backoff = config.replicator.max_backoff;
+    let replicating = supervise(replicator.clone(), max_backoff, move |ready| {
         concord_replicator::direct::run_telling_start(config, ready, Some(started))
     });
     let verifying = async {
@@ -613,23 +650,18 @@ async fn run_all(config: Config) -> anyhow::Result<()> {
             // The replicator stopped for good: its error is the one reported.
             Err(_) => return std::future::pending().await,
         };
-        supervise(verifier, config.replicator.max_backoff, move |ready| {
+        supervise(verifier.clone(), max_backoff, move |ready| {
             concord_verifier::direct::run_from(config, ready, first.clone())
         })
         .await
     };
-    let recovering = supervise(recovery, config.replicator.max_backoff, move |ready| {
+    let recovering = supervise(recovery.clone(), max_backoff, move |ready| {
         concord_recovery::worker::run(config, ready)
     });
     tokio::select! {
-        e = replicating => Err(anyhow::Error::new(e).context("replicator stopped")),
-        e = verifying => Err(anyhow::Error::new(e).context("verifier stopped")),
-        e = recovering => Err(anyhow::Error::new(e).context("recovery stopped")),
-        e = lost(&mut lease) => Err(e.into()),
-        _ = shutdown_signal() => {
-            tracing::info!("shutting down");
-            Ok(())
-        }
+        e = replicating => anyhow::Error::new(e).context("replicator stopped"),
+        e = verifying => anyhow::Error::new(e).context("verifier stopped"),
+        e = recovering => anyhow::Error::new(e).context("recovery stopped"),
     }
 }
 
