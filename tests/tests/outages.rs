@@ -35,7 +35,20 @@ async fn source_and_target_outages_are_waited_out() {
         "nothing reaches a target that is down"
     );
     target.restore();
-
+    // Two outages, one after the other: the roles are back (with a SQLite control store the
+    // replicator's singleton lock lives on the target, so its outage stopped them) before
+    // the source goes, so the source's outage meets a running binlog reader.
+    let metrics = config.metrics_port;
+    concord_e2e::wait_for(
+        "concord ready again",
+        Duration::from_secs(30),
+        || async move {
+            concord_e2e::concord::http_get(metrics, "/readyz")
+                .await
+                .filter(|(code, _)| *code == 200)
+        },
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(700)).await;
     source.cut();
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -70,7 +70,9 @@ pub async fn acquire(
             Err(e) => {
                 waiting(Waiting::Unreachable(e.to_string()));
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                // Capped low: after an outage of the lock's server the role should be
+                // back soon after the server is.
+                backoff = (backoff * 2).min(Duration::from_secs(1));
                 continue;
             }
         };
