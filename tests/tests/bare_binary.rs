@@ -108,6 +108,16 @@ async fn the_binary_alone_with_its_config_runs_every_part() {
         dir.path().join("control.db").exists(),
         "the control store was made where the config said"
     );
+    // What the dashboard's process panels and the readiness alert read.
+    let (_, scraped) = http_get(metrics, "/metrics").await.expect("/metrics");
+    for name in [
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+        "concord_role_ready{role=\"replicator\"} 1",
+        "concord_role_standby{role=\"replicator\"} 0",
+    ] {
+        assert!(scraped.contains(name), "{name} in /metrics");
+    }
     run.kill().await.ok();
 }
 
