@@ -480,6 +480,16 @@ pub async fn missing_tables(config: &ConcordConfig) -> Vec<(String, i64, String,
 }
 
 /// A minimal HTTP/1.0 GET against the metrics endpoint: (status, body).
+/// Waits until the process whose metrics endpoint is on `port` answers `/readyz` with 200.
+pub async fn wait_readyz(port: u16, what: &str, timeout: Duration) {
+    crate::wait_for(what, timeout, || async move {
+        http_get(port, "/readyz")
+            .await
+            .filter(|(code, _)| *code == 200)
+    })
+    .await;
+}
+
 pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await

@@ -13,6 +13,13 @@ use tokio::task::JoinHandle;
 pub const TABLE_DDL: &str = "CREATE TABLE `{db}`.`{t}` (id BIGINT PRIMARY KEY, v INT NOT NULL, \
      note VARCHAR(64), amount DECIMAL(12,2), updated DATETIME(6)) ENGINE=InnoDB";
 
+/// Creates writer tables `names` on both servers.
+pub async fn create_tables(db: &crate::TestDb, names: &[&str]) {
+    for t in names {
+        db.both(&TABLE_DDL.replace("{t}", t)).await;
+    }
+}
+
 #[derive(Default)]
 pub struct WriterShared {
     stop: AtomicBool,

@@ -3,7 +3,7 @@
 //! and an empty environment — migrations, templates and the console's files are inside it —
 //! says its version with the git revision, and serves a real `concord run` from there.
 
-use concord_e2e::concord::{binary, http_get};
+use concord_e2e::concord::{binary, http_get, wait_readyz};
 use concord_e2e::console::{free_port, users_section};
 use concord_e2e::{wait_for, ConcordConfig, TestDb};
 use std::path::Path;
@@ -71,16 +71,7 @@ async fn the_binary_alone_with_its_config_runs_every_part() {
         .spawn()
         .unwrap();
     let metrics = config.metrics_port;
-    wait_for(
-        "the bare run to be ready",
-        Duration::from_secs(60),
-        || async move {
-            http_get(metrics, "/readyz")
-                .await
-                .filter(|(code, _)| *code == 200)
-        },
-    )
-    .await;
+    wait_readyz(metrics, "the bare run to be ready", Duration::from_secs(60)).await;
     db.source("INSERT INTO `{db}`.t VALUES (1, 'from a bare dir')")
         .await;
     wait_for("the row on the target", Duration::from_secs(30), || {
@@ -175,16 +166,7 @@ async fn json_logs_name_the_role_and_the_position() {
     config.extra = "\n[verifier]\ndelay = \"1s\"\n".into();
     let run = Concord::spawn(&config, &["run", "--log-format", "json"]).await;
     let metrics = config.metrics_port;
-    wait_for(
-        "concord run to be ready",
-        Duration::from_secs(60),
-        || async move {
-            http_get(metrics, "/readyz")
-                .await
-                .filter(|(code, _)| *code == 200)
-        },
-    )
-    .await;
+    wait_readyz(metrics, "concord run to be ready", Duration::from_secs(60)).await;
     let log = run.log();
     let lines: Vec<serde_json::Value> = log
         .lines()

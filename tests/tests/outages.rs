@@ -39,16 +39,8 @@ async fn source_and_target_outages_are_waited_out() {
     // replicator's singleton lock lives on the target, so its outage stopped them) before
     // the source goes, so the source's outage meets a running binlog reader.
     let metrics = config.metrics_port;
-    concord_e2e::wait_for(
-        "concord ready again",
-        Duration::from_secs(30),
-        || async move {
-            concord_e2e::concord::http_get(metrics, "/readyz")
-                .await
-                .filter(|(code, _)| *code == 200)
-        },
-    )
-    .await;
+    concord_e2e::concord::wait_readyz(metrics, "concord ready again", Duration::from_secs(30))
+        .await;
     tokio::time::sleep(Duration::from_millis(700)).await;
     source.cut();
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -1,7 +1,7 @@
 //! Restarts resume from the checkpoint stored on the target, and kill -9 at any moment
 //! loses nothing and applies nothing twice.
 
-use concord_e2e::writer::{Writer, TABLE_DDL};
+use concord_e2e::writer::{create_tables, Writer, TABLE_DDL};
 use concord_e2e::{Concord, ConcordConfig, TestDb};
 use rand::Rng;
 use std::time::Duration;
@@ -67,9 +67,7 @@ async fn restart_resumes_from_the_checkpoint_not_the_start() {
 async fn kill_nine_during_load_loses_nothing() {
     let db = TestDb::new("kill9").await;
     let tables = ["a", "b", "c"];
-    for t in tables {
-        db.both(&TABLE_DDL.replace("{t}", t)).await;
-    }
+    create_tables(&db, &tables).await;
     let config = ConcordConfig::new(&db);
     let mut concord = Concord::start(&config).await;
     let writer = Writer::start(

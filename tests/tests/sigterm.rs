@@ -3,18 +3,12 @@
 //! equal to the source, nothing refused, nothing verified as different.
 
 use concord_e2e::pipeline::{Mode, Pipeline};
-use concord_e2e::writer::{Writer, TABLE_DDL};
+use concord_e2e::writer::{create_tables, Writer};
 use concord_e2e::{Concord, ConcordConfig, TestDb};
 use std::time::Duration;
 
 const WITHIN: Duration = Duration::from_secs(10);
 const TABLES: [&str; 2] = ["a", "b"];
-
-async fn tables(db: &TestDb) {
-    for t in TABLES {
-        db.both(&TABLE_DDL.replace("{t}", t)).await;
-    }
-}
 
 /// SIGTERMs `role` and checks it went in time and cleanly.
 async fn term(role: &mut Concord, what: &str) {
@@ -29,7 +23,7 @@ async fn term(role: &mut Concord, what: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn direct_mode_run_ends_cleanly_on_sigterm_and_resumes() {
     let db = TestDb::new("sigterm_run").await;
-    tables(&db).await;
+    create_tables(&db, &TABLES).await;
     let mut config = ConcordConfig::new(&db);
     config.extra = "\n[verifier]\ndelay = \"1s\"\nsave_every = \"200ms\"\n".into();
     let mut run = Concord::start(&config).await;
@@ -65,7 +59,7 @@ async fn direct_mode_run_ends_cleanly_on_sigterm_and_resumes() {
 #[tokio::test(flavor = "multi_thread")]
 async fn kafka_mode_roles_end_cleanly_on_sigterm_and_resume() {
     let db = TestDb::new("sigterm_kafka").await;
-    tables(&db).await;
+    create_tables(&db, &TABLES).await;
     let mut p = Pipeline::start(&db, Mode::Kafka, "1s", true).await;
     let writer = Writer::start(
         db.servers.source.clone(),

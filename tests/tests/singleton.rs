@@ -3,19 +3,13 @@
 //! over within seconds when the active one is killed (kill -9) under load; the target ends
 //! equal to the source.
 
-use concord_e2e::concord::http_get;
+use concord_e2e::concord::{http_get, wait_readyz};
 use concord_e2e::pipeline::{Mode, Pipeline};
-use concord_e2e::writer::{Writer, TABLE_DDL};
+use concord_e2e::writer::{create_tables, Writer};
 use concord_e2e::{wait_for, Concord, ConcordConfig, TestDb};
 use std::time::{Duration, Instant};
 
 const TABLES: [&str; 2] = ["a", "b"];
-
-async fn tables(db: &TestDb) {
-    for t in TABLES {
-        db.both(&TABLE_DDL.replace("{t}", t)).await;
-    }
-}
 
 /// Waits until `standby` says on /readyz that it is the standby; returns what it says.
 async fn wait_standby(standby: &Concord) -> String {
@@ -38,23 +32,14 @@ async fn fail_over(active: &mut Concord, standby: &Concord) -> Duration {
     let port = standby.config.metrics_port;
     active.kill9().await;
     let killed = Instant::now();
-    wait_for(
-        "the standby to take over",
-        Duration::from_secs(30),
-        || async move {
-            http_get(port, "/readyz")
-                .await
-                .filter(|(code, _)| *code == 200)
-        },
-    )
-    .await;
+    wait_readyz(port, "the standby to take over", Duration::from_secs(30)).await;
     killed.elapsed()
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_second_direct_replicator_waits_and_takes_over_when_the_first_dies() {
     let db = TestDb::new("singleton_direct").await;
-    tables(&db).await;
+    create_tables(&db, &TABLES).await;
     let config = ConcordConfig::new(&db);
     let mut active = Concord::start_role(&config, "replicate").await;
     let standby = Concord::spawn(&config.sibling(), &["replicate"]).await;
@@ -92,7 +77,7 @@ async fn a_second_direct_replicator_waits_and_takes_over_when_the_first_dies() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_second_capture_waits_and_takes_over_when_the_first_dies() {
     let db = TestDb::new("singleton_capture").await;
-    tables(&db).await;
+    create_tables(&db, &TABLES).await;
     let mut p = Pipeline::start(&db, Mode::Kafka, "1s", true).await;
     let standby = Concord::spawn(&p.config.sibling(), &["capture"]).await;
     let said = wait_standby(&standby).await;

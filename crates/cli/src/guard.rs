@@ -31,19 +31,15 @@ pub fn singleton(config: &Config, role: &str) -> Option<String> {
 
 /// Waits until this process holds `name`, reporting the wait on `health`.
 pub async fn hold(config: &Config, name: &str, health: &RoleHealth) -> anyhow::Result<Lease> {
-    let control = config.control.url.expose();
-    let (opts, server) = if control.starts_with("mysql:") || control.starts_with("mariadb:") {
-        let url = control.replacen("mariadb://", "mysql://", 1);
-        let opts = mysql_async::Opts::from_url(&url).context("control.url")?;
-        (
-            opts,
+    let (opts, server) = match concord_control::mysql_url(config.control.url.expose()) {
+        Some(url) => (
+            mysql_async::Opts::from_url(&url).context("control.url")?,
             format!("the control store {}", config.control.url.redacted()),
-        )
-    } else {
-        (
+        ),
+        None => (
             config.target.opts(),
             format!("the target {}", config.target.url.redacted()),
-        )
+        ),
     };
     let role = health.name();
     concord_telemetry::set_standby(role, true);

@@ -90,15 +90,10 @@ impl ControlStore {
     /// Connects (creating a SQLite file if needed) and brings the schema up to date.
     pub async fn connect(url: &str, redacted: &str) -> Result<Self, ControlError> {
         sqlx::any::install_default_drivers();
-        let (backend, url) = if url.starts_with("sqlite:") {
-            let url = if url.contains('?') {
-                url.to_owned()
-            } else {
-                format!("{url}?mode=rwc")
-            };
-            (Backend::Sqlite, url)
-        } else {
-            (Backend::MySql, url.replacen("mariadb://", "mysql://", 1))
+        let (backend, url) = match mysql_url(url) {
+            Some(url) => (Backend::MySql, url),
+            None if url.contains('?') => (Backend::Sqlite, url.to_owned()),
+            None => (Backend::Sqlite, format!("{url}?mode=rwc")),
         };
         let pool = AnyPoolOptions::new()
             .max_connections(if backend == Backend::Sqlite { 1 } else { 8 })
@@ -154,6 +149,12 @@ impl ControlStore {
             Backend::MySql => self.pool.begin().await,
         }
     }
+}
+
+/// The control store's URL as a MySQL URL (`mariadb://` spelled `mysql://`) when the store
+/// is a MariaDB/MySQL database; `None` for a SQLite file (`sqlite:`).
+pub fn mysql_url(url: &str) -> Option<String> {
+    (!url.starts_with("sqlite:")).then(|| url.replacen("mariadb://", "mysql://", 1))
 }
 
 /// SQLite migrations take no lock of their own: the roles of one process are serialised

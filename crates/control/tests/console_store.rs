@@ -2,30 +2,15 @@
 //! MariaDB server — the target started by `scripts/services.sh`): sessions, bulk jobs
 //! with their audit rows, heartbeats, the audit search and the list orders' keysets.
 
-use concord_change::{Position, TableName, Value};
+use concord_change::{Position, TableName};
 use concord_control::{
-    AuditFilter, ColumnDiff, ControlStore, Detector, FailedEvent, FailedFilter, FailureReason,
-    ListOrder, Mismatch, MismatchFilter, MismatchKind, MismatchState, Move, SavedPosition, Subject,
+    AuditFilter, ControlStore, FailedEvent, FailedFilter, FailureReason, ListOrder, Mismatch,
+    MismatchFilter, MismatchState, Move, SavedPosition, Subject,
 };
 use sqlx::Connection;
 
-fn record(table: &TableName, id: i64) -> Mismatch {
-    Mismatch {
-        table: table.clone(),
-        key: vec![("id".into(), Value::Int(id))],
-        kind: MismatchKind::ColumnsDiffer,
-        columns: vec![ColumnDiff {
-            column: "v".into(),
-            source: Value::Int(1),
-            target: Value::Int(2),
-        }],
-        position: Position::new("mysql-bin.000001", 4),
-        detected_by: Detector::Checksum,
-        expected: None,
-        source_row: None,
-        target_row: None,
-    }
-}
+mod common;
+use common::record;
 
 async fn exercise(store: ControlStore) {
     // Sessions: found by digest only, touched, ended, and ended when idle.

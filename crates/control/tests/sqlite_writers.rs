@@ -3,28 +3,11 @@
 //! writer rather than fail with "database is locked" when that one committed in between.
 //! And a store that a newer concord migrated further still opens (a rollback).
 
-use concord_change::{Position, TableName, Value};
-use concord_control::{
-    ColumnDiff, ControlStore, Detector, Mismatch, MismatchKind, MismatchState, Move,
-};
+use concord_change::TableName;
+use concord_control::{ControlStore, Mismatch, MismatchState, Move};
 
-fn record(table: &TableName, id: i64) -> Mismatch {
-    Mismatch {
-        table: table.clone(),
-        key: vec![("id".into(), Value::Int(id))],
-        kind: MismatchKind::ColumnsDiffer,
-        columns: vec![ColumnDiff {
-            column: "v".into(),
-            source: Value::Int(1),
-            target: Value::Int(2),
-        }],
-        position: Position::new("mysql-bin.000001", 4),
-        detected_by: Detector::Checksum,
-        expected: None,
-        source_row: None,
-        target_row: None,
-    }
-}
+mod common;
+use common::record;
 
 /// Moves records `ids` to `rechecking` and back, `rounds` times, beating between rounds.
 async fn churn(store: ControlStore, name: &str, ids: Vec<i64>, rounds: usize) {
