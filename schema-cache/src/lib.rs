@@ -151,6 +151,23 @@ impl TargetTable {
             .iter()
             .find(|c| c.name.eq_ignore_ascii_case(name))
     }
+
+    /// The table as the change model describes a source table (column names in order,
+    /// key indexes): for changes made from rows read with SQL, which the binlog would have
+    /// described from its table map.
+    pub fn change_table(&self) -> Arc<concord_change::SourceTable> {
+        let columns: Vec<String> = self.columns.iter().map(|c| c.name.clone()).collect();
+        let primary_key = self
+            .primary_key
+            .iter()
+            .filter_map(|k| columns.iter().position(|c| c.eq_ignore_ascii_case(k)))
+            .collect();
+        Arc::new(concord_change::SourceTable {
+            name: self.name.clone(),
+            columns,
+            primary_key,
+        })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

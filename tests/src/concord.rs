@@ -53,6 +53,9 @@ pub struct ConcordConfig {
     pub include: Vec<String>,
     /// `target.schema_ttl`: short in tests, so DDL is seen quickly.
     pub schema_ttl: String,
+    /// The keys of the `[snapshot]` section: `mode = "never"` unless a test copies existing
+    /// rows (most tests fill both sides themselves, some on purpose differently).
+    pub snapshot: String,
 }
 
 impl ConcordConfig {
@@ -77,6 +80,7 @@ impl ConcordConfig {
             kafka: None,
             include: vec![format!("{}.*", db.name)],
             schema_ttl: "1s".into(),
+            snapshot: "mode = \"never\"".into(),
         }
     }
 
@@ -126,6 +130,9 @@ url = "sqlite://{control}"
 
 [metrics]
 listen = "127.0.0.1:{port}"
+
+[snapshot]
+{snapshot}
 {extra}
 "#,
             source = self.source_url,
@@ -139,6 +146,7 @@ listen = "127.0.0.1:{port}"
             extra = self.extra,
             replicator = self.replicator,
             source_extra = self.source,
+            snapshot = self.snapshot,
         ) + &match &self.kafka {
             Some((brokers, topic, group, more)) => format!(
                 "\n[transport]\nkind = \"kafka\"\n\n[kafka]\nbrokers = \"{brokers}\"\ntopic = \"{topic}\"\ngroup = \"{group}\"\n{more}\n"

@@ -11,6 +11,9 @@ pub struct Proxy {
     down: Arc<AtomicBool>,
     /// Bumped on every cut; live connections watch it and close.
     generation: watch::Sender<u64>,
+    /// While true, nothing is forwarded either way and nothing is closed: a network
+    /// partition, as both ends see one (until their own timeouts).
+    stalled: watch::Sender<bool>,
     pub connections: Arc<AtomicU64>,
 }
 
@@ -21,10 +24,12 @@ impl Proxy {
         let port = listener.local_addr().unwrap().port();
         let down = Arc::new(AtomicBool::new(false));
         let (generation, _) = watch::channel(0u64);
+        let (stalled, _) = watch::channel(false);
         let connections = Arc::new(AtomicU64::new(0));
-        let (d, g, n, up) = (
+        let (d, g, st, n, up) = (
             down.clone(),
             generation.clone(),
+            stalled.clone(),
             connections.clone(),
             upstream.to_owned(),
         );
@@ -37,16 +42,29 @@ impl Proxy {
                     drop(client); // refused: the server "is down"
                     continue;
                 }
+                let mut cut = g.subscribe();
+                let mut stall = st.subscribe();
+                if *stall.borrow() {
+                    // Partitioned: the client's connect hangs; nothing reaches the server.
+                    tokio::spawn(async move {
+                        let _held = client;
+                        let _ = cut.changed().await;
+                    });
+                    continue;
+                }
                 let Ok(server) = TcpStream::connect(&up).await else {
                     continue;
                 };
                 n.fetch_add(1, Ordering::SeqCst);
-                let mut cut = g.subscribe();
                 tokio::spawn(async move {
                     let (mut client, mut server) = (client, server);
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
                         _ = cut.changed() => {}
+                        () = until_stalled(&mut stall) => {
+                            // Both sockets stay open and silent until the next cut.
+                            let _ = cut.changed().await;
+                        }
                     }
                 });
             }
@@ -55,8 +73,15 @@ impl Proxy {
             port,
             down,
             generation,
+            stalled,
             connections,
         }
+    }
+
+    /// Stops forwarding on every connection, old and new, without closing any: to both
+    /// ends the other has gone silent. [`Proxy::cut`] ends it.
+    pub fn stall(&self) {
+        self.stalled.send_replace(true);
     }
 
     /// Closes every connection and refuses new ones until [`Proxy::restore`].
@@ -67,12 +92,25 @@ impl Proxy {
 
     pub fn restore(&self) {
         self.down.store(false, Ordering::SeqCst);
+        self.stalled.send_replace(false);
     }
 
     /// A `mysql://` URL for the proxy. `prefer_socket=false`: otherwise the driver
     /// notices the server is local and switches to its Unix socket, around the proxy.
     pub fn url(&self) -> String {
         format!("mysql://root@127.0.0.1:{}?prefer_socket=false", self.port)
+    }
+}
+
+/// Resolves once the proxy stalls (never, if its sender is gone).
+async fn until_stalled(stall: &mut watch::Receiver<bool>) {
+    loop {
+        if *stall.borrow_and_update() {
+            return;
+        }
+        if stall.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
     }
 }
 

@@ -163,11 +163,25 @@ async fn json_logs_name_the_role_and_the_position() {
     use concord_e2e::Concord;
     let db = TestDb::new("json_logs").await;
     let mut config = ConcordConfig::new(&db);
-    config.extra = "\n[verifier]\ndelay = \"1s\"\n".into();
+    let console = free_port();
+    config.extra = format!(
+        "\n[verifier]\ndelay = \"1s\"\n{}",
+        users_section(console, "")
+    );
     let run = Concord::spawn(&config, &["run", "--log-format", "json"]).await;
     let metrics = config.metrics_port;
     wait_readyz(metrics, "concord run to be ready", Duration::from_secs(60)).await;
-    let log = run.log();
+    // A refused login: a line a console request logs.
+    failed_login(console).await;
+    let log = wait_for(
+        "the console to log the refused login",
+        Duration::from_secs(30),
+        || async {
+            let log = run.log();
+            log.contains("console login failed").then_some(log)
+        },
+    )
+    .await;
     let lines: Vec<serde_json::Value> = log
         .lines()
         .filter(|l| !l.trim().is_empty())
@@ -177,7 +191,7 @@ async fn json_logs_name_the_role_and_the_position() {
         .iter()
         .all(|l| l["level"].is_string() && l["timestamp"].is_string()));
     let role_of = |l: &serde_json::Value| l["span"]["role"].as_str().map(str::to_owned);
-    for role in ["replicator", "verifier", "recovery"] {
+    for role in ["replicator", "verifier", "recovery", "console"] {
         assert!(
             lines.iter().any(|l| role_of(l).as_deref() == Some(role)),
             "a line from the {role}: {log}"
@@ -193,4 +207,33 @@ async fn json_logs_name_the_role_and_the_position() {
         .unwrap_or_else(|| panic!("the replicator's start: {log}"));
     assert_eq!(role_of(start).as_deref(), Some("replicator"), "{start}");
     assert!(start["position"].is_string(), "{start}");
+    let refused = lines
+        .iter()
+        .find(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("console login failed"))
+        })
+        .expect("the refused login is logged");
+    assert_eq!(role_of(refused).as_deref(), Some("console"), "{refused}");
+}
+
+/// Posts a login with a wrong password to the console on `port`, as a browser on the same
+/// origin would.
+async fn failed_login(port: u16) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = "name=nobody&password=wrong";
+    let request = format!(
+        "POST /login HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nOrigin: http://127.0.0.1:{port}\r\n\
+         Sec-Fetch-Site: same-origin\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("the console listens");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 "), "{answer}");
 }

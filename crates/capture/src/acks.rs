@@ -21,6 +21,8 @@ pub(crate) struct Pending {
     pub deliveries: Vec<(String, Position, DeliveryFuture)>,
     /// Its share of `kafka.max_unacked`, given back once every message is acknowledged.
     pub _unacked: OwnedSemaphorePermit,
+    /// Called once every message is acknowledged (a snapshot chunk's end).
+    pub on_acked: Option<Box<dyn FnOnce() + Send>>,
 }
 
 pub(crate) struct Acker {
@@ -79,6 +81,9 @@ impl Acker {
                         });
                     }
                 }
+            }
+            if let Some(acked) = p.on_acked {
+                acked();
             }
             self.progress.acked();
             let lag = (now_ms() as f64 / 1000.0 - f64::from(p.commit_ts)).max(0.0);

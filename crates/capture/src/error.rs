@@ -21,6 +21,9 @@ pub enum CaptureError {
     Binlog(#[from] concord_binlog::BinlogError),
     #[error(transparent)]
     Control(#[from] concord_control::ControlError),
+    /// Planning the snapshot's jobs (listing tables, the control store) failed.
+    #[error("snapshot")]
+    Snapshot(#[from] concord_snapshot::SnapshotError),
     #[error("kafka: creating the producer")]
     Kafka(#[source] rdkafka::error::KafkaError),
     /// The broker did not say how many partitions a topic has (a TRUNCATE marker goes to

@@ -13,6 +13,7 @@ mod error;
 mod metrics;
 mod progress;
 mod publish;
+mod snapshot;
 
 pub use error::CaptureError;
 pub use publish::producer_config;
@@ -24,7 +25,9 @@ use concord_binlog::{
 use concord_change::TableName;
 use concord_config::Config;
 use concord_control::ControlStore;
-use mysql_async::Conn;
+use concord_schema_cache::SchemaCache;
+use concord_snapshot::{Executor, Notes};
+use mysql_async::{Conn, Pool};
 use progress::Progress;
 use rdkafka::producer::FutureProducer;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -48,7 +51,9 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), CaptureE
     let control =
         ControlStore::connect(config.control.url.expose(), &config.control.url.redacted()).await?;
     let name = kafka.capture_position_name();
-    let start = match control.capture_position(&name).await? {
+    let saved = control.capture_position(&name).await?;
+    let first_start = saved.is_none();
+    let start = match saved {
         Some(saved) => {
             let r = Resume::saved(saved.position, saved.resume_from);
             tracing::info!(position = %r, "resuming capture from its position");
@@ -92,25 +97,55 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), CaptureE
     let _reporting = AbortOnDropHandle::new(tokio::spawn(progress.clone().report_forever()));
     let acker = Acker::new(control.clone(), name, progress.clone());
     let acking = AbortOnDropHandle::new(tokio::spawn(acker.run(pending_rx).in_current_span()));
+    // The snapshot's jobs run beside the stream; their chunks are published in its order.
+    let snapshots = Executor::new(config, control.clone(), Notes::default());
+    snapshots.plan_initial(first_start).await?;
+    let target = Pool::new(concord_compare::session_opts(config.target.opts()));
+    let chunks = snapshot::ChunkPublisher::new(
+        snapshots.notes().clone(),
+        target.clone(),
+        SchemaCache::new(target, config.target.schema_ttl),
+    );
+    let _snapshotting = AbortOnDropHandle::new(tokio::spawn(
+        async move { snapshots.run().await }.in_current_span(),
+    ));
     let publisher =
         publish::Publisher::new(producer, kafka.clone(), config.source.server_id, control);
 
     let publishing = async {
         // Messages of the open fragmented transaction published so far.
         let mut published = 0u32;
-        while let Some(event) = rx.recv().await {
+        // The end of the last whole transaction published (or caught-up position): where a
+        // snapshot's chunks may go in between.
+        let mut between: Option<concord_change::Position> = None;
+        loop {
+            if published == 0 {
+                chunks
+                    .publish_ready(&publisher, between.as_ref(), &pending_tx)
+                    .await?;
+            }
+            let event = tokio::select! {
+                event = rx.recv() => event,
+                () = chunks.notes.wait_ready() => continue,
+            };
+            let Some(event) = event else { break };
             let (txn, whole) = match event {
-                ReaderEvent::CaughtUp { .. } => {
+                ReaderEvent::CaughtUp { position, .. } => {
                     progress.caught_up();
                     ready.store(true, Ordering::Relaxed);
                     metrics::LAG.set(0.0);
+                    if published == 0 {
+                        between = Some(position);
+                    }
                     continue;
                 }
                 ReaderEvent::Transaction(txn) => (txn, true),
                 ReaderEvent::Fragment(txn) => (txn, false),
             };
             let pending = publisher.publish(&txn, published, whole).await?;
+            chunks.notes.observe(&txn);
             published = if whole {
+                between = Some(txn.end.clone());
                 0
             } else {
                 published + pending.deliveries.len() as u32

@@ -13,7 +13,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Producer settings: idempotent, acknowledged by all in-sync replicas, retried without a
 /// deadline — a message is delivered or the capture stops, it is never dropped.
@@ -139,14 +139,7 @@ impl Publisher {
             markers.push((table, topic, partitions));
         }
         let messages = changes.len() + markers.iter().map(|m| m.2 as usize).sum::<usize>();
-        // A transaction larger than the limit takes all of it, and goes alone.
-        let wanted = messages.min(self.kafka.max_unacked) as u32;
-        let permit = self
-            .unacked
-            .clone()
-            .acquire_many_owned(wanted)
-            .await
-            .expect("the semaphore is never closed");
+        let permit = self.permits(messages).await;
         let mut deliveries = Vec::with_capacity(messages);
         let now_ms = now_ms();
         for (index, change) in changes.iter().enumerate() {
@@ -213,14 +206,34 @@ impl Publisher {
             commit_ts: txn.commit_ts,
             deliveries,
             _unacked: permit,
+            on_acked: None,
         })
     }
 }
 
 impl Publisher {
+    /// The share of `kafka.max_unacked` that `messages` messages take (all of it for more
+    /// than the limit: such a group goes alone), once it is free.
+    pub(crate) async fn permits(&self, messages: usize) -> OwnedSemaphorePermit {
+        let wanted = messages.min(self.kafka.max_unacked) as u32;
+        self.unacked
+            .clone()
+            .acquire_many_owned(wanted)
+            .await
+            .expect("the semaphore is never closed")
+    }
+
+    pub(crate) fn server_id(&self) -> u32 {
+        self.server_id
+    }
+
+    pub(crate) fn topic_for(&self, db: &str, table: &str) -> String {
+        self.kafka.topic_for(db, table)
+    }
+
     /// Hands one message to the producer, waiting while its queue is full (the broker is
     /// slow or away) rather than buffer without bound.
-    async fn send<'a>(
+    pub(crate) async fn send<'a>(
         &self,
         mut record: FutureRecord<'a, [u8], [u8]>,
         position: &Position,

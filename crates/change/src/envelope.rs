@@ -214,7 +214,7 @@ impl Envelope {
         let before = image(wire.before)?;
         let after = image(wire.after)?;
         let consistent = match wire.op {
-            Op::Insert => before.is_none() && after.is_some(),
+            Op::Insert | Op::Read => before.is_none() && after.is_some(),
             Op::Update => before.is_some() && after.is_some(),
             Op::Delete => before.is_some() && after.is_none(),
         };

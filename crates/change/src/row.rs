@@ -61,6 +61,10 @@ pub enum Op {
     Update,
     #[serde(rename = "d")]
     Delete,
+    /// A row as a snapshot read it (docs/SNAPSHOT.md): the whole row, written like an
+    /// insert (an upsert by key).
+    #[serde(rename = "r")]
+    Read,
 }
 
 impl Op {
@@ -69,7 +73,14 @@ impl Op {
             Op::Insert => "insert",
             Op::Update => "update",
             Op::Delete => "delete",
+            Op::Read => "read",
         }
+    }
+
+    /// Whether the change writes its after-image whole, as a new row would be (an insert,
+    /// or a snapshot's row).
+    pub fn writes_whole_row(self) -> bool {
+        matches!(self, Op::Insert | Op::Read)
     }
 }
 
@@ -117,7 +128,7 @@ impl RowChange {
     pub fn key(&self) -> Option<Vec<Value>> {
         let (first, second) = match self.op {
             Op::Delete => (self.before.as_deref(), None),
-            Op::Insert => (self.after.as_deref(), None),
+            Op::Insert | Op::Read => (self.after.as_deref(), None),
             Op::Update => (self.after.as_deref(), self.before.as_deref()),
         };
         self.table

@@ -10,17 +10,9 @@
 //! hash equally.
 
 use concord_change::Value;
-use concord_schema_cache::{quote_ident, quote_table, TargetTable};
-
-/// A primary-key range `(after, through]`; `None` is open. `from` and `until` bound it
-/// further (inclusive): the ends of a batch recovery's range, kept on every chunk of it.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct KeyRange {
-    pub after: Option<Vec<Value>>,
-    pub through: Option<Vec<Value>>,
-    pub from: Option<Vec<Value>>,
-    pub until: Option<Vec<Value>>,
-}
+pub use concord_chunking::KeyRange;
+use concord_chunking::KeySql;
+use concord_schema_cache::{quote_ident, TargetTable};
 
 /// A column both servers hash: its name, the source's type, and whether either side
 /// allows NULL in it.
@@ -34,8 +26,8 @@ pub struct HashedColumn {
 /// The statements for one table, built once.
 #[derive(Clone, Debug)]
 pub struct ChunkSql {
-    table: String,
-    key: Vec<String>,
+    /// The key walk (boundaries, ranges) of the table.
+    walk: KeySql,
     /// The hash of one row, as an SQL expression.
     row_hash: String,
     /// Every column of the table (for reading rows).
@@ -92,7 +84,6 @@ impl ChunkSql {
         if !nulls.is_empty() {
             parts.push(format!("CONCAT({})", nulls.join(", ")));
         }
-        let key: Vec<String> = table.primary_key.iter().map(|k| quote_ident(k)).collect();
         let key_text = match hashed
             .iter()
             .filter(|c| {
@@ -118,8 +109,7 @@ impl ChunkSql {
             parts.join(", ")
         );
         Self {
-            table: format!("{} FORCE INDEX (PRIMARY)", quote_table(&table.name)),
-            key,
+            walk: KeySql::new(table),
             row_hash,
             columns: table
                 .columns
@@ -132,68 +122,37 @@ impl ChunkSql {
 
     /// The key of the `n`th row after `after` (the chunk's last row), if there is one.
     pub fn boundary(&self, after: Option<&[Value]>, n: u64) -> (String, Vec<mysql_async::Value>) {
-        let mut params = Vec::new();
-        let filter = self.predicate(
-            &KeyRange {
-                after: after.map(<[Value]>::to_vec),
-                ..KeyRange::default()
-            },
-            &mut params,
-        );
-        params.push(mysql_async::Value::UInt(n.saturating_sub(1)));
-        let key = self.key.join(", ");
-        (
-            format!(
-                "SELECT {key} FROM {} WHERE {filter} ORDER BY {key} LIMIT 1 OFFSET ?",
-                self.table
-            ),
-            params,
-        )
+        let range = KeyRange {
+            after: after.map(<[Value]>::to_vec),
+            ..KeyRange::default()
+        };
+        self.walk.boundary(&range, n)
     }
 
     /// The largest key below `key` (where a range starting at `key` walks from).
     pub fn key_before(&self, key: &[Value]) -> (String, Vec<mysql_async::Value>) {
-        let mut params = Vec::new();
-        let filter = compare(&self.key, key, "<", &mut params);
-        let order: Vec<String> = self.key.iter().map(|k| format!("{k} DESC")).collect();
-        (
-            format!(
-                "SELECT {} FROM {} WHERE {filter} ORDER BY {} LIMIT 1",
-                self.key.join(", "),
-                self.table,
-                order.join(", ")
-            ),
-            params,
-        )
+        self.walk.key_before(key)
     }
 
     /// Whether the range holds any row (`SELECT 1 … LIMIT 1`).
     pub fn any(&self, range: &KeyRange) -> (String, Vec<mysql_async::Value>) {
-        let mut params = Vec::new();
-        let filter = self.predicate(range, &mut params);
-        (
-            format!("SELECT 1 FROM {} WHERE {filter} LIMIT 1", self.table),
-            params,
-        )
+        self.walk.any(range)
     }
 
     /// The smallest and largest key (for a one-column key).
     pub fn key_extent(&self) -> String {
-        format!(
-            "SELECT MIN({k}), MAX({k}) FROM {}",
-            self.table,
-            k = self.key[0]
-        )
+        self.walk.key_extent()
     }
 
     /// Row count and XOR of the row hashes of the range.
     pub fn hash(&self, range: &KeyRange) -> (String, Vec<mysql_async::Value>) {
         let mut params = Vec::new();
-        let filter = self.predicate(range, &mut params);
+        let filter = range.predicate(self.walk.key(), &mut params);
         (
             format!(
                 "SELECT COUNT(*), COALESCE(BIT_XOR({}), 0) FROM {} WHERE {filter}",
-                self.row_hash, self.table
+                self.row_hash,
+                self.walk.table()
             ),
             params,
         )
@@ -201,60 +160,8 @@ impl ChunkSql {
 
     /// Every column of at most `limit` rows of the range, in key order.
     pub fn rows(&self, range: &KeyRange, limit: u64) -> (String, Vec<mysql_async::Value>) {
-        let mut params = Vec::new();
-        let filter = self.predicate(range, &mut params);
-        params.push(mysql_async::Value::UInt(limit));
-        (
-            format!(
-                "SELECT {} FROM {} WHERE {filter} ORDER BY {} LIMIT ?",
-                self.columns,
-                self.table,
-                self.key.join(", ")
-            ),
-            params,
-        )
+        self.walk.rows(&self.columns, range, Some(limit))
     }
-
-    fn predicate(&self, range: &KeyRange, params: &mut Vec<mysql_async::Value>) -> String {
-        let mut parts = Vec::new();
-        if let Some(after) = &range.after {
-            parts.push(compare(&self.key, after, ">", params));
-        }
-        if let Some(through) = &range.through {
-            parts.push(compare(&self.key, through, "<=", params));
-        }
-        if let Some(from) = &range.from {
-            parts.push(compare(&self.key, from, ">=", params));
-        }
-        if let Some(until) = &range.until {
-            parts.push(compare(&self.key, until, "<=", params));
-        }
-        if parts.is_empty() {
-            "TRUE".to_owned()
-        } else {
-            parts.join(" AND ")
-        }
-    }
-}
-
-/// `key op values` in key order, written out column by column — `(a > ? OR (a = ? AND
-/// b > ?))` — which every server version turns into an index range.
-fn compare(
-    key: &[String],
-    values: &[Value],
-    op: &str,
-    params: &mut Vec<mysql_async::Value>,
-) -> String {
-    let strict = op.trim_end_matches('=');
-    let (first, rest) = (&key[0], &key[1..]);
-    params.push(values[0].to_mysql());
-    if rest.is_empty() {
-        return format!("{first} {op} ?");
-    }
-    let head = format!("{first} {strict} ?");
-    params.push(values[0].to_mysql());
-    let tail = compare(rest, &values[1..], op, params);
-    format!("({head} OR ({first} = ? AND {tail}))")
 }
 
 #[cfg(test)]
@@ -297,32 +204,6 @@ mod tests {
                 nullable: *nullable,
             })
             .collect()
-    }
-
-    #[test]
-    fn a_composite_key_range_is_written_column_by_column_with_bound_values() {
-        let sql = ChunkSql::new(&table(&["id", "part"]), &hashed());
-        let range = KeyRange {
-            after: Some(vec![Value::Int(1), Value::Int(2)]),
-            through: Some(vec![Value::Int(5), Value::Int(0)]),
-            ..KeyRange::default()
-        };
-        let (text, params) = sql.hash(&range);
-        assert!(
-            text.ends_with(
-                "WHERE (`id` > ? OR (`id` = ? AND `part` > ?)) AND \
-                 (`id` < ? OR (`id` = ? AND `part` <= ?))"
-            ),
-            "{text}"
-        );
-        let ints: Vec<_> = params
-            .iter()
-            .map(|p| match p {
-                mysql_async::Value::Int(i) => *i,
-                other => panic!("{other:?}"),
-            })
-            .collect();
-        assert_eq!(ints, vec![1, 1, 2, 5, 5, 0]);
     }
 
     #[test]

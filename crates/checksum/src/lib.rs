@@ -27,7 +27,6 @@ use concord_compare::Comparer;
 use concord_config::{Config, TableFilter, TransportKind};
 use concord_control::{ChecksumRun, Mismatch};
 use concord_target::{Replica, Stream};
-use mysql_async::prelude::Queryable;
 use mysql_async::Pool;
 use std::time::{Duration, Instant};
 use table::{checksum_table, RunOf, Sides};
@@ -221,7 +220,7 @@ async fn require_replicator(config: &Config, replica: &Replica) -> Result<(), Ch
     Ok(())
 }
 
-/// Every base table on the source that the config replicates, in name order.
+/// The source tables `config` replicates.
 pub async fn replicated_tables(
     config: &Config,
     filter: &TableFilter,
@@ -234,22 +233,11 @@ pub async fn replicated_tables(
             server: format!("source {}", config.source.url.redacted()),
             source,
         })?;
-    let rows: Vec<(String, String)> = conn
-        .query(
-            "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES \
-             WHERE TABLE_TYPE = 'BASE TABLE' AND TABLE_SCHEMA NOT IN \
-             ('mysql', 'information_schema', 'performance_schema', 'sys') \
-             ORDER BY TABLE_SCHEMA, TABLE_NAME",
-        )
+    concord_chunking::replicated_tables(&mut conn, filter, &config.target.checkpoint_schema)
         .await
         .map_err(|source| ChecksumError::Setup {
             side: "source",
             what: "listing tables",
             source,
-        })?;
-    Ok(rows
-        .into_iter()
-        .map(|(db, t)| TableName::new(db, t))
-        .filter(|t| t.db != config.target.checkpoint_schema && filter.matches(t))
-        .collect())
+        })
 }

@@ -29,18 +29,34 @@ pub fn singleton(config: &Config, role: &str) -> Option<String> {
     }
 }
 
+/// The server that keeps the locks — the control store's MariaDB, else the target — and
+/// how to name it.
+fn lock_server(config: &Config) -> anyhow::Result<(mysql_async::Opts, String)> {
+    Ok(
+        match concord_control::mysql_url(config.control.url.expose()) {
+            Some(url) => (
+                mysql_async::Opts::from_url(&url).context("control.url")?,
+                format!("the control store {}", config.control.url.redacted()),
+            ),
+            None => (
+                config.target.opts(),
+                format!("the target {}", config.target.url.redacted()),
+            ),
+        },
+    )
+}
+
+/// Takes `name` if no other process holds it; `None` when one does.
+pub async fn try_hold(config: &Config, name: &str) -> anyhow::Result<Option<Lease>> {
+    let (opts, server) = lock_server(config)?;
+    concord_lease::try_acquire(opts, name)
+        .await
+        .with_context(|| format!("asking {server} for lock {name}"))
+}
+
 /// Waits until this process holds `name`, reporting the wait on `health`.
 pub async fn hold(config: &Config, name: &str, health: &RoleHealth) -> anyhow::Result<Lease> {
-    let (opts, server) = match concord_control::mysql_url(config.control.url.expose()) {
-        Some(url) => (
-            mysql_async::Opts::from_url(&url).context("control.url")?,
-            format!("the control store {}", config.control.url.redacted()),
-        ),
-        None => (
-            config.target.opts(),
-            format!("the target {}", config.target.url.redacted()),
-        ),
-    };
+    let (opts, server) = lock_server(config)?;
     let role = health.name();
     concord_telemetry::set_standby(role, true);
     tracing::info!(lock = name, %server, "waiting for the lock that makes this process the active {role}");

@@ -25,6 +25,7 @@ mod failed;
 mod guard;
 mod publish;
 mod records;
+mod snapshot;
 mod supervise;
 
 #[derive(Parser)]
@@ -58,6 +59,11 @@ enum Command {
     Verify(ConfigArg),
     /// Publish the source's binlog to Kafka as change envelopes (kafka mode).
     Capture(ConfigArg),
+    /// Copy the rows the source already holds — every replicated table, some, a key range
+    /// or listed keys — while replication runs (docs/SNAPSHOT.md). Exit 0: done; 1: a job
+    /// failed; 2: refused (no primary key, no target table without --create-tables, a bad
+    /// key).
+    Snapshot(snapshot::SnapshotArgs),
     /// Compare whole tables between source and target, online, chunk by chunk; record the
     /// rows the source confirms differ. Exit 0: all equal; 3: mismatches recorded; 1: a
     /// table could not be checked, or an error; 2: bad arguments.
@@ -295,6 +301,12 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     if let Command::Console(ConsoleCommand::HashPassword) = command {
         return hash_password();
     }
+    if let Command::Snapshot(a) = command {
+        let config = load(&ConfigArg {
+            config: a.config.clone(),
+        })?;
+        return snapshot::run(config, a).await;
+    }
     if let Command::MissingTables(a) = command {
         let config = load(&a.config)?;
         return missing_tables(config, a.resolve).await;
@@ -472,6 +484,7 @@ async fn role(command: Command) -> anyhow::Result<ExitCode> {
             recovery(config).await
         }
         Command::Checksum(_)
+        | Command::Snapshot(_)
         | Command::MissingTables(_)
         | Command::Mismatches(_)
         | Command::Repair(_)
@@ -523,8 +536,10 @@ where
 }
 
 /// The lock was lost (its server went away, or another session holds it): the roles have
-/// been stopped by now — dropped mid-step, their open target transactions rolled back —
-/// and the process waits to hold the lock again, as the standby.
+/// been stopped by now — dropped mid-step; an open target transaction is rolled back when
+/// its session closes, or, cut off from the server, when the server ends the silent session
+/// (`concord_target::session::WRITER_WAIT_TIMEOUT`) — and the process waits to hold the
+/// lock again, as the standby.
 fn lost_lock(e: &concord_lease::LeaseError, roles: &[&concord_telemetry::RoleHealth]) {
     tracing::warn!(error = %e, "the singleton lock was lost: the roles stopped; waiting to hold it again");
     for r in roles {

@@ -74,6 +74,8 @@ where
     Fut: Future<Output = Result<(), E>>,
 {
     let role = health.name();
+    // Exported at 0 from the start, so an alert's increase() sees the first restart.
+    RESTARTS.with_label_values(&[role]);
     let mut backoff = FIRST_BACKOFF;
     loop {
         let started = tokio::time::Instant::now();

@@ -175,7 +175,7 @@ pub fn coalesce(items: &[Item], filter: &TableFilter) -> Vec<Expectation> {
         };
         match (c.op, &c.before, &c.after) {
             (Op::Delete, Some(before), _) => put(key_of_image(before), true, true),
-            (Op::Insert, _, Some(after)) => put(key_of_image(after), false, true),
+            (Op::Insert | Op::Read, _, Some(after)) => put(key_of_image(after), false, true),
             (Op::Update, Some(before), Some(_)) => {
                 let old = key_of_image(before);
                 // A partial after-image lacks the key columns it did not change.

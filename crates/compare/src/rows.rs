@@ -40,7 +40,7 @@ fn numbered(c: &TargetColumn) -> bool {
 /// The columns of `table` as [`fetch`] reads them, exactly as stored: text of a character
 /// set other than UTF-8 as its bytes (the server would convert it to utf8mb4), and after
 /// them each ENUM's and SET's number (ENUM index 0 reads as `''`, like a label `''` would).
-fn select_list(table: &TargetTable) -> String {
+pub fn select_list(table: &TargetTable) -> String {
     let mut list: Vec<String> = table
         .columns
         .iter()
@@ -62,7 +62,7 @@ fn select_list(table: &TargetTable) -> String {
 /// A row read with [`select_list`], as values in `table`'s column order. An ENUM at index
 /// 0, or one whose label is not text concord can read, becomes its index; a SET whose
 /// labels are not, its bitmask — as the binlog decoder represents such values.
-fn stored_values(row: Row, table: &TargetTable) -> Vec<Value> {
+pub fn stored_values(row: Row, table: &TargetTable) -> Vec<Value> {
     let mut raw = row.unwrap().into_iter();
     let mut out: Vec<Value> = table
         .columns

@@ -8,6 +8,7 @@ mod console;
 mod error;
 mod recovery;
 mod sections;
+mod snapshot;
 mod tables;
 mod verifier;
 
@@ -17,6 +18,7 @@ pub use console::{
 pub use error::ConfigError;
 pub use recovery::{RecoveryConfig, RecoveryRules, TableRecovery};
 pub use sections::*;
+pub use snapshot::{SnapshotConfig, SnapshotMode};
 pub use tables::{osc_helper, OscTool, TableFilter};
 pub use verifier::{ChecksumConfig, VerifierConfig};
 

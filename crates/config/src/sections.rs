@@ -40,6 +40,8 @@ pub struct Config {
     /// The web console; served by `concord run` and `concord recovery` when set.
     #[serde(default)]
     pub console: Option<crate::ConsoleConfig>,
+    #[serde(default)]
+    pub snapshot: crate::SnapshotConfig,
 }
 
 /// A secret string: read from the file, from the environment or from a `*_file`, and never
@@ -548,6 +550,7 @@ impl Config {
 
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         self.recovery.rules()?;
+        self.snapshot.validate()?;
         if let Some(console) = &self.console {
             console.validate()?;
         }

@@ -17,6 +17,7 @@ mod listing;
 mod mismatches;
 mod missing;
 mod positions;
+mod snapshot_jobs;
 
 pub use audit::AuditFilter;
 pub use batch_jobs::{BatchJob, BatchRequest};
@@ -30,6 +31,7 @@ pub use mismatches::{
 };
 pub use missing::{MissingRows, MissingTable};
 pub use positions::{SavedPosition, VerifierPosition};
+pub use snapshot_jobs::{snapshot_state, SnapshotJob, SnapshotKind, SnapshotRequest};
 
 use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::Migrator;

@@ -59,10 +59,7 @@ pub async fn acquire(
     name: &str,
     mut waiting: impl FnMut(Waiting),
 ) -> Result<Lease, LeaseError> {
-    let opts: Opts = OptsBuilder::from_opts(opts)
-        .stmt_cache_size(0)
-        .wait_timeout(Some(SERVER_GIVES_UP.as_secs() as usize))
-        .into();
+    let opts = session(opts);
     let mut backoff = Duration::from_millis(200);
     loop {
         let mut conn = match Conn::new(opts.clone()).await {
@@ -93,6 +90,40 @@ pub async fn acquire(
             Err(e) => waiting(Waiting::Unreachable(e.to_string())),
         }
     }
+}
+
+/// Takes lock `name` if it is free, without waiting: `None` while another session holds
+/// it.
+pub async fn try_acquire(opts: Opts, name: &str) -> Result<Option<Lease>, LeaseError> {
+    let mut conn = Conn::new(session(opts))
+        .await
+        .map_err(|source| LeaseError::Connect {
+            name: name.to_owned(),
+            source,
+        })?;
+    let got: Option<Option<i64>> = conn
+        .exec_first("SELECT GET_LOCK(?, 0)", (name,))
+        .await
+        .map_err(|source| LeaseError::Connect {
+            name: name.to_owned(),
+            source,
+        })?;
+    match got.flatten() {
+        Some(1) => Ok(Some(Lease {
+            conn,
+            name: name.to_owned(),
+        })),
+        Some(_) => Ok(None),
+        None => Err(LeaseError::Refused { name: name.into() }),
+    }
+}
+
+/// The lock session's options: no statement cache, the short `wait_timeout`.
+fn session(opts: Opts) -> Opts {
+    OptsBuilder::from_opts(opts)
+        .stmt_cache_size(0)
+        .wait_timeout(Some(SERVER_GIVES_UP.as_secs() as usize))
+        .into()
 }
 
 /// Waits on `conn` until it holds the lock (`true`) or the server refuses it (`false`).

@@ -20,6 +20,7 @@ use concord_config::ConsoleRole;
 use concord_control::{BulkJob, ListOrder, MismatchFilter, MismatchState};
 use concord_recovery::{Mode, Settled};
 use serde::Deserialize;
+use tracing::Instrument;
 
 /// Records handed to the engine at once (it settles them a table's page at a time).
 const CHUNK: i64 = 500;
@@ -203,7 +204,7 @@ pub async fn confirm_or_start(
         .ok_or_else(|| PageError::NotFound(format!("bulk job {id} vanished")))?;
     filter.order = ListOrder::Oldest;
     filter.before_id = Some(cap + 1);
-    tokio::spawn(run(state.clone(), job, filter, user.name.clone(), reason));
+    tokio::spawn(run(state.clone(), job, filter, user.name.clone(), reason).in_current_span());
     Ok(Redirect::to(&format!("/bulk/{id}")).into_response())
 }
 

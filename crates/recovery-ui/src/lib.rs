@@ -32,6 +32,13 @@ use concord_control::ControlStore;
 use concord_recovery::Recovery;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use tracing::Instrument;
+
+/// The span every console line is logged in, requests and the tasks they start alike, so
+/// that JSON logs name the console as the role they came from.
+pub fn console_span() -> tracing::Span {
+    tracing::info_span!("role", role = "console")
+}
 
 /// How long the list's counts per state are reused (the page says they may be this old).
 pub const COUNTS_FOR: std::time::Duration = std::time::Duration::from_secs(5);
@@ -136,6 +143,11 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             guard::guard,
         ))
+        .layer(axum::middleware::from_fn(
+            |req: axum::extract::Request, next: axum::middleware::Next| {
+                next.run(req).instrument(console_span())
+            },
+        ))
         .with_state(state)
 }
 
@@ -149,14 +161,17 @@ pub async fn serve(state: AppState) -> Result<SocketAddr, ConsoleError> {
     let bound = listener
         .local_addr()
         .map_err(|source| ConsoleError::Listen { addr, source })?;
-    tokio::spawn(rates::sample_forever(state.clone()));
-    tokio::spawn(housekeeping::forever(state.clone()));
+    tokio::spawn(rates::sample_forever(state.clone()).instrument(console_span()));
+    tokio::spawn(housekeeping::forever(state.clone()).instrument(console_span()));
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "console stopped");
+    tokio::spawn(
+        async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "console stopped");
+            }
         }
-    });
-    tracing::info!(%bound, "console listening");
+        .instrument(console_span()),
+    );
+    console_span().in_scope(|| tracing::info!(%bound, "console listening"));
     Ok(bound)
 }

@@ -258,9 +258,11 @@ impl Recovery {
 /// undecodable row: nothing to apply row by row).
 fn stored_change(event: &FailedEventRow) -> Result<RowChange, String> {
     match event.op.as_str() {
-        "insert" | "update" | "delete" => serde_json::from_str(&event.event).map_err(|e| {
-            format!("the stored change cannot be read ({e}); ignore it or re-sync the table")
-        }),
+        "insert" | "update" | "delete" | "read" => {
+            serde_json::from_str(&event.event).map_err(|e| {
+                format!("the stored change cannot be read ({e}); ignore it or re-sync the table")
+            })
+        }
         op => Err(format!(
             "a `{}` event ({op}) has no row to apply; re-sync the table, then ignore it \
              with a reason",

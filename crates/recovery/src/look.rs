@@ -12,7 +12,7 @@
 
 use crate::reads::Reads;
 use crate::{Recovery, RecoveryError};
-use concord_change::{SourceTable, TableName, Value};
+use concord_change::{TableName, Value};
 use concord_compare::rows::key_of;
 use concord_compare::Side;
 use concord_schema_cache::{ColumnPlan, TargetTable};
@@ -188,7 +188,7 @@ impl Recovery {
         key: &Keys,
         observed: Option<Vec<Value>>,
     ) -> Result<RowRepair, String> {
-        let source = source_description(&pair.source);
+        let source = pair.source.change_table();
         let plan = ColumnPlan::new(
             &source,
             &pair.target,
@@ -284,21 +284,6 @@ pub(crate) fn refused(e: &RepairError) -> bool {
 
 pub(crate) fn cmp(e: impl Into<concord_compare::CompareError>) -> RecoveryError {
     RecoveryError::Compare(Box::new(e.into()))
-}
-
-/// A source table's description as the statements need it (names and key indexes).
-fn source_description(t: &TargetTable) -> Arc<SourceTable> {
-    let columns: Vec<String> = t.columns.iter().map(|c| c.name.clone()).collect();
-    let primary_key = t
-        .primary_key
-        .iter()
-        .filter_map(|k| columns.iter().position(|c| c.eq_ignore_ascii_case(k)))
-        .collect();
-    Arc::new(SourceTable {
-        name: t.name.clone(),
-        columns,
-        primary_key,
-    })
 }
 
 /// The causes below an error, for a record a person reads.

@@ -11,6 +11,7 @@
 
 mod fragments;
 mod missing;
+mod snapshot;
 mod truncate;
 
 use crate::batch::{
@@ -35,11 +36,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use concord_target::session::{connect_writer, LENIENT_SQL_MODE, STRICT_SQL_MODE};
+use concord_target::session::{connect_writer, IDLE_RECONNECT, LENIENT_SQL_MODE, STRICT_SQL_MODE};
 
 pub struct Applier {
     opts: Opts,
     conn: Option<Conn>,
+    /// When the connection last ended a transaction (see [`IDLE_RECONNECT`]).
+    idle_since: Instant,
     schema: SchemaCache,
     control: ControlStore,
     filter: TableFilter,
@@ -53,6 +56,8 @@ pub struct Applier {
     /// keep source order). Kafka mode cannot keep it across partitions, and gets a key
     /// change as a delete and an insert, which would cascade a delete.
     cascades: bool,
+    /// Set when this applier is a snapshot's stream owner (see [`snapshot`]).
+    snapshot: Option<snapshot::SnapshotLink>,
 }
 
 /// What a batch records as its position, in its own transaction.
@@ -61,6 +66,8 @@ pub enum Progress<'a> {
     Binlog,
     /// Kafka offsets, fenced (see [`crate::offsets`]).
     Kafka(&'a Offsets, &'a [PartitionProgress]),
+    /// None: a snapshot's chunk, written between two batches of the stream.
+    Snapshot,
 }
 
 /// How a batch ended.
@@ -101,9 +108,14 @@ impl Applier {
         checkpoints: Checkpoints,
         config: ReplicatorConfig,
     ) -> Self {
+        // Exported at 0 from the start, so an alert's increase() sees the first retry.
+        for cause in ["transient", "schema", "control_store"] {
+            metrics::RETRIES.with_label_values(&[cause]);
+        }
         Self {
             opts,
             conn: None,
+            idle_since: Instant::now(),
             schema,
             control,
             filter,
@@ -112,6 +124,7 @@ impl Applier {
             missing: Vec::new(),
             truncates: Vec::new(),
             cascades: true,
+            snapshot: None,
         }
     }
 
@@ -130,8 +143,19 @@ impl Applier {
     ) -> Result<(), ReplicatorError> {
         // The end of the last batch this loop committed (unknown until the first one).
         let mut saved: Option<Position> = None;
+        let notes = self.snapshot_notes();
         loop {
-            let Some(first) = rx.recv().await else {
+            // Between two batches: the snapshot's chunks read at or before this position.
+            self.write_snapshot_chunks(saved.as_ref()).await?;
+            let first = match &notes {
+                None => rx.recv().await,
+                Some(notes) => tokio::select! {
+                    event = rx.recv() => event,
+                    // A chunk was read while the stream is idle.
+                    () = notes.wait_ready() => continue,
+                },
+            };
+            let Some(first) = first else {
                 return Ok(());
             };
             let mut batch = match first {
@@ -254,6 +278,7 @@ impl Applier {
         }
         truncate::report(&std::mem::take(&mut self.truncates));
         missing::report(&std::mem::take(&mut self.missing));
+        self.note_for_snapshot(batch);
         let rows: usize = batch.iter().map(|t| t.changes.len()).sum();
         if rows > 0 {
             metrics::BATCH_ROWS.observe(rows as f64);
@@ -279,6 +304,11 @@ impl Applier {
     }
 
     async fn connection(&mut self) -> Attempt<&mut Conn> {
+        // Idle for long, the session may be near the server's wait_timeout: a new one
+        // rather than a failed statement.
+        if self.idle_since.elapsed() > IDLE_RECONNECT {
+            self.conn = None;
+        }
         if self.conn.is_none() {
             let conn = connect_writer(
                 self.opts.clone(),
@@ -349,6 +379,7 @@ impl Applier {
         if let Some(conn) = self.conn.as_mut() {
             let _ = conn.query_drop("ROLLBACK").await;
         }
+        self.idle_since = Instant::now();
     }
 
     /// Saves the batch's progress in the open target transaction and commits it.
@@ -363,6 +394,7 @@ impl Applier {
                     .map(|()| true)
             }
             Progress::Kafka(offsets, parts) => offsets.claim_and_save(conn, parts).await,
+            Progress::Snapshot => Ok(true),
         };
         match saved {
             Ok(true) => {}
@@ -375,7 +407,9 @@ impl Applier {
                 return Err(transient(e));
             }
         }
-        conn.query_drop("COMMIT").await.map_err(transient)
+        conn.query_drop("COMMIT").await.map_err(transient)?;
+        self.idle_since = Instant::now();
+        Ok(())
     }
 
     /// A source DDL may be followed by the same change on the target at any moment, so

@@ -61,7 +61,7 @@ pub fn in_source_order<'a>(
 /// The key-level writes of one change; `moves`: a key change is a [`WriteKind::Move`].
 fn writes_of<'a>(change: &'a RowChange, moves: bool, writes: &mut Vec<Write<'a>>) {
     let kind = match change.op {
-        Op::Insert => WriteKind::Upsert,
+        Op::Insert | Op::Read => WriteKind::Upsert,
         Op::Delete => WriteKind::Delete,
         // A partial after-image writes only its columns, by the key the row had. (A
         // partial before-image alone — NOBLOB with the blob changed — does not matter:

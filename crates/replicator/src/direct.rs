@@ -10,6 +10,7 @@ use concord_change::TableName;
 use concord_config::Config;
 use concord_control::ControlStore;
 use concord_schema_cache::SchemaCache;
+use concord_snapshot::{Executor, Notes};
 use concord_target::Checkpoints;
 use mysql_async::{Conn, OptsBuilder, Pool};
 use std::sync::atomic::AtomicBool;
@@ -61,6 +62,7 @@ pub async fn run_telling_start(
                 what: "reading the checkpoint",
                 source,
             })?;
+    let first_start = resume.is_none();
     let start = match resume {
         Some(r) => {
             tracing::info!(position = %r, "resuming from checkpoint");
@@ -105,6 +107,9 @@ pub async fn run_telling_start(
         },
         server,
     );
+    // The snapshot's jobs run beside the stream, which writes their chunks in its order.
+    let snapshots = Executor::new(config, control.clone(), Notes::default());
+    snapshots.plan_initial(first_start).await?;
     let applier = Applier::new(
         target_opts,
         schema,
@@ -112,7 +117,11 @@ pub async fn run_telling_start(
         filter,
         checkpoints,
         config.replicator.clone(),
-    );
+    )
+    .with_snapshot(snapshots.notes().clone(), config.snapshot.threads);
+    let _snapshotting = AbortOnDropHandle::new(tokio::spawn(
+        async move { snapshots.run().await }.in_current_span(),
+    ));
     let (tx, rx) = concord_binlog::queue(
         config.replicator.queue_transactions,
         config.replicator.queue_bytes.as_u64(),

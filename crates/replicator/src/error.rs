@@ -55,6 +55,9 @@ pub enum ReplicatorError {
         .0.join(", ")
     )]
     TargetTriggers(Vec<String>),
+    /// Planning the snapshot's jobs (listing tables, the control store) failed.
+    #[error("snapshot")]
+    Snapshot(#[from] concord_snapshot::SnapshotError),
     #[error("the replicator's {task} task crashed")]
     Crashed {
         task: &'static str,

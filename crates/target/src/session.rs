@@ -15,9 +15,20 @@ pub const STRICT_SQL_MODE: &str = "STRICT_ALL_TABLES,NO_AUTO_VALUE_ON_ZERO,NO_EN
 /// The same without strictness, for the one thing only it can store: ENUM index 0.
 pub const LENIENT_SQL_MODE: &str = "NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION";
 
+/// How long the server keeps a writer's session that says nothing (`wait_timeout`). A
+/// writer cut off from the target mid-transaction (a network partition, a frozen pod)
+/// holds row locks — and the checkpoint row — until the server ends its session; the
+/// server's default of eight hours would keep a standby that took over from writing for
+/// as long. Writers that idle longer reconnect first (see [`IDLE_RECONNECT`]).
+pub const WRITER_WAIT_TIMEOUT: Duration = Duration::from_secs(30);
+/// A writer idle this long opens a new session before its next transaction, so that it
+/// never meets one the server has ended for idling.
+pub const IDLE_RECONNECT: Duration = Duration::from_secs(20);
+
 /// Connects a writer's session: found rows rather than changed rows (a partial update that
 /// finds its row but changes nothing must not look like one that found no row), strict,
-/// UTC, with foreign-key checks as given and the given lock wait.
+/// UTC, with foreign-key checks as given, the given lock wait, and
+/// [`WRITER_WAIT_TIMEOUT`].
 pub async fn connect_writer(
     opts: Opts,
     foreign_key_checks: bool,
@@ -29,7 +40,9 @@ pub async fn connect_writer(
     let lock_wait = lock_wait.as_secs().max(1);
     conn.query_drop(format!(
         "SET SESSION time_zone = '+00:00', sql_mode = '{STRICT_SQL_MODE}', \
-         foreign_key_checks = {fk}, innodb_lock_wait_timeout = {lock_wait}"
+         foreign_key_checks = {fk}, innodb_lock_wait_timeout = {lock_wait}, \
+         wait_timeout = {idle}",
+        idle = WRITER_WAIT_TIMEOUT.as_secs()
     ))
     .await?;
     Ok(conn)

@@ -20,6 +20,7 @@ use concord_recovery::batch::{self, BatchError, BatchSpec, Quiet};
 use serde::Deserialize;
 use std::collections::{HashMap, HashSet};
 use std::sync::{LazyLock, Mutex};
+use tracing::Instrument;
 
 pub struct BatchLine {
     pub job: BatchJob,
@@ -123,21 +124,26 @@ pub async fn start_batch(
         .await?;
     tracing::info!(user = %user.name, job = id, table = %spec.table, %covers, "batch recovery started from the console");
     let run_state = state.clone();
-    let task = tokio::spawn(async move {
-        let recovery = run_state.recovery();
-        match started.run(&config, recovery, &spec, &mut Quiet).await {
-            Ok(done) => tracing::info!(
-                job = id,
-                checked = done.job.checked,
-                differing = done.job.differing,
-                repaired = done.job.repaired,
-                failed = done.job.failed,
-                "console batch job done"
-            ),
-            Err(e) => tracing::warn!(job = id, error = %error_chain(&e), "console batch job ended"),
+    let task = tokio::spawn(
+        async move {
+            let recovery = run_state.recovery();
+            match started.run(&config, recovery, &spec, &mut Quiet).await {
+                Ok(done) => tracing::info!(
+                    job = id,
+                    checked = done.job.checked,
+                    differing = done.job.differing,
+                    repaired = done.job.repaired,
+                    failed = done.job.failed,
+                    "console batch job done"
+                ),
+                Err(e) => {
+                    tracing::warn!(job = id, error = %error_chain(&e), "console batch job ended")
+                }
+            }
+            batches().remove(&id);
         }
-        batches().remove(&id);
-    });
+        .in_current_span(),
+    );
     batches().insert(id, task.abort_handle());
     Ok(Redirect::to("/batch").into_response())
 }
@@ -317,6 +323,7 @@ pub async fn start_checksum(
             Err(e) => tracing::error!(%what, error = %error_chain(&e), "console checksum failed"),
         }
         running().remove(&what);
-    });
+    }
+    .in_current_span());
     Ok(Redirect::to("/checksums").into_response())
 }

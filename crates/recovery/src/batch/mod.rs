@@ -14,8 +14,9 @@
 pub mod window;
 
 use crate::{Mode, Recovery, RecoveryError, Settled};
-use concord_change::{TableName, Value};
+use concord_change::TableName;
 use concord_checksum::{Bounds, ChecksumError, TableReport};
+use concord_chunking::parse_key;
 use concord_config::Config;
 use concord_control::{
     BatchJob, BatchRequest, ChecksumRun, ControlError, ControlStore, Mismatch, MismatchFilter,
@@ -452,43 +453,6 @@ async fn save(
             .set(value);
     }
     store.save_batch(job, state, error).await
-}
-
-/// A key as given: a value, or a JSON array of values for a composite key; numbers become
-/// numbers for number columns, everything else text.
-fn parse_key(text: &str, types: &[String]) -> Result<Vec<Value>, String> {
-    let parts: Vec<serde_json::Value> = match serde_json::from_str::<serde_json::Value>(text) {
-        Ok(serde_json::Value::Array(items)) => items,
-        _ => vec![serde_json::Value::String(text.to_owned())],
-    };
-    if parts.len() != types.len() {
-        return Err(format!(
-            "the primary key has {} column(s); give {} value(s)",
-            types.len(),
-            types.len()
-        ));
-    }
-    parts
-        .iter()
-        .zip(types)
-        .map(|(v, ty)| {
-            let s = match v {
-                serde_json::Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            let integer = matches!(
-                ty.as_str(),
-                "tinyint" | "smallint" | "mediumint" | "int" | "bigint"
-            );
-            if integer {
-                s.parse::<i64>()
-                    .map(Value::Int)
-                    .map_err(|_| format!("`{s}` is not a whole number ({ty} column)"))
-            } else {
-                Ok(Value::Text(s))
-            }
-        })
-        .collect()
 }
 
 async fn estimate(recovery: &Recovery, table: &TableName) -> u64 {

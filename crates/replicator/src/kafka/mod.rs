@@ -41,15 +41,18 @@ use std::time::{Duration, Instant};
 type PartitionKey = (String, i32);
 
 /// Partitions taken away in a rebalance, for the consume loop to forget.
-#[derive(Default)]
 struct GroupContext {
     revoked: Mutex<Vec<PartitionKey>>,
+    /// The role's span: librdkafka calls the rebalance callbacks from its own thread, where
+    /// the role's span is not current, and their log lines must still name the role.
+    span: tracing::Span,
 }
 
 impl ClientContext for GroupContext {}
 
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let _role = self.span.enter();
         if let Rebalance::Revoke(list) = rebalance {
             let mut revoked = self.revoked.lock().expect("revoked lock");
             for e in list.elements() {
@@ -64,6 +67,7 @@ impl ConsumerContext for GroupContext {
         consumer: &rdkafka::consumer::BaseConsumer<Self>,
         rebalance: &Rebalance<'_>,
     ) {
+        let _role = self.span.enter();
         if let Rebalance::Assign(list) = rebalance {
             tracing::info!(partitions = list.count(), "partitions assigned");
             // A partition paused at a TRUNCATE marker stays paused across a rebalance;
@@ -127,7 +131,10 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), Replicat
     )
     .without_cascades();
 
-    let context = GroupContext::default();
+    let context = GroupContext {
+        revoked: Mutex::default(),
+        span: tracing::Span::current(),
+    };
     let consumer: StreamConsumer<GroupContext> = consumer_config(kafka)
         .create_with_context(context)
         .map_err(|source| ReplicatorError::Kafka {

@@ -1,0 +1,330 @@
+//! Between the snapshot's readers and the stream owner (the direct-mode replicator, or the
+//! capture): chunks are announced before they are read, the stream owner shows every
+//! transaction it handles, and takes each chunk once it has handled everything up to the
+//! chunk's consistent-snapshot position — with what it noted of the chunk's table since.
+//!
+//! Invariant: a chunk is handed to the stream owner only if every transaction that
+//! committed after the chunk's snapshot position and that the stream owner handled before
+//! taking it was noted — otherwise it is handed over *spoiled* and read again. (A transaction
+//! handled before the announcement can still commit after the snapshot position: MariaDB
+//! sends a transaction to replicas before its commit is visible to a new snapshot. So the
+//! position the stream owner had handled at the announcement must not be past the
+//! snapshot's.)
+
+use crate::shape::Shape;
+use concord_change::{Op, Position, Transaction, Value};
+use concord_chunking::KeyRange;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{oneshot, Notify};
+
+/// What one chunk covers.
+#[derive(Debug)]
+pub enum Scope {
+    /// The rows of a key range.
+    Range(KeyRange),
+    /// Exactly these keys (each in the source's primary-key order).
+    Keys(Vec<Vec<Value>>),
+}
+
+/// A chunk of one job: its table and what it covers.
+#[derive(Debug)]
+pub struct ChunkSpec {
+    pub job: i64,
+    /// The chunk's number within its job (also names its rows' origin in failed events).
+    pub seq: u64,
+    pub shape: Arc<Shape>,
+    pub scope: Scope,
+}
+
+/// A chunk as read: the rows (in the source's column order) and the binlog position of
+/// the consistent snapshot they were read in.
+#[derive(Debug)]
+pub struct Read {
+    pub rows: Vec<Vec<Value>>,
+    pub at: Position,
+}
+
+/// How the stream owner ended a chunk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Written (direct mode) or published and acknowledged (kafka mode).
+    Written { copied: u64, deleted: u64 },
+    /// Not written: the chunk must be read again (why).
+    Spoiled(String),
+    /// Not written: the stream owner could not (why); the job fails.
+    Failed(String),
+}
+
+/// What happened to one key after the chunk's snapshot position.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Noted {
+    /// A whole row was written or the row deleted: the stream owner already holds the
+    /// key's current state; the chunk leaves it alone.
+    Whole,
+    /// Only partial row images (`binlog_row_image` MINIMAL/NOBLOB) updated it, in this
+    /// order: laid over the chunk's row they give the key's current state.
+    Partial(Vec<Vec<Value>>),
+}
+
+#[derive(Clone, Default)]
+pub struct Notes {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Chunks announced and not yet taken; checked without the lock on every transaction.
+    open: AtomicUsize,
+    state: Mutex<State>,
+    ready: Notify,
+}
+
+#[derive(Default)]
+struct State {
+    next: u64,
+    /// The end of the last transaction the stream owner handled.
+    handled: Position,
+    pending: Vec<Pending>,
+}
+
+/// A change of a key: the end of its transaction, and its after-image when that is
+/// partial (`None`: the whole row was written or deleted).
+type Handled = (Position, Option<Vec<Value>>);
+
+struct Pending {
+    id: u64,
+    spec: Arc<ChunkSpec>,
+    /// What the stream owner had handled when the chunk was announced.
+    handled_at_announce: Position,
+    /// Key (canonical form) → every change of it handled since the announcement.
+    noted: HashMap<Vec<u8>, Vec<Handled>>,
+    /// Changes of the table whose rows the binlog does not show, with their position.
+    spoilers: Vec<(Position, String)>,
+    read: Option<Read>,
+    done: oneshot::Sender<Outcome>,
+}
+
+/// An announced chunk, as its reader holds it.
+pub struct Announced {
+    pub id: u64,
+    pub outcome: oneshot::Receiver<Outcome>,
+}
+
+impl Notes {
+    /// Announces a chunk about to be read; from now on the stream owner notes its table's
+    /// changes. The outcome comes once the stream owner took it (or it was withdrawn).
+    pub fn announce(&self, spec: Arc<ChunkSpec>) -> Announced {
+        let (done, outcome) = oneshot::channel();
+        let mut state = self.inner.state.lock().expect("notes lock");
+        state.next += 1;
+        let id = state.next;
+        let handled_at_announce = state.handled.clone();
+        state.pending.push(Pending {
+            id,
+            spec,
+            handled_at_announce,
+            noted: HashMap::new(),
+            spoilers: Vec::new(),
+            read: None,
+            done,
+        });
+        self.inner.open.fetch_add(1, Ordering::SeqCst);
+        Announced { id, outcome }
+    }
+
+    /// The chunk was read: the stream owner may take it once it has handled `read.at`.
+    pub fn fill(&self, id: u64, read: Read) {
+        let mut state = self.inner.state.lock().expect("notes lock");
+        if let Some(p) = state.pending.iter_mut().find(|p| p.id == id) {
+            p.read = Some(read);
+        }
+        drop(state);
+        self.inner.ready.notify_one();
+    }
+
+    /// The chunk could not be read: forget it.
+    pub fn withdraw(&self, id: u64) {
+        let mut state = self.inner.state.lock().expect("notes lock");
+        let before = state.pending.len();
+        state.pending.retain(|p| p.id != id);
+        if state.pending.len() < before {
+            self.inner.open.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// The stream owner handled `txn` (applied it, or published it): its changes of tables
+    /// with announced chunks are noted.
+    pub fn observe(&self, txn: &Transaction) {
+        let mut state = self.inner.state.lock().expect("notes lock");
+        state.handled = txn.end.clone();
+        if self.inner.open.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        for p in &mut state.pending {
+            p.note(txn);
+        }
+    }
+
+    /// Whether any chunk is announced and not yet taken.
+    pub fn is_active(&self) -> bool {
+        self.inner.open.load(Ordering::SeqCst) > 0
+    }
+
+    /// Takes the chunks that were read at or before `handled` — the stream owner's position
+    /// between two of its batches — with what was noted of them after their read.
+    pub fn take_ready(&self, handled: &Position) -> Vec<ReadyChunk> {
+        if !self.is_active() {
+            return Vec::new();
+        }
+        let mut state = self.inner.state.lock().expect("notes lock");
+        let (ready, waiting): (Vec<Pending>, Vec<Pending>) = std::mem::take(&mut state.pending)
+            .into_iter()
+            .partition(|p| p.read.as_ref().is_some_and(|r| r.at <= *handled));
+        state.pending = waiting;
+        self.inner.open.fetch_sub(ready.len(), Ordering::SeqCst);
+        ready.into_iter().map(Pending::into_ready).collect()
+    }
+
+    /// Resolves when a chunk may have become ready (a permit is kept if nobody waits).
+    pub async fn wait_ready(&self) {
+        self.inner.ready.notified().await
+    }
+}
+
+impl Pending {
+    fn note(&mut self, txn: &Transaction) {
+        let shape = &self.spec.shape;
+        let table = &shape.name;
+        if let Some(ddl) = &txn.ddl {
+            let names_it = ddl.tables.contains(table)
+                || (ddl.tables.is_empty() && ddl.schema == table.db)
+                || txn.truncated.contains(table)
+                || txn.partition_rows.contains(table);
+            if names_it {
+                self.spoilers
+                    .push((txn.end.clone(), format!("DDL: {}", ddl.statement)));
+            }
+        }
+        let unattributed =
+            |s: &concord_change::LoggedStatement| s.tables.is_empty() && s.schema == table.db;
+        if txn
+            .statements
+            .iter()
+            .any(|s| s.tables.contains(table) || unattributed(s))
+        {
+            self.spoilers
+                .push((txn.end.clone(), "a change logged as a statement".to_owned()));
+        }
+        if txn.undecodable.iter().any(|u| u.table == *table) {
+            self.spoilers.push((
+                txn.end.clone(),
+                "a row that could not be decoded".to_owned(),
+            ));
+        }
+        for c in txn.changes.iter().filter(|c| c.table.name == *table) {
+            let key_of = |img: &Option<Vec<Value>>| -> Option<Vec<u8>> {
+                let img = img.as_ref()?;
+                let key: Option<Vec<Value>> = c
+                    .table
+                    .primary_key
+                    .iter()
+                    .map(|&i| img.get(i).filter(|v| !v.is_absent()).cloned())
+                    .collect();
+                key.map(|k| shape.key_form(&k))
+            };
+            let old = key_of(&c.before);
+            let new = key_of(&c.after).or_else(|| old.clone());
+            let partial_after = c.after.iter().flatten().any(Value::is_absent);
+            let partial = c.op == Op::Update && partial_after && old == new;
+            match (partial, new) {
+                (true, Some(k)) => self
+                    .noted
+                    .entry(k)
+                    .or_default()
+                    .push((txn.end.clone(), c.after.clone())),
+                (_, new) => {
+                    for k in [old, new].into_iter().flatten() {
+                        self.noted
+                            .entry(k)
+                            .or_default()
+                            .push((txn.end.clone(), None));
+                    }
+                }
+            }
+        }
+    }
+
+    fn into_ready(self) -> ReadyChunk {
+        let read = self.read.expect("only read chunks are ready");
+        let at = read.at.clone();
+        // Only what committed after the snapshot matters: the rows already show the rest.
+        let after = |p: &Position| *p > at;
+        let spoiled = if self.handled_at_announce > at {
+            Some(format!(
+                "the stream had handled {} when the chunk was announced, past its snapshot \
+                 position {at}",
+                self.handled_at_announce
+            ))
+        } else {
+            self.spoilers
+                .into_iter()
+                .find(|(p, _)| after(p))
+                .map(|(_, why)| why)
+        };
+        let mut noted = HashMap::new();
+        for (key, changes) in self.noted {
+            let changes: Vec<_> = changes.into_iter().filter(|(p, _)| after(p)).collect();
+            if changes.is_empty() {
+                continue;
+            }
+            let kind = if changes.iter().any(|(_, img)| img.is_none()) {
+                Noted::Whole
+            } else {
+                Noted::Partial(changes.into_iter().filter_map(|(_, img)| img).collect())
+            };
+            noted.insert(key, kind);
+        }
+        ReadyChunk {
+            spec: self.spec,
+            at,
+            rows: read.rows,
+            noted,
+            spoiled,
+            done: self.done,
+        }
+    }
+}
+
+/// A chunk the stream owner took: to write (or publish) now, before anything it handles
+/// next.
+pub struct ReadyChunk {
+    pub spec: Arc<ChunkSpec>,
+    /// The snapshot position the rows were read at.
+    pub at: Position,
+    pub rows: Vec<Vec<Value>>,
+    /// Keys changed after `at`, and how.
+    pub noted: HashMap<Vec<u8>, Noted>,
+    /// Why the chunk must be read again instead, if it must.
+    pub spoiled: Option<String>,
+    done: oneshot::Sender<Outcome>,
+}
+
+impl ReadyChunk {
+    /// Tells the chunk's reader how it ended.
+    pub fn finish(self, outcome: Outcome) {
+        let _ = self.done.send(outcome);
+    }
+
+    /// The rows to write and the keys to delete (see [`crate::merge`]); `target_keys`: the
+    /// target's keys in the chunk's scope, in its primary-key order.
+    pub fn resolve(&mut self, target_keys: &[Vec<Value>]) -> crate::merge::Resolved {
+        crate::merge::resolve(
+            &self.spec.shape,
+            std::mem::take(&mut self.rows),
+            &self.noted,
+            target_keys,
+        )
+    }
+}
