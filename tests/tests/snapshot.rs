@@ -32,7 +32,8 @@ const KINDS: [Kind; 4] = [
     Kind {
         name: "plain",
         ddl: "CREATE TABLE `{db}`.plain (id INT PRIMARY KEY, v INT NOT NULL, note VARCHAR(40))",
-        fill: "INSERT INTO `{db}`.plain SELECT seq, seq, CONCAT('row ', seq) FROM `{db}`.seq_1_to_{n}",
+        fill:
+            "INSERT INTO `{db}`.plain SELECT seq, seq, CONCAT('row ', seq) FROM `{db}`.seq_1_to_{n}",
         upsert: "REPLACE INTO `{db}`.plain VALUES ({i}, {v}, CONCAT('again ', {v}))",
         delete: "DELETE FROM `{db}`.plain WHERE id = {i}",
     },
@@ -51,7 +52,8 @@ const KINDS: [Kind; 4] = [
         name: "wide",
         ddl: "CREATE TABLE `{db}`.wide (id BIGINT UNSIGNED PRIMARY KEY, body TEXT, \
               amount DECIMAL(14,4), at DATETIME(6))",
-        fill: "INSERT INTO `{db}`.wide SELECT seq + 9000000000, REPEAT('x', seq % 300), \
+        fill:
+            "INSERT INTO `{db}`.wide SELECT seq + 9000000000, REPEAT('x', seq % 300), \
                seq / 7, '2026-01-01 00:00:00.000001' + INTERVAL seq SECOND FROM `{db}`.seq_1_to_{n}",
         upsert: "REPLACE INTO `{db}`.wide VALUES ({i} + 9000000000, REPEAT('y', {v} % 200), \
                  {v} / 3, NOW(6))",
@@ -61,7 +63,8 @@ const KINDS: [Kind; 4] = [
         name: "legacy",
         ddl: "CREATE TABLE `{db}`.legacy (id INT PRIMARY KEY, name VARCHAR(30)) \
               CHARACTER SET latin1",
-        fill: "INSERT INTO `{db}`.legacy SELECT seq, CONCAT('Müller ', seq) FROM `{db}`.seq_1_to_{n}",
+        fill:
+            "INSERT INTO `{db}`.legacy SELECT seq, CONCAT('Müller ', seq) FROM `{db}`.seq_1_to_{n}",
         upsert: "REPLACE INTO `{db}`.legacy VALUES ({i}, CONCAT('Grüße ', {v}))",
         delete: "DELETE FROM `{db}`.legacy WHERE id = {i}",
     },

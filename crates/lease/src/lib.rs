@@ -118,11 +118,17 @@ pub async fn try_acquire(opts: Opts, name: &str) -> Result<Option<Lease>, LeaseE
     }
 }
 
-/// The lock session's options: no statement cache, the short `wait_timeout`.
+/// The lock session's options: no statement cache, and the server's `wait_timeout` set
+/// short for the session as soon as it connects. (The driver's own `wait_timeout` option is
+/// client-side only: it tells the pool when the server would drop a connection, and sets
+/// nothing on the server.)
 fn session(opts: Opts) -> Opts {
     OptsBuilder::from_opts(opts)
         .stmt_cache_size(0)
-        .wait_timeout(Some(SERVER_GIVES_UP.as_secs() as usize))
+        .setup(vec![format!(
+            "SET SESSION wait_timeout = {}",
+            SERVER_GIVES_UP.as_secs()
+        )])
         .into()
 }
 
