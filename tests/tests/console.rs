@@ -866,6 +866,99 @@ async fn batch_jobs_start_and_cancel_from_the_console() {
     drop(concord);
 }
 
+/// A batch recovery by copying, from the console: the snapshot job is queued for the
+/// running replicator, which copies the range again — deleting the target row the source
+/// lacks — while rows outside the range stay as they are; the batch page and the overview
+/// show the job, the audit log who asked.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_range_is_copied_again_from_the_console() {
+    let db = TestDb::new("console_copy").await;
+    db.both("CREATE TABLE `{db}`.t (id INT PRIMARY KEY, v VARCHAR(200) NOT NULL)")
+        .await;
+    let rows: Vec<String> = (1..=300).map(|i| format!("({i}, 'row {i}')")).collect();
+    db.both(&format!(
+        "INSERT INTO `{{db}}`.t VALUES {}",
+        rows.join(", ")
+    ))
+    .await;
+    let config = console_config(&db, "", "");
+    let concord = Concord::start(&config).await;
+    db.target("UPDATE `{db}`.t SET v = 'wrong' WHERE id IN (10, 20, 250)")
+        .await;
+    db.target("INSERT INTO `{db}`.t VALUES (1000, 'only on the target')")
+        .await;
+    let mut c = Client::new(router(&config.toml()).await);
+    c.login("vic", password("vic")).await;
+    let table = format!("{}.t", db.name);
+    let refused = c
+        .post("/batch", &[("table", &table), ("method", "copy")])
+        .await;
+    assert_eq!(
+        refused.status,
+        StatusCode::FORBIDDEN,
+        "a viewer cannot copy"
+    );
+    let mut c = Client::new(router(&config.toml()).await);
+    c.login("olga", password("olga")).await;
+    let a = c
+        .post(
+            "/batch",
+            &[
+                ("table", &table),
+                ("pk_from", "1"),
+                ("method", "copy"),
+                ("pk_to", "100"),
+            ],
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+    let store = store(&config).await;
+    let job = wait_for("the copy to be done", WAIT, || {
+        let store = store.clone();
+        async move {
+            store
+                .recent_snapshots(5)
+                .await
+                .ok()?
+                .into_iter()
+                .find(|j| j.state == "done")
+        }
+    })
+    .await;
+    assert_eq!((job.rows_copied, job.actor.as_str()), (100, "olga"));
+    let wrong = {
+        use mysql_async::prelude::Queryable;
+        let mut conn = db.servers.target_conn().await;
+        conn.query::<i64, _>(format!(
+            "SELECT id FROM `{}`.t WHERE v = 'wrong' OR id = 1000 ORDER BY id",
+            db.name
+        ))
+        .await
+        .unwrap()
+    };
+    assert_eq!(wrong, vec![250, 1000], "the range copied, the rest left");
+    // The whole table copied again: the planted row goes too.
+    let a = c
+        .post("/batch", &[("table", &table), ("method", "copy")])
+        .await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+    wait_for("the table to equal the source", WAIT, || async {
+        (db.rows(false, "t", "*").await == db.rows(true, "t", "*").await).then_some(())
+    })
+    .await;
+    let page = c.get("/batch").await;
+    assert!(
+        page.body.contains("keys 1 to 100") && page.body.contains("the whole table"),
+        "{}",
+        page.body
+    );
+    let overview = c.get("/").await;
+    assert!(overview.body.contains("Snapshots"), "{}", overview.body);
+    let audit = c.get("/audit?subject=snapshot_job").await;
+    assert!(audit.body.contains("copied again"), "{}", audit.body);
+    drop(concord);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn failed_events_are_shown_and_settled_from_the_console() {
     let db = TestDb::new("console_failed").await;

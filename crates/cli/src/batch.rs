@@ -42,6 +42,11 @@ pub struct BatchArgs {
     /// Print what would be repaired, and the SQL; change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Copy the range (or the rows the window changed) again from the source through the
+    /// snapshot, instead of checking and repairing row by row; target rows the source
+    /// lacks are deleted (docs/SNAPSHOT.md).
+    #[arg(long, conflicts_with = "dry_run")]
+    pub copy: bool,
     /// Who (default: $USER).
     #[arg(long)]
     pub user: Option<String>,
@@ -106,6 +111,26 @@ pub async fn run(config: &Config, a: BatchArgs) -> anyhow::Result<ExitCode> {
         dry_run: a.dry_run,
         actor: crate::records::actor(a.user.clone()),
     };
+    if a.copy {
+        return match concord_recovery::batch::copy::queue_copy(config, &recovery, &spec).await {
+            Ok(jobs) => {
+                for j in &jobs {
+                    println!(
+                        "queued snapshot job {} of {} ({})",
+                        j.id,
+                        j.table,
+                        j.kind.as_str()
+                    );
+                }
+                crate::snapshot::follow_or_own(config, &recovery.compare.control, &jobs).await
+            }
+            Err(BatchError::Refused(why)) => {
+                eprintln!("concord: {why}");
+                Ok(ExitCode::from(2))
+            }
+            Err(e) => Err(e.into()),
+        };
+    }
     let done = match run_batch(config, &recovery, &spec, &mut Progress(None)).await {
         Ok(done) => done,
         Err(BatchError::Refused(why)) => {

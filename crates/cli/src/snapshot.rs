@@ -83,7 +83,20 @@ pub async fn run(config: Config, a: SnapshotArgs) -> anyhow::Result<ExitCode> {
             j.kind.as_str()
         );
     }
-    if a.no_wait || jobs.is_empty() {
+    if a.no_wait {
+        return Ok(ExitCode::SUCCESS);
+    }
+    follow_or_own(&config, &control, &jobs).await
+}
+
+/// Waits for `jobs` to end: follows the running stream owner's progress, or — when none
+/// runs — streams in this process (holding the owner's lock) until they are done.
+pub async fn follow_or_own(
+    config: &Config,
+    control: &ControlStore,
+    jobs: &[SnapshotJob],
+) -> anyhow::Result<ExitCode> {
+    if jobs.is_empty() {
         return Ok(ExitCode::SUCCESS);
     }
     let ids: Vec<i64> = jobs.iter().map(|j| j.id).collect();
@@ -91,8 +104,8 @@ pub async fn run(config: Config, a: SnapshotArgs) -> anyhow::Result<ExitCode> {
         TransportKind::Direct => "replicator",
         TransportKind::Kafka => "capture",
     };
-    let name = crate::guard::singleton(&config, role).expect("the stream owner runs once");
-    match crate::guard::try_hold(&config, &name).await? {
+    let name = crate::guard::singleton(config, role).expect("the stream owner runs once");
+    match crate::guard::try_hold(config, &name).await? {
         Some(mut lease) => {
             tracing::info!(
                 role,
@@ -104,7 +117,7 @@ pub async fn run(config: Config, a: SnapshotArgs) -> anyhow::Result<ExitCode> {
             tokio::select! {
                 e = stream_owner(&owner, role) => Err(e),
                 e = lease.lost() => Err(anyhow::Error::new(e).context("the snapshot stopped")),
-                done = follow(&control, &ids) => done,
+                done = follow(control, &ids) => done,
                 _ = crate::shutdown_signal() => {
                     eprintln!("concord: stopped; the jobs resume where they are when a {role} runs");
                     Ok(ExitCode::FAILURE)
@@ -114,7 +127,7 @@ pub async fn run(config: Config, a: SnapshotArgs) -> anyhow::Result<ExitCode> {
         None => {
             eprintln!("concord: the running {role} copies the rows; following its progress");
             tokio::select! {
-                done = follow(&control, &ids) => done,
+                done = follow(control, &ids) => done,
                 _ = crate::shutdown_signal() => {
                     eprintln!("concord: stopped following; the {role} goes on with the jobs");
                     Ok(ExitCode::SUCCESS)

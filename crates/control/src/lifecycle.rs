@@ -117,6 +117,8 @@ pub enum Subject {
     BatchJob,
     /// A checksum run started from the console (id 0: every table).
     Checksum,
+    /// A snapshot job queued from the console (a batch recovery by copying).
+    Snapshot,
 }
 
 impl Subject {
@@ -128,16 +130,18 @@ impl Subject {
             Subject::Circuit => "circuit",
             Subject::BatchJob => "batch_job",
             Subject::Checksum => "checksum",
+            Subject::Snapshot => "snapshot_job",
         }
     }
 
-    pub const ALL: [Subject; 6] = [
+    pub const ALL: [Subject; 7] = [
         Subject::Mismatch,
         Subject::FailedEvent,
         Subject::Bulk,
         Subject::Circuit,
         Subject::BatchJob,
         Subject::Checksum,
+        Subject::Snapshot,
     ];
 
     pub fn parse(s: &str) -> Option<Self> {

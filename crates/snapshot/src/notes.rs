@@ -328,3 +328,161 @@ impl ReadyChunk {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shape::tests::shape;
+    use concord_change::{Ddl, RowChange};
+
+    fn spec() -> Arc<ChunkSpec> {
+        Arc::new(ChunkSpec {
+            job: 1,
+            seq: 1,
+            shape: Arc::new(shape()),
+            scope: Scope::Range(KeyRange::default()),
+        })
+    }
+
+    fn at(pos: u64) -> Position {
+        Position::new("bin.000001", pos)
+    }
+
+    fn change(op: Op, before: Option<Vec<Value>>, after: Option<Vec<Value>>) -> RowChange {
+        RowChange {
+            table: shape().change_table.clone(),
+            op,
+            before,
+            after,
+            position: at(1),
+            row_index: 0,
+            commit_ts: 0,
+        }
+    }
+
+    fn row(id: i64, note: &str) -> Vec<Value> {
+        vec![Value::Int(id), Value::Text(note.into())]
+    }
+
+    fn txn(end: u64, changes: Vec<RowChange>) -> Transaction {
+        Transaction {
+            changes,
+            end: at(end),
+            ..Transaction::default()
+        }
+    }
+
+    #[test]
+    fn only_changes_after_the_snapshot_are_kept_and_whole_beats_partial() {
+        let notes = Notes::default();
+        notes.observe(&txn(100, vec![]));
+        let chunk = notes.announce(spec());
+        // Before the snapshot position (its rows show it): not kept.
+        notes.observe(&txn(150, vec![change(Op::Insert, None, Some(row(1, "a")))]));
+        notes.fill(
+            chunk.id,
+            Read {
+                rows: vec![row(1, "a"), row(2, "b"), row(3, "c")],
+                at: at(200),
+            },
+        );
+        notes.observe(&txn(
+            250,
+            vec![
+                change(Op::Delete, Some(row(2, "b")), None),
+                change(
+                    Op::Update,
+                    Some(row(3, "c")),
+                    Some(vec![Value::Absent, Value::Text("c2".into())]),
+                ),
+            ],
+        ));
+        assert!(
+            notes.take_ready(&at(199)).is_empty(),
+            "not before its position"
+        );
+        let mut ready = notes.take_ready(&at(250));
+        assert_eq!(ready.len(), 1);
+        let chunk = &mut ready[0];
+        assert!(chunk.spoiled.is_none());
+        let s = shape();
+        assert!(!chunk.noted.contains_key(&s.key_form(&[Value::Int(1)])));
+        assert_eq!(chunk.noted[&s.key_form(&[Value::Int(2)])], Noted::Whole);
+        assert!(matches!(
+            chunk.noted[&s.key_form(&[Value::Int(3)])],
+            Noted::Partial(_)
+        ));
+        let resolved = chunk.resolve(&[]);
+        assert_eq!(resolved.rows, vec![row(1, "a"), row(3, "c2")]);
+        assert!(!notes.is_active());
+    }
+
+    #[test]
+    fn a_stream_past_the_snapshot_at_the_announcement_spoils_the_chunk() {
+        let notes = Notes::default();
+        // The stream handled 300 before the chunk was announced; the snapshot that follows
+        // reports 200 (a transaction sent to replicas before its commit was visible).
+        notes.observe(&txn(300, vec![]));
+        let chunk = notes.announce(spec());
+        notes.fill(
+            chunk.id,
+            Read {
+                rows: vec![],
+                at: at(200),
+            },
+        );
+        let ready = notes.take_ready(&at(300));
+        assert!(ready[0]
+            .spoiled
+            .as_deref()
+            .unwrap()
+            .contains("past its snapshot"));
+    }
+
+    #[test]
+    fn a_ddl_of_the_table_after_the_snapshot_spoils_it_one_before_does_not() {
+        let notes = Notes::default();
+        let ddl = |end: u64| Transaction {
+            end: at(end),
+            ddl: Some(Ddl {
+                schema: "shop".into(),
+                statement: "ALTER TABLE orders ADD COLUMN x INT".into(),
+                tables: vec![concord_change::TableName::new("shop", "orders")],
+            }),
+            ..Transaction::default()
+        };
+        let first = notes.announce(spec());
+        notes.observe(&ddl(150));
+        notes.fill(
+            first.id,
+            Read {
+                rows: vec![],
+                at: at(200),
+            },
+        );
+        let second = notes.announce(spec());
+        notes.fill(
+            second.id,
+            Read {
+                rows: vec![],
+                at: at(200),
+            },
+        );
+        notes.observe(&ddl(250));
+        let ready = notes.take_ready(&at(250));
+        assert_eq!(ready.len(), 2);
+        assert!(ready
+            .iter()
+            .all(|c| c.spoiled.as_deref().is_some_and(|w| w.contains("DDL"))));
+        let third = notes.announce(spec());
+        notes.observe(&ddl(260));
+        notes.fill(
+            third.id,
+            Read {
+                rows: vec![],
+                at: at(270),
+            },
+        );
+        assert!(notes.take_ready(&at(270))[0].spoiled.is_none());
+    }
+}

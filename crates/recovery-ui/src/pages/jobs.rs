@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Form};
 use concord_checksum::Selection;
 use concord_config::ConsoleRole;
-use concord_control::{BatchJob, ChecksumRunRow, Subject};
+use concord_control::{BatchJob, ChecksumRunRow, SnapshotJob, Subject};
 use concord_recovery::batch::{self, BatchError, BatchSpec, Quiet};
 use serde::Deserialize;
 use std::collections::{HashMap, HashSet};
@@ -29,11 +29,49 @@ pub struct BatchLine {
     pub updated: String,
 }
 
+/// A snapshot job as the batch page and the overview list it.
+pub struct SnapshotLine {
+    pub job: SnapshotJob,
+    pub covers: String,
+    /// Rows copied of the estimate, as a percentage (capped at 100).
+    pub percent: i64,
+    pub updated: String,
+}
+
+impl SnapshotLine {
+    pub fn of(job: SnapshotJob) -> Self {
+        let covers = match (&job.keys_json, &job.pk_from, &job.pk_to) {
+            (Some(keys), _, _) => format!(
+                "{} listed keys",
+                serde_json::from_str::<Vec<serde_json::Value>>(keys).map_or(0, |k| k.len())
+            ),
+            (None, None, None) => "the whole table".into(),
+            (None, from, to) => format!(
+                "keys {} to {}",
+                from.as_deref().unwrap_or("(first)"),
+                to.as_deref().unwrap_or("(last)")
+            ),
+        };
+        let percent = match (job.rows_estimate, job.is_finished()) {
+            (_, true) if job.state == "done" => 100,
+            (0, _) => 0,
+            (e, _) => (job.rows_copied * 100 / e).clamp(0, 100),
+        };
+        Self {
+            covers,
+            percent,
+            updated: ago(job.updated_ms),
+            job,
+        }
+    }
+}
+
 #[derive(Template)]
 #[template(path = "batch.html")]
 struct BatchPage {
     nav: Nav,
     jobs: Vec<BatchLine>,
+    copies: Vec<SnapshotLine>,
     can_act: bool,
 }
 
@@ -60,6 +98,9 @@ pub struct BatchForm {
     until: Option<String>,
     #[serde(default)]
     dry_run: Option<String>,
+    /// `repair` (check, then repair what differs) or `copy` (copy again from the source).
+    #[serde(default)]
+    method: Option<String>,
 }
 
 /// Starts a batch recovery job (a key range, or the rows a time window changed), which
@@ -91,6 +132,9 @@ pub async fn start_batch(
         ));
     }
     let config = state.0.config.clone();
+    if form.method.as_deref() == Some("copy") {
+        return start_copy(&state, &user, &spec).await;
+    }
     let started = match batch::start(&config, state.recovery(), &spec).await {
         Ok(s) => s,
         Err(BatchError::Refused(why)) => return Err(PageError::BadRequest(why)),
@@ -191,10 +235,58 @@ pub async fn cancel_batch(
     Ok(Redirect::to("/batch").into_response())
 }
 
+/// A batch recovery by copying: the snapshot job is queued for the stream owner (the
+/// replicator, or the capture), which copies the range — or the rows the window changed —
+/// again from the source.
+async fn start_copy(
+    state: &AppState,
+    user: &User,
+    spec: &BatchSpec,
+) -> Result<Response, PageError> {
+    if spec.dry_run {
+        return Err(PageError::BadRequest(
+            "a copy has no dry run: it writes what the source holds".into(),
+        ));
+    }
+    let config = state.0.config.clone();
+    let jobs = match batch::copy::queue_copy(&config, state.recovery(), spec).await {
+        Ok(jobs) => jobs,
+        Err(BatchError::Refused(why)) => return Err(PageError::BadRequest(why)),
+        Err(e) => {
+            return Err(PageError::BadRequest(format!(
+                "the copy could not be queued: {}",
+                error_chain(&e)
+            )))
+        }
+    };
+    let covers = covers_of(&spec.since, &spec.until, &spec.pk_from, &spec.pk_to);
+    for job in &jobs {
+        state
+            .store()
+            .audit(
+                Subject::Snapshot,
+                job.id,
+                &user.name,
+                "copy",
+                &format!("{} {covers}: copied again from the source", spec.table),
+            )
+            .await?;
+        tracing::info!(user = %user.name, job = job.id, table = %spec.table, %covers, "copy queued from the console");
+    }
+    Ok(Redirect::to("/batch").into_response())
+}
+
 pub async fn batch_jobs(
     State(state): State<AppState>,
     Extension(user): Extension<User>,
 ) -> Result<Response, PageError> {
+    let copies = state
+        .store()
+        .recent_snapshots(50)
+        .await?
+        .into_iter()
+        .map(SnapshotLine::of)
+        .collect();
     let jobs = state.store().batch_jobs(100).await?;
     let jobs = jobs
         .into_iter()
@@ -211,6 +303,7 @@ pub async fn batch_jobs(
     render(BatchPage {
         nav: user.nav("batch"),
         jobs,
+        copies,
         can_act: user.role >= ConsoleRole::Operator,
     })
 }

@@ -1,6 +1,6 @@
 //! The overview: per replicated table, its open mismatches by state, open failed events,
 //! changes applied and verified per second and its last checksum; each role's last sign
-//! of life; the auto-repair circuit. It refreshes itself.
+//! of life; the auto-repair circuit; snapshots copying rows. It refreshes itself.
 
 use super::render;
 use crate::auth::User;
@@ -57,6 +57,8 @@ struct OverviewPage {
     verifier_lag: String,
     problems: Vec<String>,
     can_close: bool,
+    /// Snapshot jobs running or waiting, and the ones that ended last.
+    snapshots: Vec<super::jobs::SnapshotLine>,
 }
 
 fn rate(v: Option<f64>) -> String {
@@ -171,6 +173,15 @@ pub async fn show(
         }
         Err(e) => problems.push(format!("the replicators' progress could not be read: {e}")),
     }
+    // Running and queued jobs, then the last few that ended.
+    let mut snapshots: Vec<_> = store.recent_snapshots(20).await?;
+    snapshots.sort_by_key(|j| (j.is_finished(), -j.id));
+    let snapshots = snapshots
+        .into_iter()
+        .enumerate()
+        .filter(|(i, j)| !j.is_finished() || *i < 5)
+        .map(|(_, j)| super::jobs::SnapshotLine::of(j))
+        .collect();
     let circuit = store.setting(concord_recovery::worker::CIRCUIT).await?;
     let circuit_open = circuit
         .as_ref()
@@ -203,6 +214,7 @@ pub async fn show(
         verifier_lag: seconds(VERIFIER_LAG),
         problems,
         can_close: user.role >= ConsoleRole::Admin,
+        snapshots,
     };
     render(page)
 }

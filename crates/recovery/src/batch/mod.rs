@@ -11,6 +11,7 @@
 //! id), and a job marked `cancelled` writes nothing more once it sees the mark (between
 //! pages of repairs; a running check stops when its task is stopped).
 
+pub mod copy;
 pub mod window;
 
 use crate::{Mode, Recovery, RecoveryError, Settled};
@@ -82,6 +83,8 @@ pub enum BatchError {
     Checksum(#[from] ChecksumError),
     #[error("reading the window's keys")]
     Window(#[from] window::WindowError),
+    #[error("queueing the copy")]
+    Copy(#[source] concord_snapshot::SnapshotError),
 }
 
 /// What a job covers: a key range, or the keys a time window changed.
