@@ -26,7 +26,7 @@ use concord_change::TableName;
 use concord_config::Config;
 use concord_control::ControlStore;
 use concord_schema_cache::SchemaCache;
-use concord_snapshot::{Executor, Notes};
+use concord_snapshot::{copies_first, Executor, Notes};
 use mysql_async::{Conn, Pool};
 use progress::Progress;
 use rdkafka::producer::FutureProducer;
@@ -99,7 +99,9 @@ pub async fn run(config: &Config, ready: Arc<AtomicBool>) -> Result<(), CaptureE
     let acking = AbortOnDropHandle::new(tokio::spawn(acker.run(pending_rx).in_current_span()));
     // The snapshot's jobs run beside the stream; their chunks are published in its order.
     let snapshots = Executor::new(config, control.clone(), Notes::default());
-    snapshots.plan_initial(first_start).await?;
+    snapshots
+        .plan_initial(copies_first(config, first_start))
+        .await?;
     let target = Pool::new(concord_compare::session_opts(config.target.opts()));
     let chunks = snapshot::ChunkPublisher::new(
         snapshots.notes().clone(),

@@ -171,7 +171,7 @@ async fn follow(control: &ControlStore, ids: &[i64]) -> anyhow::Result<ExitCode>
             view.clear();
             return Ok(report(&jobs));
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

@@ -28,6 +28,7 @@ use concord_target::offsets::{Offsets, PartitionProgress};
 use concord_target::sql::{build, chunk_sizes, columns_per_row, Fixup};
 use concord_target::Checkpoints;
 use concord_target::{classify, ErrorClass};
+use futures_util::StreamExt;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, Params};
 use std::collections::HashMap;
@@ -58,6 +59,9 @@ pub struct Applier {
     cascades: bool,
     /// Set when this applier is a snapshot's stream owner (see [`snapshot`]).
     snapshot: Option<snapshot::SnapshotLink>,
+    /// Every batch it writes names each key once (a snapshot's chunk writer): there is
+    /// nothing to coalesce.
+    distinct_keys: bool,
 }
 
 /// What a batch records as its position, in its own transaction.
@@ -125,6 +129,7 @@ impl Applier {
             truncates: Vec::new(),
             cascades: true,
             snapshot: None,
+            distinct_keys: false,
         }
     }
 
@@ -144,9 +149,18 @@ impl Applier {
         // The end of the last batch this loop committed (unknown until the first one).
         let mut saved: Option<Position> = None;
         let notes = self.snapshot_notes();
+        let mut writing = snapshot::ChunkWrites::new();
         loop {
-            // Between two batches: the snapshot's chunks read at or before this position.
-            self.write_snapshot_chunks(saved.as_ref()).await?;
+            // Between two batches: the snapshot's chunks read at or before this position
+            // are written before anything after it is applied.
+            if self.start_snapshot_writes(&mut writing, saved.as_ref(), !rx.is_empty()) {
+                let notes = notes.as_ref().expect("writes come from a snapshot");
+                tokio::select! {
+                    Some(done) = writing.next() => self.snapshot_write_done(done)?,
+                    () = notes.wait_ready() => {}
+                }
+                continue;
+            }
             let first = match &notes {
                 None => rx.recv().await,
                 Some(notes) => tokio::select! {
@@ -464,7 +478,8 @@ impl Applier {
         if cascading.is_empty() {
             for group in groups {
                 let target = targets[&group.table].clone();
-                self.write_table(group, target, true, false, failures)
+                let may_coalesce = !self.distinct_keys;
+                self.write_table(group, target, may_coalesce, false, failures)
                     .await?;
             }
         } else {

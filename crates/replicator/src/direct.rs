@@ -10,7 +10,7 @@ use concord_change::TableName;
 use concord_config::Config;
 use concord_control::ControlStore;
 use concord_schema_cache::SchemaCache;
-use concord_snapshot::{Executor, Notes};
+use concord_snapshot::{copies_first, Executor, Notes};
 use concord_target::Checkpoints;
 use mysql_async::{Conn, OptsBuilder, Pool};
 use std::sync::atomic::AtomicBool;
@@ -109,7 +109,9 @@ pub async fn run_telling_start(
     );
     // The snapshot's jobs run beside the stream, which writes their chunks in its order.
     let snapshots = Executor::new(config, control.clone(), Notes::default());
-    snapshots.plan_initial(first_start).await?;
+    snapshots
+        .plan_initial(copies_first(config, first_start))
+        .await?;
     let applier = Applier::new(
         target_opts,
         schema,

@@ -17,12 +17,16 @@ use concord_config::{Config, SnapshotConfig, SnapshotMode, TableFilter};
 use concord_control::{snapshot_state, ControlStore, SnapshotJob, SnapshotKind, SnapshotRequest};
 use concord_schema_cache::SchemaCache;
 use futures_util::stream::{FuturesOrdered, StreamExt};
+use futures_util::FutureExt;
 use mysql_async::Pool;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tracing::Instrument;
 
 /// How often an idle executor looks for queued jobs.
 const POLL: Duration = Duration::from_secs(1);
@@ -36,6 +40,14 @@ pub fn stream_of(config: &Config) -> String {
         }
         _ => format!("replicator:{}", config.replicator.name),
     }
+}
+
+/// Whether a stream owner starting now copies its tables first (`snapshot.mode =
+/// "initial"`): only on its first start (no saved position), and not when `source.start`
+/// names a position — that continues from a copy made another way (a move from direct to
+/// kafka mode, a target restored from a backup), whose tables are recorded as streamed.
+pub fn copies_first(config: &Config, first_start: bool) -> bool {
+    first_start && !matches!(config.source.start_from(), concord_config::StartFrom::At(_))
 }
 
 #[derive(Clone)]
@@ -53,6 +65,10 @@ struct Shared {
     target_schema: SchemaCache,
     control: ControlStore,
     notes: Notes,
+    /// Chunks read at once, across jobs (`snapshot.threads`).
+    reads: Arc<Semaphore>,
+    /// Chunks announced and not yet written, across jobs: bounds the rows held in memory.
+    slots: Arc<Semaphore>,
 }
 
 /// A chunk's future: its key range's end (or the keys done) and what was written.
@@ -83,6 +99,8 @@ impl Executor {
                 source,
                 control,
                 notes,
+                reads: Arc::new(Semaphore::new(config.snapshot.threads)),
+                slots: Arc::new(Semaphore::new(3 * config.snapshot.threads)),
             }),
         }
     }
@@ -153,59 +171,113 @@ impl Executor {
             .map_err(|e| source_error("", "listing tables", e))
     }
 
-    /// Runs the stream's queued jobs, oldest first, as they come; forever. A job that
-    /// cannot run as asked (no key, no target table, a source that cannot be snapshotted)
-    /// ends failed, with the reason; the others are retried.
+    /// Runs the stream's queued jobs as they come, side by side (their chunks share
+    /// `snapshot.threads` readers and a bounded number of chunks in memory); forever. A job
+    /// that cannot run as asked (no key, no target table, a source that cannot be
+    /// snapshotted) ends failed, with the reason; one interrupted by an error a retry gets
+    /// past is started again after a backoff, from its last written chunk.
     pub async fn run(&self) {
         let s = &self.inner;
         let mut checked = false;
-        let mut backoff = Duration::from_secs(1);
+        let mut running: JoinSet<(i64, Result<(), SnapshotError>)> = JoinSet::new();
+        let mut active: HashSet<i64> = HashSet::new();
+        // Jobs interrupted by a transient error: when each may start again, and its backoff.
+        let mut waiting: HashMap<i64, (Instant, Duration)> = HashMap::new();
         loop {
+            while let Some(done) = running.try_join_next() {
+                self.ended(done, &mut active, &mut waiting).await;
+            }
             let jobs = match s.control.open_snapshots(&s.stream).await {
                 Ok(j) => j,
                 Err(e) => {
                     tracing::warn!(error = %e, "snapshot: reading jobs; retrying");
-                    tokio::time::sleep(backoff).await;
+                    tokio::time::sleep(POLL).await;
                     continue;
                 }
             };
-            if jobs.is_empty() {
-                tokio::time::sleep(POLL).await;
-                continue;
-            }
-            if !checked {
+            let due: Vec<SnapshotJob> = jobs
+                .into_iter()
+                .filter(|j| !active.contains(&j.id))
+                .filter(|j| {
+                    waiting
+                        .get(&j.id)
+                        .is_none_or(|(at, _)| Instant::now() >= *at)
+                })
+                .collect();
+            if !due.is_empty() && !checked {
                 match self.check_source().await {
                     Ok(()) => checked = true,
                     Err(e) if e.is_transient() => {
                         tracing::warn!(error = %chain(&e), "snapshot: the source is unreachable; retrying");
-                        tokio::time::sleep(backoff).await;
+                        tokio::time::sleep(POLL).await;
                         continue;
                     }
                     Err(e) => {
                         let why = chain(&e);
                         tracing::error!(error = %why, "snapshot jobs cannot run");
-                        for job in &jobs {
+                        for job in &due {
                             self.fail(job, &why).await;
                         }
                         continue;
                     }
                 }
             }
-            for job in jobs {
-                match self.run_job(&job).await {
-                    Ok(()) => backoff = Duration::from_secs(1),
-                    Err(e) if e.is_transient() => {
-                        tracing::warn!(table = %job.table, job = job.id, error = %chain(&e), retry_in = ?backoff,
-                            "snapshot interrupted; it resumes after its last written chunk");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(30));
-                        break;
+            for job in due {
+                active.insert(job.id);
+                let this = self.clone();
+                running.spawn(
+                    async move {
+                        let r = this.run_job(&job).await;
+                        (job.id, r.map_err(|e| this.describe_failure(&job, e)))
                     }
-                    Err(e) => {
-                        let why = chain(&e);
-                        tracing::error!(table = %job.table, job = job.id, error = %why, "snapshot failed");
-                        self.fail(&job, &why).await;
-                    }
+                    .in_current_span(),
+                );
+            }
+            tokio::select! {
+                Some(done) = running.join_next() => self.ended(done, &mut active, &mut waiting).await,
+                () = tokio::time::sleep(POLL) => {}
+            }
+        }
+    }
+
+    /// Logs why a job stopped (its table named) and passes the error on.
+    fn describe_failure(&self, job: &SnapshotJob, e: SnapshotError) -> SnapshotError {
+        if e.is_transient() {
+            tracing::warn!(table = %job.table, job = job.id, error = %chain(&e),
+                "snapshot interrupted; it resumes after its last written chunk");
+        } else {
+            tracing::error!(table = %job.table, job = job.id, error = %chain(&e), "snapshot failed");
+        }
+        e
+    }
+
+    /// A job's task ended: done, failed for good, or to be tried again after a backoff.
+    async fn ended(
+        &self,
+        done: Result<(i64, Result<(), SnapshotError>), tokio::task::JoinError>,
+        active: &mut HashSet<i64>,
+        waiting: &mut HashMap<i64, (Instant, Duration)>,
+    ) {
+        let Ok((id, result)) = done else {
+            // A job's task panicked: its id is unknown here; the jobs are read again.
+            active.clear();
+            return;
+        };
+        active.remove(&id);
+        match result {
+            Ok(()) => {
+                waiting.remove(&id);
+            }
+            Err(e) if e.is_transient() => {
+                let backoff = waiting.get(&id).map_or(Duration::from_secs(1), |(_, b)| {
+                    (*b * 2).min(Duration::from_secs(30))
+                });
+                waiting.insert(id, (Instant::now() + backoff, backoff));
+            }
+            Err(e) => {
+                waiting.remove(&id);
+                if let Ok(Some(job)) = self.inner.control.snapshot_job(id).await {
+                    self.fail(&job, &chain(&e)).await;
                 }
             }
         }
@@ -254,6 +326,10 @@ impl Executor {
         };
         tracing::info!(%table, job = job.id, kind = job.kind.as_str(), resume_after = ?job.after_key, estimate,
             "snapshot of a table starting");
+        if !shape.range_deletes && job.kind != SnapshotKind::Keys {
+            tracing::warn!(%table, target = %shape.target,
+                "the target's key columns sort differently from the source's (type, character set or collation): target rows the source does not have are not deleted by this copy; concord checksum finds them");
+        }
         let mut copied = job.rows_copied;
         let mut deleted = job.rows_deleted;
         let mut chunks = job.chunks;
@@ -264,15 +340,25 @@ impl Executor {
         };
         remaining(copied);
         let mut plan = Plan::of(job, &shape)?;
-        let reads = Arc::new(Semaphore::new(s.config.threads));
         let mut in_flight: FuturesOrdered<ChunkDone> = FuturesOrdered::new();
         let mut seq = chunks as u64;
+        let mut planned_all = false;
         // The last chunk of a range ends open: the saved key stays the one before it, so a
         // crash before the job is marked done reads that last chunk again.
         let mut after = job.after_key.clone();
         loop {
-            while in_flight.len() < 2 * s.config.threads {
+            // As many chunks in flight as the shared budget allows (at least one).
+            while !planned_all {
+                let slot = if in_flight.is_empty() {
+                    s.slots.clone().acquire_owned().await.expect("never closed")
+                } else {
+                    match s.slots.clone().try_acquire_owned() {
+                        Ok(slot) => slot,
+                        Err(_) => break,
+                    }
+                };
                 let Some((scope, progress)) = plan.next(self, &shape).await? else {
+                    planned_all = true;
                     break;
                 };
                 seq += 1;
@@ -283,23 +369,30 @@ impl Executor {
                     scope,
                 });
                 let this = self.clone();
-                let reads = reads.clone();
                 in_flight.push_back(Box::pin(async move {
-                    let (c, d) = this.chunk(spec, reads).await?;
+                    let (c, d) = this.chunk(spec).await?;
+                    drop(slot);
                     Ok((progress, c, d))
                 }));
             }
-            let Some(done) = in_flight.next().await else {
+            let Some(first) = in_flight.next().await else {
                 break;
             };
-            let (progress, c, d) = done?;
-            copied += c as i64;
-            deleted += d as i64;
-            chunks += 1;
-            metrics::ROWS.with_label_values(&[&table]).inc_by(c);
-            metrics::DELETED.with_label_values(&[&table]).inc_by(d);
+            // Every chunk written by now, in key order, then one save for all of them.
+            let mut done = vec![first];
+            while let Some(Some(more)) = in_flight.next().now_or_never() {
+                done.push(more);
+            }
+            for d in done {
+                let (progress, c, d) = d?;
+                copied += c as i64;
+                deleted += d as i64;
+                chunks += 1;
+                metrics::ROWS.with_label_values(&[&table]).inc_by(c);
+                metrics::DELETED.with_label_values(&[&table]).inc_by(d);
+                after = progress.to_json().or(after);
+            }
             remaining(copied);
-            after = progress.to_json().or(after);
             if !s
                 .control
                 .save_snapshot_progress(job.id, after.as_deref(), copied, deleted, chunks)
@@ -319,17 +412,13 @@ impl Executor {
 
     /// Reads one chunk (announced first) until the stream owner wrote it; a chunk spoiled
     /// by a change between its read and its write is read again.
-    async fn chunk(
-        &self,
-        spec: Arc<ChunkSpec>,
-        reads: Arc<Semaphore>,
-    ) -> Result<(u64, u64), SnapshotError> {
+    async fn chunk(&self, spec: Arc<ChunkSpec>) -> Result<(u64, u64), SnapshotError> {
         let s = &self.inner;
         let table = spec.shape.name.to_string();
         loop {
             let announced;
             {
-                let _reading = reads.acquire().await.expect("never closed");
+                let _reading = s.reads.acquire().await.expect("never closed");
                 wait_until_quiet(&s.source, s.config.max_threads_running, "snapshot")
                     .await
                     .map_err(|e| source_error(&table, "reading Threads_running", e))?;
@@ -339,13 +428,13 @@ impl Executor {
                     .await
                     .map_err(|e| source_error(&table, "connecting", e))?;
                 announced = s.notes.announce(spec.clone());
-                match source::read(&mut conn, &spec).await {
-                    Ok(read) => s.notes.fill(announced.id, read),
-                    Err(e) => {
-                        s.notes.withdraw(announced.id);
-                        return Err(e);
-                    }
-                }
+                // Withdrawn if this future is dropped before the rows are in: a chunk
+                // announced and never read would keep the stream owner noting forever.
+                let unread = Unread(&s.notes, Some(announced.id));
+                let started = Instant::now();
+                let read = source::read(&mut conn, &spec).await?;
+                tracing::debug!(%table, chunk = spec.seq, rows = read.rows.len(), took = ?started.elapsed(), "chunk read");
+                s.notes.fill(unread.disarm(), read);
             }
             match announced.outcome.await {
                 Ok(Outcome::Written { copied, deleted }) => return Ok((copied, deleted)),
@@ -367,6 +456,23 @@ impl Executor {
                     })
                 }
             }
+        }
+    }
+}
+
+/// Withdraws an announced chunk unless disarmed (its rows were handed over).
+struct Unread<'a>(&'a Notes, Option<u64>);
+
+impl Unread<'_> {
+    fn disarm(mut self) -> u64 {
+        self.1.take().expect("armed until disarmed")
+    }
+}
+
+impl Drop for Unread<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.1 {
+            self.0.withdraw(id);
         }
     }
 }

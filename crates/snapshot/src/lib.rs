@@ -21,7 +21,7 @@ mod target;
 
 pub use ask::{queue, Ask};
 pub use error::SnapshotError;
-pub use executor::{chain, stream_of, Executor};
+pub use executor::{chain, copies_first, stream_of, Executor};
 pub use merge::Resolved;
 pub use notes::{ChunkSpec, Noted, Notes, Outcome, Read, ReadyChunk, Scope};
 pub use shape::Shape;

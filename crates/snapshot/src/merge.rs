@@ -29,6 +29,12 @@ pub fn resolve(
     target_keys: &[Vec<Value>],
 ) -> Resolved {
     let mut out = Resolved::default();
+    if noted.is_empty() && target_keys.is_empty() {
+        // Nothing happened to the chunk's keys and the target has none of its range (a
+        // first copy into an empty table): the rows as read.
+        out.rows = rows;
+        return out;
+    }
     let mut in_chunk: HashSet<Vec<u8>> = HashSet::with_capacity(rows.len());
     for mut row in rows {
         let key = shape.row_key(&row);

@@ -1,34 +1,95 @@
 //! The direct-mode replicator as a snapshot's stream owner (docs/SNAPSHOT.md): it shows
 //! every transaction it commits to the snapshot's [`Notes`], and between two batches
-//! writes the chunks whose snapshot position it has passed — several at once, each on a
-//! writer connection of its own, while the stream waits.
+//! writes the chunks whose snapshot position it has passed — up to `snapshot.threads` at
+//! once, each on a writer connection of its own. While chunks are being written the stream
+//! waits; chunks that become ready meanwhile go to the writers as they free up, until the
+//! stream has waited [`STREAM_WAITS_AT_MOST`] — then the writes drain and the stream goes on.
 //!
-//! Invariant: a chunk is written only between two committed batches, at a position at or
-//! after its snapshot's, and nothing after that position is applied before the chunk's
-//! transaction has committed.
+//! Invariant: a chunk is taken only between two committed batches, at a position at or
+//! after its snapshot's, and nothing after that position is applied before every chunk
+//! taken there has committed (or been handed back to be read again).
 
 use super::{Applier, Progress};
 use crate::error::ReplicatorError;
 use concord_change::{Op, Position, RowChange, Transaction, Value};
 use concord_snapshot::{keys_in_scope, Notes, Outcome, ReadyChunk, Resolved};
-use futures_util::future::join_all;
-use std::time::Duration;
+use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesUnordered;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// How long the stream may wait behind chunk writes that keep coming before no more are
+/// started and it goes on.
+const STREAM_WAITS_AT_MOST: Duration = Duration::from_millis(250);
+
+type ChunkWrite = BoxFuture<'static, (Applier, Result<(), ReplicatorError>)>;
+
+/// The chunk writes going on: kept by the stream's loop, not in the applier (the futures
+/// are `Send` but not `Sync`, and the applier is shared by reference across awaits).
+pub(crate) type ChunkWrites = FuturesUnordered<ChunkWrite>;
+
+/// What a chunk writer is made of: the stream's applier's settings (its own connection,
+/// no position).
+struct WriterSeed {
+    opts: mysql_async::Opts,
+    schema: concord_schema_cache::SchemaCache,
+    control: concord_control::ControlStore,
+    filter: concord_config::TableFilter,
+    checkpoints: concord_target::Checkpoints,
+    config: concord_config::ReplicatorConfig,
+    cascades: bool,
+}
+
+impl WriterSeed {
+    fn writer(&self) -> Applier {
+        let mut w = Applier::new(
+            self.opts.clone(),
+            self.schema.clone(),
+            self.control.clone(),
+            self.filter.clone(),
+            self.checkpoints.clone(),
+            self.config.clone(),
+        );
+        w.cascades = self.cascades;
+        // A chunk's rows and deletes are one per key.
+        w.distinct_keys = true;
+        w
+    }
+}
 
 /// The snapshot's link: its notes, and the writers of its chunks.
 pub(crate) struct SnapshotLink {
     pub notes: Notes,
-    writers: Vec<Applier>,
+    seed: WriterSeed,
+    /// Writers not writing now (the others are owned by their write's future).
+    idle: Vec<Applier>,
+    /// Chunks taken and not yet handed to a writer.
+    queued: VecDeque<ReadyChunk>,
     threads: usize,
+    /// Since when the stream has had something to apply while chunks were written.
+    stream_waiting: Option<Instant>,
 }
 
 impl Applier {
     /// Makes this applier the stream owner of a snapshot: chunks announced on `notes` are
     /// written by up to `threads` writers at once.
     pub fn with_snapshot(mut self, notes: Notes, threads: usize) -> Self {
+        let seed = WriterSeed {
+            opts: self.opts.clone(),
+            schema: self.schema.clone(),
+            control: self.control.clone(),
+            filter: self.filter.clone(),
+            checkpoints: self.checkpoints.clone(),
+            config: self.config.clone(),
+            cascades: self.cascades,
+        };
         self.snapshot = Some(SnapshotLink {
             notes,
-            writers: Vec::new(),
+            seed,
+            idle: Vec::new(),
+            queued: VecDeque::new(),
             threads: threads.max(1),
+            stream_waiting: None,
         });
         self
     }
@@ -47,64 +108,64 @@ impl Applier {
         self.snapshot.as_ref().map(|l| l.notes.clone())
     }
 
-    /// Between two batches, at `at` (the position committed last): writes the chunks read
-    /// at or before it.
-    pub(super) async fn write_snapshot_chunks(
+    /// Between two batches, at `at` (the position committed last): starts writing the
+    /// chunks read at or before it, as writers are free. `stream_has_more`: the stream has
+    /// something to apply — after [`STREAM_WAITS_AT_MOST`] no new chunk is taken.
+    /// Returns whether chunk writes are still going on (the stream must wait for them).
+    pub(super) fn start_snapshot_writes(
         &mut self,
+        writing: &mut ChunkWrites,
         at: Option<&Position>,
-    ) -> Result<(), ReplicatorError> {
-        let (Some(at), Some(link)) = (at, self.snapshot.as_ref()) else {
-            return Ok(());
+        stream_has_more: bool,
+    ) -> bool {
+        let Some(link) = self.snapshot.as_mut() else {
+            return false;
         };
-        let ready = link.notes.take_ready(at);
-        if ready.is_empty() {
-            return Ok(());
-        }
-        let threads = link.threads;
-        let needed = ready.len().min(threads);
-        let mut writers = std::mem::take(&mut self.snapshot.as_mut().expect("checked").writers);
-        while writers.len() < needed {
-            writers.push(self.chunk_writer());
-        }
-        let mut ready = ready.into_iter();
-        let mut result = Ok(());
-        loop {
-            let round: Vec<ReadyChunk> = ready.by_ref().take(threads).collect();
-            if round.is_empty() {
-                break;
+        let busy = !writing.is_empty() || !link.queued.is_empty();
+        let waited_enough = match (stream_has_more && busy, link.stream_waiting) {
+            (true, None) => {
+                link.stream_waiting = Some(Instant::now());
+                false
             }
-            let written = join_all(
-                writers
-                    .iter_mut()
-                    .zip(round)
-                    .map(|(w, chunk)| w.write_snapshot_chunk(chunk)),
-            )
-            .await;
-            if let Some(e) = written.into_iter().find_map(Result::err) {
-                result = Err(e);
-                break;
+            (true, Some(since)) => since.elapsed() >= STREAM_WAITS_AT_MOST,
+            (false, _) => {
+                link.stream_waiting = None;
+                false
             }
+        };
+        if let (Some(at), false) = (at, waited_enough) {
+            link.queued.extend(link.notes.take_ready(at));
         }
-        // Chunks not reached (a writer failed) go back to their readers as spoiled.
-        for chunk in ready {
-            chunk.finish(Outcome::Spoiled("the replicator restarts".into()));
+        while writing.len() < link.threads {
+            let Some(chunk) = link.queued.pop_front() else {
+                break;
+            };
+            let writer = link.idle.pop().unwrap_or_else(|| link.seed.writer());
+            writing.push(Box::pin(async move {
+                let mut writer = writer;
+                let result = writer.write_snapshot_chunk(chunk).await;
+                (writer, result)
+            }));
         }
-        self.snapshot.as_mut().expect("checked").writers = writers;
-        result
+        !writing.is_empty()
     }
 
-    /// A writer for chunks: this applier's settings, its own connection, no position.
-    fn chunk_writer(&self) -> Applier {
-        let mut w = Applier::new(
-            self.opts.clone(),
-            self.schema.clone(),
-            self.control.clone(),
-            self.filter.clone(),
-            self.checkpoints.clone(),
-            self.config.clone(),
-        );
-        w.cascades = self.cascades;
-        w
+    /// A chunk write ended: its writer goes back to the idle ones.
+    pub(super) fn snapshot_write_done(
+        &mut self,
+        (writer, result): (Applier, Result<(), ReplicatorError>),
+    ) -> Result<(), ReplicatorError> {
+        let Some(link) = self.snapshot.as_mut() else {
+            return result;
+        };
+        link.idle.push(writer);
+        if result.is_err() {
+            // The run ends: chunks taken and not written go back to their readers.
+            for chunk in link.queued.drain(..) {
+                chunk.finish(Outcome::Spoiled("the replicator restarts".into()));
+            }
+        }
+        result
     }
 
     /// Writes one chunk in one target transaction: its rows less what the stream wrote
