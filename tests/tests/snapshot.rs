@@ -495,3 +495,80 @@ async fn a_batch_copy_of_a_window_copies_the_rows_it_changed() {
     assert!(text.contains("(keys)"), "a job of listed keys: {text}");
     db.assert_same("plain", "*").await;
 }
+
+/// A text key in a case-insensitive collation: the target's `'ABC'` is the source's row
+/// `'abc'` — copied over, never deleted as a row the source lacks; a row only the target
+/// has is deleted.
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_equal_under_the_collation_are_the_same_row() {
+    let db = TestDb::new("snapshot_collation").await;
+    db.both(
+        "CREATE TABLE `{db}`.named (name VARCHAR(20) COLLATE utf8mb4_general_ci PRIMARY KEY, \
+         v INT)",
+    )
+    .await;
+    db.source("INSERT INTO `{db}`.named VALUES ('abc', 1), ('def', 2), ('ghi ', 3)")
+        .await;
+    db.target("INSERT INTO `{db}`.named VALUES ('ABC', 9), ('def', 2), ('ghi', 3), ('zzz', 4)")
+        .await;
+    let mut config = snapshot_config(&db);
+    config.snapshot = "mode = \"initial\"\nthreads = 1\nchunk_rows = 100\n".into();
+    let concord = Concord::start(&config).await;
+    wait_jobs_done(&config, 1, Duration::from_secs(60)).await;
+    let target: Vec<(String, i64)> = {
+        let mut c = db.servers.target_conn().await;
+        c.query(format!(
+            "SELECT CONCAT('[', name, ']'), v FROM `{}`.named ORDER BY name",
+            db.name
+        ))
+        .await
+        .unwrap()
+    };
+    assert_eq!(
+        target,
+        vec![
+            ("[abc]".to_owned(), 1),
+            ("[def]".to_owned(), 2),
+            ("[ghi ]".to_owned(), 3)
+        ],
+        "the row kept, its key and value the source's; the target-only row gone"
+    );
+    drop(concord);
+}
+
+/// A DDL of the table while it is being copied: the job describes the table again and goes
+/// on from its last written chunk; the copy ends equal, with the new column's values.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_ddl_during_the_copy_is_followed() {
+    let db = TestDb::new("snapshot_ddl").await;
+    let n = 30_000;
+    fill(&db, &[&KINDS[0]], n).await;
+    let mut config = snapshot_config(&db);
+    config.snapshot = "mode = \"initial\"\nthreads = 2\nchunk_rows = 500\n".into();
+    let concord = Concord::start(&config).await;
+    wait_for(
+        "a part of the table copied",
+        Duration::from_secs(60),
+        || async {
+            let copied: i64 = jobs(&config).await.iter().map(|j| j.1).sum();
+            (copied > 3000).then_some(())
+        },
+    )
+    .await;
+    db.target("ALTER TABLE `{db}`.plain ADD COLUMN extra INT NOT NULL DEFAULT 7")
+        .await;
+    db.source("ALTER TABLE `{db}`.plain ADD COLUMN extra INT NOT NULL DEFAULT 7")
+        .await;
+    db.source("UPDATE `{db}`.plain SET extra = id % 10 WHERE id % 3 = 0")
+        .await;
+    wait_jobs_done(&config, 1, Duration::from_secs(180)).await;
+    concord
+        .wait_caught_up(&db.servers, Duration::from_secs(60))
+        .await;
+    db.assert_same("plain", "*").await;
+    assert!(
+        concord.log().contains("definition changed"),
+        "the job noticed: {}",
+        concord.log()
+    );
+}

@@ -14,7 +14,7 @@ use crate::publish::{now_ms, Publisher};
 use concord_change::envelope::{message_key, Envelope, SourceInfo, TxnInfo};
 use concord_change::{Op, Position, RowChange, Value};
 use concord_schema_cache::SchemaCache;
-use concord_snapshot::{keys_in_scope, Notes, Outcome, ReadyChunk};
+use concord_snapshot::{keys_in_scope, not_written_rows, Notes, Outcome, ReadyChunk};
 use mysql_async::Pool;
 use rdkafka::producer::FutureRecord;
 use tokio::sync::mpsc;
@@ -50,14 +50,25 @@ impl ChunkPublisher {
                 chunk.finish(Outcome::Spoiled(why));
                 continue;
             }
-            let keys = match self.target_keys(&chunk).await {
+            let (keys, target) = match self.target_keys(&chunk).await {
                 Ok(k) => k,
                 Err(why) => {
                     chunk.finish(Outcome::Spoiled(why));
                     continue;
                 }
             };
-            let resolved = chunk.resolve(&keys);
+            let mut resolved = chunk.resolve(&keys);
+            let deletes = std::mem::take(&mut resolved.deletes);
+            resolved.deletes = match self
+                .not_written(&chunk, &target, &resolved.rows, deletes)
+                .await
+            {
+                Ok(d) => d,
+                Err(why) => {
+                    chunk.finish(Outcome::Spoiled(why));
+                    continue;
+                }
+            };
             let (copied, deleted) = (resolved.rows.len() as u64, resolved.deletes.len() as u64);
             let changes = chunk_changes(&chunk, resolved.rows, resolved.deletes);
             let mut pending = publisher.publish_chunk(&chunk, &changes).await?;
@@ -71,7 +82,36 @@ impl ChunkPublisher {
         Ok(())
     }
 
-    async fn target_keys(&self, chunk: &ReadyChunk) -> Result<Vec<Vec<Value>>, String> {
+    async fn not_written(
+        &self,
+        chunk: &ReadyChunk,
+        target: &concord_schema_cache::TargetTable,
+        rows: &[Vec<Value>],
+        deletes: Vec<Vec<Value>>,
+    ) -> Result<Vec<Vec<Value>>, String> {
+        if deletes.is_empty() {
+            return Ok(deletes);
+        }
+        let mut conn = self
+            .target
+            .get_conn()
+            .await
+            .map_err(|e| format!("connecting to the target: {e}"))?;
+        not_written_rows(&mut conn, &chunk.spec.shape, target, rows, deletes)
+            .await
+            .map_err(|e| format!("reading the target's keys: {e}"))
+    }
+
+    async fn target_keys(
+        &self,
+        chunk: &ReadyChunk,
+    ) -> Result<
+        (
+            Vec<Vec<Value>>,
+            std::sync::Arc<concord_schema_cache::TargetTable>,
+        ),
+        String,
+    > {
         let shape = &chunk.spec.shape;
         let target = self
             .schema
@@ -84,9 +124,10 @@ impl ChunkPublisher {
             .get_conn()
             .await
             .map_err(|e| format!("connecting to the target: {e}"))?;
-        keys_in_scope(&mut conn, &chunk.spec, &target)
+        let keys = keys_in_scope(&mut conn, &chunk.spec, &target)
             .await
-            .map_err(|e| format!("reading the target's keys: {e}"))
+            .map_err(|e| format!("reading the target's keys: {e}"))?;
+        Ok((keys, target))
     }
 }
 

@@ -62,6 +62,9 @@ pub struct Applier {
     /// Every batch it writes names each key once (a snapshot's chunk writer): there is
     /// nothing to coalesce.
     distinct_keys: bool,
+    /// Transient failures of one batch after which it gives up (a snapshot's chunk writer:
+    /// the stream waits on it, and a chunk given up is read again later); `None`: never.
+    give_up_after: Option<u32>,
 }
 
 /// What a batch records as its position, in its own transaction.
@@ -130,6 +133,7 @@ impl Applier {
             cascades: true,
             snapshot: None,
             distinct_keys: false,
+            give_up_after: None,
         }
     }
 
@@ -255,9 +259,11 @@ impl Applier {
     ) -> Result<Outcome, ReplicatorError> {
         let mut backoff = Duration::from_millis(100);
         let mut schema_retries = 0u32;
+        let mut attempts = 0u32;
         let started = Instant::now();
         self.forget_schemas_touched_by(batch).await;
         let failed = loop {
+            attempts += 1;
             match self.apply_once(batch, &progress).await {
                 Ok(failed) => break failed,
                 Err(Abort::Fenced) => return Ok(Outcome::Fenced),
@@ -269,6 +275,13 @@ impl Applier {
                     metrics::RETRIES.with_label_values(&["schema"]).inc();
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(self.config.max_backoff);
+                }
+                Err(Abort::Transient(e)) if self.give_up_after.is_some_and(|n| attempts >= n) => {
+                    self.conn = None;
+                    return Err(ReplicatorError::GaveUp {
+                        attempts,
+                        source: e,
+                    });
                 }
                 Err(Abort::Transient(e)) => {
                     metrics::RETRIES.with_label_values(&["transient"]).inc();

@@ -55,6 +55,14 @@ pub enum ReplicatorError {
         .0.join(", ")
     )]
     TargetTriggers(Vec<String>),
+    /// A writer that may give up (a snapshot's chunk writer) did, after this many
+    /// attempts the target refused for a transient reason.
+    #[error("gave up after {attempts} attempts")]
+    GaveUp {
+        attempts: u32,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// Planning the snapshot's jobs (listing tables, the control store) failed.
     #[error("snapshot")]
     Snapshot(#[from] concord_snapshot::SnapshotError),

@@ -153,6 +153,10 @@ async fn create_target_table(
         .get_conn()
         .await
         .map_err(source_error("connecting"))?;
+    // The name is replaced by its quoted form below: identifiers must come quoted.
+    conn.query_drop("SET SESSION sql_quote_show_create = 1")
+        .await
+        .map_err(source_error("preparing the session"))?;
     let shown: Option<(String, String)> = conn
         .query_first(format!("SHOW CREATE TABLE {}", quote_table(table)))
         .await

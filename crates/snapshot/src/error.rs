@@ -51,6 +51,10 @@ pub enum SnapshotError {
     },
     #[error("{table}: the chunk could not be written: {why}")]
     Failed { table: TableName, why: String },
+    /// The table's definition changed under the job (a DDL): it is described again and
+    /// resumes after its last written chunk.
+    #[error("{table}: its definition changed ({why}); described again")]
+    TableChanged { table: TableName, why: String },
 }
 
 impl SnapshotError {
@@ -63,6 +67,7 @@ impl SnapshotError {
                 | SnapshotError::Source { .. }
                 | SnapshotError::Target { .. }
                 | SnapshotError::Control(_)
+                | SnapshotError::TableChanged { .. }
         )
     }
 }

@@ -8,14 +8,14 @@
 
 use crate::error::SnapshotError;
 use crate::metrics;
-use crate::notes::{ChunkSpec, Notes, Outcome, Scope};
+use crate::notes::{ChunkSpec, Notes, Outcome, Scope, DDL_SPOILER};
 use crate::shape::Shape;
 use crate::source;
 use concord_change::{TableName, Value};
 use concord_chunking::{parse_key, parse_parts, wait_until_quiet, KeyRange};
 use concord_config::{Config, SnapshotConfig, SnapshotMode, TableFilter};
 use concord_control::{snapshot_state, ControlStore, SnapshotJob, SnapshotKind, SnapshotRequest};
-use concord_schema_cache::SchemaCache;
+use concord_schema_cache::{RefreshReason, SchemaCache};
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use futures_util::FutureExt;
 use mysql_async::Pool;
@@ -227,7 +227,15 @@ impl Executor {
                 let this = self.clone();
                 running.spawn(
                     async move {
-                        let r = this.run_job(&job).await;
+                        let r = std::panic::AssertUnwindSafe(this.run_job(&job))
+                            .catch_unwind()
+                            .await
+                            .unwrap_or_else(|_| {
+                                Err(SnapshotError::Failed {
+                                    table: job.table.clone(),
+                                    why: "the job's task panicked".into(),
+                                })
+                            });
                         (job.id, r.map_err(|e| this.describe_failure(&job, e)))
                     }
                     .in_current_span(),
@@ -259,8 +267,7 @@ impl Executor {
         waiting: &mut HashMap<i64, (Instant, Duration)>,
     ) {
         let Ok((id, result)) = done else {
-            // A job's task panicked: its id is unknown here; the jobs are read again.
-            active.clear();
+            // Aborted (the executor is stopping): nothing to record.
             return;
         };
         active.remove(&id);
@@ -312,18 +319,34 @@ impl Executor {
     async fn run_job(&self, job: &SnapshotJob) -> Result<(), SnapshotError> {
         let s = &self.inner;
         s.control.start_snapshot(job.id).await?;
-        let shape = Arc::new(
-            Shape::describe(&s.source_schema, &s.target_schema, &s.filter, &job.table).await?,
-        );
+        // The stream owner remembers what it handles of the table from now on, before any
+        // chunk is announced.
+        s.notes.watch(&job.table);
+        let _unwatch = Unwatch(&s.notes, &job.table);
         let table = job.table.to_string();
-        let estimate = {
-            let mut conn = s
-                .source
-                .get_conn()
-                .await
-                .map_err(|e| source_error(&table, "connecting", e))?;
-            source::estimate(&mut conn, &shape).await
-        };
+        let mut conn = s
+            .source
+            .get_conn()
+            .await
+            .map_err(|e| source_error(&table, "connecting", e))?;
+        // Read before the description: a DDL in between makes the first chunk's check fail
+        // (the job starts over, described anew), never pass a stale description.
+        let fingerprint = crate::shape::fingerprint(&mut conn, &job.table)
+            .await
+            .map_err(|e| source_error(&table, "reading the table's definition", e))?;
+        s.source_schema
+            .refresh(&job.table, RefreshReason::SourceDdl)
+            .await;
+        let target_name = s.filter.target_name(&job.table);
+        s.target_schema
+            .refresh(&target_name, RefreshReason::SourceDdl)
+            .await;
+        let mut shape =
+            Shape::describe(&s.source_schema, &s.target_schema, &s.filter, &job.table).await?;
+        shape.fingerprint = fingerprint;
+        let shape = Arc::new(shape);
+        let estimate = source::estimate(&mut conn, &shape).await;
+        drop(conn);
         tracing::info!(%table, job = job.id, kind = job.kind.as_str(), resume_after = ?job.after_key, estimate,
             "snapshot of a table starting");
         if !shape.range_deletes && job.kind != SnapshotKind::Keys {
@@ -383,8 +406,16 @@ impl Executor {
             while let Some(Some(more)) = in_flight.next().now_or_never() {
                 done.push(more);
             }
+            let mut failed = None;
             for d in done {
-                let (progress, c, d) = d?;
+                let (progress, c, d) = match d {
+                    Ok(written) => written,
+                    Err(e) => {
+                        // The chunks before it are written: their progress is kept.
+                        failed = Some(e);
+                        break;
+                    }
+                };
                 copied += c as i64;
                 deleted += d as i64;
                 chunks += 1;
@@ -401,6 +432,9 @@ impl Executor {
                 tracing::info!(%table, job = job.id, "snapshot cancelled");
                 return Ok(());
             }
+            if let Some(e) = failed {
+                return Err(e);
+            }
         }
         s.control
             .finish_snapshot(job.id, snapshot_state::DONE, None)
@@ -415,6 +449,8 @@ impl Executor {
     async fn chunk(&self, spec: Arc<ChunkSpec>) -> Result<(u64, u64), SnapshotError> {
         let s = &self.inner;
         let table = spec.shape.name.to_string();
+        let mut spoiled = 0u32;
+        let mut backoff = Duration::from_millis(50);
         loop {
             let announced;
             {
@@ -438,9 +474,24 @@ impl Executor {
             }
             match announced.outcome.await {
                 Ok(Outcome::Written { copied, deleted }) => return Ok((copied, deleted)),
+                Ok(Outcome::Spoiled(why)) if why.starts_with(DDL_SPOILER) => {
+                    metrics::SPOILED.with_label_values(&[&table]).inc();
+                    return Err(SnapshotError::TableChanged {
+                        table: spec.shape.name.clone(),
+                        why,
+                    });
+                }
                 Ok(Outcome::Spoiled(why)) => {
                     metrics::SPOILED.with_label_values(&[&table]).inc();
-                    tracing::info!(%table, chunk = spec.seq, %why, "snapshot chunk read again");
+                    spoiled += 1;
+                    if spoiled >= 10 {
+                        tracing::warn!(%table, chunk = spec.seq, times = spoiled, %why, "snapshot chunk read again, again");
+                    } else {
+                        tracing::info!(%table, chunk = spec.seq, %why, "snapshot chunk read again");
+                    }
+                    // Not at once: what spoiled it may take a while to go away.
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
                 }
                 Ok(Outcome::Failed(why)) => {
                     return Err(SnapshotError::Failed {
@@ -457,6 +508,15 @@ impl Executor {
                 }
             }
         }
+    }
+}
+
+/// Stops the stream owner remembering a table's transactions for a job that ended.
+struct Unwatch<'a>(&'a Notes, &'a TableName);
+
+impl Drop for Unwatch<'_> {
+    fn drop(&mut self) {
+        self.0.unwatch(self.1);
     }
 }
 

@@ -26,4 +26,4 @@ pub use merge::Resolved;
 pub use notes::{ChunkSpec, Noted, Notes, Outcome, Read, ReadyChunk, Scope};
 pub use shape::Shape;
 pub use source::check as check_source;
-pub use target::keys_in_scope;
+pub use target::{keys_in_scope, not_written_rows};

@@ -12,7 +12,7 @@
 //! snapshot's.)
 
 use crate::shape::Shape;
-use concord_change::{Op, Position, Transaction, Value};
+use concord_change::{Op, Position, RowChange, TableName, Transaction, Value};
 use concord_chunking::KeyRange;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -77,6 +77,12 @@ pub struct Notes {
 struct Inner {
     /// Chunks announced and not yet taken; checked without the lock on every transaction.
     open: AtomicUsize,
+    /// Jobs watching a table; with none, a transaction costs one atomic read and the
+    /// update of `handled`.
+    watching: AtomicUsize,
+    /// The end of the last transaction the stream owner handled, whatever it changed: a
+    /// table starts being watched from there.
+    handled: Mutex<Position>,
     state: Mutex<State>,
     ready: Notify,
 }
@@ -84,8 +90,9 @@ struct Inner {
 #[derive(Default)]
 struct State {
     next: u64,
-    /// The end of the last transaction the stream owner handled.
-    handled: Position,
+    /// Tables with a snapshot job running (counted: jobs of one table may overlap), and
+    /// for each the end of the last transaction the stream owner handled that changed it.
+    watched: HashMap<TableName, (usize, Position)>,
     pending: Vec<Pending>,
 }
 
@@ -120,7 +127,11 @@ impl Notes {
         let mut state = self.inner.state.lock().expect("notes lock");
         state.next += 1;
         let id = state.next;
-        let handled_at_announce = state.handled.clone();
+        let handled_at_announce = state
+            .watched
+            .get(&spec.shape.name)
+            .map(|(_, p)| p.clone())
+            .unwrap_or_default();
         state.pending.push(Pending {
             id,
             spec,
@@ -154,15 +165,50 @@ impl Notes {
         }
     }
 
+    /// A job of `table` starts: from now on the stream owner remembers the last transaction
+    /// it handled that changed the table (a chunk announced later is checked against it).
+    /// Must be called before the job's first chunk is announced.
+    pub fn watch(&self, table: &TableName) {
+        let mut state = self.inner.state.lock().expect("notes lock");
+        // Until the stream handles a transaction of the table, any it handled may have been.
+        let since = self.inner.handled.lock().expect("handled lock").clone();
+        let entry = state.watched.entry(table.clone()).or_insert((0, since));
+        entry.0 += 1;
+        self.inner.watching.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The job of `table` ended.
+    pub fn unwatch(&self, table: &TableName) {
+        let mut state = self.inner.state.lock().expect("notes lock");
+        if let Some((jobs, _)) = state.watched.get_mut(table) {
+            *jobs -= 1;
+            if *jobs == 0 {
+                state.watched.remove(table);
+            }
+            self.inner.watching.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
     /// The stream owner handled `txn` (applied it, or published it): its changes of tables
     /// with announced chunks are noted.
     pub fn observe(&self, txn: &Transaction) {
+        *self.inner.handled.lock().expect("handled lock") = txn.end.clone();
+        if self.inner.watching.load(Ordering::SeqCst) == 0 {
+            return;
+        }
         let mut state = self.inner.state.lock().expect("notes lock");
-        state.handled = txn.end.clone();
+        let State {
+            watched, pending, ..
+        } = &mut *state;
+        for (table, (_, last)) in watched.iter_mut() {
+            if touches(txn, table) {
+                *last = txn.end.clone();
+            }
+        }
         if self.inner.open.load(Ordering::SeqCst) == 0 {
             return;
         }
-        for p in &mut state.pending {
+        for p in pending.iter_mut() {
             p.note(txn);
         }
     }
@@ -193,8 +239,45 @@ impl Notes {
     }
 }
 
+/// The spoiler reason of a DDL starts so (the executor describes the table again for it).
+pub const DDL_SPOILER: &str = "DDL: ";
+
+/// Whether `txn` changed `table` (rows, or a statement or DDL that may have).
+fn touches(txn: &Transaction, table: &TableName) -> bool {
+    txn.changes.iter().any(|c| c.table.name == *table)
+        || txn.undecodable.iter().any(|u| u.table == *table)
+        || txn
+            .statements
+            .iter()
+            .any(|s| s.tables.contains(table) || (s.tables.is_empty() && s.schema == table.db))
+        || txn.ddl.as_ref().is_some_and(|d| {
+            d.tables.contains(table) || (d.tables.is_empty() && d.schema == table.db)
+        })
+}
+
+/// The key of `image` (in primary-key order); where a key column is absent from it, the
+/// value of `under` (the before-image), if given. `None` when a key column is in neither.
+fn key_values(c: &RowChange, image: &[Value], under: Option<&[Value]>) -> Option<Vec<Value>> {
+    c.table
+        .primary_key
+        .iter()
+        .map(|&i| {
+            image
+                .get(i)
+                .filter(|v| !v.is_absent())
+                .or_else(|| under.and_then(|u| u.get(i)).filter(|v| !v.is_absent()))
+                .cloned()
+        })
+        .collect()
+}
+
 impl Pending {
     fn note(&mut self, txn: &Transaction) {
+        // Once read, what committed at or before its position is in its rows: nothing to
+        // keep (a stream far behind would otherwise fill memory with its backlog).
+        if self.read.as_ref().is_some_and(|r| txn.end <= r.at) {
+            return;
+        }
         let shape = &self.spec.shape;
         let table = &shape.name;
         if let Some(ddl) = &txn.ddl {
@@ -204,7 +287,7 @@ impl Pending {
                 || txn.partition_rows.contains(table);
             if names_it {
                 self.spoilers
-                    .push((txn.end.clone(), format!("DDL: {}", ddl.statement)));
+                    .push((txn.end.clone(), format!("{DDL_SPOILER}{}", ddl.statement)));
             }
         }
         let unattributed =
@@ -224,27 +307,37 @@ impl Pending {
             ));
         }
         for c in txn.changes.iter().filter(|c| c.table.name == *table) {
-            let key_of = |img: &Option<Vec<Value>>| -> Option<Vec<u8>> {
-                let img = img.as_ref()?;
-                let key: Option<Vec<Value>> = c
-                    .table
-                    .primary_key
-                    .iter()
-                    .map(|&i| img.get(i).filter(|v| !v.is_absent()).cloned())
-                    .collect();
-                key.map(|k| shape.key_form(&k))
+            let old = c.before.as_ref().and_then(|b| key_values(c, b, None));
+            // A partial after-image carries only the key columns it changed: the new key
+            // is the before-image's with those laid over it.
+            let new = match &c.after {
+                Some(a) => key_values(c, a, c.before.as_deref()),
+                None => None,
             };
-            let old = key_of(&c.before);
-            let new = key_of(&c.after).or_else(|| old.clone());
             let partial_after = c.after.iter().flatten().any(Value::is_absent);
-            let partial = c.op == Op::Update && partial_after && old == new;
-            match (partial, new) {
-                (true, Some(k)) => self
-                    .noted
-                    .entry(k)
-                    .or_default()
-                    .push((txn.end.clone(), c.after.clone())),
-                (_, new) => {
+            let (old, new) = (
+                old.map(|k| shape.key_form(&k)),
+                new.map(|k| shape.key_form(&k)),
+            );
+            match (c.op, partial_after) {
+                (Op::Update, true) if old.is_some() && old != new => {
+                    // A partial image moved its row to another key: the row at the new key
+                    // is the old one with the image laid over it, which the chunk cannot
+                    // put together by key. Read the chunk again.
+                    self.spoilers.push((
+                        txn.end.clone(),
+                        "a partial row image (MINIMAL) changed a primary key".to_owned(),
+                    ));
+                }
+                (Op::Update, true) => {
+                    if let Some(k) = new.or(old) {
+                        self.noted
+                            .entry(k)
+                            .or_default()
+                            .push((txn.end.clone(), c.after.clone()));
+                    }
+                }
+                _ => {
                     for k in [old, new].into_iter().flatten() {
                         self.noted
                             .entry(k)
@@ -372,9 +465,15 @@ mod tests {
         }
     }
 
+    fn watched() -> Notes {
+        let notes = Notes::default();
+        notes.watch(&shape().name);
+        notes
+    }
+
     #[test]
     fn only_changes_after_the_snapshot_are_kept_and_whole_beats_partial() {
-        let notes = Notes::default();
+        let notes = watched();
         notes.observe(&txn(100, vec![]));
         let chunk = notes.announce(spec());
         // Before the snapshot position (its rows show it): not kept.
@@ -419,10 +518,11 @@ mod tests {
 
     #[test]
     fn a_stream_past_the_snapshot_at_the_announcement_spoils_the_chunk() {
-        let notes = Notes::default();
-        // The stream handled 300 before the chunk was announced; the snapshot that follows
-        // reports 200 (a transaction sent to replicas before its commit was visible).
-        notes.observe(&txn(300, vec![]));
+        let notes = watched();
+        // The stream handled a change of the table at 300 before the chunk was announced;
+        // the snapshot that follows reports 200 (a transaction sent to replicas before its
+        // commit was visible).
+        notes.observe(&txn(300, vec![change(Op::Insert, None, Some(row(9, "x")))]));
         let chunk = notes.announce(spec());
         notes.fill(
             chunk.id,
@@ -437,11 +537,113 @@ mod tests {
             .as_deref()
             .unwrap()
             .contains("past its snapshot"));
+
+        // Transactions of other tables handled past the snapshot do not matter.
+        let notes = watched();
+        notes.observe(&txn(150, vec![change(Op::Insert, None, Some(row(9, "x")))]));
+        notes.observe(&txn(300, vec![]));
+        let chunk = notes.announce(spec());
+        notes.fill(
+            chunk.id,
+            Read {
+                rows: vec![],
+                at: at(200),
+            },
+        );
+        assert!(notes.take_ready(&at(300))[0].spoiled.is_none());
+    }
+
+    #[test]
+    fn a_table_watched_late_assumes_what_the_stream_handled_may_have_touched_it() {
+        let notes = Notes::default();
+        notes.observe(&txn(300, vec![]));
+        notes.watch(&shape().name);
+        let chunk = notes.announce(spec());
+        notes.fill(
+            chunk.id,
+            Read {
+                rows: vec![],
+                at: at(200),
+            },
+        );
+        assert!(notes.take_ready(&at(300))[0].spoiled.is_some());
+    }
+
+    #[test]
+    fn a_partial_image_moving_a_composite_key_spoils_the_chunk() {
+        use concord_change::SourceTable;
+        let table = Arc::new(SourceTable {
+            name: shape().name.clone(),
+            columns: vec!["id".into(), "note".into()],
+            primary_key: vec![0, 1],
+        });
+        let mut composite = crate::shape::tests::table("orders");
+        composite.primary_key = vec!["id".into(), "note".into()];
+        let composite = Arc::new(composite);
+        let shape = crate::shape::Shape::of(composite.clone(), composite.name.clone(), &composite);
+        let notes = watched();
+        let chunk = notes.announce(Arc::new(ChunkSpec {
+            job: 1,
+            seq: 1,
+            shape: Arc::new(shape),
+            scope: Scope::Range(KeyRange::default()),
+        }));
+        notes.fill(
+            chunk.id,
+            Read {
+                rows: vec![row(1, "a")],
+                at: at(200),
+            },
+        );
+        // MINIMAL image: the after-image carries only the key column it changed.
+        notes.observe(&txn(
+            250,
+            vec![RowChange {
+                table,
+                op: Op::Update,
+                before: Some(row(1, "a")),
+                after: Some(vec![Value::Absent, Value::Text("b".into())]),
+                position: at(240),
+                row_index: 0,
+                commit_ts: 0,
+            }],
+        ));
+        let ready = notes.take_ready(&at(250));
+        assert!(
+            ready[0]
+                .spoiled
+                .as_deref()
+                .is_some_and(|w| w.contains("primary key")),
+            "{:?}",
+            ready[0].spoiled
+        );
+    }
+
+    #[test]
+    fn changes_the_rows_already_show_are_not_kept() {
+        let notes = watched();
+        let chunk = notes.announce(spec());
+        notes.fill(
+            chunk.id,
+            Read {
+                rows: vec![row(1, "a")],
+                at: at(500),
+            },
+        );
+        // A stream far behind handles its backlog: nothing of it is kept.
+        for end in 100..200 {
+            notes.observe(&txn(
+                end,
+                vec![change(Op::Insert, None, Some(row(end as i64, "x")))],
+            ));
+        }
+        let state = notes.inner.state.lock().unwrap();
+        assert!(state.pending[0].noted.is_empty());
     }
 
     #[test]
     fn a_ddl_of_the_table_after_the_snapshot_spoils_it_one_before_does_not() {
-        let notes = Notes::default();
+        let notes = watched();
         let ddl = |end: u64| Transaction {
             end: at(end),
             ddl: Some(Ddl {

@@ -33,6 +33,26 @@ pub struct Shape {
     /// rows the same range holds on the source, so target rows the source lacks can be
     /// found by range.
     pub range_deletes: bool,
+    /// The source's column definitions as [`fingerprint`] read them when the table was
+    /// described (empty: not checked): a chunk read under another definition is refused.
+    pub fingerprint: String,
+}
+
+/// The source table's column definitions, in one string: names, types, collations, what
+/// generates them. Read inside a chunk's read transaction after its rows, it tells whether
+/// the rows were read under the definition the job described.
+pub async fn fingerprint(
+    conn: &mut mysql_async::Conn,
+    table: &TableName,
+) -> Result<String, mysql_async::Error> {
+    use mysql_async::prelude::Queryable;
+    let row: Option<Option<String>> = conn
+        .exec_first(
+            "SELECT GROUP_CONCAT(COLUMN_NAME, ':', COLUMN_TYPE, ':', IFNULL(COLLATION_NAME, ''),              ':', EXTRA ORDER BY ORDINAL_POSITION SEPARATOR ';') FROM information_schema.COLUMNS              WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+            (&table.db, &table.table),
+        )
+        .await?;
+    Ok(row.flatten().unwrap_or_default())
 }
 
 impl Shape {
@@ -77,6 +97,7 @@ impl Shape {
             target: target_name,
             range_deletes,
             source,
+            fingerprint: String::new(),
         }
     }
 
@@ -97,6 +118,15 @@ impl Shape {
             .iter()
             .map(|&i| row[i].clone())
             .collect()
+    }
+
+    /// Whether a key column holds text: two keys of different bytes can then be the same
+    /// row (a case-insensitive collation, trailing spaces under PAD SPACE).
+    pub fn text_key(&self) -> bool {
+        self.source
+            .primary_key
+            .iter()
+            .any(|k| self.source.column(k).is_some_and(|c| c.charset.is_some()))
     }
 
     /// The data types of the key columns, in key order (to read keys given as text).

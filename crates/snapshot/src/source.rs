@@ -139,6 +139,19 @@ pub async fn read(conn: &mut Conn, spec: &ChunkSpec) -> Result<Read, SnapshotErr
                 .into_values()
                 .collect(),
         };
+        // A DDL committed before the rows were read is seen here (one after it waits for
+        // this transaction's end): rows read under another definition are not used.
+        if !shape.fingerprint.is_empty() {
+            let now = crate::shape::fingerprint(conn, &shape.name)
+                .await
+                .map_err(fail("reading the table's definition"))?;
+            if now != shape.fingerprint {
+                return Err(SnapshotError::TableChanged {
+                    table: shape.name.clone(),
+                    why: "its columns differ from when the job described it".into(),
+                });
+            }
+        }
         Ok(Read { rows, at })
     }
     .await;

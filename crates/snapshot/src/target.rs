@@ -84,6 +84,55 @@ pub async fn keys_in_scope(
     Ok(keys.iter().map(|k| reorder(k, &back)).collect())
 }
 
+/// Of `deletes` (target keys in the source's key order), those that are not the same row,
+/// under the target's collation, as a key of `rows` (the chunk's rows, source column order):
+/// with a text key, a target `'ABC'` is the row `'abc'` of a case-insensitive collation and
+/// must not be deleted when the chunk writes `'abc'` (in kafka mode the two messages may
+/// take different partitions, so the order of the writes cannot settle it).
+pub async fn not_written_rows(
+    conn: &mut Conn,
+    shape: &Shape,
+    target: &TargetTable,
+    rows: &[Vec<Value>],
+    deletes: Vec<Vec<Value>>,
+) -> Result<Vec<Vec<Value>>, mysql_async::Error> {
+    if deletes.is_empty() || !shape.text_key() {
+        return Ok(deletes);
+    }
+    let Some(order) = key_order(shape, target) else {
+        return Ok(deletes);
+    };
+    let written: Vec<Vec<Value>> = rows
+        .iter()
+        .map(|r| reorder(&shape.key_values(r), &order))
+        .collect();
+    // The target's own rows that its collation matches with a written key.
+    let same: std::collections::HashSet<Vec<u8>> =
+        fetch_by(conn, target, &target.primary_key, &written)
+            .await?
+            .into_values()
+            .map(|row| {
+                let key: Vec<Value> = target
+                    .primary_key
+                    .iter()
+                    .map(|k| {
+                        let i = target
+                            .columns
+                            .iter()
+                            .position(|c| c.name.eq_ignore_ascii_case(k))
+                            .expect("key columns are columns");
+                        row[i].clone()
+                    })
+                    .collect();
+                shape.key_form(&reorder(&key, &inverse(&order)))
+            })
+            .collect();
+    Ok(deletes
+        .into_iter()
+        .filter(|k| !same.contains(&shape.key_form(k)))
+        .collect())
+}
+
 /// For each target key column, its index in the source's key; `None` when the two keys
 /// are not the same columns.
 fn key_order(shape: &Shape, target: &TargetTable) -> Option<Vec<usize>> {

@@ -45,7 +45,16 @@ pub async fn queue_copy(
             };
             let w = window::keys_changed(config, table, &source, (since_ms, until_ms)).await?;
             tracing::info!(%table, keys = w.keys.len(), complete = w.complete, "batch copy: the window's keys");
-            Some(w.keys.iter().map(|k| key_json(k)).collect())
+            {
+                let keys: Option<Vec<serde_json::Value>> =
+                    w.keys.iter().map(|k| key_json(k)).collect();
+                Some(keys.ok_or_else(|| {
+                    BatchError::Refused(format!(
+                        "{table}: its key holds bytes that are not text; copy a key range \
+                         instead (--pk-from/--pk-to), or check the window without --copy"
+                    ))
+                })?)
+            }
         }
     };
     let ask = Ask {
@@ -65,23 +74,25 @@ pub async fn queue_copy(
 }
 
 /// A key as `--keys` gives one: a JSON array of its values (numbers for integers, text for
-/// the rest — the server compares text with each column's type).
-fn key_json(key: &[Value]) -> serde_json::Value {
-    serde_json::Value::Array(
-        key.iter()
-            .map(|v| match v {
-                Value::Int(i) => serde_json::json!(i),
-                Value::UInt(u) => serde_json::json!(u),
-                Value::Text(s) | Value::Decimal(s) | Value::Enum(s) => serde_json::json!(s),
-                Value::Chars { charset, bytes } => serde_json::json!(charset
-                    .decode(bytes)
-                    .unwrap_or_else(|| String::from_utf8_lossy(bytes).into_owned())),
-                other => {
-                    serde_json::json!(other.to_mysql().as_sql(false).trim_matches('\'').to_owned())
-                }
-            })
-            .collect(),
-    )
+/// the rest — the server compares text with each column's type). `None` for a key with a
+/// value text cannot carry exactly (bytes that are not text of their character set).
+fn key_json(key: &[Value]) -> Option<serde_json::Value> {
+    key.iter()
+        .map(|v| match v {
+            Value::Int(i) => Some(serde_json::json!(i)),
+            Value::UInt(u) => Some(serde_json::json!(u)),
+            Value::Text(s) | Value::Decimal(s) | Value::Enum(s) => Some(serde_json::json!(s)),
+            Value::Chars { charset, bytes } => charset.decode(bytes).map(|s| serde_json::json!(s)),
+            Value::Bytes(b) => std::str::from_utf8(b).ok().map(|s| serde_json::json!(s)),
+            Value::Null | Value::Absent => None,
+            other => Some(serde_json::json!(other
+                .to_mysql()
+                .as_sql(false)
+                .trim_matches('\'')
+                .to_owned())),
+        })
+        .collect::<Option<Vec<_>>>()
+        .map(serde_json::Value::Array)
 }
 
 #[cfg(test)]
@@ -96,8 +107,9 @@ mod tests {
             Value::UInt(u64::MAX),
         ];
         assert_eq!(
-            key_json(&key).to_string(),
+            key_json(&key).unwrap().to_string(),
             r#"["eu",7,18446744073709551615]"#
         );
+        assert_eq!(key_json(&[Value::Bytes(vec![0xff, 0x00])]), None);
     }
 }

@@ -12,7 +12,7 @@
 use super::{Applier, Progress};
 use crate::error::ReplicatorError;
 use concord_change::{Op, Position, RowChange, Transaction, Value};
-use concord_snapshot::{keys_in_scope, Notes, Outcome, ReadyChunk, Resolved};
+use concord_snapshot::{keys_in_scope, not_written_rows, Notes, Outcome, ReadyChunk, Resolved};
 use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
 use std::collections::VecDeque;
@@ -21,6 +21,9 @@ use std::time::{Duration, Instant};
 /// How long the stream may wait behind chunk writes that keep coming before no more are
 /// started and it goes on.
 const STREAM_WAITS_AT_MOST: Duration = Duration::from_millis(250);
+
+/// Attempts at writing one chunk before it is handed back to be read again.
+const CHUNK_ATTEMPTS: u32 = 5;
 
 type ChunkWrite = BoxFuture<'static, (Applier, Result<(), ReplicatorError>)>;
 
@@ -53,6 +56,8 @@ impl WriterSeed {
         w.cascades = self.cascades;
         // A chunk's rows and deletes are one per key.
         w.distinct_keys = true;
+        // The stream waits on a chunk: one the target keeps refusing is read again later.
+        w.give_up_after = Some(CHUNK_ATTEMPTS);
         w
     }
 }
@@ -199,7 +204,14 @@ impl Applier {
                 return Ok(());
             }
         };
-        let resolved = chunk.resolve(&keys);
+        let mut resolved = chunk.resolve(&keys);
+        resolved.deletes = match self.not_written(&chunk, &target, &mut resolved).await {
+            Ok(d) => d,
+            Err(e) => {
+                chunk.finish(Outcome::Spoiled(format!("reading the target's keys: {e}")));
+                return Ok(());
+            }
+        };
         let (copied, deleted) = (resolved.rows.len() as u64, resolved.deletes.len() as u64);
         let txn = chunk_transaction(&chunk, resolved);
         match self.apply_with_retry(&[txn], Progress::Snapshot).await {
@@ -207,11 +219,36 @@ impl Applier {
                 chunk.finish(Outcome::Written { copied, deleted });
                 Ok(())
             }
+            Err(e @ ReplicatorError::GaveUp { .. }) => {
+                let why = format!("writing the chunk: {e}: {}", chain_of(&e));
+                tracing::warn!(table = %shape.name, chunk = chunk.spec.seq, %why, "snapshot chunk handed back to be read again");
+                chunk.finish(Outcome::Spoiled(why));
+                Ok(())
+            }
             Err(e) => {
                 chunk.finish(Outcome::Spoiled(format!("writing the chunk: {e}")));
                 Err(e)
             }
         }
+    }
+
+    /// The chunk's deletes less the target rows its collation matches with a written key.
+    async fn not_written(
+        &mut self,
+        chunk: &ReadyChunk,
+        target: &concord_schema_cache::TargetTable,
+        resolved: &mut Resolved,
+    ) -> Result<Vec<Vec<Value>>, mysql_async::Error> {
+        let deletes = std::mem::take(&mut resolved.deletes);
+        if deletes.is_empty() {
+            return Ok(deletes);
+        }
+        let conn = self
+            .connection()
+            .await
+            .map_err(|_| mysql_async::Error::Other("the target is unreachable".into()))?;
+        let shape = chunk.spec.shape.clone();
+        not_written_rows(conn, &shape, target, &resolved.rows, deletes).await
     }
 
     /// The target's keys in the chunk's scope, retried while the target is away (for a few
@@ -254,8 +291,21 @@ impl Applier {
     }
 }
 
-/// A chunk's writes as one transaction of changes: rows as [`Op::Read`], deletes by key.
-/// Their origin (in failed events) is `snapshot:<job>` at the chunk's number.
+/// The causes below an error, joined.
+fn chain_of(e: &dyn std::error::Error) -> String {
+    let mut out = Vec::new();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push(c.to_string());
+        cause = c.source();
+    }
+    out.join(": ")
+}
+
+/// A chunk's writes as one transaction of changes: deletes by key first — a target key
+/// that differs from a row's key only in ways its collation ignores (case, trailing
+/// spaces) is the same row, deleted and then written anew — then the rows as
+/// [`Op::Read`]. Their origin (in failed events) is `snapshot:<job>` at the chunk's number.
 fn chunk_transaction(chunk: &ReadyChunk, resolved: Resolved) -> Transaction {
     let shape = &chunk.spec.shape;
     let origin = Position::new(format!("snapshot:{}", chunk.spec.job), chunk.spec.seq);
@@ -267,17 +317,6 @@ fn chunk_transaction(chunk: &ReadyChunk, resolved: Resolved) -> Transaction {
     let width = table.columns.len();
     let mut changes: Vec<RowChange> =
         Vec::with_capacity(resolved.rows.len() + resolved.deletes.len());
-    for row in resolved.rows {
-        changes.push(RowChange {
-            table: table.clone(),
-            op: Op::Read,
-            before: None,
-            after: Some(row),
-            position: origin.clone(),
-            row_index: changes.len() as u32,
-            commit_ts: now,
-        });
-    }
     for key in resolved.deletes {
         let mut image = vec![Value::Absent; width];
         for (&i, v) in table.primary_key.iter().zip(key) {
@@ -288,6 +327,17 @@ fn chunk_transaction(chunk: &ReadyChunk, resolved: Resolved) -> Transaction {
             op: Op::Delete,
             before: Some(image),
             after: None,
+            position: origin.clone(),
+            row_index: changes.len() as u32,
+            commit_ts: now,
+        });
+    }
+    for row in resolved.rows {
+        changes.push(RowChange {
+            table: table.clone(),
+            op: Op::Read,
+            before: None,
+            after: Some(row),
             position: origin.clone(),
             row_index: changes.len() as u32,
             commit_ts: now,
