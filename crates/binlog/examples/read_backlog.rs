@@ -5,6 +5,10 @@
 //!
 //! Usage: read_backlog URL FROM_FILE:POS TO_FILE:POS [SERVER_ID]
 
+/// As the concord binary runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use concord_binlog::{
     check_settings, BinlogReader, FragmentBound, ReaderEvent, ReaderOptions, Resume,
 };

@@ -7,10 +7,10 @@
 
 use concord_change::{Charset, SourceTable, TableName, Value};
 use mysql_async::binlog::events::{OptionalMetaExtractor, OptionalMetadataField, TableMapEvent};
-use mysql_async::binlog::row::BinlogRow;
 use mysql_async::binlog::value::BinlogValue;
 use mysql_async::consts::ColumnType;
 use mysql_async::Value as MyValue;
+use mysql_common::io::ParseBuf;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -55,6 +55,17 @@ pub enum ColumnKind {
 pub struct TableInfo {
     pub source: Arc<SourceTable>,
     pub kinds: Vec<ColumnKind>,
+    /// How each column's values are laid out in a rows event (read once per table map).
+    wire: Vec<Wire>,
+}
+
+/// A column's binlog type, its table-map metadata and signedness: what parsing one of its
+/// values takes.
+#[derive(Clone, Debug)]
+struct Wire {
+    ty: ColumnType,
+    meta: Vec<u8>,
+    unsigned: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -92,6 +103,7 @@ impl TableInfo {
         let count = tme.columns_count() as usize;
         let mut columns = Vec::with_capacity(count);
         let mut kinds = Vec::with_capacity(count);
+        let mut wire = Vec::with_capacity(count);
         for i in 0..count {
             let ty = tme
                 .get_column_type(i)
@@ -111,6 +123,11 @@ impl TableInfo {
                 ty, unsigned, collation, collations, &mut enums, &mut sets,
             ));
             columns.push(name);
+            wire.push(Wire {
+                ty,
+                meta: tme.get_column_metadata(i).unwrap_or(&[]).to_vec(),
+                unsigned,
+            });
         }
         Ok(TableInfo {
             source: Arc::new(SourceTable {
@@ -119,32 +136,92 @@ impl TableInfo {
                 primary_key,
             }),
             kinds,
+            wire,
         })
     }
 
-    /// Decodes one row image into values aligned with `source.columns`. `present` says
-    /// which columns the image carries (the rows event's column bitmap); the others are
-    /// [`Value::Absent`].
-    pub fn decode(&self, row: BinlogRow, present: &[bool]) -> Result<Vec<Value>, DecodeError> {
-        let expected = present.iter().filter(|p| **p).count();
-        if row.len() != expected {
-            return Err(DecodeError::Partial {
-                got: row.len(),
-                expected,
-            });
-        }
-        let mut values = row.unwrap().into_iter();
+    /// Parses one row image at `buf` and decodes it into values aligned with
+    /// `source.columns`; `present` is the image's column bitmap (the others are
+    /// [`Value::Absent`]); `shared`: a MySQL partial-update event's after-image, which
+    /// begins with the value options. The values are read with mysql_common's value parser,
+    /// driven by this table map's column types and metadata read once, and turned into
+    /// change-model values straight from the event's bytes.
+    ///
+    /// The outer error is a parse error (the image's end is unknown: nothing after it can
+    /// be read); the inner one a value that cannot be decoded (the image was read whole,
+    /// the next one can be).
+    pub fn decode_image<'a>(
+        &'a self,
+        buf: &mut ParseBuf<'a>,
+        present: &[bool],
+        shared: bool,
+    ) -> std::io::Result<Result<Vec<Value>, DecodeError>> {
+        let mut partial = if shared {
+            partial_json(buf, &self.wire)?
+        } else {
+            None
+        };
+        let count = present.iter().filter(|p| **p).count();
+        let nulls: &[u8] = buf.parse(count.div_ceil(8))?;
         let mut out = Vec::with_capacity(self.kinds.len());
-        for (i, kind) in self.kinds.iter().enumerate() {
+        let mut first_error = None;
+        let mut image_index = 0;
+        for (i, (kind, wire)) in self.kinds.iter().zip(&self.wire).enumerate() {
+            let is_partial = wire.ty == ColumnType::MYSQL_TYPE_JSON
+                && partial
+                    .as_mut()
+                    .is_some_and(|bits| bits.next().unwrap_or(false));
             if !present.get(i).copied().unwrap_or(false) {
                 out.push(Value::Absent);
                 continue;
             }
-            let v = values.next().expect("counted above");
-            out.push(decode_value(&self.source.columns[i], kind, v)?);
+            let null = nulls[image_index / 8] & (1 << (image_index % 8)) != 0;
+            image_index += 1;
+            if null {
+                out.push(Value::Null);
+                continue;
+            }
+            let raw: BinlogValue<'_> =
+                buf.parse((wire.ty, wire.meta.as_slice(), wire.unsigned, is_partial))?;
+            match decode_value(&self.source.columns[i], kind, raw) {
+                Ok(v) => out.push(v),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                    out.push(Value::Absent);
+                }
+            }
         }
-        Ok(out)
+        Ok(match first_error {
+            None => Ok(out),
+            Some(e) => Err(e),
+        })
     }
+}
+
+/// The value options of a partial-update after-image (MySQL's `binlog_row_value_options =
+/// PARTIAL_JSON`): which JSON columns carry a diff rather than a document, one bit per JSON
+/// column of the table in column order.
+fn partial_json(
+    buf: &mut ParseBuf<'_>,
+    wire: &[Wire],
+) -> std::io::Result<Option<std::vec::IntoIter<bool>>> {
+    use mysql_async::binlog::row::BinlogRowValueOptions;
+    use mysql_common::misc::raw::int::{LenEnc, RawInt};
+    let options = *buf.parse::<RawInt<LenEnc>>(())?;
+    if options & BinlogRowValueOptions::PARTIAL_JSON_UPDATES as u64 == 0 {
+        return Ok(None);
+    }
+    let json = wire
+        .iter()
+        .filter(|w| w.ty == ColumnType::MYSQL_TYPE_JSON)
+        .count();
+    let bits: &[u8] = buf.parse(json.div_ceil(8))?;
+    Ok(Some(
+        (0..json)
+            .map(|i| bits[i / 8] & (1 << (i % 8)) != 0)
+            .collect::<Vec<_>>()
+            .into_iter(),
+    ))
 }
 
 /// The ENUM and SET labels of the table map, in column order, decoded in each column's

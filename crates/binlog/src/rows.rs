@@ -4,10 +4,12 @@
 //! or as an [`Undecodable`] entry (with the reason) — a row is never dropped, and a change
 //! whose image does not carry what finding its row needs is never applied by guesswork.
 
+use crate::decode::DecodeError;
 use crate::decode::{Collations, TableInfo};
 use crate::reader::{metrics, TablePredicate};
-use concord_change::{Op, Position, RowChange, TableName, Transaction, Undecodable};
+use concord_change::{Op, Position, RowChange, TableName, Transaction, Undecodable, Value};
 use mysql_async::binlog::events::{RowsEventData, TableMapEvent};
+use mysql_common::io::ParseBuf;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -102,11 +104,19 @@ impl Table<'_> {
             Ok(info) => info,
             Err(e) => return undecodable(txn, 0, format!("table map could not be read: {e}")),
         };
+        // Which columns each image carries (all of them for FULL row images).
+        let before_cols: Option<Vec<bool>> = rows
+            .columns_before_image()
+            .map(|b| b.iter().by_vals().collect());
+        let after_cols: Option<Vec<bool>> = rows
+            .columns_after_image()
+            .map(|b| b.iter().by_vals().collect());
+        let shared = matches!(rows, RowsEventData::PartialUpdateRowsEvent(_));
         // mysql_common 0.37 overflows on a negative TIME(1) or TIME(2) with a fraction
         // (overflow checks are on for it in every profile, so it panics rather than
         // return a time 625 hours off): such an event is recorded, never altered.
         let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            rows.rows(tme).collect::<Vec<_>>()
+            images(info, rows.rows_data(), &before_cols, &after_cols, shared)
         }));
         let Ok(parsed) = parsed else {
             return undecodable(
@@ -117,32 +127,14 @@ impl Table<'_> {
                     .into(),
             );
         };
-        // Which columns each image carries (all of them for FULL row images).
-        let before_cols: Vec<bool> = rows
-            .columns_before_image()
-            .map(|b| b.iter().by_vals().collect())
-            .unwrap_or_default();
-        let after_cols: Vec<bool> = rows
-            .columns_after_image()
-            .map(|b| b.iter().by_vals().collect())
-            .unwrap_or_default();
         for (i, row) in parsed.into_iter().enumerate() {
-            let (before, after) = match row {
+            let decoded = match row {
                 Ok(images) => images,
                 Err(e) => {
                     undecodable(txn, i, format!("rows event could not be parsed: {e}"));
                     break;
                 }
             };
-            let decoded = before
-                .map(|r| info.decode(r, &before_cols))
-                .transpose()
-                .and_then(|b| {
-                    after
-                        .map(|r| info.decode(r, &after_cols))
-                        .transpose()
-                        .map(|a| (b, a))
-                });
             let (before, after) = match decoded {
                 Ok(images) => images,
                 Err(e) => {
@@ -168,6 +160,41 @@ impl Table<'_> {
             }
         }
     }
+}
+
+/// One row's images as decoded: a value that cannot be decoded makes the row's inner error.
+type Images = Result<(Option<Vec<Value>>, Option<Vec<Value>>), DecodeError>;
+
+/// Every row of a rows event's data, parsed image by image (before, then after, as the
+/// event carries them); a parse error ends the list (nothing after it can be found).
+fn images(
+    info: &TableInfo,
+    data: &[u8],
+    before: &Option<Vec<bool>>,
+    after: &Option<Vec<bool>>,
+    shared: bool,
+) -> Vec<std::io::Result<Images>> {
+    let mut buf = ParseBuf(data);
+    let mut out = Vec::new();
+    while !buf.is_empty() {
+        let row = (|| -> std::io::Result<Images> {
+            let b = match before {
+                Some(cols) => Some(info.decode_image(&mut buf, cols, false)?),
+                None => None,
+            };
+            let a = match after {
+                Some(cols) => Some(info.decode_image(&mut buf, cols, shared)?),
+                None => None,
+            };
+            Ok((|| Ok((b.transpose()?, a.transpose()?)))())
+        })();
+        let failed = row.is_err();
+        out.push(row);
+        if failed {
+            break;
+        }
+    }
+    out
 }
 
 fn op_of(rows: &RowsEventData<'_>) -> Op {
