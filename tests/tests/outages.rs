@@ -57,11 +57,16 @@ async fn source_and_target_outages_are_waited_out() {
         concord.failed_events().await.is_empty(),
         "an outage is not a bad row"
     );
+    // The target's outage shows as retried batches, or — when the singleton lock (on the
+    // target here) is found gone before the applier next writes — as the roles stopped
+    // until the lock is held again; which comes first is a matter of milliseconds.
+    let retried = concord
+        .metric("concord_apply_retries_total", &[("cause", "transient")])
+        .await;
     assert!(
-        concord
-            .metric("concord_apply_retries_total", &[("cause", "transient")])
-            .await
-            >= 1.0
+        retried >= 1.0 || concord.log().contains("the singleton lock was lost"),
+        "the target's outage was noticed: {}",
+        concord.log()
     );
     assert!(concord.metric("concord_binlog_reconnects_total", &[]).await >= 1.0);
     assert!(source.connections.load(std::sync::atomic::Ordering::SeqCst) >= 2);

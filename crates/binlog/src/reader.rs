@@ -13,7 +13,7 @@ use crate::queue::Sender;
 use crate::settings::ServerInfo;
 use crate::BinlogError;
 use concord_change::{Position, TableName, Transaction};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStreamRequest, Conn, Opts};
 use std::fmt;
@@ -135,13 +135,13 @@ impl BinlogReader {
     }
 
     /// Streams from `resume` until the receiver is dropped (`Ok`) or a definite error.
-    pub async fn run(&self, mut resume: Resume, tx: Sender) -> Result<(), BinlogError> {
+    pub async fn run(&self, mut resume: Resume, mut tx: Sender) -> Result<(), BinlogError> {
         let mut backoff = Duration::from_millis(100);
         // The fragments of the open transaction handed on so far.
         let mut sent: Option<Sent> = None;
         loop {
             let before = resume.clone();
-            match self.stream_from(&mut resume, &mut sent, &tx).await {
+            match self.stream_from(&mut resume, &mut sent, &mut tx).await {
                 Ok(()) | Err(BinlogError::Closed) => return Ok(()),
                 Err(e) if e.is_transient() => {
                     metrics::RECONNECTS.inc();
@@ -170,7 +170,7 @@ impl BinlogReader {
         &self,
         resume: &mut Resume,
         sent: &mut Option<Sent>,
-        tx: &Sender,
+        tx: &mut Sender,
     ) -> Result<(), BinlogError> {
         let from = &resume.from.clone();
         // Errors after connecting name the last position handed on.
@@ -214,7 +214,16 @@ impl BinlogReader {
             self.options.fragment,
         );
         loop {
-            let event = match tokio::time::timeout(silence, stream.next()).await {
+            // An event already read is taken without a timer; before waiting for the
+            // source, what was read is handed over.
+            let ready = match stream.next().now_or_never() {
+                Some(ready) => Ok(ready),
+                None => {
+                    tx.flush().await.map_err(|_| BinlogError::Closed)?;
+                    tokio::time::timeout(silence, stream.next()).await
+                }
+            };
+            let event = match ready {
                 Err(_) => {
                     return Err(BinlogError::Silent {
                         position: resume.applied.clone(),
