@@ -167,6 +167,8 @@ fi
 
 log "timing concord (from process start until its checkpoint reaches $END_FILE:$END_POS)"
 deadline=$(($(date +%s) + CATCHUP_TIMEOUT))
+SOURCE_CPU0=$(cpu_seconds "$(server_pid source)")
+TARGET_CPU0=$(cpu_seconds "$(server_pid target)")
 t0=$(now)
 concord_start "$CONFIG" "$BENCH_LOGS/concord-catchup.log"
 while :; do
@@ -182,6 +184,9 @@ while :; do
   sleep "$POLL"
 done
 CONCORD_S=$(elapsed "$t0" "$t1")
+CONCORD_CPU=$(cpu_seconds "$CONCORD_PID")
+SOURCE_CPU=$(awk -v a="$SOURCE_CPU0" -v b="$(cpu_seconds "$(server_pid source)")" 'BEGIN { printf "%.2f", b - a }')
+TARGET_CPU=$(awk -v a="$TARGET_CPU0" -v b="$(cpu_seconds "$(server_pid target)")" 'BEGIN { printf "%.2f", b - a }')
 CONCORD_APPLIED=$(concord_applied_events)
 CONCORD_HWM=$(concord_mem VmHWM)
 log "concord: ${CONCORD_S}s"
@@ -221,6 +226,7 @@ MET=$(awk -v r="$RATIO" 'BEGIN { print (r + 0 >= 1.5 ? "met" : "NOT met") }')
     echo "native replica, slave_parallel_threads=4 optimistic:        ${REPLICA_PAR_S}s  $(per_second "$BACKLOG_ROWS" "$REPLICA_PAR_S") rows/s"
   fi
   echo "concord (from process start, reading the source over TCP):   ${CONCORD_S}s  $CONCORD_RPS rows/s"
+  echo "          cpu during concord's run: concord ${CONCORD_CPU}s, target ${TARGET_CPU}s, source ${SOURCE_CPU}s"
   echo "          concord_applied_events_total=$CONCORD_APPLIED, peak RSS (VmHWM) ${CONCORD_HWM} MiB, WARN/ERROR log lines: $CONCORD_ERRORS"
   echo "ratio:    concord / native replica (parallel_threads=0) = ${RATIO}x   (target >= 1.5x: $MET)"
   echo "data:     $DATA_CHECK"
