@@ -10,7 +10,7 @@
 #      apply rate);
 #   4. set the verifier's saved position to P and time `concord verify` (delay 1 s, so the
 #      whole backlog is due at once) from process start until its saved position reaches E;
-#   5. report both rates, their ratio (target: verification >= 2x apply), and the
+#   5. report both rates, their ratio (target: verification >= 1.5x apply, issue 16), and the
 #      verifier's results (every change must match; mismatches must be 0).
 #
 # Usage: bench/verify.sh
@@ -139,7 +139,7 @@ log "verify: ${VERIFY_S}s"
 APPLY_RPS=$(per_second "$BACKLOG_ROWS" "$APPLY_S")
 VERIFY_RPS=$(per_second "$BACKLOG_ROWS" "$VERIFY_S")
 RATIO=$(ratio "$VERIFY_RPS" "$APPLY_RPS")
-MET=$(awk -v r="$RATIO" 'BEGIN { print (r + 0 >= 2 ? "met" : "NOT met") }')
+MET=$(awk -v r="$RATIO" 'BEGIN { print (r + 0 >= 1.5 ? "met" : "NOT met") }')
 {
   echo "==== concord verification-rate benchmark ===="
   echo "date:     $STARTED_AT"
@@ -150,7 +150,7 @@ MET=$(awk -v r="$RATIO" 'BEGIN { print (r + 0 >= 2 ? "met" : "NOT met") }')
   echo "          sysbench oltp_write_only, $TABLES tables x $ROWS rows, $THREADS threads, ${DURATION}s at $LOAD_TPS tps"
   echo "apply:    concord replicate ${APPLY_S}s  $APPLY_RPS rows/s  (applied_events_total=$APPLIED)"
   echo "verify:   concord verify    ${VERIFY_S}s  $VERIFY_RPS rows/s  (verified_total=$VERIFIED, match=$MATCHED, superseded=$SUPERSEDED, rechecks=$RECHECKS, mismatches=$MISMATCHES, peak RSS ${VERIFY_HWM} MiB)"
-  echo "ratio:    verify / apply = ${RATIO}x   (target >= 2x: $MET)"
+  echo "ratio:    verify / apply = ${RATIO}x   (target >= 1.5x: $MET)"
   echo "============================================="
 } | tee "$SUMMARY"
 log "summary saved to $SUMMARY"
