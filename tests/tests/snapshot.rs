@@ -111,7 +111,13 @@ impl Load {
         let (s, d, db) = (stop.clone(), done.clone(), db.to_owned());
         let handle = tokio::spawn(async move {
             let mut conn = pool.get_conn().await.expect("source");
+            // A busy source, not a saturated one: unpaced, the load out-writes a replicator
+            // sharing two cores with the rest of the suite, and chunks (written only once
+            // the stream reaches their read position) wait on an ever-growing lag.
+            let mut pace = tokio::time::interval(Duration::from_millis(4));
+            pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             while !s.load(Ordering::Relaxed) {
+                pace.tick().await;
                 let (k, i, v, delete) = {
                     let mut r = rand::rng();
                     (
