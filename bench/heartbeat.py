@@ -16,7 +16,8 @@ comparable. The time of a poll is taken just before the query is sent: the snaps
 query reads is taken after that, so a beat in the result was visible by then at the latest.
 The poll interval bounds how much the figure can be over-stated.
 
-Prints one JSON object with the statistics on stdout; writes every beat to --csv.
+Prints one JSON object with the statistics on stdout (the target's; a watched replica's under
+"replica"); writes every beat to --csv (the replica's to the same name with -replica).
 """
 
 import argparse
@@ -40,11 +41,49 @@ def percentile(sorted_values, p):
     return sorted_values[int(rank) - 1]
 
 
+def lag_stats(beats, seen_at, args, csv):
+    """The lag figures of one observed server; every beat written to `csv` if given."""
+    lags = []
+    unseen = 0
+    out = open(csv, "w") if csv else None
+    if out:
+        out.write("seq,source_ts_us,seen_us,lag_ms\n")
+    for seq, ts_us in beats:
+        seen = seen_at.get(seq)
+        if seen is None:
+            unseen += 1
+            if out:
+                out.write(f"{seq},{ts_us},,\n")
+            continue
+        lag_ms = (seen * 1e6 - int(ts_us)) / 1000.0
+        lags.append(lag_ms)
+        if out:
+            out.write(f"{seq},{ts_us},{int(seen * 1e6)},{lag_ms:.3f}\n")
+    if out:
+        out.close()
+    lags.sort()
+    return {
+        "beats": len(beats),
+        "seen": len(lags),
+        "unseen": unseen,
+        "p50_ms": percentile(lags, 50),
+        "p90_ms": percentile(lags, 90),
+        "p99_ms": percentile(lags, 99),
+        "max_ms": lags[-1] if lags else None,
+        "mean_ms": sum(lags) / len(lags) if lags else None,
+        "min_ms": lags[0] if lags else None,
+        "interval_ms": args.interval_ms,
+        "poll_ms": args.poll_ms,
+    }
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--source-port", type=int, required=True)
     ap.add_argument("--target-port", type=int, required=True)
+    ap.add_argument("--replica-port", type=int,
+                    help="also watch this server (a native replica of the source) the same way")
     ap.add_argument("--table", default="bench.heartbeat")
     ap.add_argument("--duration", type=float, required=True, help="seconds of beats")
     ap.add_argument("--interval-ms", type=float, default=20.0, help="time between beats")
@@ -90,33 +129,46 @@ def main():
         finally:
             writer_done.set()
 
-    seen_at = {}  # seq -> epoch seconds of the first poll that saw it
-    highest_seen = args.first_seq - 1
-    target = connect(args.host, args.target_port)
-    tcur = target.cursor()
-    poll = args.poll_ms / 1000.0
+    # One watcher per server observed: each polls on its own connection and thread, so a
+    # slow server never delays the other's figures.
+    watched = {"target": args.target_port}
+    if args.replica_port:
+        watched["replica"] = args.replica_port
+    seen = {name: {} for name in watched}
+
+    def watch(name, port):
+        seen_at = seen[name]  # seq -> epoch seconds of the first poll that saw it
+        highest_seen = args.first_seq - 1
+        conn = connect(args.host, port)
+        cur = conn.cursor()
+        poll = args.poll_ms / 1000.0
+        drain_deadline = None
+        while True:
+            polled_at = time.time()
+            cur.execute(f"SELECT COALESCE(MAX(seq), 0) FROM {args.table}")
+            top = int(cur.fetchone()[0])
+            if top > highest_seen:
+                for s in range(highest_seen + 1, top + 1):
+                    seen_at[s] = polled_at
+                highest_seen = top
+            if writer_done.is_set():
+                if highest_seen >= last_written:
+                    break
+                if drain_deadline is None:
+                    drain_deadline = time.monotonic() + args.drain_timeout
+                elif time.monotonic() > drain_deadline:
+                    break
+            time.sleep(poll)
+        conn.close()
 
     t = threading.Thread(target=writer, daemon=True)
     t.start()
-    drain_deadline = None
-    while True:
-        polled_at = time.time()
-        tcur.execute(f"SELECT COALESCE(MAX(seq), 0) FROM {args.table}")
-        top = int(tcur.fetchone()[0])
-        if top > highest_seen:
-            for s in range(highest_seen + 1, top + 1):
-                seen_at[s] = polled_at
-            highest_seen = top
-        if writer_done.is_set():
-            if highest_seen >= last_written:
-                break
-            if drain_deadline is None:
-                drain_deadline = time.monotonic() + args.drain_timeout
-            elif time.monotonic() > drain_deadline:
-                break
-        time.sleep(poll)
+    watchers = [threading.Thread(target=watch, args=(n, p)) for n, p in watched.items()]
+    for w in watchers:
+        w.start()
+    for w in watchers:
+        w.join()
     t.join()
-    target.close()
     if writer_error:
         print(f"heartbeat writer failed: {writer_error[0]}", file=sys.stderr)
         sys.exit(1)
@@ -131,39 +183,10 @@ def main():
     beats = scur.fetchall()
     src.close()
 
-    lags = []
-    unseen = 0
-    out = open(args.csv, "w") if args.csv else None
-    if out:
-        out.write("seq,source_ts_us,seen_us,lag_ms\n")
-    for seq, ts_us in beats:
-        seen = seen_at.get(seq)
-        if seen is None:
-            unseen += 1
-            if out:
-                out.write(f"{seq},{ts_us},,\n")
-            continue
-        lag_ms = (seen * 1e6 - int(ts_us)) / 1000.0
-        lags.append(lag_ms)
-        if out:
-            out.write(f"{seq},{ts_us},{int(seen * 1e6)},{lag_ms:.3f}\n")
-    if out:
-        out.close()
-
-    lags.sort()
-    stats = {
-        "beats": len(beats),
-        "seen": len(lags),
-        "unseen": unseen,
-        "p50_ms": percentile(lags, 50),
-        "p90_ms": percentile(lags, 90),
-        "p99_ms": percentile(lags, 99),
-        "max_ms": lags[-1] if lags else None,
-        "mean_ms": sum(lags) / len(lags) if lags else None,
-        "min_ms": lags[0] if lags else None,
-        "interval_ms": args.interval_ms,
-        "poll_ms": args.poll_ms,
-    }
+    stats = lag_stats(beats, seen["target"], args, args.csv)
+    if args.replica_port:
+        csv = args.csv.replace(".csv", "-replica.csv") if args.csv else None
+        stats["replica"] = lag_stats(beats, seen["replica"], args, csv)
     print(json.dumps(stats))
 
 

@@ -148,6 +148,7 @@ done
 DIRECT_S=$(elapsed "$t0" "$t1")
 DIRECT_APPLIED=$(concord_applied_events)
 DIRECT_HWM=$(concord_mem VmHWM)
+DIRECT_CPU=$(cpu_seconds "$CONCORD_PID")
 concord_stop
 log "direct: ${DIRECT_S}s"
 CHECK_DIRECT=$(check_target direct)
@@ -236,6 +237,7 @@ wait_offsets "$GROUP1" "$t0" "$R1_PID"
 KAFKA1_S=$WAITED_S
 KAFKA1_APPLIED=$(metric_sum "$REPL_PORT_A" concord_applied_events_total)
 KAFKA1_HWM=$(proc_mem "$R1_PID" VmHWM)
+KAFKA1_CPU=$(cpu_seconds "$R1_PID")
 KAFKA1_OFFSETS=$(kafka_offsets_sum "$TARGET_PORT" "$GROUP1")
 kproc_stop "$R1_PID"
 log "kafka, 1 replicator: ${KAFKA1_S}s"
@@ -270,6 +272,15 @@ warn_lines() { cat "$@" 2>/dev/null | grep -cE ' (ERROR|WARN) ' || true; }
 DIRECT_RPS=$(per_second "$BACKLOG_ROWS" "$DIRECT_S")
 KAFKA1_RPS=$(per_second "$BACKLOG_ROWS" "$KAFKA1_S")
 KAFKA2_RPS=$(per_second "$BACKLOG_ROWS" "$KAFKA2_S")
+# CPU per row change (direct) and per message (kafka), in microseconds, over the whole
+# backlog — independent of how fast the test broker serves (issue 16: each role <= 2x direct).
+us_per() { awk -v c="$1" -v n="$2" 'BEGIN { if (n > 0) printf "%.2f", c * 1e6 / n; else print "n/a" }'; }
+DIRECT_US=$(us_per "$DIRECT_CPU" "$BACKLOG_ROWS")
+CAPTURE_US=$(us_per "$CAPTURE_CPU" "$TOPIC_MSGS")
+KAFKA1_US=$(us_per "$KAFKA1_CPU" "$TOPIC_MSGS")
+CAPTURE_CPU_RATIO=$(ratio "$CAPTURE_US" "$DIRECT_US")
+KAFKA1_CPU_RATIO=$(ratio "$KAFKA1_US" "$DIRECT_US")
+cpu_met() { awk -v r="$1" 'BEGIN { print (r != "n/a" && r + 0 <= 2 ? "met" : "NOT met") }'; }
 {
   echo "==== concord kafka-mode catch-up benchmark ===="
   echo "date:     $STARTED_AT"
@@ -289,6 +300,8 @@ KAFKA2_RPS=$(per_second "$BACKLOG_ROWS" "$KAFKA2_S")
   echo "kafka, 2 replicators (from the first one's start):    ${KAFKA2_S}s  $KAFKA2_RPS rows/s   ($(ratio "$KAFKA2_RPS" "$DIRECT_RPS")x direct)"
   echo "          applied_events=$KAFKA2_APPLIED_A + $KAFKA2_APPLIED_B, offsets sum $KAFKA2_OFFSETS (part:next $KAFKA2_PARTS), peak RSS ${KAFKA2_HWM_A} / ${KAFKA2_HWM_B} MiB"
   echo "          second replicator started ${SECOND_DELAY}s after the first"
+  echo "CPU:      direct ${DIRECT_CPU} s = ${DIRECT_US} us/row; capture ${CAPTURE_CPU} s = ${CAPTURE_US} us/message (${CAPTURE_CPU_RATIO}x direct: $(cpu_met "$CAPTURE_CPU_RATIO"));"
+  echo "          1 replicator ${KAFKA1_CPU} s = ${KAFKA1_US} us/message (${KAFKA1_CPU_RATIO}x direct: $(cpu_met "$KAFKA1_CPU_RATIO")); target each <= 2x (issue 16)"
   echo "ratios:   kafka 1 replicator / direct = $(ratio "$KAFKA1_RPS" "$DIRECT_RPS")x;  kafka 2 replicators / direct = $(ratio "$KAFKA2_RPS" "$DIRECT_RPS")x;  2 / 1 = $(ratio "$KAFKA2_RPS" "$KAFKA1_RPS")x"
   echo "data:     $CHECK_DIRECT; $CHECK_KAFKA1; $CHECK_KAFKA2"
   echo "log:      WARN/ERROR lines: direct $(warn_lines "$BENCH_LOGS/kafka-catchup-direct.log"), capture $(warn_lines "$BENCH_LOGS/kafka-catchup-capture.log"), replicators $(warn_lines "$BENCH_LOGS"/kafka-catchup-replicator-*.log)"
