@@ -50,7 +50,10 @@ pub struct ServeError {
 /// Binds `addr` and serves the endpoints in the background; `/readyz` answers for the
 /// roles registered in `ready`.
 pub async fn serve(addr: SocketAddr, ready: Readiness) -> Result<SocketAddr, ServeError> {
-    register_process_metrics();
+    // The process's own figures (`process_resident_memory_bytes`, `process_cpu_seconds_total`,
+    // open file descriptors…) come with prometheus's default registry (its `process`
+    // feature): registering them again only failed as a duplicate and logged a warning at
+    // every start.
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| ServeError { addr, source })?;
@@ -69,18 +72,6 @@ pub async fn serve(addr: SocketAddr, ready: Readiness) -> Result<SocketAddr, Ser
     });
     tracing::info!(%bound, "serving /metrics, /healthz, /readyz");
     Ok(bound)
-}
-
-/// The process's own figures (`process_resident_memory_bytes`, `process_cpu_seconds_total`,
-/// open file descriptors…), registered once per process.
-fn register_process_metrics() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let collector = prometheus::process_collector::ProcessCollector::for_self();
-        if let Err(e) = prometheus::register(Box::new(collector)) {
-            tracing::warn!(error = %e, "process metrics not registered");
-        }
-    });
 }
 
 /// `concord_role_ready{role}`: 1 while the role is ready, as `/readyz` says.
