@@ -110,7 +110,7 @@ SPAN=$((HI - LO + 1))
 CONCORD_RPS=$(per_second "$SPAN" "$CONCORD_S")
 PT_RPS=$(per_second "$SPAN" "$PT_S")
 RATIO=$(ratio "$CONCORD_RPS" "$PT_RPS")
-MET=$(awk -v r="$RATIO" 'BEGIN { print (r + 0 >= 2 ? "met" : "NOT met") }')
+MET=$(at_least "$RATIO" 2)
 {
   echo "==== batch recovery benchmark ===="
   echo "date:     $STARTED_AT"

@@ -81,7 +81,7 @@ HWM=$(concord_mem VmHWM)
 SAME=$( [ "$(table_checksums "$SOURCE_PORT" sbtest sbtest1 copy)" = \
           "$(table_checksums "$TARGET_PORT" sbtest sbtest1 copy)" ] && echo yes || echo NO)
 concord_stop
-MET=$(awk -v v="$HWM" 'BEGIN { print (v + 0 <= 150 ? "met" : "NOT met") }')
+MET=$(at_most "$HWM" 150)
 {
   echo "==== concord big-transaction memory benchmark ===="
   echo "date:     $STARTED_AT"

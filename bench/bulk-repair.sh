@@ -151,7 +151,7 @@ BULK_RPS=$(per_second "$DIFFERING" "$BULK_S")
 BATCH_RPS=$(per_second "$DIFFERING" "$BATCH_S")
 BATCH_WALL_RPS=$(per_second "$DIFFERING" "$BATCH_WALL")
 RATIO=$(ratio "$BULK_RPS" "$BATCH_RPS")
-MET=$(awk -v r="$RATIO" 'BEGIN { print (r + 0 >= 0.5 ? "met" : "NOT met") }')
+MET=$(at_least "$RATIO" 0.5)
 {
   echo "==== console bulk repair benchmark ===="
   echo "date:     $STARTED_AT"

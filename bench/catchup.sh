@@ -211,7 +211,7 @@ DATA_CHECK="$(check_copy concord-target "$TARGET_PORT"); $(check_copy replica "$
 REPLICA_RPS=$(per_second "$BACKLOG_ROWS" "$REPLICA_S")
 CONCORD_RPS=$(per_second "$BACKLOG_ROWS" "$CONCORD_S")
 RATIO=$(ratio "$CONCORD_RPS" "$REPLICA_RPS")
-MET=$(awk -v r="$RATIO" 'BEGIN { print (r + 0 >= 1.5 ? "met" : "NOT met") }')
+MET=$(at_least "$RATIO" 1.5)
 {
   echo "==== concord catch-up benchmark ===="
   echo "date:     $STARTED_AT"

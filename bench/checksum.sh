@@ -91,7 +91,7 @@ NATIVE_S=$(awk -v a="$NATIVE1_S" -v b="$NATIVE2_S" 'BEGIN { printf "%.3f", (a + 
 NATIVE_RPS=$(per_second "$ROWS" "$NATIVE_S")
 CONCORD_RPS=$(per_second "$ROWS" "$CONCORD_S")
 RATIO=$(ratio "$CONCORD_RPS" "$NATIVE_RPS")
-MET=$(awk -v r="$RATIO" 'BEGIN { print (r + 0 >= 0.5 ? "met" : "NOT met") }')
+MET=$(at_least "$RATIO" 0.5)
 LINE=$(grep '^sbtest.sbtest1 ' "$BENCH_LOGS/checksum-concord.txt" || true)
 {
   echo "==== concord checksum benchmark ===="

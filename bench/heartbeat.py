@@ -22,6 +22,7 @@ Prints one JSON object with the statistics on stdout (the target's; a watched re
 
 import argparse
 import json
+import os
 import sys
 import threading
 import time
@@ -185,7 +186,10 @@ def main():
 
     stats = lag_stats(beats, seen["target"], args, args.csv)
     if args.replica_port:
-        csv = args.csv.replace(".csv", "-replica.csv") if args.csv else None
+        csv = None
+        if args.csv:
+            stem, ext = os.path.splitext(args.csv)
+            csv = f"{stem}-replica{ext}"
         stats["replica"] = lag_stats(beats, seen["replica"], args, csv)
     print(json.dumps(stats))
 

@@ -138,7 +138,7 @@ v = json.load(open(sys.argv[1]))[sys.argv[2]]
 print("n/a" if v is None else (f"{v:.1f}" if isinstance(v, float) else v))' "$BENCH_LOGS/kafka-lag-heartbeat.json" "$1"
 }
 P99=$(hb p99_ms)
-LAG_MET=$(awk -v v="$P99" -v t="$LAG_TARGET_MS" 'BEGIN { print (v != "n/a" && v + 0 <= t ? "met" : "NOT met") }')
+LAG_MET=$(at_most "$P99" "$LAG_TARGET_MS")
 {
   echo "==== concord kafka-mode live lag and memory benchmark ===="
   echo "date:     $STARTED_AT"

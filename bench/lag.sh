@@ -78,19 +78,21 @@ concord_start "$CONFIG" "$BENCH_LOGS/concord-lag.log"
 concord_wait_ready 120
 # Beat 0 proves the whole path works before the load starts (and is not counted).
 sql "$SOURCE_PORT" "INSERT INTO bench.heartbeat VALUES (0, CAST(UNIX_TIMESTAMP(NOW(6)) * 1000000 AS UNSIGNED))"
+# beat_zero_seen PORT: beat 0 is visible on that server.
+beat_zero_seen() { [ "$(sql "$1" "SELECT COUNT(*) FROM bench.heartbeat WHERE seq = 0")" = 1 ]; }
 for _ in $(seq 1 600); do
-  [ "$(sql "$TARGET_PORT" "SELECT COUNT(*) FROM bench.heartbeat WHERE seq = 0")" = 1 ] && break
+  beat_zero_seen "$TARGET_PORT" && break
   concord_check_alive
   sleep 0.1
 done
-[ "$(sql "$TARGET_PORT" "SELECT COUNT(*) FROM bench.heartbeat WHERE seq = 0")" = 1 ] ||
+beat_zero_seen "$TARGET_PORT" ||
   die "the first heartbeat did not reach the target within 60 s; concord log: $CONCORD_LOG"
 if [ "$NATIVE" = 1 ]; then
   for _ in $(seq 1 600); do
-    [ "$(sql "$REPLICA_PORT" "SELECT COUNT(*) FROM bench.heartbeat WHERE seq = 0")" = 1 ] && break
+    beat_zero_seen "$REPLICA_PORT" && break
     sleep 0.1
   done
-  [ "$(sql "$REPLICA_PORT" "SELECT COUNT(*) FROM bench.heartbeat WHERE seq = 0")" = 1 ] ||
+  beat_zero_seen "$REPLICA_PORT" ||
     die "the first heartbeat did not reach the native replica within 60 s: $(sql "$REPLICA_PORT" 'SHOW SLAVE STATUS\G' | grep -E 'Running|Error' || true)"
 fi
 log "concord streams; heartbeat reached the target${REPLICA_ARGS[*]:+ and the native replica}"
@@ -133,13 +135,13 @@ print("n/a" if v is None else (f"{v:.1f}" if isinstance(v, float) else v))' "$BE
 }
 P99=$(hb p99_ms)
 # Issue 16's target: p99 <= 20 ms and <= 0.5x the native replica's p99 in the same run.
-LAG_MET=$(awk -v v="$P99" 'BEGIN { print (v != "n/a" && v + 0 <= 20 ? "met" : "NOT met") }')
+LAG_MET=$(at_most "$P99" 20)
 if [ "$NATIVE" = 1 ]; then
   NATIVE_P99=$(hb p99_ms replica)
   LAG_RATIO=$(ratio "$P99" "$NATIVE_P99")
-  RATIO_MET=$(awk -v r="$LAG_RATIO" 'BEGIN { print (r != "n/a" && r + 0 <= 0.5 ? "met" : "NOT met") }')
+  RATIO_MET=$(at_most "$LAG_RATIO" 0.5)
 fi
-RSS_MET=$(awk -v v="$CONCORD_HWM" 'BEGIN { print (v + 0 <= 150 ? "met" : "NOT met") }')
+RSS_MET=$(at_most "$CONCORD_HWM" 150)
 {
   echo "==== concord live lag and memory benchmark ===="
   echo "date:     $STARTED_AT"

@@ -472,3 +472,8 @@ versions_summary() {
 # ratio A B -> A / B with 2 decimals
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 per_second() { awk -v n="$1" -v s="$2" 'BEGIN { if (s > 0) printf "%.0f", n / s; else print "n/a" }'; }
+
+# at_least VALUE LIMIT / at_most VALUE LIMIT -> "met" or "NOT met" (a figure that could not
+# be computed, "n/a", is never met).
+at_least() { awk -v v="$1" -v t="$2" 'BEGIN { print (v != "n/a" && v + 0 >= t ? "met" : "NOT met") }'; }
+at_most() { awk -v v="$1" -v t="$2" 'BEGIN { print (v != "n/a" && v + 0 <= t ? "met" : "NOT met") }'; }

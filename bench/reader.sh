@@ -79,7 +79,7 @@ READER_CPU=$(median "${READER_CPUS[@]}")
 RAW_BPS=$(per_second "$BYTES" "$RAW_S")
 READER_BPS=$(per_second "$BYTES" "$READER_S")
 RATIO=$(ratio "$READER_BPS" "$RAW_BPS")
-MET=$(awk -v r="$RATIO" 'BEGIN { print (r + 0 >= 0.6 ? "met" : "NOT met") }')
+MET=$(at_least "$RATIO" 0.6)
 {
   echo "==== concord binlog reader benchmark ===="
   echo "date:     $STARTED_AT"

@@ -150,7 +150,6 @@ MYDUMPER_RPS=$(per_second "$TOTAL" "$MYDUMPER_S")
 CONCORD_RPS=$(per_second "$TOTAL" "$CONCORD_S")
 R_DUMP=$(ratio "$CONCORD_RPS" "$DUMP_RPS")
 R_MYDUMPER=$(ratio "$CONCORD_RPS" "$MYDUMPER_RPS")
-met() { awk -v r="$1" -v t="$2" 'BEGIN { print (r + 0 >= t ? "met" : "NOT met") }'; }
 WRITABLE=$(awk -v a="$(probe_max dump)" -v b="$(probe_max mydumper)" -v c="$(probe_max concord)" \
   'BEGIN { m = a; if (b > m) m = b; if (c > m) m = c; print (m <= 1000 ? "yes" : "NO"), m }')
 {
@@ -164,8 +163,8 @@ WRITABLE=$(awk -v a="$(probe_max dump)" -v b="$(probe_max mydumper)" -v c="$(pro
   echo "peer:     mydumper + myloader, $THREADS threads: ${MYDUMPER_S}s (dump ${MYDUMPER_DUMP_S}s)  $MYDUMPER_RPS rows/s  writer $MYDUMPER_PROBE"
   echo "concord:  concord snapshot, $THREADS threads: ${CONCORD_S}s  $CONCORD_RPS rows/s  writer $CONCORD_PROBE"
   echo "          the target after the stream caught up: $EXACT"
-  echo "ratios:   concord / mariadb-dump = ${R_DUMP}x (target >= 3x: $(met "$R_DUMP" 3))"
-  echo "          concord / mydumper     = ${R_MYDUMPER}x (target >= 1x: $(met "$R_MYDUMPER" 1))"
+  echo "ratios:   concord / mariadb-dump = ${R_DUMP}x (target >= 3x: $(at_least "$R_DUMP" 3))"
+  echo "          concord / mydumper     = ${R_MYDUMPER}x (target >= 1x: $(at_least "$R_MYDUMPER" 1))"
   echo "writable: no writer statement waited more than 1 s: $WRITABLE ms at most"
   echo "===================================="
 } | tee "$SUMMARY"

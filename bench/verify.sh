@@ -139,7 +139,7 @@ log "verify: ${VERIFY_S}s"
 APPLY_RPS=$(per_second "$BACKLOG_ROWS" "$APPLY_S")
 VERIFY_RPS=$(per_second "$BACKLOG_ROWS" "$VERIFY_S")
 RATIO=$(ratio "$VERIFY_RPS" "$APPLY_RPS")
-MET=$(awk -v r="$RATIO" 'BEGIN { print (r + 0 >= 1.5 ? "met" : "NOT met") }')
+MET=$(at_least "$RATIO" 1.5)
 {
   echo "==== concord verification-rate benchmark ===="
   echo "date:     $STARTED_AT"

@@ -95,6 +95,7 @@ struct Load {
 
 impl Load {
     fn start(pool: Pool, db: &str, kinds: &'static [Kind], n: u64) -> Load {
+        // The load's ids start at 1: avoiding id 0 avoids nothing.
         Self::start_avoiding(pool, db, kinds, n, 0..=0)
     }
 
